@@ -1,0 +1,352 @@
+"""A fully connected network trained by backpropagation, batch first.
+
+Shapes follow the seed notebook: ``W_n[l]`` is (structure[l], structure[l+1]) and
+``B_n[l]`` is a column (structure[l+1], 1), so one sample goes ``z = W.T @ a + b``. A batch
+is a matrix whose rows are samples, so the same weights give ``Z = A @ W + b.T``: the whole
+mini-batch moves through each layer in one matrix product, never a loop over samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .activations import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, get_activation
+from .costs import get_cost
+from .errors import ShapeError
+
+INITS = ("normal", "scaled")
+DTYPES = ("float64", "float32")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Mean cost over the samples, and the share classified right when targets are one-hot."""
+
+    cost: float
+    accuracy: float | None
+
+
+def is_one_hot(targets: np.ndarray) -> bool:
+    """True when every row is all zeros but a single one: a classification target."""
+    return bool(
+        targets.ndim == 2
+        and targets.shape[1] > 1
+        and np.isin(targets, (0, 1)).all()
+        and (targets.sum(axis=1) == 1).all()
+    )
+
+
+class Network:
+    """A multilayer perceptron with the seed notebook's attributes and a batched core.
+
+    structure : layer sizes, input first, e.g. [784, 30, 10].
+    activation : hidden layers' activation (sigmoid, tanh, relu).
+    output_activation : the output layer's (sigmoid, tanh, relu, identity, softmax).
+    cost : "quadratic" (the seed's) or "cross_entropy".
+    init : "normal" draws every bias and weight from N(0, 1) (the seed's); "scaled" divides
+        each weight by sqrt(fan_in), as ``network2.py`` does, so hidden units start unsaturated.
+    rng : None uses NumPy's global generator, as the seed does (``np.random.seed(2023)`` then
+        ``Network([3, 2, 2])`` reproduces the notebook); an int seeds a private
+        ``np.random.RandomState``, which draws exactly what the global one would after
+        ``np.random.seed`` of the same int.
+    """
+
+    def __init__(
+        self,
+        structure: Sequence[int],
+        *,
+        activation: str = "sigmoid",
+        output_activation: str = "sigmoid",
+        cost: str = "quadratic",
+        init: str = "normal",
+        dtype: str | np.dtype = "float64",
+        rng: int | np.random.RandomState | None = None,
+    ):
+        self.structure = _check_structure(structure)
+        self.num_layers = len(self.structure)
+        self.dtype = np.dtype(dtype)
+        if self.dtype.name not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype.name!r}")
+        if activation not in HIDDEN_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {HIDDEN_ACTIVATIONS}, got {activation!r}")
+        if output_activation not in OUTPUT_ACTIVATIONS:
+            raise ValueError(
+                f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {output_activation!r}"
+            )
+        self.activation = get_activation(activation)
+        self.output_activation = get_activation(output_activation)
+        self.cost = get_cost(cost)
+        allowed = self.cost.output_activations
+        if allowed is not None and output_activation not in allowed:
+            raise ValueError(
+                f"cost {cost!r} needs an output_activation in {allowed}, got {output_activation!r}"
+            )
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        self.init = init
+
+        draw = _generator(rng)
+        # The seed's order: every bias vector first, then every weight matrix.
+        self.B_n = [draw.randn(n, 1) for n in self.structure[1:]]
+        self.W_n = [draw.randn(n, m) for n, m in zip(self.structure[:-1], self.structure[1:])]
+        if init == "scaled":
+            self.W_n = [W / np.sqrt(W.shape[0]) for W in self.W_n]
+        self.B_n = [b.astype(self.dtype, copy=False) for b in self.B_n]
+        self.W_n = [W.astype(self.dtype, copy=False) for W in self.W_n]
+
+    # ------------------------------------------------------------------ batched math
+
+    def feedforward(self, inputs: np.ndarray) -> list[np.ndarray]:
+        """Activations of every layer for a batch; activations[0] is the input itself.
+
+        inputs : (n_samples, structure[0]). activations[l] : (n_samples, structure[l]).
+        """
+        activations = [inputs]
+        a = inputs
+        last = len(self.W_n) - 1
+        for l, (b, W) in enumerate(zip(self.B_n, self.W_n)):
+            z = a @ W
+            z += b.T
+            f = self.output_activation if l == last else self.activation
+            a = f.forward(z)
+            activations.append(a)
+        return activations
+
+    def backward(
+        self, activations: list[np.ndarray], targets: np.ndarray
+    ) -> tuple[float, list[np.ndarray], list[np.ndarray]]:
+        """Gradients of the cost summed over one mini-batch.
+
+        activations : from ``feedforward``; targets : (n_samples, structure[-1]).
+        Returns (cost, weight_grads, bias_grads); weight_grads[l] has W_n[l]'s shape and
+        bias_grads[l] is a row (structure[l+1],).
+        """
+        loss, delta = self.cost.loss_and_delta(activations[-1], targets, self.output_activation)
+        n = len(self.W_n)
+        weight_grads: list[np.ndarray] = [None] * n  # type: ignore[list-item]
+        bias_grads: list[np.ndarray] = [None] * n  # type: ignore[list-item]
+        for l in range(n - 1, -1, -1):
+            weight_grads[l] = activations[l].T @ delta
+            bias_grads[l] = delta.sum(axis=0)
+            if l:
+                delta = self.activation.backward(activations[l], delta @ self.W_n[l].T)
+        return loss, weight_grads, bias_grads
+
+    def gradient(
+        self, inputs: np.ndarray, targets: np.ndarray
+    ) -> tuple[float, list[np.ndarray], list[np.ndarray]]:
+        """Cost and gradients summed over a batch (checked arrays, rows are samples)."""
+        inputs, targets = self.check_batch(inputs, targets)
+        return self.backward(self.feedforward(inputs), targets)
+
+    def sgd_step(
+        self, inputs: np.ndarray, targets: np.ndarray, learning_rate: float, decay: float = 1.0
+    ) -> tuple[float, np.ndarray]:
+        """One gradient descent step on one mini-batch, in place; no input checks.
+
+        The step is learning_rate / batch size, as in the seed; ``decay`` (1 - eta*l2/n) shrinks
+        the weights first, which is L2 regularisation as ``network2.py`` applies it.
+        Returns the batch's summed cost before the step and its output activations.
+        """
+        activations = self.feedforward(inputs)
+        loss, weight_grads, bias_grads = self.backward(activations, targets)
+        step = learning_rate / len(inputs)
+        for W, b, dW, db in zip(self.W_n, self.B_n, weight_grads, bias_grads):
+            if decay != 1.0:
+                W *= decay
+            dW *= step
+            W -= dW
+            db *= step
+            b[:, 0] -= db
+        return loss, activations[-1]
+
+    def predict(self, inputs: np.ndarray) -> np.ndarray:
+        """Output activations (n_samples, structure[-1]) for inputs (n_samples, structure[0])."""
+        inputs = self._check_inputs(inputs, "inputs")
+        return self.feedforward(inputs)[-1]
+
+    def evaluate(self, inputs: np.ndarray, targets: np.ndarray) -> Evaluation:
+        """Mean cost, and accuracy (argmax agreement) when the targets are one-hot."""
+        inputs, targets = self.check_batch(inputs, targets)
+        outputs = self.feedforward(inputs)[-1]
+        cost = self.cost.fn(outputs, targets, self.output_activation) / len(inputs)
+        accuracy = None
+        if is_one_hot(targets):
+            accuracy = float(np.mean(outputs.argmax(axis=1) == targets.argmax(axis=1)))
+        return Evaluation(cost, accuracy)
+
+    def total_cost(self, inputs: np.ndarray, targets: np.ndarray) -> float:
+        """The cost summed over all samples (what backprop differentiates)."""
+        inputs, targets = self.check_batch(inputs, targets)
+        outputs = self.feedforward(inputs)[-1]
+        return self.cost.fn(outputs, targets, self.output_activation)
+
+    # ------------------------------------------------------------------ the seed's API
+
+    def backprop(self, x, y) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The seed's per-sample gradients: (bias grads as columns, weight grads) for one (x, y)."""
+        inputs, targets = self.pairs_to_arrays([(x, y)], "x")
+        _, weight_grads, bias_grads = self.backward(self.feedforward(inputs), targets)
+        return [g.reshape(-1, 1) for g in bias_grads], weight_grads
+
+    def gradient_descent(self, mini_batch, learning_rate: float) -> None:
+        """One step of learning_rate / len(mini_batch) on a list of (x, y) column pairs."""
+        inputs, targets = self.pairs_to_arrays(mini_batch, "mini_batch")
+        self.sgd_step(inputs, targets, float(learning_rate))
+
+    def train(self, epochs: int, training_data, learning_rate: float) -> None:
+        """The seed's loop: every epoch, one step per mini-batch, in the order given."""
+        from .training import Trainer, TrainingConfig
+
+        batches = list(training_data)
+        pairs = [pair for batch in batches for pair in batch]
+        inputs, targets = self.pairs_to_arrays(pairs, "training_data")
+        config = TrainingConfig(epochs=epochs, learning_rate=learning_rate, shuffle=False)
+        Trainer(self, inputs, targets, config, batch_sizes=[len(b) for b in batches]).run()
+
+    def pairs_to_arrays(self, pairs: Iterable, field: str) -> tuple[np.ndarray, np.ndarray]:
+        """Stack (x, y) column vectors into (inputs, targets) batches, checking every size."""
+        xs, ys = [], []
+        for i, (x, y) in enumerate(pairs):
+            xs.append(
+                _as_vector(x, f"{field}[{i}] input", self.structure[0], self.dtype, "structure[0]")
+            )
+            ys.append(
+                _as_vector(
+                    y, f"{field}[{i}] target", self.structure[-1], self.dtype, "structure[-1]"
+                )
+            )
+        if not xs:
+            raise ValueError(f"{field}: expected at least one (x, y) pair, got none")
+        return np.stack(xs), np.stack(ys)
+
+    # ------------------------------------------------------------------ state
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The whole model as named plain arrays (what ``np.savez`` stores)."""
+        arrays: dict[str, np.ndarray] = {
+            "structure": np.array(self.structure, dtype=np.int64),
+            "activation": np.array(self.activation.name),
+            "output_activation": np.array(self.output_activation.name),
+            "cost": np.array(self.cost.name),
+            "init": np.array(self.init),
+        }
+        for l, (W, b) in enumerate(zip(self.W_n, self.B_n)):
+            arrays[f"W{l}"] = W
+            arrays[f"b{l}"] = b
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays) -> Network:
+        """Rebuild a network saved by ``to_arrays`` (weights are copied, dtype kept)."""
+        structure = [int(n) for n in arrays["structure"]]
+        net = cls(
+            structure,
+            activation=str(arrays["activation"]),
+            output_activation=str(arrays["output_activation"]),
+            cost=str(arrays["cost"]),
+            init=str(arrays["init"]),
+            dtype=arrays["W0"].dtype,
+            rng=0,  # placeholder draws, replaced below
+        )
+        net.set_parameters(
+            [arrays[f"W{l}"] for l in range(len(structure) - 1)],
+            [arrays[f"b{l}"] for l in range(len(structure) - 1)],
+        )
+        return net
+
+    def set_parameters(self, weights: Sequence[np.ndarray], biases: Sequence[np.ndarray]) -> None:
+        """Replace weights and biases with copies, checking every shape."""
+        if len(weights) != len(self.W_n) or len(biases) != len(self.B_n):
+            raise ValueError(
+                f"expected {len(self.W_n)} weight matrices and bias vectors, "
+                f"got {len(weights)} and {len(biases)}"
+            )
+        new_W, new_B = [], []
+        for l, (W, b) in enumerate(zip(weights, biases)):
+            W = np.array(W, dtype=self.dtype)
+            b = np.array(b, dtype=self.dtype).reshape(-1, 1)
+            if W.shape != self.W_n[l].shape or b.shape != self.B_n[l].shape:
+                raise ValueError(
+                    f"layer {l}: expected weights {self.W_n[l].shape} and biases "
+                    f"{self.B_n[l].shape}, got {W.shape} and {b.shape}"
+                )
+            new_W.append(W)
+            new_B.append(b)
+        self.W_n, self.B_n = new_W, new_B
+
+    def parameters_finite(self) -> bool:
+        return all(np.isfinite(W).all() for W in self.W_n) and all(
+            np.isfinite(b).all() for b in self.B_n
+        )
+
+    # ------------------------------------------------------------------ checks
+
+    def check_batch(self, inputs, targets) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs and targets as 2-D arrays of the network's dtype with matching sizes."""
+        inputs = self._check_inputs(inputs, "inputs")
+        targets = _as_matrix(targets, "targets", self.structure[-1], self.dtype, "structure[-1]")
+        if len(inputs) != len(targets):
+            raise ShapeError("targets", len(inputs), len(targets), "one target row per input row")
+        return inputs, targets
+
+    def _check_inputs(self, inputs, field: str) -> np.ndarray:
+        return _as_matrix(inputs, field, self.structure[0], self.dtype, "structure[0]")
+
+    def __repr__(self) -> str:
+        return (
+            f"Network({self.structure}, activation={self.activation.name!r}, "
+            f"output_activation={self.output_activation.name!r}, cost={self.cost.name!r}, "
+            f"dtype={self.dtype.name!r})"
+        )
+
+
+def _check_structure(structure) -> list[int]:
+    try:
+        sizes = [int(n) for n in structure]
+    except (TypeError, ValueError):
+        raise ValueError(f"structure must be a list of layer sizes, got {structure!r}") from None
+    if len(sizes) < 2:
+        raise ValueError(f"structure needs at least 2 layers (input and output), got {sizes}")
+    if any(n < 1 for n in sizes) or any(n != s for n, s in zip(sizes, structure)):
+        raise ValueError(f"structure must hold positive whole layer sizes, got {list(structure)}")
+    return sizes
+
+
+def _generator(rng) -> np.random.RandomState:
+    if rng is None:
+        return np.random.mtrand._rand  # the global state that np.random.seed sets
+    if isinstance(rng, np.random.RandomState):
+        return rng
+    return np.random.RandomState(rng)
+
+
+def _as_matrix(values, field: str, width: int, dtype: np.dtype, layer: str) -> np.ndarray:
+    try:
+        m = np.asarray(values, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{field}: expected a 2-D array of numbers ({exc})") from None
+    if m.ndim == 1 and width == 1:
+        m = m.reshape(-1, 1)
+    if m.ndim != 2:
+        raise ValueError(f"{field}: expected a 2-D array (rows are samples), got {m.ndim}-D")
+    if m.shape[1] != width:
+        raise ShapeError(field, width, m.shape[1], f"row length must equal the network's {layer}")
+    if not np.isfinite(m).all():
+        raise ValueError(f"{field}: expected finite numbers, found NaN or infinity")
+    return m
+
+
+def _as_vector(v, field: str, size: int, dtype: np.dtype, layer: str) -> np.ndarray:
+    v = np.asarray(v, dtype=dtype)
+    if not (v.ndim == 1 or v.ndim == 2 and 1 in v.shape):
+        raise ValueError(f"{field}: expected a column vector of size {size}, got shape {v.shape}")
+    v = v.reshape(-1)
+    if v.size != size:
+        raise ShapeError(field, size, v.size, f"the network's {layer}")
+    if not np.isfinite(v).all():
+        raise ValueError(f"{field}: expected finite numbers, found NaN or infinity")
+    return v

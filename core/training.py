@@ -1,0 +1,299 @@
+"""Mini-batch gradient descent with per-epoch metrics, callbacks and exact resume.
+
+A ``Trainer`` owns everything that decides the next step: the network, the data, the
+shuffling generator, the position inside the current epoch and the early-stopping record.
+``state_dict`` exports all of it as plain arrays, so a run stopped anywhere (at an epoch
+boundary or between two mini-batches) and resumed from that state performs exactly the
+arithmetic the uninterrupted run would have, and ends with bitwise equal weights.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import Diverged
+from .network import Network, is_one_hot
+
+#: how ``Trainer.run`` ended
+COMPLETED, EARLY_STOPPED, STOPPED = "completed", "early_stopped", "stopped"
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """What to train for; everything about the model itself lives on the ``Network``.
+
+    l2 : weight decay lambda; the cost gains (l2 / 2n) * sum(w^2), n the number of samples.
+    patience : stop when the monitored cost (validation cost if a validation set is given,
+        else training cost) has not improved by more than ``min_delta`` for this many epochs.
+    """
+
+    epochs: int
+    learning_rate: float
+    batch_size: int = 10
+    shuffle: bool = True
+    l2: float = 0.0
+    patience: int | None = None
+    min_delta: float = 0.0
+
+    def __post_init__(self):
+        if not (isinstance(self.epochs, int) and self.epochs >= 1):
+            raise ValueError(f"epochs must be a positive whole number, got {self.epochs!r}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(
+                f"learning_rate must be positive and finite, got {self.learning_rate!r}"
+            )
+        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise ValueError(f"batch_size must be a positive whole number, got {self.batch_size!r}")
+        if not (math.isfinite(self.l2) and self.l2 >= 0):
+            raise ValueError(f"l2 must be zero or positive, got {self.l2!r}")
+        if self.patience is not None and not (
+            isinstance(self.patience, int) and self.patience >= 1
+        ):
+            raise ValueError(
+                f"patience must be a positive whole number or None, got {self.patience!r}"
+            )
+        if not (math.isfinite(self.min_delta) and self.min_delta >= 0):
+            raise ValueError(f"min_delta must be zero or positive, got {self.min_delta!r}")
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """One finished epoch. ``cost`` is the mean over the epoch's mini-batches as they were
+    trained (plus the L2 term), as Keras and scikit-learn report it; validation figures are
+    measured after the epoch's last step."""
+
+    epoch: int
+    cost: float
+    accuracy: float | None
+    val_cost: float | None
+    val_accuracy: float | None
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Progress:
+    """Where the run is; every field is part of the exported state."""
+
+    epoch: int = 0  # epochs finished
+    batch: int = 0  # mini-batches finished in the current epoch
+    cost_sum: float = 0.0  # summed cost of those mini-batches
+    correct: int = 0  # samples they classified right (one-hot targets)
+    seconds: float = 0.0  # time spent in the current epoch so far
+    best_cost: float = math.inf
+    stale_epochs: int = 0
+    early_stopped: bool = False
+    epoch_rng_state: tuple | None = field(default=None, repr=False)
+
+
+EpochCallback = Callable[["Trainer", EpochMetrics], bool | None]
+BatchCallback = Callable[["Trainer"], bool | None]
+
+
+class Trainer:
+    """Trains ``network`` on (inputs, targets) with plain mini-batch gradient descent.
+
+    inputs : (n_samples, structure[0]); targets : (n_samples, structure[-1]); rows are samples.
+    batch_sizes : explicit mini-batches as consecutive runs of rows, in order (the seed's
+        ``training_data``); when given, ``config.batch_size`` and ``config.shuffle`` are unused.
+    validation : optional (inputs, targets) evaluated after every epoch.
+    rng : the generator that shuffles each epoch (a ``RandomState`` or a seed); pass the one
+        that initialised the network to make a whole run follow from one seed.
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        inputs,
+        targets,
+        config: TrainingConfig,
+        *,
+        batch_sizes: Sequence[int] | None = None,
+        validation: tuple | None = None,
+        rng: np.random.RandomState | int | None = None,
+    ):
+        self.network = network
+        self.config = config
+        self.inputs, self.targets = network.check_batch(inputs, targets)
+        n = len(self.inputs)
+        if batch_sizes is None:
+            self.bounds = np.arange(0, n + config.batch_size, config.batch_size).clip(max=n)
+            self.bounds = np.unique(self.bounds)
+            self.shuffle = config.shuffle
+        else:
+            sizes = np.asarray(batch_sizes, dtype=np.int64)
+            if sizes.ndim != 1 or len(sizes) == 0 or (sizes < 1).any() or sizes.sum() != n:
+                raise ValueError(
+                    f"batch_sizes must be positive and add up to the {n} samples, got {list(sizes)}"
+                )
+            self.bounds = np.concatenate(([0], np.cumsum(sizes)))
+            self.shuffle = False
+        self.validation = None
+        if validation is not None:
+            val_inputs, val_targets = validation
+            self.validation = network.check_batch(val_inputs, val_targets)
+        self.rng = rng if isinstance(rng, np.random.RandomState) else np.random.RandomState(rng)
+        self.labels = self.targets.argmax(axis=1) if is_one_hot(self.targets) else None
+        self.progress = _Progress()
+        self.history: list[EpochMetrics] = []
+
+    @property
+    def epoch(self) -> int:
+        """Epochs finished so far."""
+        return self.progress.epoch
+
+    @property
+    def n_batches(self) -> int:
+        return len(self.bounds) - 1
+
+    def run(
+        self, on_epoch: EpochCallback | None = None, on_batch: BatchCallback | None = None
+    ) -> str:
+        """Train until ``config.epochs`` are done; returns how the run ended.
+
+        on_epoch(trainer, metrics) runs after every epoch and on_batch(trainer) after every
+        mini-batch; either returns True to stop there (``STOPPED``), with the state ready to
+        export and resume. Raises ``Diverged`` when the cost or the weights stop being finite.
+        """
+        p = self.progress
+        # sigmoid's exp(-z) overflows to inf for z << 0 and 1/inf is the right answer, 0;
+        # invalid values only arise once training diverges, which _finish_epoch reports
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            while not p.early_stopped and p.epoch < self.config.epochs:
+                finished, stop = self._run_epoch(on_batch)
+                if not finished:
+                    return STOPPED
+                metrics = self._finish_epoch()
+                if on_epoch is not None and on_epoch(self, metrics):
+                    stop = True
+                if stop and not p.early_stopped and p.epoch < self.config.epochs:
+                    return STOPPED
+        return EARLY_STOPPED if p.early_stopped else COMPLETED
+
+    def _run_epoch(self, on_batch: BatchCallback | None) -> tuple[bool, bool]:
+        """The current epoch's remaining mini-batches: (epoch finished, stop requested)."""
+        p, net, X, Y, bounds = self.progress, self.network, self.inputs, self.targets, self.bounds
+        lr, labels = self.config.learning_rate, self.labels
+        decay = 1.0 - lr * self.config.l2 / len(X)
+        order = None
+        if self.shuffle:
+            # A resumed epoch redraws the same permutation from the state the epoch began with.
+            if p.batch == 0:
+                p.epoch_rng_state = self.rng.get_state()
+            else:
+                self.rng.set_state(p.epoch_rng_state)
+            order = self.rng.permutation(len(X))
+        started = time.perf_counter()
+        for k in range(p.batch, len(bounds) - 1):
+            start, stop = bounds[k], bounds[k + 1]
+            if order is None:
+                rows = slice(start, stop)
+                xb, yb = X[rows], Y[rows]
+            else:
+                rows = order[start:stop]
+                xb, yb = X.take(rows, axis=0), Y.take(rows, axis=0)
+            loss, outputs = net.sgd_step(xb, yb, lr, decay)
+            p.cost_sum += loss
+            if labels is not None:
+                p.correct += int(np.count_nonzero(outputs.argmax(axis=1) == labels[rows]))
+            p.batch = k + 1
+            if on_batch is not None and on_batch(self):
+                p.seconds += time.perf_counter() - started
+                finished = p.batch == len(bounds) - 1
+                return finished, True
+        p.seconds += time.perf_counter() - started
+        return True, False
+
+    def _finish_epoch(self) -> EpochMetrics:
+        p, net, n = self.progress, self.network, len(self.inputs)
+        epoch = p.epoch + 1
+        cost = p.cost_sum / n
+        if self.config.l2:
+            cost += 0.5 * self.config.l2 / n * sum(float(np.vdot(W, W)) for W in net.W_n)
+        if not math.isfinite(cost) or not net.parameters_finite():
+            raise Diverged(epoch, cost)
+        accuracy = p.correct / n if self.labels is not None else None
+        val_cost = val_accuracy = None
+        started = time.perf_counter()
+        if self.validation is not None:
+            result = net.evaluate(*self.validation)
+            val_cost, val_accuracy = result.cost, result.accuracy
+        seconds = p.seconds + time.perf_counter() - started
+        metrics = EpochMetrics(epoch, cost, accuracy, val_cost, val_accuracy, seconds)
+        self.history.append(metrics)
+
+        monitored = val_cost if val_cost is not None else cost
+        if monitored < p.best_cost - self.config.min_delta:
+            p.best_cost, p.stale_epochs = monitored, 0
+        else:
+            p.stale_epochs += 1
+        if self.config.patience is not None and p.stale_epochs >= self.config.patience:
+            p.early_stopped = True
+        p.epoch, p.batch, p.cost_sum, p.correct, p.seconds = epoch, 0, 0.0, 0, 0.0
+        return metrics
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The model and the whole training position as plain arrays (``np.savez``-able)."""
+        p = self.progress
+        # mid-epoch, resuming restarts the generator where the epoch began and redraws
+        rng_state = p.epoch_rng_state if p.batch and self.shuffle else self.rng.get_state()
+        _, keys, pos, has_gauss, cached_gaussian = rng_state
+        state = self.network.to_arrays()
+        state.update(
+            epoch=np.asarray(p.epoch),
+            batch=np.asarray(p.batch),
+            cost_sum=np.asarray(p.cost_sum),
+            correct=np.asarray(p.correct),
+            seconds=np.asarray(p.seconds),
+            best_cost=np.asarray(p.best_cost),
+            stale_epochs=np.asarray(p.stale_epochs),
+            early_stopped=np.asarray(p.early_stopped),
+            rng_keys=np.asarray(keys, dtype=np.uint32),
+            rng_pos=np.asarray(pos),
+            rng_has_gauss=np.asarray(has_gauss),
+            rng_cached_gaussian=np.asarray(cached_gaussian),
+        )
+        return state
+
+    def load_state_dict(self, state) -> None:
+        """Continue from ``state_dict()`` output: weights, generator and position."""
+        structure = [int(n) for n in state["structure"]]
+        if structure != self.network.structure:
+            raise ValueError(
+                f"state is for structure {structure}, the network has {self.network.structure}"
+            )
+        n_layers = len(structure) - 1
+        self.network.set_parameters(
+            [state[f"W{l}"] for l in range(n_layers)], [state[f"b{l}"] for l in range(n_layers)]
+        )
+        rng_state = (
+            "MT19937",
+            np.array(state["rng_keys"], dtype=np.uint32),
+            int(state["rng_pos"]),
+            int(state["rng_has_gauss"]),
+            float(state["rng_cached_gaussian"]),
+        )
+        self.rng.set_state(rng_state)
+        batch = int(state["batch"])
+        if not 0 <= batch < self.n_batches:
+            raise ValueError(f"state is at mini-batch {batch}, the data has {self.n_batches}")
+        self.progress = _Progress(
+            epoch=int(state["epoch"]),
+            batch=batch,
+            cost_sum=float(state["cost_sum"]),
+            correct=int(state["correct"]),
+            seconds=float(state["seconds"]),
+            best_cost=float(state["best_cost"]),
+            stale_epochs=int(state["stale_epochs"]),
+            early_stopped=bool(state["early_stopped"]),
+            epoch_rng_state=rng_state if batch else None,
+        )
