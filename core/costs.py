@@ -42,7 +42,7 @@ class QuadraticCost(Cost):
 
     def loss_and_delta(self, a, y, output):
         diff = a - y
-        loss = 0.5 * float(np.vdot(diff, diff))
+        loss = 0.5 * np.vdot(diff, diff)
         return loss, output.backward(a, diff)
 
 

@@ -110,27 +110,29 @@ class Network:
         for l, (b, W) in enumerate(zip(self.B_n, self.W_n)):
             z = a @ W
             z += b.T
-            f = self.output_activation if l == last else self.activation
-            a = f.forward(z)
+            a = (self.output_activation if l == last else self.activation).forward(z)
             activations.append(a)
         return activations
 
     def backward(
-        self, activations: list[np.ndarray], targets: np.ndarray
+        self, activations: list[np.ndarray], targets: np.ndarray, scale: float = 1.0
     ) -> tuple[float, list[np.ndarray], list[np.ndarray]]:
-        """Gradients of the cost summed over one mini-batch.
+        """Gradients of the cost summed over one mini-batch, times ``scale``.
 
         activations : from ``feedforward``; targets : (n_samples, structure[-1]).
         Returns (cost, weight_grads, bias_grads); weight_grads[l] has W_n[l]'s shape and
-        bias_grads[l] is a row (structure[l+1],).
+        bias_grads[l] is a row (structure[l+1],). Every gradient is linear in the output
+        error, so scaling that once scales them all: ``sgd_step`` passes the step size.
         """
         loss, delta = self.cost.loss_and_delta(activations[-1], targets, self.output_activation)
+        if scale != 1.0:
+            delta *= scale
         n = len(self.W_n)
         weight_grads: list[np.ndarray] = [None] * n  # type: ignore[list-item]
         bias_grads: list[np.ndarray] = [None] * n  # type: ignore[list-item]
         for l in range(n - 1, -1, -1):
             weight_grads[l] = activations[l].T @ delta
-            bias_grads[l] = delta.sum(axis=0)
+            bias_grads[l] = np.add.reduce(delta, axis=0)  # delta.sum(0) minus a Python wrapper
             if l:
                 delta = self.activation.backward(activations[l], delta @ self.W_n[l].T)
         return loss, weight_grads, bias_grads
@@ -152,14 +154,12 @@ class Network:
         Returns the batch's summed cost before the step and its output activations.
         """
         activations = self.feedforward(inputs)
-        loss, weight_grads, bias_grads = self.backward(activations, targets)
         step = learning_rate / len(inputs)
+        loss, weight_grads, bias_grads = self.backward(activations, targets, step)
         for W, b, dW, db in zip(self.W_n, self.B_n, weight_grads, bias_grads):
             if decay != 1.0:
                 W *= decay
-            dW *= step
             W -= dW
-            db *= step
             b[:, 0] -= db
         return loss, activations[-1]
 

@@ -179,8 +179,8 @@ class Trainer:
 
     def _run_epoch(self, on_batch: BatchCallback | None) -> tuple[bool, bool]:
         """The current epoch's remaining mini-batches: (epoch finished, stop requested)."""
-        p, net, X, Y, bounds = self.progress, self.network, self.inputs, self.targets, self.bounds
-        lr, labels = self.config.learning_rate, self.labels
+        p, net, X, Y = self.progress, self.network, self.inputs, self.targets
+        lr, bounds = self.config.learning_rate, self.bounds.tolist()
         decay = 1.0 - lr * self.config.l2 / len(X)
         order = None
         if self.shuffle:
@@ -190,26 +190,43 @@ class Trainer:
             else:
                 self.rng.set_state(p.epoch_rng_state)
             order = self.rng.permutation(len(X))
+        # predicted classes go into one array and are counted once, not batch by batch
+        predicted = np.empty(len(X), dtype=np.intp) if self.labels is not None else None
+        first, last = p.batch, len(bounds) - 1
+        # Shuffled rows are gathered a block of mini-batches at a time (about 1 MiB): one
+        # copy per block instead of two per mini-batch, and never a second copy of the data.
+        row_bytes = X.strides[0] + Y.strides[0]
+        per_block = max(1, (1 << 20) // (row_bytes * max(1, bounds[1] - bounds[0])))
+        block_start = block_end = 0
+        cost_sum = np.float64(p.cost_sum)  # float64 even when the network is float32
         started = time.perf_counter()
-        for k in range(p.batch, len(bounds) - 1):
-            start, stop = bounds[k], bounds[k + 1]
+        stop = False
+        for k in range(first, last):
+            start, end = bounds[k], bounds[k + 1]
             if order is None:
-                rows = slice(start, stop)
-                xb, yb = X[rows], Y[rows]
+                xb, yb = X[start:end], Y[start:end]
             else:
-                rows = order[start:stop]
-                xb, yb = X.take(rows, axis=0), Y.take(rows, axis=0)
+                if end > block_end:
+                    block_start, block_end = start, bounds[min(k + per_block, last)]
+                    rows = order[block_start:block_end]
+                    X_block, Y_block = X.take(rows, axis=0), Y.take(rows, axis=0)
+                xb = X_block[start - block_start : end - block_start]
+                yb = Y_block[start - block_start : end - block_start]
             loss, outputs = net.sgd_step(xb, yb, lr, decay)
-            p.cost_sum += loss
-            if labels is not None:
-                p.correct += int(np.count_nonzero(outputs.argmax(axis=1) == labels[rows]))
+            cost_sum += loss
+            if predicted is not None:
+                outputs.argmax(axis=1, out=predicted[start:end])
             p.batch = k + 1
             if on_batch is not None and on_batch(self):
-                p.seconds += time.perf_counter() - started
-                finished = p.batch == len(bounds) - 1
-                return finished, True
+                stop = True
+                break
+        p.cost_sum = float(cost_sum)
+        if predicted is not None:
+            done = slice(bounds[first], bounds[p.batch])
+            labels = self.labels[done] if order is None else self.labels[order[done]]
+            p.correct += int(np.count_nonzero(predicted[done] == labels))
         p.seconds += time.perf_counter() - started
-        return True, False
+        return p.batch == last, stop
 
     def _finish_epoch(self) -> EpochMetrics:
         p, net, n = self.progress, self.network, len(self.inputs)
