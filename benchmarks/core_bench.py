@@ -62,6 +62,7 @@ class SeedLoop:
             Z_n.append(z)
             A_n.append(a)
         H = self.num_layers - 2
+        delta = None  # the output layer (L == H) sets it first
         for L in range(H, -1, -1):
             if L != H:
                 delta = sigmoid_derivative(Z_n[L]) * np.dot(self.W_n[L + 1], delta)
