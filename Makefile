@@ -16,7 +16,14 @@ $(BIN)/python:
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@ $(VENV)/.installed-run
+
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[embedded]'
 	@touch $@
+
+run: $(VENV)/.installed-run
+	$(BIN)/backprop dev --port $(PORT)
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest

@@ -1,0 +1,68 @@
+"""The Flask application: ``create_app()`` wires settings, database, dispatcher and blueprints.
+
+gunicorn 'api:create_app()'
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from flask import Flask, g, request
+
+from backprop.settings import Settings, get_settings
+from store.db import get_database
+from worker.dispatch import Dispatcher
+
+from . import docs, health, jobs, openapi, problems
+from .services import Services
+
+log = logging.getLogger("backprop.api")
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or get_settings()
+    app = Flask("backprop_jobs")
+    # Werkzeug enforces this on the body stream, chunked or not: 413 past it
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
+    app.extensions["backprop"] = Services(
+        settings=settings,
+        db=get_database(settings.sqlalchemy_url),
+        dispatcher=Dispatcher(settings),
+    )
+    problems.init_app(app)
+    openapi.init_app(app)
+    _request_ids_and_logs(app)
+    app.register_blueprint(jobs.bp)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(docs.bp)
+    app.register_blueprint(docs.docs)
+    return app
+
+
+def _request_ids_and_logs(app: Flask) -> None:
+    @app.before_request
+    def _start():
+        given = request.headers.get("X-Request-Id", "")
+        g.request_id = given if 0 < len(given) <= 64 and given.isprintable() else uuid.uuid4().hex
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response):
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        # one line per request: never the body, never the token
+        log.info(
+            "%s %s %s %.1fms",
+            request.method,
+            request.path,
+            response.status_code,
+            (time.perf_counter() - g.get("started", time.perf_counter())) * 1000,
+            extra={
+                "request_id": g.get("request_id"),
+                "tenant": g.get("tenant"),
+                "job_id": g.get("job_id"),
+                "status": response.status_code,
+            },
+        )
+        return response

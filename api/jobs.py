@@ -1,0 +1,255 @@
+"""/v1/jobs: submit, poll, list, metrics, model, predict, cancel. Handlers parse, delegate to
+``store.jobs`` and ``core``, and shape the answer; the rules live there."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import numpy as np
+from flask import Blueprint, Response, g, send_file, url_for
+from kombu.exceptions import OperationalError as BrokerError
+
+from core import ShapeError
+from store import jobs
+from store.models import RUNNING, SUCCEEDED
+
+from .auth import authenticate
+from .openapi import operation
+from .problems import ApiProblem
+from .schemas import (
+    JobCreate,
+    JobList,
+    JobOut,
+    ListQuery,
+    MetricsOut,
+    ModelOut,
+    ModelQuery,
+    PredictOut,
+    PredictRequest,
+)
+from .services import services
+from .validation import field_error, prepare_job
+from .views import job_detail, job_summary, metric_view
+
+bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
+bp.before_request(authenticate)
+log = logging.getLogger("backprop.api")
+
+JOB_ID = "$response.body#/id"
+LINKS = {
+    "GetJob": {"operationId": "getJob", "parameters": {"job_id": JOB_ID}},
+    "GetJobMetrics": {"operationId": "getJobMetrics", "parameters": {"job_id": JOB_ID}},
+    "GetJobModel": {"operationId": "getJobModel", "parameters": {"job_id": JOB_ID}},
+    "Predict": {"operationId": "predict", "parameters": {"job_id": JOB_ID}},
+    "CancelJob": {"operationId": "cancelJob", "parameters": {"job_id": JOB_ID}},
+}
+
+
+def _json(model, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(
+        model.model_dump_json(), status=status, mimetype="application/json", headers=headers
+    )
+
+
+def _detail(session, job) -> JobOut:
+    return job_detail(job, jobs.latest_metric(session, job.id), jobs.events(session, job.id))
+
+
+@bp.post("")
+@operation("createJob", body=JobCreate, responses={202: JobOut}, links={202: LINKS})
+def submit(body: JobCreate):
+    """Queue a training job (202 with a Location to poll)."""
+    s = services()
+    prepared = prepare_job(body, s.settings)
+    with s.db.session() as session:
+        job = jobs.create_job(
+            session,
+            s.db,
+            tenant=g.tenant,
+            spec=prepared.spec,
+            arrays=prepared.arrays,
+            name=body.name,
+            labels=body.labels,
+            chunk_bytes=s.settings.blob_chunk_bytes,
+        )
+    g.job_id = job.id
+    dispatch(job.id)
+    with s.db.session() as session:
+        view = _detail(session, jobs.get_job(session, g.tenant, job.id))
+    return _json(view, 202, {"Location": url_for("jobs.get_job", job_id=job.id)})
+
+
+def dispatch(job_id: str) -> None:
+    """Send the task after the commit. A broker outage loses nothing: the job is stored and
+    the reconciler sends it once the broker is back."""
+    s = services()
+    try:
+        s.dispatcher.send(job_id)
+    except (BrokerError, OSError) as exc:
+        log.warning(
+            "job %s: broker unavailable at submit (%s); left to the reconciler", job_id, exc
+        )
+        with s.db.session() as session:
+            jobs.record_dispatch_failure(session, s.db, job_id, type(exc).__name__)
+        return
+    with s.db.session() as session:
+        jobs.mark_dispatched(session, s.db, job_id)
+
+
+@bp.get("")
+@operation("listJobs", query=ListQuery, responses={200: JobList})
+def list_jobs(query: ListQuery):
+    """The tenant's jobs, newest first, a page at a time."""
+    labels = None
+    if query.label:
+        key, _, value = query.label.partition(":")
+        labels = {key: value}
+    s = services()
+    with s.db.session() as session:
+        try:
+            page = jobs.list_jobs(
+                session,
+                g.tenant,
+                statuses=[query.status] if query.status else None,
+                labels=labels,
+                limit=query.limit,
+                cursor=query.cursor,
+            )
+        except ValueError as exc:
+            raise ApiProblem(
+                422,
+                f"query.cursor: {exc}",
+                slug="validation-error",
+                errors=[field_error(("query", "cursor"), str(exc))],
+            ) from None
+        view = JobList(jobs=[job_summary(j) for j in page.jobs], next_cursor=page.next_cursor)
+    return _json(view)
+
+
+@bp.get("/<job_id>")
+@operation("getJob", responses={200: JobOut})
+def get_job(job_id: str):
+    """Status, progress, latest metrics, error and history of one job."""
+    s = services()
+    with s.db.session() as session:
+        view = _detail(session, _find(session, job_id))
+    return _json(view)
+
+
+@bp.get("/<job_id>/metrics")
+@operation("getJobMetrics", responses={200: MetricsOut})
+def get_metrics(job_id: str):
+    """One row per finished epoch."""
+    s = services()
+    with s.db.session() as session:
+        _find(session, job_id)
+        rows = [metric_view(m) for m in jobs.metrics(session, job_id)]
+    return _json(MetricsOut(job_id=job_id, metrics=rows))
+
+
+@bp.get("/<job_id>/model")
+@operation(
+    "getJobModel",
+    query=ModelQuery,
+    responses={200: ModelOut, 409: None},
+    binary={200: "application/octet-stream"},
+)
+def get_model(job_id: str, query: ModelQuery):
+    """The trained weights and biases in the seed's shapes (JSON, or ?format=npz)."""
+    arrays = _model_arrays(job_id)
+    if query.format == "npz":
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        buffer.seek(0)
+        return send_file(
+            buffer,
+            mimetype="application/octet-stream",
+            as_attachment=True,
+            download_name=f"{job_id}.npz",
+        )
+    layers = len(arrays["structure"]) - 1
+    view = ModelOut(
+        job_id=job_id,
+        structure=arrays["structure"].tolist(),
+        activation=str(arrays["activation"]),
+        output_activation=str(arrays["output_activation"]),
+        cost=str(arrays["cost"]),
+        dtype=arrays["W0"].dtype.name,
+        weights=[arrays[f"W{l}"].tolist() for l in range(layers)],
+        biases=[arrays[f"b{l}"].tolist() for l in range(layers)],
+    )
+    return _json(view)
+
+
+@bp.post("/<job_id>/predict")
+@operation("predict", body=PredictRequest, responses={200: PredictOut, 409: None})
+def predict(job_id: str, body: PredictRequest):
+    """Outputs of the trained network for a batch of inputs."""
+    s = services()
+    _check_model_ready(job_id)  # the tenant's own, succeeded job, before any cache
+    network = s.models.get(job_id, lambda: _model_arrays(job_id))
+    try:
+        outputs = network.predict(body.inputs)
+    except ShapeError as exc:
+        raise ApiProblem(
+            422,
+            f"inputs: {exc}",
+            slug="validation-error",
+            errors=[field_error(("inputs",), str(exc), "size_mismatch")],
+        ) from None
+    except ValueError as exc:  # ragged rows
+        raise ApiProblem(
+            422,
+            f"inputs: {exc}",
+            slug="validation-error",
+            errors=[field_error(("inputs",), str(exc))],
+        ) from None
+    return _json(PredictOut(outputs=outputs.tolist()))
+
+
+@bp.post("/<job_id>/cancel")
+@operation("cancelJob", responses={200: JobOut, 202: JobOut, 409: None})
+def cancel(job_id: str):
+    """Cancel: a queued job at once (200), a running one at its next mini-batch (202)."""
+    s = services()
+    with s.db.session() as session:
+        try:
+            job = jobs.request_cancel(session, s.db, g.tenant, job_id)
+        except jobs.JobNotFound:
+            raise _not_found(job_id) from None
+        except jobs.JobConflict as exc:
+            raise ApiProblem(409, str(exc), slug="job-finished") from None
+        view = _detail(session, job)
+    return _json(view, 202 if view.status == RUNNING else 200)
+
+
+def _find(session, job_id: str):
+    g.job_id = job_id
+    try:
+        return jobs.get_job(session, g.tenant, job_id)
+    except jobs.JobNotFound:
+        raise _not_found(job_id) from None
+
+
+def _not_found(job_id: str) -> ApiProblem:
+    return ApiProblem(404, f"no job {job_id!r} for this tenant", slug="job-not-found")
+
+
+def _check_model_ready(job_id: str) -> None:
+    s = services()
+    with s.db.session() as session:
+        job = _find(session, job_id)
+        if job.status != SUCCEEDED:
+            raise ApiProblem(
+                409,
+                f"the job is {job.status}; a model exists once it succeeded",
+                slug="model-not-ready",
+            )
+
+
+def _model_arrays(job_id: str) -> dict[str, np.ndarray]:
+    _check_model_ready(job_id)
+    s = services()
+    with s.db.session() as session:
+        return jobs.load_model(session, job_id)

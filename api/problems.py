@@ -1,0 +1,120 @@
+"""RFC 9457 problem details for every error the API returns, and nothing else.
+
+Every answer with status >= 400 is ``application/problem+json`` with a ``request_id``.
+An unexpected exception becomes a 500 whose body says only that, with the request id; the
+traceback goes to the log under the same id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from http import HTTPStatus
+
+from flask import Flask, Response, g, request
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from store.db import is_outage
+
+from .validation import SpecError, dotted, field_error
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("backprop.api")
+
+
+class ApiProblem(Exception):
+    """Raise to answer with a problem: ``raise ApiProblem(409, "the job has not succeeded")``."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        slug: str | None = None,
+        errors: list[dict] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(detail)
+        self.status, self.detail, self.slug = status, detail, slug
+        self.errors, self.headers = errors, headers or {}
+
+
+def problem(
+    status: int,
+    detail: str | None = None,
+    *,
+    slug: str | None = None,
+    errors: list[dict] | None = None,
+    headers: dict | None = None,
+) -> Response:
+    body = {
+        "type": f"/problems/{slug}" if slug else "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+    }
+    if detail:
+        body["detail"] = detail
+    body["instance"] = request.path
+    body["request_id"] = getattr(g, "request_id", None)
+    if errors is not None:
+        body["errors"] = errors
+    return Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON, headers=headers)
+
+
+def validation_problem(exc: ValidationError, where: tuple = ()) -> Response:
+    """A pydantic error as a 422 naming each field, or a 400 for text that is not JSON."""
+    details = exc.errors(include_url=False, include_input=False, include_context=False)
+    errors = []
+    for error in details:
+        loc = _strip_union_tags((*where, *error["loc"]))
+        errors.append(field_error(loc, error["msg"], error["type"]))
+    summary = "; ".join(f"{e['field'] or 'body'}: {e['msg']}" for e in errors[:5])
+    if len(errors) > 5:
+        summary += f"; and {len(errors) - 5} more"
+    return problem(422, summary, slug="validation-error", errors=errors)
+
+
+def _strip_union_tags(loc: tuple) -> tuple:
+    # pydantic names the chosen member of the data union in the path: data.arrays.inputs[0]
+    if len(loc) > 1 and loc[0] == "data" and loc[1] in ("arrays", "batches"):
+        return (loc[0], *loc[2:])
+    return loc
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(ApiProblem)
+    def _api_problem(exc: ApiProblem):
+        return problem(
+            exc.status, exc.detail, slug=exc.slug, errors=exc.errors, headers=exc.headers
+        )
+
+    @app.errorhandler(SpecError)
+    def _spec_error(exc: SpecError):
+        return problem(422, str(exc), slug="validation-error", errors=exc.errors)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        # keep the exception's headers (Allow on a 405, WWW-Authenticate on a 401)
+        headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+        return problem(exc.code or 500, exc.description, headers=headers)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        if is_outage(exc):
+            log.warning("database unavailable: %s", type(exc).__name__)
+            return problem(
+                503,
+                "the database is unavailable; retry shortly",
+                slug="database-unavailable",
+                headers={"Retry-After": "5"},
+            )
+        log.exception("unexpected error (request %s)", getattr(g, "request_id", "-"))
+        return problem(
+            500,
+            "an unexpected error occurred; quote the request_id to support",
+            slug="internal-error",
+        )
+
+
+__all__ = ["ApiProblem", "PROBLEM_JSON", "dotted", "init_app", "problem", "validation_problem"]

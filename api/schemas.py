@@ -1,0 +1,284 @@
+"""The HTTP contract as pydantic models: requests are validated with them and the OpenAPI
+document is generated from them (``api/openapi.py``), so the two cannot disagree.
+
+Requests are strict: a number must be a JSON number (not ``true``, not ``"5"``), an integer
+field takes integers (``13.0`` too: JSON Schema calls it an integer), every float must be
+finite, and unknown fields are rejected. Rules that need the settings or span several fields
+(sizes against the structure, limits, the compute budget) are in ``api/validation.py``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+)
+
+
+def _integral_float_to_int(value: Any) -> Any:
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_integral_float_to_int)]
+PositiveInt = Annotated[JsonInt, Field(ge=1)]
+Row = Annotated[list[float], Field(min_length=1)]
+Matrix = Annotated[list[Row], Field(min_length=1)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+
+class Out(BaseModel):
+    """Response models: documented, not re-validated on the way out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# ------------------------------------------------------------------------------ requests
+
+
+class EarlyStopping(Strict):
+    """Stop when the monitored cost (validation if given, else training) stops improving."""
+
+    patience: PositiveInt = Field(description="Epochs without improvement before stopping")
+    min_delta: Annotated[float, Field(ge=0)] = Field(0.0, description="Smallest improvement")
+
+
+class ValidationSet(Strict):
+    """Held-out samples evaluated after every epoch."""
+
+    inputs: Matrix
+    targets: Matrix
+
+
+class Options(Strict):
+    """The core's training options; every one has the seed notebook's behaviour as default."""
+
+    activation: Literal["sigmoid", "tanh", "relu"] = "sigmoid"
+    output_activation: Literal["sigmoid", "tanh", "relu", "identity", "softmax"] = "sigmoid"
+    cost: Literal["quadratic", "cross_entropy"] = "quadratic"
+    init: Literal["normal", "scaled"] = Field(
+        "normal", description="normal: N(0, 1) as in the seed; scaled: N(0, 1/n_in)"
+    )
+    l2: Annotated[float, Field(ge=0)] = Field(0.0, description="L2 weight decay lambda")
+    dtype: Literal["float64", "float32"] = "float64"
+    early_stopping: EarlyStopping | None = None
+    validation: ValidationSet | None = None
+    max_runtime_seconds: PositiveInt | None = Field(
+        None, description="Fail the job with error type 'timeout' after this long"
+    )
+
+
+Pair = Annotated[
+    list[Row], Field(min_length=2, max_length=2, description="[x, y]: one input, one target")
+]
+
+
+class BatchData(Strict):
+    """Explicit mini-batches of [x, y] pairs, trained in order every epoch (the seed's form)."""
+
+    batches: Annotated[list[Annotated[list[Pair], Field(min_length=1)]], Field(min_length=1)]
+
+
+class ArrayData(Strict):
+    """Inputs and targets as matrices (rows are samples), cut into batches of batch_size."""
+
+    inputs: Matrix
+    targets: Matrix
+    batch_size: PositiveInt = 10
+    shuffle: bool = Field(True, description="Reshuffle before every epoch (seeded)")
+
+
+def _data_form(value: Any) -> str:
+    return "batches" if isinstance(value, dict) and "batches" in value else "arrays"
+
+
+TrainingData = Annotated[
+    Annotated[BatchData, Tag("batches")] | Annotated[ArrayData, Tag("arrays")],
+    Discriminator(_data_form),
+]
+
+LabelKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,63}$")]
+LabelValue = Annotated[str, Field(max_length=63)]
+
+
+class JobCreate(Strict):
+    """A training job: the network, the data and how to train it."""
+
+    structure: Annotated[list[PositiveInt], Field(min_length=2)] = Field(
+        description="Layer sizes, input first, e.g. [784, 30, 10]"
+    )
+    epochs: PositiveInt
+    learning_rate: Annotated[float, Field(gt=0)]
+    seed: Annotated[JsonInt, Field(ge=0, le=2**32 - 1)] | None = Field(
+        None,
+        description="Makes initialisation equal to np.random.seed(seed); Network(structure) "
+        "and the whole run reproducible; chosen at random when omitted",
+    )
+    name: Annotated[str, Field(max_length=200)] | None = None
+    labels: Annotated[dict[LabelKey, LabelValue], Field(max_length=20)] = {}
+    options: Options = Options()
+    data: TrainingData
+
+
+class PredictRequest(Strict):
+    inputs: Matrix
+
+
+class ListQuery(BaseModel):
+    """Query parameters arrive as strings, so this model converts (it is not strict)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None
+    label: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,63}:.{0,63}$")] | None = Field(
+        None, description="key:value; only jobs with that label"
+    )
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+    cursor: Annotated[str, Field(max_length=200)] | None = Field(
+        None, description="next_cursor of the previous page"
+    )
+
+
+class ModelQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["json", "npz"] = "json"
+
+
+# ------------------------------------------------------------------------------ responses
+
+
+class Progress(Out):
+    epoch: int = Field(description="Epochs finished")
+    epochs: int
+
+
+class EpochMetricsOut(Out):
+    epoch: int
+    cost: float
+    accuracy: float | None = None
+    val_cost: float | None = None
+    val_accuracy: float | None = None
+    seconds: float
+
+
+class JobErrorOut(Out):
+    type: str = Field(description="diverged, timeout, attempts_exhausted, invalid_data, ...")
+    message: str
+
+
+class JobEventOut(Out):
+    at: datetime
+    kind: str
+    message: str
+    worker: str | None = None
+
+
+class DataSummary(Out):
+    form: Literal["batches", "arrays"]
+    samples: int
+    batches: int = Field(description="Mini-batches per epoch")
+    batch_size: int | None = None
+    shuffle: bool
+    validation_samples: int = 0
+
+
+class OptionsOut(Out):
+    activation: str
+    output_activation: str
+    cost: str
+    init: str
+    l2: float
+    dtype: str
+    early_stopping: EarlyStopping | None = None
+    max_runtime_seconds: int
+
+
+class JobSummary(Out):
+    id: str
+    name: str | None = None
+    labels: dict[str, str]
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    progress: Progress
+    structure: list[int]
+    learning_rate: float
+    seed: int
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    updated_at: datetime
+    error: JobErrorOut | None = None
+
+
+class JobOut(JobSummary):
+    options: OptionsOut
+    data: DataSummary
+    metrics: EpochMetricsOut | None = Field(None, description="The latest finished epoch")
+    attempts: int
+    cancel_requested: bool
+    runtime_seconds: float
+    history: list[JobEventOut]
+
+
+class JobList(Out):
+    jobs: list[JobSummary]
+    next_cursor: str | None = None
+
+
+class MetricsOut(Out):
+    job_id: str
+    metrics: list[EpochMetricsOut]
+
+
+class ModelOut(Out):
+    job_id: str
+    structure: list[int]
+    activation: str
+    output_activation: str
+    cost: str
+    dtype: str
+    weights: list[list[list[float]]] = Field(description="weights[l] is n_l x n_(l+1)")
+    biases: list[list[list[float]]] = Field(description="biases[l] is n_(l+1) x 1, as the seed")
+
+
+class PredictOut(Out):
+    outputs: list[list[float]]
+
+
+class Health(Out):
+    status: Literal["ok"]
+
+
+class Readiness(Out):
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, str]
+
+
+class FieldError(Out):
+    loc: list[str | int] = Field(description="Path to the field, e.g. ['data', 'inputs', 3]")
+    field: str = Field(description="The same path as text: data.inputs[3]")
+    msg: str
+    type: str
+
+
+class Problem(Out):
+    """RFC 9457 problem details."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    request_id: str | None = None
+    errors: list[FieldError] | None = None

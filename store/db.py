@@ -1,0 +1,79 @@
+"""Engines and sessions: one engine per process, a session per request or per task.
+
+A forked child (gunicorn worker, Celery pool process) must not reuse its parent's
+connections; ``Database.after_fork`` drops them without closing the parent's sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+
+class Database:
+    def __init__(self, url: str):
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            # a busy timeout instead of "database is locked" when api and worker write at once
+            self.engine = create_engine(url, connect_args={"timeout": 30})
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            # fail fast while the server is down: the API answers 503, workers retry
+            self.engine = create_engine(
+                url, pool_pre_ping=True, connect_args={"connect_timeout": 3}
+            )
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in a transaction: committed on success, rolled back on error."""
+        with self.sessions() as session, session.begin():
+            yield session
+
+    def now(self, session: Session) -> datetime:
+        """The database's clock (aware UTC): leases compare times from one clock only.
+
+        SQLite lives on this machine, so its clock is this machine's.
+        """
+        if self.is_sqlite:
+            return datetime.now(UTC)
+        return session.execute(text("SELECT clock_timestamp()")).scalar_one().astimezone(UTC)
+
+    def ping(self) -> None:
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    def after_fork(self) -> None:
+        self.engine.dispose(close=False)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True for errors that mean 'the database is unreachable', not 'the query is wrong'."""
+    if isinstance(exc, OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+@lru_cache(maxsize=4)
+def get_database(url: str) -> Database:
+    """The process's Database for a URL (engines are pooled, so one per process)."""
+    return Database(url)
+
+
+def engine_for(url: str) -> Engine:
+    return get_database(url).engine

@@ -1,0 +1,555 @@
+"""Everything that reads or changes a job: the one place with the job table's rules.
+
+The job row is the source of truth. A worker may write to a job only while it holds the job's
+lease (``lease_owner``); every such write is one conditional UPDATE that names the owner, so a
+worker that lost its lease (expired, and claimed by another) finds zero rows and stops
+(``LeaseLost``). Celery messages only say "this job may be ready"; ``claim`` decides.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from . import blobs
+from .db import Database
+from .models import (
+    CANCELLED,
+    FAILED,
+    FINAL_STATUSES,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    EpochMetric,
+    Job,
+    JobEvent,
+    utcnow,
+)
+
+DATA_KINDS = ("inputs", "targets", "batch_sizes", "val_inputs", "val_targets")
+
+
+class LeaseLost(Exception):
+    """This worker no longer holds the job: another claimed it, or it ended."""
+
+
+class JobNotFound(LookupError):
+    pass
+
+
+class JobConflict(Exception):
+    """The job is not in a state that allows the operation (e.g. cancel a finished job)."""
+
+
+def add_event(
+    session: Session, job_id: str, kind: str, message: str = "", *, worker=None, at=None
+) -> None:
+    event = JobEvent(job_id=job_id, kind=kind, message=message, worker=worker, at=at or utcnow())
+    session.add(event)
+
+
+# ---------------------------------------------------------------------------------- submit
+
+
+def create_job(
+    session: Session,
+    db: Database,
+    *,
+    tenant: str,
+    spec: dict,
+    arrays: dict[str, np.ndarray],
+    name: str | None,
+    labels: dict[str, str],
+    chunk_bytes: int,
+) -> Job:
+    """Store a validated job and its data in the caller's transaction, status queued."""
+    now = db.now(session)
+    job = Job(
+        id=str(uuid.uuid4()),
+        tenant=tenant,
+        name=name,
+        labels=labels,
+        spec=spec,
+        status=QUEUED,
+        epoch=0,
+        epochs=spec["epochs"],
+        attempts=0,
+        cancel_requested=False,
+        runtime_seconds=0.0,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(job)
+    session.flush()
+    for kind, array in arrays.items():
+        blobs.write_array(session, job.id, kind, array, chunk_bytes)
+    samples = len(arrays["inputs"])
+    add_event(session, job.id, "queued", f"{samples} samples, {spec['epochs']} epochs", at=now)
+    return job
+
+
+def mark_dispatched(session: Session, db: Database, job_id: str, message: str = "") -> None:
+    now = db.now(session)
+    session.execute(update(Job).where(Job.id == job_id).values(dispatched_at=now))
+    add_event(session, job_id, "dispatched", message, at=now)
+
+
+def record_dispatch_failure(session: Session, db: Database, job_id: str, error: str) -> None:
+    add_event(
+        session,
+        job_id,
+        "dispatch_failed",
+        f"the broker did not take the task ({error}); the reconciler will send it",
+        at=db.now(session),
+    )
+
+
+# ---------------------------------------------------------------------------------- reads
+
+
+def get_job(session: Session, tenant: str, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or job.tenant != tenant:
+        raise JobNotFound(job_id)
+    return job
+
+
+@dataclass(frozen=True)
+class Page:
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+def encode_cursor(job: Job) -> str:
+    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Raises ValueError for anything that is not a cursor this service made."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created_at, job_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        return datetime.fromisoformat(created_at), str(uuid.UUID(job_id))
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise ValueError("not a cursor returned by this API") from exc
+
+
+def list_jobs(
+    session: Session,
+    tenant: str,
+    *,
+    statuses: list[str] | None = None,
+    labels: dict[str, str] | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page:
+    """The tenant's jobs, newest first; ``cursor`` continues after the last page's end."""
+    query = select(Job).where(Job.tenant == tenant)
+    if statuses:
+        query = query.where(Job.status.in_(statuses))
+    if cursor:
+        created_at, job_id = decode_cursor(cursor)
+        query = query.where(
+            or_(Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < job_id))
+        )
+    query = query.order_by(Job.created_at.desc(), Job.id.desc())
+    if not labels:
+        found = list(session.scalars(query.limit(limit + 1)))
+    else:
+        # labels live in a JSON column; filter in Python, reading in pages
+        found = []
+        for job in session.scalars(query.execution_options(yield_per=200)):
+            if all(job.labels.get(k) == v for k, v in labels.items()):
+                found.append(job)
+                if len(found) > limit:
+                    break
+    more = len(found) > limit
+    found = found[:limit]
+    return Page(found, encode_cursor(found[-1]) if more and found else None)
+
+
+def events(session: Session, job_id: str, limit: int = 200) -> list[JobEvent]:
+    newest = (
+        select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id.desc()).limit(limit)
+    )
+    return list(reversed(session.scalars(newest).all()))
+
+
+def metrics(session: Session, job_id: str) -> list[EpochMetric]:
+    return list(
+        session.scalars(
+            select(EpochMetric).where(EpochMetric.job_id == job_id).order_by(EpochMetric.epoch)
+        )
+    )
+
+
+def latest_metric(session: Session, job_id: str) -> EpochMetric | None:
+    return session.scalars(
+        select(EpochMetric)
+        .where(EpochMetric.job_id == job_id)
+        .order_by(EpochMetric.epoch.desc())
+        .limit(1)
+    ).first()
+
+
+def count_jobs(session: Session, tenant: str, status: str) -> int:
+    return session.scalar(
+        select(func.count()).select_from(Job).where(Job.tenant == tenant, Job.status == status)
+    )
+
+
+def load_model(session: Session, job_id: str) -> dict[str, np.ndarray]:
+    blob = blobs.find_blob(session, job_id, "model")
+    if blob is None:
+        raise JobConflict("the job has no model")
+    return blobs.read_arrays(session, blob)
+
+
+def load_data(session: Session, job_id: str) -> dict[str, np.ndarray]:
+    """The job's training (and validation) arrays, each read once into place."""
+    arrays = {}
+    for kind in DATA_KINDS:
+        blob = blobs.find_blob(session, job_id, kind)
+        if blob is not None:
+            arrays[kind] = blobs.read_array(session, blob)
+    return arrays
+
+
+def load_checkpoint(session: Session, job_id: str) -> dict[str, np.ndarray] | None:
+    blob = blobs.find_blob(session, job_id, "checkpoint")
+    return None if blob is None else blobs.read_arrays(session, blob)
+
+
+# ---------------------------------------------------------------------------------- cancel
+
+
+def request_cancel(session: Session, db: Database, tenant: str, job_id: str) -> Job:
+    """Cancel a queued job now; ask a running job's worker to stop at its next mini-batch."""
+    job = get_job(session, tenant, job_id)
+    now = db.now(session)
+    done = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == QUEUED)
+        .values(status=CANCELLED, cancel_requested=True, finished_at=now, updated_at=now)
+    ).rowcount
+    if done:
+        add_event(session, job_id, "cancelled", "cancelled while queued", at=now)
+    else:
+        asked = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == RUNNING, Job.cancel_requested.is_(False))
+            .values(cancel_requested=True, updated_at=now)
+        ).rowcount
+        if asked:
+            add_event(
+                session, job_id, "cancel_requested", "the worker stops at its next batch", at=now
+            )
+        elif job.status in FINAL_STATUSES:
+            raise JobConflict(f"the job already ended: {job.status}")
+    session.flush()
+    session.refresh(job)
+    return job
+
+
+# ---------------------------------------------------------------------------------- worker
+
+
+def _claimable(now: datetime):
+    return or_(
+        Job.status == QUEUED,
+        and_(Job.status == RUNNING, Job.lease_expires_at < now),
+    )
+
+
+def claim(
+    session: Session,
+    db: Database,
+    job_id: str,
+    owner: str,
+    *,
+    lease_seconds: float,
+    max_attempts: int,
+    worker: str,
+) -> Job | None:
+    """Take the job if nobody holds it: one atomic conditional UPDATE.
+
+    Claimable: queued, or running under an expired lease. On PostgreSQL the row is picked with
+    ``FOR UPDATE SKIP LOCKED`` (a competing claim skips it instead of waiting); SQLite runs
+    the same statement as a compare-and-set under its single-writer lock. Returns the
+    claimed job, or None (someone else holds it, it ended, it was cancelled or it ran out of
+    attempts; the last two are recorded).
+    """
+    now = db.now(session)
+    claimable = _claimable(now)
+    target = (
+        select(Job.id)
+        .where(Job.id == job_id, claimable, Job.cancel_requested.is_(False))
+        .where(Job.attempts < max_attempts)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    claimed = session.execute(
+        update(Job)
+        .where(Job.id == target)
+        .values(
+            status=RUNNING,
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            attempts=Job.attempts + 1,
+            started_at=func.coalesce(Job.started_at, now),
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if claimed == 1:
+        job = session.get(Job, job_id, populate_existing=True)
+        add_event(session, job_id, "claimed", f"attempt {job.attempts}", worker=worker, at=now)
+        return job
+    _end_unclaimable(session, job_id, now, max_attempts, worker)
+    return None
+
+
+def _end_unclaimable(session: Session, job_id: str, now, max_attempts: int, worker) -> None:
+    """A claimable job that is cancelled or out of attempts ends here instead of running."""
+    cancelled = session.execute(
+        update(Job)
+        .where(Job.id == job_id, _claimable(now), Job.cancel_requested.is_(True))
+        .values(status=CANCELLED, lease_owner=None, finished_at=now, updated_at=now)
+    ).rowcount
+    if cancelled:
+        add_event(session, job_id, "cancelled", "cancelled before a worker resumed it", at=now)
+        return
+    exhausted = session.execute(
+        update(Job)
+        .where(Job.id == job_id, _claimable(now), Job.attempts >= max_attempts)
+        .values(
+            status=FAILED,
+            lease_owner=None,
+            finished_at=now,
+            updated_at=now,
+            error_type="attempts_exhausted",
+            error_message=f"the job was started {max_attempts} times and never finished "
+            "(its worker died or lost the job each time); it will not be retried",
+        )
+    ).rowcount
+    if exhausted:
+        add_event(session, job_id, "failed", f"attempts exhausted ({max_attempts})", at=now)
+
+
+def _guarded(job_id: str, owner: str):
+    return (
+        update(Job)
+        .where(Job.id == job_id, Job.lease_owner == owner, Job.status == RUNNING)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def renew_lease(
+    session: Session, db: Database, job_id: str, owner: str, lease_seconds: float
+) -> bool:
+    """Extend the lease; returns cancel_requested. Raises LeaseLost if it is gone."""
+    now = db.now(session)
+    row = session.execute(
+        _guarded(job_id, owner)
+        .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+        .returning(Job.cancel_requested)
+    ).first()
+    if row is None:
+        raise LeaseLost(job_id)
+    return bool(row[0])
+
+
+def record_epoch(
+    session: Session,
+    db: Database,
+    job_id: str,
+    owner: str,
+    *,
+    metric: dict,
+    runtime_seconds: float,
+    checkpoint: dict[str, np.ndarray] | None,
+    chunk_bytes: int,
+    worker: str,
+) -> None:
+    """One finished epoch: progress, its metrics row and (optionally) a checkpoint, atomically."""
+    now = db.now(session)
+    done = session.execute(
+        _guarded(job_id, owner).values(
+            epoch=metric["epoch"], runtime_seconds=runtime_seconds, updated_at=now
+        )
+    ).rowcount
+    if done != 1:
+        raise LeaseLost(job_id)
+    # merge: a retried transaction (outage after commit) must not insert the row twice
+    session.merge(EpochMetric(job_id=job_id, recorded_at=now, **metric))
+    if checkpoint is not None:
+        _replace_checkpoint(session, job_id, checkpoint, chunk_bytes, now, worker)
+
+
+def save_checkpoint(
+    session: Session,
+    db: Database,
+    job_id: str,
+    owner: str,
+    *,
+    state: dict[str, np.ndarray],
+    runtime_seconds: float,
+    chunk_bytes: int,
+    worker: str,
+) -> None:
+    now = db.now(session)
+    done = session.execute(
+        _guarded(job_id, owner).values(runtime_seconds=runtime_seconds, updated_at=now)
+    ).rowcount
+    if done != 1:
+        raise LeaseLost(job_id)
+    _replace_checkpoint(session, job_id, state, chunk_bytes, now, worker)
+
+
+def _replace_checkpoint(session, job_id, state, chunk_bytes, now, worker) -> None:
+    blob = blobs.write_arrays(session, job_id, "checkpoint", state, chunk_bytes)
+    blobs.delete_blobs(session, job_id, "checkpoint", keep=blob.id)
+    epoch, batch = int(state["epoch"]), int(state["batch"])
+    where = f"after epoch {epoch}" if batch == 0 else f"epoch {epoch + 1}, batch {batch}"
+    add_event(session, job_id, "checkpoint", where, worker=worker, at=now)
+
+
+def prepare_resume(session: Session, job_id: str, epoch: int) -> None:
+    """Drop metrics rows past the checkpoint's epoch: the resumed run writes them again."""
+    session.execute(
+        delete(EpochMetric).where(EpochMetric.job_id == job_id, EpochMetric.epoch > epoch)
+    )
+
+
+def finish(
+    session: Session,
+    db: Database,
+    job_id: str,
+    owner: str,
+    *,
+    status: str,
+    runtime_seconds: float,
+    error_type: str | None = None,
+    message: str = "",
+    model: dict[str, np.ndarray] | None = None,
+    chunk_bytes: int = 2**20,
+    worker: str | None = None,
+) -> None:
+    """End the job (succeeded with its model, failed or cancelled) and release the lease."""
+    now = db.now(session)
+    done = session.execute(
+        _guarded(job_id, owner).values(
+            status=status,
+            lease_owner=None,
+            lease_expires_at=None,
+            finished_at=now,
+            updated_at=now,
+            runtime_seconds=runtime_seconds,
+            error_type=error_type,
+            error_message=message or None if status == FAILED else None,
+        )
+    ).rowcount
+    if done != 1:
+        raise LeaseLost(job_id)
+    if model is not None:
+        blobs.write_arrays(session, job_id, "model", model, chunk_bytes)
+    add_event(session, job_id, status, message, worker=worker, at=now)
+
+
+def release(session: Session, db: Database, job_id: str, owner: str, message: str, worker) -> None:
+    """Give the job back to the queue (e.g. a worker shutting down)."""
+    now = db.now(session)
+    done = session.execute(
+        _guarded(job_id, owner).values(
+            status=QUEUED,
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=now,
+            dispatched_at=None,
+        )
+    ).rowcount
+    if done == 1:
+        add_event(session, job_id, "released", message, worker=worker, at=now)
+
+
+# ---------------------------------------------------------------------------------- reconciler
+
+
+def stale_queued(
+    session: Session, db: Database, older_than: float, grace: float = 2.0
+) -> list[str]:
+    """Queued jobs whose message was never sent or was sent long ago (lost, or never taken).
+
+    A job submitted in the last ``grace`` seconds is left alone: its submit is still sending.
+    """
+    now = db.now(session)
+    return list(
+        session.scalars(
+            select(Job.id)
+            .where(Job.status == QUEUED)
+            .where(
+                or_(
+                    and_(
+                        Job.dispatched_at.is_(None), Job.updated_at < now - timedelta(seconds=grace)
+                    ),
+                    Job.dispatched_at < now - timedelta(seconds=older_than),
+                )
+            )
+            .order_by(Job.created_at)
+        )
+    )
+
+
+def requeue_expired(session: Session, db: Database) -> list[str]:
+    """Running jobs whose worker stopped renewing its lease go back to the queue.
+
+    A job whose cancel was requested ends cancelled instead: nobody is left to stop it.
+    """
+    now = db.now(session)
+    expired = session.execute(
+        select(Job.id, Job.lease_owner, Job.cancel_requested)
+        .where(Job.status == RUNNING, Job.lease_expires_at < now)
+        .with_for_update(skip_locked=True)
+    ).all()
+    requeued = []
+    for job_id, owner, cancel_requested in expired:
+        still_expired = update(Job).where(
+            Job.id == job_id,
+            Job.status == RUNNING,
+            Job.lease_owner == owner,
+            Job.lease_expires_at < now,
+        )
+        if cancel_requested:
+            values = dict(status=CANCELLED, finished_at=now)
+            kind, message = "cancelled", f"the lease of {owner} expired after a cancel request"
+        else:
+            values = dict(status=QUEUED, dispatched_at=None)
+            kind, message = "lease_expired", f"the lease of {owner} expired; back to the queue"
+        done = session.execute(
+            still_expired.values(lease_owner=None, lease_expires_at=None, updated_at=now, **values)
+        ).rowcount
+        if done:
+            add_event(session, job_id, kind, message, at=now)
+            if not cancel_requested:
+                requeued.append(job_id)
+    return requeued
+
+
+__all__ = [
+    "CANCELLED",
+    "FAILED",
+    "QUEUED",
+    "RUNNING",
+    "SUCCEEDED",
+    "JobConflict",
+    "JobNotFound",
+    "LeaseLost",
+]

@@ -1,0 +1,187 @@
+"""The database schema as SQLAlchemy 2 models. Imports nothing but SQLAlchemy.
+
+Alembic's migrations create these tables; ``tests/store/test_migrations.py`` proves that the
+models and the migrations agree. Times are stored as naive UTC and read back as aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class UTCDateTime(TypeDecorator):
+    """A timestamp stored without zone (SQLite has none) and always meaning UTC."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        return value.replace(tzinfo=UTC) if value is not None else None
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+# job.status values
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+)
+STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+FINAL_STATUSES = (SUCCEEDED, FAILED, CANCELLED)
+
+
+class Job(Base):
+    """One training job: its spec, where it is, and who holds it."""
+
+    __tablename__ = "job"
+    __table_args__ = (
+        Index("ix_job_tenant_created", "tenant", "created_at", "id"),
+        Index("ix_job_status_lease", "status", "lease_expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(200))
+    labels: Mapped[dict[str, Any]]
+    # structure, epochs, learning_rate, seed, options, data layout: the validated request
+    spec: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16))
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    epochs: Mapped[int] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None]
+    # when the latest task message was sent (the reconciler re-sends stale ones)
+    dispatched_at: Mapped[datetime | None]
+    runtime_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    error_type: Mapped[str | None] = mapped_column(String(32))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+    metrics: Mapped[list[EpochMetric]] = relationship(
+        back_populates="job", order_by="EpochMetric.epoch", cascade="all, delete-orphan"
+    )
+
+
+class JobEvent(Base):
+    """The job's history: queued, claimed by whom, checkpoints, lease lost, resumed, ended."""
+
+    __tablename__ = "job_event"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text, default="")
+    worker: Mapped[str | None] = mapped_column(String(200))
+
+
+class EpochMetric(Base):
+    """One finished epoch; (job_id, epoch) is unique, so a job has one set of rows."""
+
+    __tablename__ = "epoch_metric"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cost: Mapped[float]
+    accuracy: Mapped[float | None]
+    val_cost: Mapped[float | None]
+    val_accuracy: Mapped[float | None]
+    seconds: Mapped[float]
+    recorded_at: Mapped[datetime]
+
+    job: Mapped[Job] = relationship(back_populates="metrics")
+
+
+class Blob(Base):
+    """A NumPy ``.npy`` or ``.npz`` byte stream stored as bounded chunks.
+
+    kind: inputs, targets, batch_sizes, val_inputs, val_targets (a job's data), checkpoint,
+    model. Chunks keep every row small whatever the array's size, and let a reader fill one
+    preallocated array without ever holding the whole byte stream.
+    """
+
+    __tablename__ = "blob"
+    __table_args__ = (Index("ix_blob_job_kind", "job_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    format: Mapped[str] = mapped_column(String(8))
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+
+
+class BlobChunk(Base):
+    __tablename__ = "blob_chunk"
+
+    blob_id: Mapped[int] = mapped_column(
+        ForeignKey("blob.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ApiToken(Base):
+    """A bearer token, stored as its SHA-256: the token itself is shown once, at creation."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class IdempotencyRecord(Base):
+    """The first answer to a submit with an Idempotency-Key, replayed for later retries."""
+
+    __tablename__ = "idempotency_record"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]]
+    job_id: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

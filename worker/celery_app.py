@@ -1,0 +1,89 @@
+"""The Celery application: Redis broker, settings fit for long training tasks.
+
+Celery is our distributed engine and Redis only carries hints ("job X may be ready"): the
+database decides who trains what (see ``store/jobs.py``). Every setting below says why.
+
+    celery -A worker.app worker -Q training,celery --pool prefork --concurrency 1
+    celery -A worker.app beat
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from backprop.settings import Settings, get_settings
+
+TRAIN_TASK = "backprop.train"
+RECONCILE_TASK = "backprop.reconcile"
+
+
+def celery_config(settings: Settings) -> dict:
+    # Bounded timeouts on every Redis call: a publish against a dead or hung broker fails in
+    # about a second (the API then answers 202 anyway and the reconciler sends the task later)
+    # instead of blocking a request for minutes.
+    timeouts = {
+        "socket_connect_timeout": settings.broker_timeout_seconds,
+        "socket_keepalive": True,
+        "max_retries": 1,
+        "interval_start": 0,
+        "interval_step": 0.2,
+        "interval_max": 0.2,
+    }
+    hard_limit = settings.max_runtime_seconds + 300
+    return {
+        "broker_url": settings.redis_url,
+        "broker_connection_timeout": settings.broker_timeout_seconds,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            **timeouts,
+            # Redis redelivers a message nobody acknowledged after this long. Our tasks may
+            # run for max_runtime_seconds, so it must be longer than the hard time limit;
+            # a redelivery while the first worker still trains is harmless anyway: the claim
+            # in store/jobs.py refuses a job held under a live lease.
+            "visibility_timeout": max(settings.visibility_timeout, hard_limit + 600),
+        },
+        "task_publish_retry_policy": {
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.2,
+        },
+        # Training tasks go to their own queue so that short tasks (the reconciler) never
+        # wait behind hours of training, and training workers can be scaled on their own.
+        "task_routes": {TRAIN_TASK: {"queue": settings.training_queue}},
+        "task_default_queue": "celery",
+        # Acknowledge after the task ran: a worker that dies mid-task leaves its message to be
+        # redelivered. (A SIGKILLed pool child still gets its message acknowledged by Celery;
+        # the lease expiring and the reconciler cover that case.)
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # Prefetch one: a worker busy for an hour must not sit on messages others could run.
+        "worker_prefetch_multiplier": 1,
+        # A lost broker connection would redeliver every unacknowledged late-ack task; cancel
+        # them instead of letting them finish unacknowledged (Celery 5.1+ recommends it), and
+        # the lease stops a second copy from training.
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # On SIGTERM a worker gets this long to finish (cooperatively) before it is stopped;
+        # the job's lease and checkpoints make an unfinished job resume elsewhere.
+        "worker_soft_shutdown_timeout": 10.0,
+        "worker_enable_soft_shutdown_on_idle": True,
+        # Backstops below the visibility timeout: the worker stops a job itself at its
+        # max_runtime_seconds; these only catch a task stuck outside the training loop.
+        "task_soft_time_limit": settings.max_runtime_seconds + 120,
+        "task_time_limit": hard_limit,
+        # Replace a pool process that grew past this (KiB): data sets are large, leaks are not.
+        "worker_max_memory_per_child": settings.worker_max_memory_per_child,
+        # Results live in our database, not in Celery's backend.
+        "task_ignore_result": True,
+        "worker_hijack_root_logger": False,
+        "beat_schedule": {
+            "reconcile": {"task": RECONCILE_TASK, "schedule": settings.reconcile_seconds},
+        },
+    }
+
+
+def make_celery(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    app = Celery("backprop")
+    app.conf.update(celery_config(settings))
+    return app

@@ -1,0 +1,25 @@
+"""Sending "job X may be ready" to the training queue. The message carries the id only."""
+
+from __future__ import annotations
+
+from backprop.settings import Settings
+
+from .celery_app import TRAIN_TASK, make_celery
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings):
+        self.celery = make_celery(settings)
+        self.queue = settings.training_queue
+        self.timeout = settings.broker_timeout_seconds
+
+    def send(self, job_id: str) -> None:
+        """Publish the task; raises (kombu's OperationalError) within about a second when the
+        broker is down or hung."""
+        self.celery.send_task(TRAIN_TASK, args=[job_id], queue=self.queue, retry=False)
+
+    def ping(self) -> None:
+        """Raises when the broker cannot be reached."""
+        with self.celery.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=self.timeout)
+            connection.default_channel.client.ping()

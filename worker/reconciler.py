@@ -1,0 +1,46 @@
+"""Repairs what the broker lost: the database says which jobs should be moving.
+
+Runs every RECONCILE_SECONDS under Celery beat and once when a worker starts. Running jobs
+whose lease expired go back to the queue; queued jobs whose task message is missing or old
+(never sent because the broker was down at submit, lost in a Redis restart, or sent to a worker
+that died) are sent again. Sending twice is harmless: the claim lets one worker in.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from backprop.settings import Settings
+from store import jobs
+from store.db import Database
+
+log = logging.getLogger("backprop.reconciler")
+
+
+@dataclass
+class Report:
+    requeued: int = 0
+    sent: int = 0
+    send_failed: int = 0
+
+
+def reconcile(db: Database, settings: Settings, send) -> Report:
+    report = Report()
+    with db.session() as session:
+        report.requeued = len(jobs.requeue_expired(session, db))
+    with db.session() as session:
+        stale = jobs.stale_queued(session, db, settings.requeue_after_seconds)
+    for job_id in stale:
+        try:
+            send(job_id)
+        except Exception as exc:  # the broker is down: the next round tries again
+            report.send_failed = len(stale) - report.sent
+            log.warning("reconciler: broker unavailable (%s); %d jobs wait", exc, len(stale))
+            break
+        with db.session() as session:
+            jobs.mark_dispatched(session, db, job_id, "re-sent by the reconciler")
+        report.sent += 1
+    if report.requeued or report.sent or report.send_failed:
+        log.info("reconciler: %s", report)
+    return report

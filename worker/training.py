@@ -1,0 +1,281 @@
+"""One training attempt: claim, load, resume, train with core, record, end.
+
+The Celery task is a one-line call into ``run_job``. Nothing here does math (that is core's)
+or SQL (that is ``store.jobs``'s): this module connects them, holds the lease with a heartbeat
+thread, and turns core's callbacks into progress, metrics, checkpoints, cancellation and
+time limits.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
+
+from backprop.settings import Settings
+from core import COMPLETED, EARLY_STOPPED, Diverged, Network, Trainer, TrainingConfig
+from store import jobs
+from store.db import Database, is_outage
+from store.models import CANCELLED, FAILED, SUCCEEDED
+
+log = logging.getLogger("backprop.worker")
+
+
+def build_trainer(spec: dict, arrays: dict[str, np.ndarray]) -> Trainer:
+    """The job's network and trainer, exactly as the spec says (the seed drives both)."""
+    options, layout = spec["options"], spec["data"]
+    rng = np.random.RandomState(spec["seed"])  # draws what np.random.seed(seed) would
+    network = Network(
+        spec["structure"],
+        activation=options["activation"],
+        output_activation=options["output_activation"],
+        cost=options["cost"],
+        init=options["init"],
+        dtype=options["dtype"],
+        rng=rng,
+    )
+    early = options.get("early_stopping") or {}
+    config = TrainingConfig(
+        epochs=spec["epochs"],
+        learning_rate=spec["learning_rate"],
+        batch_size=layout["batch_size"] or 1,
+        shuffle=layout["shuffle"],
+        l2=options["l2"],
+        patience=early.get("patience"),
+        min_delta=early.get("min_delta", 0.0),
+    )
+    validation = None
+    if "val_inputs" in arrays:
+        validation = (arrays["val_inputs"], arrays["val_targets"])
+    return Trainer(
+        network,
+        arrays["inputs"],
+        arrays["targets"],
+        config,
+        batch_sizes=arrays.get("batch_sizes"),
+        validation=validation,
+        rng=rng,
+    )
+
+
+class Store:
+    """The worker's database calls, each in its own transaction, retried through outages."""
+
+    def __init__(self, db: Database, settings: Settings):
+        self.db, self.settings = db, settings
+        self._retrying = Retrying(
+            retry=retry_if_exception(is_outage),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            stop=stop_after_delay(settings.db_retry_seconds),
+            before_sleep=lambda state: log.warning(
+                "database unavailable, retrying (%s)", type(state.outcome.exception()).__name__
+            ),
+            reraise=True,
+        )
+
+    def __call__(self, operation: Callable, *args, **kwargs):
+        for attempt in self._retrying:
+            with attempt, self.db.session() as session:
+                return operation(session, self.db, *args, **kwargs)
+        raise AssertionError("unreachable")
+
+    def read(self, operation: Callable, *args):
+        for attempt in self._retrying:
+            with attempt, self.db.session() as session:
+                return operation(session, *args)
+        raise AssertionError("unreachable")
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews the lease every heartbeat and watches for cancellation or a lost lease."""
+
+    def __init__(self, store: Store, job_id: str, owner: str):
+        super().__init__(name=f"lease-{job_id[:8]}", daemon=True)
+        self.store, self.job_id, self.owner = store, job_id, owner
+        self.stop_reason: str | None = None  # "cancel" or "lease_lost"
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        settings = self.store.settings
+        while not self._done.wait(settings.heartbeat_seconds):
+            try:
+                cancel = self.store(
+                    jobs.renew_lease, self.job_id, self.owner, settings.lease_seconds
+                )
+            except jobs.LeaseLost:
+                self.stop_reason = "lease_lost"
+                return
+            except Exception:  # an outage longer than the retry window: keep trying
+                log.exception("lease renewal failed for job %s", self.job_id)
+                continue
+            if cancel:
+                self.stop_reason = "cancel"
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(timeout=5)
+
+
+@dataclass
+class Outcome:
+    status: str  # succeeded, failed, cancelled, skipped, lost
+    detail: str = ""
+
+
+class JobRun:
+    """Core's callbacks for one attempt: progress, checkpoints, cancel and time limit."""
+
+    def __init__(
+        self, store: Store, job, owner: str, worker: str, trainer: Trainer, lease: LeaseKeeper
+    ):
+        self.store, self.job_id, self.owner, self.worker = store, job.id, owner, worker
+        self.trainer, self.lease = trainer, lease
+        self.settings = store.settings
+        self.max_runtime = (
+            job.spec["options"].get("max_runtime_seconds") or self.settings.max_runtime_seconds
+        )
+        self.previous_runtime = job.runtime_seconds
+        self.started = self.last_checkpoint = time.monotonic()
+        self.stop_reason: str | None = None
+
+    def runtime(self) -> float:
+        return self.previous_runtime + time.monotonic() - self.started
+
+    def on_batch(self, trainer: Trainer) -> bool:
+        if self._should_stop():
+            return True
+        if time.monotonic() - self.last_checkpoint >= self.settings.checkpoint_seconds:
+            self.checkpoint()
+        return False
+
+    def on_epoch(self, trainer: Trainer, metrics) -> bool:
+        self.store(
+            jobs.record_epoch,
+            self.job_id,
+            self.owner,
+            metric=metrics.as_dict(),
+            runtime_seconds=self.runtime(),
+            checkpoint=trainer.state_dict(),
+            chunk_bytes=self.settings.blob_chunk_bytes,
+            worker=self.worker,
+        )
+        self.last_checkpoint = time.monotonic()
+        return self._should_stop()
+
+    def checkpoint(self) -> None:
+        self.store(
+            jobs.save_checkpoint,
+            self.job_id,
+            self.owner,
+            state=self.trainer.state_dict(),
+            runtime_seconds=self.runtime(),
+            chunk_bytes=self.settings.blob_chunk_bytes,
+            worker=self.worker,
+        )
+        self.last_checkpoint = time.monotonic()
+
+    def _should_stop(self) -> bool:
+        if self.lease.stop_reason is not None:
+            self.stop_reason = self.lease.stop_reason
+        elif self.runtime() > self.max_runtime:
+            self.stop_reason = "timeout"
+        return self.stop_reason is not None
+
+    def finish(self, status: str, *, error_type=None, message="", model=None) -> None:
+        self.store(
+            jobs.finish,
+            self.job_id,
+            self.owner,
+            status=status,
+            error_type=error_type,
+            message=message,
+            model=model,
+            runtime_seconds=self.runtime(),
+            chunk_bytes=self.settings.blob_chunk_bytes,
+            worker=self.worker,
+        )
+
+
+def run_job(job_id: str, *, db: Database, settings: Settings, worker: str) -> Outcome:
+    """Train one job if this worker can claim it; see the module docstring."""
+    store = Store(db, settings)
+    owner = f"{worker}#{uuid.uuid4().hex[:8]}"
+    job = store(
+        jobs.claim,
+        job_id,
+        owner,
+        lease_seconds=settings.lease_seconds,
+        max_attempts=settings.max_attempts,
+        worker=worker,
+    )
+    if job is None:
+        log.info("job %s: not claimable (held, finished or cancelled); message ignored", job_id)
+        return Outcome("skipped")
+
+    lease = LeaseKeeper(store, job_id, owner)
+    lease.start()
+    try:
+        trainer = _prepare(store, job, worker)
+        run = JobRun(store, job, owner, worker, trainer, lease)
+        return _train(run, trainer)
+    except jobs.LeaseLost:
+        log.warning("job %s: lease lost; this worker stopped writing", job_id)
+        store(_record, job_id, "lease_lost", "this worker lost the job and stopped", worker)
+        return Outcome("lost")
+    finally:
+        lease.stop()
+
+
+def _prepare(store: Store, job, worker: str) -> Trainer:
+    arrays = store.read(jobs.load_data, job.id)
+    trainer = build_trainer(job.spec, arrays)
+    state = store.read(jobs.load_checkpoint, job.id)
+    if state is not None:
+        trainer.load_state_dict(state)
+        epoch, batch = int(state["epoch"]), int(state["batch"])
+        where = f"epoch {epoch}" + (f", batch {batch}" if batch else "")
+        store(_resume, job.id, epoch, f"resumed from the checkpoint at {where}", worker)
+    return trainer
+
+
+def _resume(session, db, job_id, epoch, message, worker) -> None:
+    jobs.prepare_resume(session, job_id, epoch)
+    jobs.add_event(session, job_id, "resumed", message, worker=worker, at=db.now(session))
+
+
+def _record(session, db, job_id, kind, message, worker) -> None:
+    jobs.add_event(session, job_id, kind, message, worker=worker, at=db.now(session))
+
+
+def _train(run: JobRun, trainer: Trainer) -> Outcome:
+    try:
+        ended = trainer.run(on_epoch=run.on_epoch, on_batch=run.on_batch)
+    except Diverged as exc:
+        # the weights are not finite: keep the last good checkpoint, publish no model
+        run.finish(FAILED, error_type="diverged", message=str(exc))
+        return Outcome(FAILED, "diverged")
+
+    if ended in (COMPLETED, EARLY_STOPPED):
+        epochs = trainer.epoch
+        message = f"{epochs} epochs" + (" (early stopping)" if ended == EARLY_STOPPED else "")
+        run.finish(SUCCEEDED, message=message, model=trainer.network.to_arrays())
+        return Outcome(SUCCEEDED)
+    if run.stop_reason == "lease_lost":
+        raise jobs.LeaseLost(run.job_id)
+    run.checkpoint()  # keep the exact position for a later look or a resubmit
+    if run.stop_reason == "cancel":
+        run.finish(CANCELLED, message=f"cancelled in epoch {trainer.epoch + 1}")
+        return Outcome(CANCELLED)
+    run.finish(
+        FAILED,
+        error_type="timeout",
+        message=f"stopped after {run.max_runtime} seconds (max_runtime_seconds); "
+        f"the checkpoint at epoch {trainer.epoch} is kept",
+    )
+    return Outcome(FAILED, "timeout")
