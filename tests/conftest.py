@@ -1,0 +1,71 @@
+"""Session fixtures for the real services the tests need (started only when a test asks)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from backprop.cli import migrate
+from backprop.settings import Settings
+from store import tokens
+from store.db import get_database
+from tests.support import services
+
+
+@pytest.fixture(scope="session")
+def pg_admin(tmp_path_factory):
+    """libpq URL of a PostgreSQL server on which tests may create databases."""
+    url, private = services.postgres_admin_url(tmp_path_factory.mktemp("pg"))
+    yield url
+    if private is not None:
+        private.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    url, private = services.redis_url(tmp_path_factory.mktemp("redis"))
+    yield url
+    if private is not None:
+        private.stop()
+
+
+def new_database(kind: str, pg_admin_url: str | None, tmp_path) -> str:
+    """A fresh, migrated database URL (SQLAlchemy form)."""
+    if kind == "postgresql":
+        url = services.sqlalchemy_url(services.create_database(pg_admin_url))
+    else:
+        url = f"sqlite:///{tmp_path / f'backprop-{uuid.uuid4().hex[:6]}.sqlite3'}"
+    migrate(url)
+    return url
+
+
+def drop(kind: str, pg_admin_url: str | None, url: str) -> None:
+    get_database(url).engine.dispose()
+    if kind == "postgresql":
+        services.drop_database(pg_admin_url, url.replace("+psycopg", ""))
+
+
+@pytest.fixture(scope="session", params=["postgresql", "sqlite"])
+def database_url(request, tmp_path_factory):
+    """One migrated database per dialect for the session (tests that need both run twice)."""
+    kind = request.param
+    admin = request.getfixturevalue("pg_admin") if kind == "postgresql" else None
+    url = new_database(kind, admin, tmp_path_factory.mktemp(kind))
+    yield url
+    drop(kind, admin, url)
+
+
+@pytest.fixture(scope="session")
+def test_settings(database_url, redis_url, tmp_path_factory) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        var_dir=tmp_path_factory.mktemp("var"),
+        training_queue=f"training-test-{uuid.uuid4().hex[:8]}",
+    )
+
+
+def make_token(database_url: str, tenant: str) -> str:
+    with get_database(database_url).session() as session:
+        return tokens.create_token(session, tenant).token

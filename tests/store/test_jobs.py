@@ -1,0 +1,138 @@
+"""The job table's rules on a real database: claims, leases, guarded writes, blobs."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from store import blobs, jobs
+from store.db import get_database
+from store.models import CANCELLED, FAILED, QUEUED, RUNNING, Job
+
+
+@pytest.fixture
+def db(database_url):
+    return get_database(database_url)
+
+
+def new_job(db, tenant="t1", epochs=3, n=5) -> str:
+    spec = {"structure": [2, 2], "epochs": epochs, "learning_rate": 1.0, "seed": 1,
+            "options": {}, "data": {}}
+    arrays = {"inputs": np.arange(2.0 * n).reshape(n, 2), "targets": np.ones((n, 2))}
+    with db.session() as s:
+        job = jobs.create_job(s, db, tenant=tenant, spec=spec, arrays=arrays, name=None,
+                              labels={}, chunk_bytes=1024)
+        return job.id
+
+
+def claim(db, job_id, owner, lease=30.0, max_attempts=3):
+    with db.session() as s:
+        return jobs.claim(s, db, job_id, owner, lease_seconds=lease, max_attempts=max_attempts,
+                          worker=owner)
+
+
+def status(db, job_id) -> Job:
+    with db.session() as s:
+        return s.get(Job, job_id)
+
+
+def test_one_claim_wins_and_a_live_lease_refuses_others(db):
+    job_id = new_job(db)
+    first = claim(db, job_id, "w1")
+    assert first is not None and first.status == RUNNING and first.attempts == 1
+    assert claim(db, job_id, "w2") is None
+    row = status(db, job_id)
+    assert row.lease_owner == "w1" and row.attempts == 1
+
+
+def test_concurrent_claims_let_exactly_one_in(db):
+    job_id = new_job(db)
+    results, barrier = [], threading.Barrier(8)
+
+    def race(i):
+        barrier.wait()
+        results.append(claim(db, job_id, f"w{i}"))
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1
+    assert status(db, job_id).lease_owner == winners[0].lease_owner
+
+
+def test_expired_lease_is_claimable_and_the_old_owner_loses_its_writes(db):
+    job_id = new_job(db)
+    claim(db, job_id, "old", lease=0.2)
+    time.sleep(0.4)
+    assert claim(db, job_id, "new") is not None
+    with pytest.raises(jobs.LeaseLost), db.session() as s:
+        jobs.renew_lease(s, db, job_id, "old", 30)
+    with pytest.raises(jobs.LeaseLost), db.session() as s:
+        jobs.record_epoch(s, db, job_id, "old", metric=dict(epoch=1, cost=1.0, accuracy=None,
+                          val_cost=None, val_accuracy=None, seconds=0.1), runtime_seconds=1,
+                          checkpoint=None, chunk_bytes=1024, worker="old")
+    with db.session() as s:
+        assert jobs.metrics(s, job_id) == []
+        assert jobs.renew_lease(s, db, job_id, "new", 30) is False
+
+
+def test_attempts_run_out(db):
+    job_id = new_job(db)
+    for i in range(2):
+        assert claim(db, job_id, f"w{i}", lease=0.05, max_attempts=2) is not None
+        time.sleep(0.1)
+    assert claim(db, job_id, "w9", max_attempts=2) is None
+    row = status(db, job_id)
+    assert row.status == FAILED and row.error_type == "attempts_exhausted"
+
+
+def test_cancel_queued_at_once_and_running_by_flag(db):
+    queued = new_job(db)
+    with db.session() as s:
+        assert jobs.request_cancel(s, db, "t1", queued).status == CANCELLED
+    assert claim(db, queued, "w") is None
+
+    running = new_job(db)
+    claim(db, running, "w")
+    with db.session() as s:
+        job = jobs.request_cancel(s, db, "t1", running)
+        assert job.status == RUNNING and job.cancel_requested
+        assert jobs.renew_lease(s, db, running, "w", 30) is True
+    with pytest.raises(jobs.JobNotFound), db.session() as s:
+        jobs.request_cancel(s, db, "another-tenant", running)
+
+
+def test_reconciler_queries(db):
+    job_id = new_job(db)
+    with db.session() as s:
+        assert job_id not in jobs.stale_queued(s, db, older_than=60)  # submit still sending
+    with db.session() as s:
+        assert job_id in jobs.stale_queued(s, db, older_than=60, grace=0)
+        jobs.mark_dispatched(s, db, job_id)
+    with db.session() as s:
+        assert job_id not in jobs.stale_queued(s, db, older_than=60, grace=0)
+    claim(db, job_id, "dead", lease=0.05)
+    time.sleep(0.1)
+    with db.session() as s:
+        assert job_id in jobs.requeue_expired(s, db)
+    assert status(db, job_id).status == QUEUED
+
+
+@pytest.mark.parametrize("shape,dtype", [((1000, 37), "float64"), ((3, 4), "float32"),
+                                         ((0,), "float64"), ((5,), "int64")])
+def test_arrays_round_trip_through_chunks(db, shape, dtype):
+    job_id = new_job(db)
+    array = np.random.RandomState(0).randn(*shape).astype(dtype)
+    with db.session() as s:
+        blob = blobs.write_array(s, job_id, "probe", array, chunk_bytes=1024)
+    with db.session() as s:
+        back = blobs.read_array(s, blob)
+        n_chunks = s.execute(
+            blobs.select(blobs.BlobChunk).where(blobs.BlobChunk.blob_id == blob.id)
+        ).all()
+    assert back.dtype == array.dtype and np.array_equal(back, array)
+    assert len(n_chunks) == max(1, -(-blob.size // 1024))  # bounded chunks
