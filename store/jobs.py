@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -287,16 +288,36 @@ def claim(
     claimed job, or None (someone else holds it, it ended, it was cancelled or it ran out of
     attempts; the last two are recorded).
     """
-    now = db.now(session)
-    claimable = _claimable(now)
+    for _ in range(CLAIM_TRIES):
+        now = db.now(session)
+        claimed = session.execute(
+            _claim_statement(job_id, owner, now, lease_seconds, max_attempts)
+        ).rowcount
+        if claimed == 1:
+            job = session.get(Job, job_id, populate_existing=True)
+            add_event(session, job_id, "claimed", f"attempt {job.attempts}", worker=worker, at=now)
+            return job
+        if not _claimable_but_busy(session, job_id, now, max_attempts):
+            break
+        # SKIP LOCKED passed over a row that another transaction was writing (the API
+        # recording the dispatch, a cancel request): busy is not taken, so look again
+        time.sleep(CLAIM_RETRY_SECONDS)
+    _end_unclaimable(session, job_id, db.now(session), max_attempts, worker)
+    return None
+
+
+CLAIM_TRIES, CLAIM_RETRY_SECONDS = 40, 0.05
+
+
+def _claim_statement(job_id, owner, now, lease_seconds, max_attempts):
     target = (
         select(Job.id)
-        .where(Job.id == job_id, claimable, Job.cancel_requested.is_(False))
+        .where(Job.id == job_id, _claimable(now), Job.cancel_requested.is_(False))
         .where(Job.attempts < max_attempts)
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
-    claimed = session.execute(
+    return (
         update(Job)
         .where(Job.id == target)
         .values(
@@ -308,13 +329,20 @@ def claim(
             updated_at=now,
         )
         .execution_options(synchronize_session=False)
-    ).rowcount
-    if claimed == 1:
-        job = session.get(Job, job_id, populate_existing=True)
-        add_event(session, job_id, "claimed", f"attempt {job.attempts}", worker=worker, at=now)
-        return job
-    _end_unclaimable(session, job_id, now, max_attempts, worker)
-    return None
+    )
+
+
+def _claimable_but_busy(session: Session, job_id: str, now, max_attempts: int) -> bool:
+    """The committed row says claimable, yet the locking claim found nothing: it was locked."""
+    found = session.execute(
+        select(Job.id).where(
+            Job.id == job_id,
+            _claimable(now),
+            Job.cancel_requested.is_(False),
+            Job.attempts < max_attempts,
+        )
+    ).first()
+    return found is not None
 
 
 def _end_unclaimable(session: Session, job_id: str, now, max_attempts: int, worker) -> None:

@@ -17,19 +17,27 @@ def db(database_url):
 
 
 def new_job(db, tenant="t1", epochs=3, n=5) -> str:
-    spec = {"structure": [2, 2], "epochs": epochs, "learning_rate": 1.0, "seed": 1,
-            "options": {}, "data": {}}
+    spec = {
+        "structure": [2, 2],
+        "epochs": epochs,
+        "learning_rate": 1.0,
+        "seed": 1,
+        "options": {},
+        "data": {},
+    }
     arrays = {"inputs": np.arange(2.0 * n).reshape(n, 2), "targets": np.ones((n, 2))}
     with db.session() as s:
-        job = jobs.create_job(s, db, tenant=tenant, spec=spec, arrays=arrays, name=None,
-                              labels={}, chunk_bytes=1024)
+        job = jobs.create_job(
+            s, db, tenant=tenant, spec=spec, arrays=arrays, name=None, labels={}, chunk_bytes=1024
+        )
         return job.id
 
 
 def claim(db, job_id, owner, lease=30.0, max_attempts=3):
     with db.session() as s:
-        return jobs.claim(s, db, job_id, owner, lease_seconds=lease, max_attempts=max_attempts,
-                          worker=owner)
+        return jobs.claim(
+            s, db, job_id, owner, lease_seconds=lease, max_attempts=max_attempts, worker=owner
+        )
 
 
 def status(db, job_id) -> Job:
@@ -72,9 +80,19 @@ def test_expired_lease_is_claimable_and_the_old_owner_loses_its_writes(db):
     with pytest.raises(jobs.LeaseLost), db.session() as s:
         jobs.renew_lease(s, db, job_id, "old", 30)
     with pytest.raises(jobs.LeaseLost), db.session() as s:
-        jobs.record_epoch(s, db, job_id, "old", metric=dict(epoch=1, cost=1.0, accuracy=None,
-                          val_cost=None, val_accuracy=None, seconds=0.1), runtime_seconds=1,
-                          checkpoint=None, chunk_bytes=1024, worker="old")
+        jobs.record_epoch(
+            s,
+            db,
+            job_id,
+            "old",
+            metric=dict(
+                epoch=1, cost=1.0, accuracy=None, val_cost=None, val_accuracy=None, seconds=0.1
+            ),
+            runtime_seconds=1,
+            checkpoint=None,
+            chunk_bytes=1024,
+            worker="old",
+        )
     with db.session() as s:
         assert jobs.metrics(s, job_id) == []
         assert jobs.renew_lease(s, db, job_id, "new", 30) is False
@@ -122,8 +140,10 @@ def test_reconciler_queries(db):
     assert status(db, job_id).status == QUEUED
 
 
-@pytest.mark.parametrize("shape,dtype", [((1000, 37), "float64"), ((3, 4), "float32"),
-                                         ((0,), "float64"), ((5,), "int64")])
+@pytest.mark.parametrize(
+    "shape,dtype",
+    [((1000, 37), "float64"), ((3, 4), "float32"), ((0,), "float64"), ((5,), "int64")],
+)
 def test_arrays_round_trip_through_chunks(db, shape, dtype):
     job_id = new_job(db)
     array = np.random.RandomState(0).randn(*shape).astype(dtype)

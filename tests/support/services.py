@@ -60,9 +60,21 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> PrivateRedis:
-        argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--dir", str(self.workdir), "--appendonly", "yes" if self.appendonly else "no",
-                "--loglevel", "warning"]
+        argv = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            str(self.workdir),
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--loglevel",
+            "warning",
+        ]
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
         _wait(lambda: reachable("127.0.0.1", self.port), f"redis on {self.port}")
         return self
@@ -93,8 +105,9 @@ class PrivatePostgres:
     def stop(self) -> None:
         from pgserver._commands import pg_ctl
 
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata,
-               user=self.server.system_user)
+        pg_ctl(
+            ["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user
+        )
 
     def start(self) -> None:
         self.server.ensure_postgres_running()

@@ -38,8 +38,14 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdout=log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            cwd=self.cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         if ready_marker:
             self.wait_for_output(ready_marker, timeout, offset)
@@ -86,12 +92,30 @@ class ManagedProcess:
             self.kill()
 
 
-def worker_process(env: dict, log_dir: Path, name: str, queues: str | None = None,
-                   pool: str = "prefork") -> ManagedProcess:
+def worker_process(
+    env: dict, log_dir: Path, name: str, queues: str | None = None, pool: str = "prefork"
+) -> ManagedProcess:
     queues = queues or env["TRAINING_QUEUE"]
-    argv = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--queues", queues,
-            "--pool", pool, "--concurrency", "1", "--hostname", f"{name}@%h",
-            "--without-mingle", "--without-gossip", "--loglevel", "INFO"]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.app",
+        "worker",
+        "--queues",
+        queues,
+        "--pool",
+        pool,
+        "--concurrency",
+        "1",
+        "--hostname",
+        f"{name}@%h",
+        "--without-mingle",
+        "--without-gossip",
+        "--loglevel",
+        "INFO",
+    ]
     return ManagedProcess(name, argv, env, log_dir / f"{name}.log")
 
 
@@ -101,8 +125,18 @@ def start_worker(env: dict, log_dir: Path, name: str, **kwargs) -> ManagedProces
 
 def start_api(env: dict, log_dir: Path, name: str = "api") -> tuple[ManagedProcess, str]:
     port = free_port()
-    argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-            "--timeout", "120", "api:create_app()"]
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "2",
+        "--timeout",
+        "120",
+        "api:create_app()",
+    ]
     api = ManagedProcess(name, argv, env, log_dir / f"{name}.log").start()
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -129,8 +163,7 @@ class Client:
         headers = kwargs.pop("headers", {})
         if self.token is not None:
             headers.setdefault("Authorization", f"Bearer {self.token}")
-        return self.session.request(method, self.base + path, headers=headers, timeout=30,
-                                    **kwargs)
+        return self.session.request(method, self.base + path, headers=headers, timeout=30, **kwargs)
 
     def get(self, path, **kw):
         return self.request("GET", path, **kw)

@@ -1,0 +1,44 @@
+"""The whole service as processes: gunicorn + API, a Celery worker, Redis, PostgreSQL/SQLite."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from tests.conftest import make_token
+from tests.support.stack import Client, ManagedProcess, service_env, start_api, start_worker
+
+
+@dataclass
+class Stack:
+    base: str
+    database_url: str
+    env: dict
+    worker: ManagedProcess
+    api: ManagedProcess
+    tokens: dict[str, str]
+
+    def client(self, tenant: str = "alice") -> Client:
+        return Client(self.base, self.tokens[tenant])
+
+
+@pytest.fixture(scope="session")
+def stack(test_settings, tmp_path_factory):
+    logs = tmp_path_factory.mktemp("logs")
+    s = test_settings
+    env = service_env(
+        database_url=s.database_url,
+        redis_url=s.redis_url,
+        training_queue=s.training_queue,
+        var_dir=s.var_dir,
+        lease_seconds=5,
+        heartbeat_seconds=0.2,
+        requeue_after_seconds=10,
+    )
+    worker = start_worker(env, logs, "worker")
+    api, base = start_api(env, logs)
+    tokens = {t: make_token(s.database_url, t) for t in ("alice", "bob")}
+    yield Stack(base, s.database_url, env, worker, api, tokens)
+    api.stop()
+    worker.stop()

@@ -1,0 +1,220 @@
+"""The product end to end: HTTP into gunicorn, a real Celery worker, Redis, the database."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from core import Network
+from store.db import get_database
+from store.models import Job
+
+
+def seed_cell_batch():
+    """The notebook's 64-sample cell: np.random.seed(2023) then 64 (x, y) column pairs."""
+    np.random.seed(2023)
+    xs = [np.random.rand(3, 1) for _ in range(64)]
+    ys = [np.random.rand(2, 1) for _ in range(64)]
+    return list(zip(xs, ys))
+
+
+def test_seed_notebook_cell_as_a_job_matches_core(stack):
+    batch = seed_cell_batch()
+    client = stack.client()
+    job = client.submit(
+        {
+            "structure": [3, 2, 2],
+            "epochs": 1,
+            "learning_rate": 3.0,
+            "seed": 2023,
+            "data": {"batches": [[[x.ravel().tolist(), y.ravel().tolist()] for x, y in batch]]},
+        }
+    )
+    assert job["status"] == "queued" and job["seed"] == 2023
+    done = client.wait(job["id"])
+    assert done["status"] == "succeeded", done
+
+    np.random.seed(2023)
+    reference = Network([3, 2, 2])
+    reference.gradient_descent(batch, 3.0)
+    model = client.get(f"/v1/jobs/{job['id']}/model").json()
+    for got, want in zip(model["weights"] + model["biases"], reference.W_n + reference.B_n):
+        assert np.array_equal(np.array(got), want)  # JSON floats round-trip exactly
+    assert [np.array(b).shape for b in model["biases"]] == [(2, 1), (2, 1)]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_digits()
+    X, Y = d.data / 16.0, np.eye(10)[d.target]
+    return train_test_split(X, Y, test_size=0.25, stratify=d.target, random_state=0)
+
+
+def test_digits_job_reaches_95_percent_and_predict_agrees(stack, digits):
+    X_train, X_test, Y_train, Y_test = digits
+    client = stack.client()
+    job = client.submit(
+        {
+            "structure": [64, 30, 10],
+            "epochs": 30,
+            "learning_rate": 3.0,
+            "seed": 1,
+            "name": "digits",
+            "labels": {"dataset": "digits"},
+            "data": {"inputs": X_train.tolist(), "targets": Y_train.tolist(), "batch_size": 10},
+            "options": {"validation": {"inputs": X_test.tolist(), "targets": Y_test.tolist()}},
+        }
+    )
+    done = client.wait(job["id"], timeout=120)
+    assert done["status"] == "succeeded", done
+    assert done["progress"] == {"epoch": 30, "epochs": 30}
+
+    model = client.get(f"/v1/jobs/{job['id']}/model").json()
+    net = Network([64, 30, 10], rng=0)
+    net.set_parameters(model["weights"], model["biases"])
+    accuracy = np.mean(net.predict(X_test).argmax(1) == Y_test.argmax(1))
+    assert accuracy >= 0.95
+
+    predicted = client.post(f"/v1/jobs/{job['id']}/predict", json={"inputs": X_test.tolist()})
+    assert predicted.status_code == 200
+    np.testing.assert_allclose(predicted.json()["outputs"], net.predict(X_test), atol=1e-12)
+
+    metrics = client.get(f"/v1/jobs/{job['id']}/metrics").json()["metrics"]
+    assert [m["epoch"] for m in metrics] == list(range(1, 31))
+    assert metrics[-1]["val_accuracy"] == pytest.approx(accuracy)
+    assert done["metrics"] == metrics[-1]
+
+    npz = client.get(f"/v1/jobs/{job['id']}/model", params={"format": "npz"})
+    assert npz.status_code == 200
+    arrays = np.load(io.BytesIO(npz.content), allow_pickle=False)
+    assert np.array_equal(arrays["W0"], np.array(model["weights"][0]))
+
+    listed = client.get("/v1/jobs", params={"label": "dataset:digits"}).json()["jobs"]
+    assert job["id"] in [j["id"] for j in listed]
+
+
+def long_job(epochs=500):
+    rng = np.random.RandomState(0)
+    return {
+        "structure": [20, 64, 5],
+        "epochs": epochs,
+        "learning_rate": 0.5,
+        "seed": 3,
+        "data": {
+            "inputs": rng.rand(2000, 20).tolist(),
+            "targets": np.eye(5)[rng.randint(5, size=2000)].tolist(),
+            "batch_size": 1,
+        },
+    }
+
+
+def test_cancel_a_running_job_stops_it_within_seconds(stack):
+    client = stack.client()
+    job = client.submit(long_job())
+    client.wait(job["id"], statuses=("running",), timeout=30)
+    time.sleep(0.5)
+    asked = time.monotonic()
+    response = client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert response.status_code in (200, 202), response.text
+    done = client.wait(job["id"], timeout=10)
+    assert done["status"] == "cancelled"
+    assert time.monotonic() - asked < 3.0
+    assert done["progress"]["epoch"] < 500
+    assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 409
+    assert client.get(f"/v1/jobs/{job['id']}/model").status_code == 409
+
+
+def test_cancel_a_queued_job_at_once(stack):
+    client = stack.client()
+    blocker = client.submit(long_job())  # the single worker is busy with this one
+    client.wait(blocker["id"], statuses=("running",), timeout=30)
+    queued = client.submit(long_job(epochs=2))
+    response = client.post(f"/v1/jobs/{queued['id']}/cancel")
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    client.post(f"/v1/jobs/{blocker['id']}/cancel")
+    client.wait(blocker["id"], timeout=10)
+    time.sleep(0.5)  # the worker now takes the cancelled job's message and must skip it
+    again = client.job(queued["id"])
+    assert again["status"] == "cancelled" and again["attempts"] == 0
+
+
+def test_a_tenant_cannot_see_another_tenants_job(stack):
+    alice, bob = stack.client("alice"), stack.client("bob")
+    job = alice.submit(long_job(epochs=1))
+    for path in ("", "/metrics", "/model"):
+        response = bob.get(f"/v1/jobs/{job['id']}{path}")
+        assert response.status_code == 404
+        assert response.headers["Content-Type"] == "application/problem+json"
+    assert bob.post(f"/v1/jobs/{job['id']}/cancel").status_code == 404
+    assert (
+        bob.post(f"/v1/jobs/{job['id']}/predict", json={"inputs": [[0.0] * 20]}).status_code == 404
+    )
+    assert job["id"] not in [j["id"] for j in bob.get("/v1/jobs").json()["jobs"]]
+    assert job["id"] in [j["id"] for j in alice.get("/v1/jobs").json()["jobs"]]
+
+
+def count_jobs(database_url) -> int:
+    with get_database(database_url).session() as s:
+        return s.query(Job).count()
+
+
+@pytest.mark.parametrize(
+    "change,field,words",
+    [
+        (lambda s: s["data"]["inputs"][1].append(0.5), "data.inputs[1]", ["expected 3", "got 4"]),
+        (lambda s: s["data"]["targets"][0].pop(), "data.targets[0]", ["expected 2", "got 1"]),
+        (lambda s: s.update(structure=[3]), "structure", ["at least 2"]),
+        (lambda s: s.update(structure=[3, 0, 2]), "structure[1]", ["greater than or equal to 1"]),
+        (lambda s: s.update(epochs=0), "epochs", ["greater than or equal to 1"]),
+        (lambda s: s.update(learning_rate=-1.0), "learning_rate", ["greater than 0"]),
+        (lambda s: s.update(options={"optimizer": "adam"}), "options.optimizer", ["not permitted"]),
+    ],
+)
+def test_invalid_jobs_get_a_clear_422_and_store_nothing(stack, change, field, words):
+    spec = {
+        "structure": [3, 2, 2],
+        "epochs": 1,
+        "learning_rate": 1.0,
+        "data": {
+            "inputs": [[0.1, 0.2, 0.3] for _ in range(3)],
+            "targets": [[1.0, 0.0] for _ in range(3)],
+        },
+    }
+    change(spec)
+    before = count_jobs(stack.database_url)
+    response = stack.client().post("/v1/jobs", json=spec)
+    assert response.status_code == 422, response.text
+    assert response.headers["Content-Type"] == "application/problem+json"
+    problem = response.json()
+    assert field in [e["field"] for e in problem["errors"]], problem
+    for word in words:
+        assert word in problem["detail"], problem
+    assert count_jobs(stack.database_url) == before
+
+
+def test_non_finite_numbers_and_malformed_json(stack):
+    client = stack.client()
+    body = (
+        '{"structure": [2, 1], "epochs": 1, "learning_rate": 1.0, '
+        '"data": {"inputs": [[1, NaN]], "targets": [[1]]}}'
+    )
+    response = client.post("/v1/jobs", data=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "data.inputs[0][1]"
+    response = client.post(
+        "/v1/jobs", data="{not json", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400 and "malformed JSON" in response.json()["detail"]
+
+
+def test_health_and_readiness(stack):
+    client = stack.client()
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "broker": "ok"}
+    assert client.get("/openapi.json").json()["openapi"].startswith("3.1")
