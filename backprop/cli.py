@@ -27,8 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def alembic_config(url: str | None = None):
     from alembic.config import Config
 
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
+    # a checkout (or the image's /app) keeps alembic.ini next to migrations/
+    root = Path.cwd() if (Path.cwd() / "alembic.ini").exists() else ROOT
+    config = Config(str(root / "alembic.ini"))
+    config.set_main_option("script_location", str(root / "migrations"))
     if url:
         config.attributes["url"] = url
     return config
@@ -134,3 +136,7 @@ def dev_command(host: str, port: int) -> None:
     from .dev import run_dev
 
     run_dev(host, port)
+
+
+if __name__ == "__main__":
+    main()

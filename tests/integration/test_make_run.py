@@ -1,0 +1,117 @@
+"""`make run`: the embedded default serves the flow, restarts a dead worker, stops on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+from tests.support.services import free_port
+from tests.support.stack import Client, ManagedProcess
+
+XOR = {
+    "structure": [2, 3, 1],
+    "epochs": 3,
+    "learning_rate": 2.0,
+    "seed": 7,
+    "data": {
+        "inputs": [[0, 0], [0, 1], [1, 0], [1, 1]],
+        "targets": [[0], [1], [1], [0]],
+        "batch_size": 2,
+    },
+}
+
+
+def celery_workers(root_pid: int) -> list[psutil.Process]:
+    """The Celery worker main processes under `make run` (not their pool children)."""
+    found = []
+    for p in psutil.Process(root_pid).children(recursive=True):
+        try:
+            cmd = p.cmdline()
+        except psutil.NoSuchProcess:
+            continue
+        if (
+            "celery" in " ".join(cmd)
+            and "worker" in cmd
+            and p.parent()
+            and "celery" not in " ".join(p.parent().cmdline())
+        ):
+            found.append(p)
+    return found
+
+
+@pytest.fixture
+def make_run(tmp_path):
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("REDIS_URL", "DATABASE_URL", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")
+    }
+    env.update(
+        VAR_DIR=str(tmp_path / "var"),
+        HEARTBEAT_SECONDS="0.5",
+        LEASE_SECONDS="5",
+        REQUEUE_AFTER_SECONDS="5",
+        RECONCILE_SECONDS="2",
+    )
+    port = free_port()
+    process = ManagedProcess(
+        "make-run", ["make", "run", f"PORT={port}"], env, tmp_path / "make-run.log"
+    )
+    process.start(ready_marker="backprop-jobs is running at", timeout=180)
+    yield process, f"http://127.0.0.1:{port}", tmp_path / "var"
+    if process.alive:
+        process.kill()
+
+
+def test_make_run_serves_jobs_restarts_a_dead_worker_and_stops_cleanly(make_run):
+    process, base, var = make_run
+    token = (var / "dev-token").read_text().strip()
+    client = Client(base, token)
+    assert token in process.output(), "the token is printed"
+
+    first = client.submit(XOR)
+    assert client.wait(first["id"], timeout=60)["status"] == "succeeded"
+
+    (worker,) = celery_workers(process.process.pid)
+    for child in worker.children(recursive=True):
+        child.kill()
+    worker.kill()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        replaced = [w for w in celery_workers(process.process.pid) if w.pid != worker.pid]
+        if replaced:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the dead worker was not restarted:\n" + process.output()[-2000:])
+    assert "worker exited with" in process.output()
+
+    second = client.submit(XOR)
+    assert client.wait(second["id"], timeout=60)["status"] == "succeeded"
+
+    children = psutil.Process(process.process.pid).children(recursive=True)
+    os.killpg(process.process.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's group
+    process.process.wait(timeout=40)
+    time.sleep(0.5)
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_make_run_keeps_the_database_and_token_across_restarts(make_run, tmp_path):
+    process, base, var = make_run
+    token = (var / "dev-token").read_text().strip()
+    job = Client(base, token).submit(XOR)
+    Client(base, token).wait(job["id"], timeout=60)
+    os.killpg(process.process.pid, signal.SIGINT)
+    process.process.wait(timeout=40)
+
+    again = ManagedProcess("make-run-2", process.argv, process.env, tmp_path / "again.log")
+    again.start(ready_marker="backprop-jobs is running at", timeout=120)
+    try:
+        assert (var / "dev-token").read_text().strip() == token
+        assert Client(base, token).job(job["id"])["status"] == "succeeded"
+    finally:
+        again.stop(grace=40)
