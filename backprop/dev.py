@@ -183,7 +183,7 @@ def run_dev(host: str, port: int) -> None:
                 "worker.app",
                 "worker",
                 "--queues",
-                f"{settings.training_queue},celery",
+                f"{settings.training_queue},{settings.control_queue}",
                 "--pool",
                 "prefork",
                 "--concurrency",

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
 
     # --- the worker's contract with the database (see worker/ and docs in README)
     training_queue: str = Field("training", description="Celery queue of training tasks")
+    control_queue: str = Field("celery", description="Celery queue of the reconciler's tasks")
     lease_seconds: float = Field(30.0, gt=0, description="A claim's lifetime without heartbeat")
     heartbeat_seconds: float = Field(
         1.0, gt=0, description="How often a worker renews its lease and polls for cancel"
@@ -47,6 +48,9 @@ class Settings(BaseSettings):
     )
     visibility_timeout: int = Field(
         7200, gt=0, description="Redis redelivers an unacknowledged message after this"
+    )
+    unacked_restore_seconds: int = Field(
+        100, ge=1, description="How often workers look for messages past the visibility timeout"
     )
     max_runtime_seconds: int = Field(
         3600, gt=0, description="Longest a job may train; also the per-job default"

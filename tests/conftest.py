@@ -63,6 +63,7 @@ def test_settings(database_url, redis_url, tmp_path_factory) -> Settings:
         redis_url=redis_url,
         var_dir=tmp_path_factory.mktemp("var"),
         training_queue=f"training-test-{uuid.uuid4().hex[:8]}",
+        control_queue=f"control-test-{uuid.uuid4().hex[:8]}",
     )
 
 

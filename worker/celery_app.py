@@ -23,6 +23,8 @@ def celery_config(settings: Settings) -> dict:
     # instead of blocking a request for minutes.
     timeouts = {
         "socket_connect_timeout": settings.broker_timeout_seconds,
+        # a broker that accepts connections but never answers must not block forever
+        "socket_timeout": 2 * settings.broker_timeout_seconds,
         "socket_keepalive": True,
         "max_retries": 1,
         "interval_start": 0,
@@ -36,11 +38,14 @@ def celery_config(settings: Settings) -> dict:
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             **timeouts,
-            # Redis redelivers a message nobody acknowledged after this long. Our tasks may
-            # run for max_runtime_seconds, so it must be longer than the hard time limit;
-            # a redelivery while the first worker still trains is harmless anyway: the claim
-            # in store/jobs.py refuses a job held under a live lease.
-            "visibility_timeout": max(settings.visibility_timeout, hard_limit + 600),
+            # Redis redelivers a message nobody acknowledged after this long. The defaults keep
+            # it above the hard time limit below (7200 s > 3600 + 300 s), so a task is never
+            # redelivered while it may still run; if an operator lowers it, a redelivery is
+            # still harmless: the claim in store/jobs.py refuses a job under a live lease.
+            "visibility_timeout": settings.visibility_timeout,
+            # how often a worker sweeps for messages past the visibility timeout (kombu 5.7)
+            "unacked_restore_interval": settings.unacked_restore_seconds,
+            "unacked_restore_throttle": 1,
         },
         "task_publish_retry_policy": {
             "max_retries": 1,
@@ -51,7 +56,7 @@ def celery_config(settings: Settings) -> dict:
         # Training tasks go to their own queue so that short tasks (the reconciler) never
         # wait behind hours of training, and training workers can be scaled on their own.
         "task_routes": {TRAIN_TASK: {"queue": settings.training_queue}},
-        "task_default_queue": "celery",
+        "task_default_queue": settings.control_queue,
         # Acknowledge after the task ran: a worker that dies mid-task leaves its message to be
         # redelivered. (A SIGKILLed pool child still gets its message acknowledged by Celery;
         # the lease expiring and the reconciler cover that case.)

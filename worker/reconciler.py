@@ -28,15 +28,17 @@ class Report:
 def reconcile(db: Database, settings: Settings, send) -> Report:
     report = Report()
     with db.session() as session:
-        report.requeued = len(jobs.requeue_expired(session, db))
+        requeued = jobs.requeue_expired(session, db)
+    report.requeued = len(requeued)
     with db.session() as session:
         stale = jobs.stale_queued(session, db, settings.requeue_after_seconds)
-    for job_id in stale:
+    # a job whose lease just expired goes out now; the others by age
+    for job_id in dict.fromkeys(requeued + stale):
         try:
             send(job_id)
         except Exception as exc:  # the broker is down: the next round tries again
-            report.send_failed = len(stale) - report.sent
-            log.warning("reconciler: broker unavailable (%s); %d jobs wait", exc, len(stale))
+            report.send_failed += 1
+            log.warning("reconciler: broker unavailable (%s); jobs wait for the next round", exc)
             break
         with db.session() as session:
             jobs.mark_dispatched(session, db, job_id, "re-sent by the reconciler")

@@ -69,7 +69,13 @@ def pg_database(pg_admin, tmp_path):
 def test_each_compose_service_command_runs_a_job(pg_database, redis_url, tmp_path):
     services = compose()["services"]
     queue = f"training-compose-{uuid.uuid4().hex[:8]}"
-    overrides = {"DATABASE_URL": pg_database, "REDIS_URL": redis_url, "TRAINING_QUEUE": queue}
+    control = f"control-compose-{uuid.uuid4().hex[:8]}"
+    overrides = {
+        "DATABASE_URL": pg_database,
+        "REDIS_URL": redis_url,
+        "TRAINING_QUEUE": queue,
+        "CONTROL_QUEUE": control,
+    }
     processes = []
     try:
         argv, env = run_as_compose(services["migrate"], overrides)
@@ -83,7 +89,7 @@ def test_each_compose_service_command_runs_a_job(pg_database, redis_url, tmp_pat
         processes.append(api)
 
         argv, env = run_as_compose(services["worker"], overrides)
-        argv[argv.index("training,celery")] = queue  # not the shared machine's queue
+        argv[argv.index("training,celery")] = f"{queue},{control}"  # not the shared queues
         worker = ManagedProcess("worker", argv, env, tmp_path / "worker.log").start(" ready.")
         processes.append(worker)
 

@@ -139,15 +139,18 @@ def create_database(admin_url: str, prefix: str = "bpj_test") -> str:
 
 
 def drop_database(admin_url: str, url: str) -> None:
-    name = url.rsplit("/", 1)[1].split("?")[0]
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _with_database(url: str, name: str) -> str:
-    base, _, rest = url.rpartition("/")
-    query = rest.split("?", 1)[1] if "?" in rest else ""
-    return f"{base}/{name}" + (f"?{query}" if query else "")
+    """The same server, another database (URLs may carry host=/socket/dir in the query)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
 def redis_url(tmp_root: Path) -> tuple[str, PrivateRedis | None]:

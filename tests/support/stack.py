@@ -95,7 +95,7 @@ class ManagedProcess:
 def worker_process(
     env: dict, log_dir: Path, name: str, queues: str | None = None, pool: str = "prefork"
 ) -> ManagedProcess:
-    queues = queues or env["TRAINING_QUEUE"]
+    queues = queues or f"{env['TRAINING_QUEUE']},{env['CONTROL_QUEUE']}"
     argv = [
         sys.executable,
         "-m",

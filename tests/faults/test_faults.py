@@ -1,0 +1,209 @@
+"""Faults that lose or duplicate Celery tasks with a Redis broker, and what the service does."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from backprop.settings import Settings
+from tests.support.stack import Client
+from worker.dispatch import Dispatcher
+
+from .conftest import audit, injected, long_job, model_weights, reference_weights
+
+
+def wait_progress(
+    client: Client, job_id: str, past_epoch: int, timeout=60.0, attempt: int = 1
+) -> dict:
+    """Wait until the job's attempt number ``attempt`` is running beyond an epoch."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.job(job_id)
+        if (
+            job["status"] == "running"
+            and job["attempts"] == attempt
+            and job["progress"]["epoch"] > past_epoch
+        ):
+            return job
+        assert job["status"] in ("queued", "running"), job
+        time.sleep(0.05)
+    raise TimeoutError(f"job {job_id} made no progress past epoch {past_epoch}")
+
+
+def test_sigkill_the_worker_five_times_and_the_weights_are_still_exact(make_stack, fault_db):
+    stack = make_stack(fault_db)
+    client = stack.api()
+    stack.beat()
+    worker = stack.worker("w0")
+    job = client.submit(long_job(epochs=14))
+    seen = 0
+    for kill in range(5):
+        # this attempt made progress (at least one epoch recorded past the last kill)
+        running = wait_progress(client, job["id"], seen, attempt=kill + 1)
+        seen = running["progress"]["epoch"]
+        time.sleep(0.07 * (kill + 1))  # somewhere inside the next epoch
+        worker.kill()  # SIGKILL the worker and its pool child: no cleanup, no ack
+        injected()
+        worker = stack.worker(f"w{kill + 1}")
+    done = client.wait(job["id"], timeout=120)
+    assert done["status"] == "succeeded", done
+    assert done["attempts"] == 6
+    kinds = [e["kind"] for e in done["history"]]
+    assert kinds.count("resumed") == 5 and kinds.count("lease_expired") == 5
+    for got, want in zip(model_weights(client, job["id"]), reference_weights(fault_db, job["id"])):
+        assert np.array_equal(got, want), "resumed run differs from the uninterrupted one"
+    audit(fault_db, [job["id"]])
+
+
+def test_redis_restarted_empty_while_twenty_jobs_wait(make_stack, fault_db):
+    stack = make_stack(fault_db)
+    client = stack.api()
+    small = {
+        "structure": [2, 3, 1],
+        "epochs": 3,
+        "learning_rate": 1.0,
+        "data": {
+            "inputs": [[0, 0], [0, 1], [1, 0], [1, 1]],
+            "targets": [[0], [1], [1], [0]],
+            "batch_size": 2,
+        },
+    }
+    ids = [client.submit(small)["id"] for _ in range(20)]  # no worker yet: all queued in Redis
+    stack.redis.stop()
+    stack.redis.wipe()
+    stack.redis.start()  # same port, nothing in it: every task message is gone
+    injected()
+    stack.worker()
+    stack.beat()
+    for job_id in ids:
+        assert client.wait(job_id, timeout=90)["status"] == "succeeded"
+    audit(fault_db, ids)
+
+
+def test_two_workers_and_two_messages_train_a_job_once(make_stack, fault_db):
+    stack = make_stack(fault_db)
+    client = stack.api()
+    workers = [stack.worker("a", start=False), stack.worker("b", start=False)]
+    for w in workers:
+        w.start(ready_marker=" ready.")
+    job = client.submit(long_job(epochs=3))
+    settings = Settings(redis_url=stack.redis.url, training_queue=stack.env["TRAINING_QUEUE"])
+    Dispatcher(settings).send(job["id"])  # a duplicate message, as a redelivery would be
+    injected()
+    done = client.wait(job["id"], timeout=60)
+    assert done["status"] == "succeeded" and done["attempts"] == 1
+    assert [e["kind"] for e in done["history"]].count("claimed") == 1
+    logs = "".join(w.output() for w in workers)
+    assert "not claimable" in logs
+    audit(fault_db, [job["id"]])
+
+
+def test_redelivery_after_the_visibility_timeout_does_not_train_again(make_stack, fault_db):
+    stack = make_stack(fault_db, visibility_timeout=2, unacked_restore_seconds=1)
+    client = stack.api()
+    first, second = stack.worker("first"), stack.worker("second")
+    job = client.submit(long_job(epochs=40, samples=6000))  # 5 s or more
+    done = client.wait(job["id"], timeout=90)
+    injected()
+    assert done["status"] == "succeeded"
+    assert done["runtime_seconds"] > 4, done["runtime_seconds"]
+    logs = first.output() + second.output()
+    assert "not claimable" in logs, "the message was not redelivered within the job"
+    assert [e["kind"] for e in done["history"]].count("claimed") == 1
+    metrics = client.get(f"/v1/jobs/{job['id']}/metrics").json()["metrics"]
+    assert [m["epoch"] for m in metrics] == list(range(1, 41))
+    audit(fault_db, [job["id"]])
+
+
+def test_broker_down_at_submit_still_202_and_the_job_runs_later(make_stack, fault_db):
+    stack = make_stack(fault_db)
+    client = stack.api()
+    stack.redis.stop()
+    injected()
+    started = time.monotonic()
+    response = client.post("/v1/jobs", json=long_job(epochs=2, samples=50))
+    assert response.status_code == 202, response.text
+    assert time.monotonic() - started < 5
+    job = response.json()
+    assert "dispatch_failed" in [e["kind"] for e in job["history"]]
+    assert client.get("/readyz").status_code == 503
+    stack.redis.start()
+    stack.worker()
+    stack.beat()
+    assert client.wait(job["id"], timeout=60)["status"] == "succeeded"
+    audit(fault_db, [job["id"]])
+
+
+def test_postgres_down_for_seconds_mid_job(make_stack, tmp_path):
+    from backprop.cli import migrate
+    from tests.support.services import PrivatePostgres, create_database, sqlalchemy_url
+
+    pg = PrivatePostgres(tmp_path / "own-pg")  # a server of this test alone: it gets stopped
+    try:
+        url = sqlalchemy_url(create_database(pg.url, prefix="bpj_outage"))
+        migrate(url)
+        stack = make_stack(url)
+        client = stack.api()
+        stack.beat()
+        stack.worker()
+        job = client.submit(long_job(epochs=16))
+        wait_progress(client, job["id"], 2)
+        pg.stop()
+        injected()
+        answers = {client.get(f"/v1/jobs/{job['id']}").status_code for _ in range(5)}
+        down = client.get(f"/v1/jobs/{job['id']}")
+        time.sleep(3)
+        pg.start()
+        assert answers == {503}
+        assert down.headers["Content-Type"] == "application/problem+json"
+        assert down.headers["Retry-After"]
+        done = client.wait(job["id"], timeout=120)
+        assert done["status"] == "succeeded", done
+        for got, want in zip(model_weights(client, job["id"]), reference_weights(url, job["id"])):
+            assert np.array_equal(got, want)
+        audit(url, [job["id"]])
+    finally:
+        pg.cleanup()
+
+
+@pytest.mark.parametrize("case", ["timeout", "diverged", "cancelled"])
+def test_limits_and_endings(make_stack, fault_db, case):
+    stack = make_stack(fault_db)
+    client = stack.api()
+    stack.worker()
+    spec = long_job(epochs=100)
+    if case == "timeout":
+        spec["options"] = {"max_runtime_seconds": 1}
+    if case == "diverged":
+        rng = np.random.RandomState(0)
+        spec = {
+            "structure": [3, 16, 1],
+            "epochs": 50,
+            "learning_rate": 5.0,
+            "seed": 1,
+            "options": {"activation": "relu", "output_activation": "identity"},
+            "data": {
+                "inputs": (rng.randn(50, 3) * 10).tolist(),
+                "targets": (rng.randn(50, 1) * 1e3).tolist(),
+                "batch_size": 5,
+            },
+        }
+    job = client.submit(spec)
+    if case == "cancelled":
+        wait_progress(client, job["id"], 0)
+        client.post(f"/v1/jobs/{job['id']}/cancel")
+    done = client.wait(job["id"], timeout=60)
+    injected()
+    kinds = [e["kind"] for e in done["history"]]
+    if case == "timeout":
+        assert done["status"] == "failed" and done["error"]["type"] == "timeout"
+        assert "checkpoint" in kinds and done["runtime_seconds"] >= 1
+    elif case == "diverged":
+        assert done["status"] == "failed" and done["error"]["type"] == "diverged"
+        assert "epoch" in done["error"]["message"]
+    else:
+        assert done["status"] == "cancelled" and done["error"] is None
+    assert client.get(f"/v1/jobs/{job['id']}/model").status_code == 409  # no model published
+    audit(fault_db, [job["id"]], expected=done["status"])
