@@ -31,6 +31,7 @@ def stack(test_settings, tmp_path_factory):
         database_url=s.database_url,
         redis_url=s.redis_url,
         training_queue=s.training_queue,
+        control_queue=s.control_queue,
         var_dir=s.var_dir,
         lease_seconds=5,
         heartbeat_seconds=0.2,
