@@ -15,7 +15,7 @@ from backprop.settings import Settings, get_settings
 from store.db import get_database
 from worker.dispatch import Dispatcher
 
-from . import docs, health, jobs, openapi, problems
+from . import docs, health, jobs, limits, openapi, problems
 from .services import Services
 
 log = logging.getLogger("backprop.api")
@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     problems.init_app(app)
     openapi.init_app(app)
+    app.extensions["limiter"] = limits.init_app(app, settings)
     _request_ids_and_logs(app)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(health.bp)

@@ -4,17 +4,21 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
+import re
 
 import numpy as np
-from flask import Blueprint, Response, g, send_file, url_for
+from flask import Blueprint, Response, g, request, send_file, url_for
 from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy.exc import IntegrityError
 
 from core import ShapeError
-from store import jobs
+from store import idempotency, jobs
 from store.models import RUNNING, SUCCEEDED
 
 from .auth import authenticate
+from .limits import check_queue_quota
 from .openapi import operation
 from .problems import ApiProblem
 from .schemas import (
@@ -36,6 +40,7 @@ bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 bp.before_request(authenticate)
 log = logging.getLogger("backprop.api")
 
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 JOB_ID = "$response.body#/id"
 LINKS = {
     "GetJob": {"operationId": "getJob", "parameters": {"job_id": JOB_ID}},
@@ -57,27 +62,106 @@ def _detail(session, job) -> JobOut:
 
 
 @bp.post("")
-@operation("createJob", body=JobCreate, responses={202: JobOut}, links={202: LINKS})
+@operation(
+    "createJob",
+    body=JobCreate,
+    responses={202: JobOut},
+    links={202: LINKS},
+    headers={
+        "Idempotency-Key": "Retries with the same key and body return the first "
+        "answer instead of starting another job (24 hours)"
+    },
+)
 def submit(body: JobCreate):
     """Queue a training job (202 with a Location to poll)."""
     s = services()
-    prepared = prepare_job(body, s.settings)
+    key = _idempotency_key()
     with s.db.session() as session:
-        job = jobs.create_job(
-            session,
-            s.db,
-            tenant=g.tenant,
-            spec=prepared.spec,
-            arrays=prepared.arrays,
-            name=body.name,
-            labels=body.labels,
-            chunk_bytes=s.settings.blob_chunk_bytes,
-        )
+        if key:
+            replay = _lookup(session, key)
+            if replay is not None:
+                return replay
+        check_queue_quota(session, s.settings, g.tenant)
+    prepared = prepare_job(body, s.settings)  # a failure here stores nothing, key included
+    try:
+        with s.db.session() as session:
+            job = jobs.create_job(
+                session,
+                s.db,
+                tenant=g.tenant,
+                spec=prepared.spec,
+                arrays=prepared.arrays,
+                name=body.name,
+                labels=body.labels,
+                chunk_bytes=s.settings.blob_chunk_bytes,
+            )
+            view = _detail(session, job)
+            if key:
+                idempotency.remember(
+                    session,
+                    s.db,
+                    tenant=g.tenant,
+                    key=key,
+                    request_hash=g.body_sha256,
+                    status_code=202,
+                    response=view.model_dump(mode="json"),
+                    job_id=job.id,
+                    ttl_seconds=s.settings.idempotency_ttl_seconds,
+                )
+    except IntegrityError:
+        if not key:
+            raise
+        with s.db.session() as session:  # a concurrent twin with the same key won the race
+            replay = _lookup(session, key)
+        if replay is None:
+            raise
+        return replay
     g.job_id = job.id
     dispatch(job.id)
-    with s.db.session() as session:
-        view = _detail(session, jobs.get_job(session, g.tenant, job.id))
     return _json(view, 202, {"Location": url_for("jobs.get_job", job_id=job.id)})
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        raise ApiProblem(
+            422,
+            "header.Idempotency-Key: expected 1 to 255 visible ASCII characters",
+            slug="validation-error",
+            errors=[
+                field_error(
+                    ("header", "Idempotency-Key"), "expected 1 to 255 visible ASCII characters"
+                )
+            ],
+        )
+    return key
+
+
+def _lookup(session, key: str) -> Response | None:
+    s = services()
+    try:
+        replay = idempotency.lookup(session, s.db, g.tenant, key, g.body_sha256)
+    except idempotency.KeyReused:
+        raise ApiProblem(
+            422,
+            f"Idempotency-Key {key!r} was already used with a different request body; "
+            "use a new key for a new job",
+            slug="idempotency-key-reused",
+        ) from None
+    if replay is None:
+        return None
+    g.job_id = replay.job_id
+    headers = {"Idempotent-Replayed": "true"}
+    if replay.job_id:
+        headers["Location"] = url_for("jobs.get_job", job_id=replay.job_id)
+    return Response(
+        json.dumps(replay.response),
+        status=replay.status_code,
+        mimetype="application/json",
+        headers=headers,
+    )
 
 
 def dispatch(job_id: str) -> None:

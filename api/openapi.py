@@ -15,13 +15,14 @@ JSON into 422 and label problem responses ``application/json``, and both parse w
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, g, request
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
@@ -39,6 +40,7 @@ class Operation:
     secure: bool = True
     links: dict[int, dict] = field(default_factory=dict)
     binary: dict[int, str] = field(default_factory=dict)  # status -> extra media type
+    headers: dict[str, str] = field(default_factory=dict)  # optional request headers
 
 
 def operation(
@@ -50,9 +52,12 @@ def operation(
     secure=True,
     links=None,
     binary=None,
+    headers=None,
 ):
     """Declare a view as an API operation (see the module docstring)."""
-    op = Operation(operation_id, "", responses, body, query, secure, links or {}, binary or {})
+    op = Operation(
+        operation_id, "", responses, body, query, secure, links or {}, binary or {}, headers or {}
+    )
 
     def decorate(view):
         op.summary = (view.__doc__ or "").strip().splitlines()[0] if view.__doc__ else ""
@@ -92,6 +97,7 @@ def parse_body(model: type[BaseModel]) -> BaseModel:
             slug="unsupported-media-type",
         )
     raw = request.get_data(cache=False)  # 413 past MAX_CONTENT_LENGTH, chunked or not
+    g.body_sha256 = hashlib.sha256(raw).hexdigest()  # what an Idempotency-Key is bound to
     try:
         data = json.loads(raw, object_pairs_hook=_reject_duplicates)
     except _Duplicate as exc:
@@ -191,6 +197,21 @@ def _operation(op: Operation, arguments: list[str]) -> dict:
             }
             for name, prop in schema["properties"].items()
         ]
+    params += [
+        {
+            "name": name,
+            "in": "header",
+            "required": False,
+            "description": text,
+            "schema": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 255,
+                "pattern": "^[\\x21-\\x7e]+$",
+            },
+        }
+        for name, text in op.headers.items()
+    ]
     if params:
         doc["parameters"] = params
     if op.body is not None:

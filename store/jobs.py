@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from . import blobs
 from .db import Database
@@ -279,6 +279,7 @@ def claim(
     lease_seconds: float,
     max_attempts: int,
     worker: str,
+    max_running: int | None = None,
 ) -> Job | None:
     """Take the job if nobody holds it: one atomic conditional UPDATE.
 
@@ -286,18 +287,18 @@ def claim(
     ``FOR UPDATE SKIP LOCKED`` (a competing claim skips it instead of waiting); SQLite runs
     the same statement as a compare-and-set under its single-writer lock. Returns the
     claimed job, or None (someone else holds it, it ended, it was cancelled or it ran out of
-    attempts; the last two are recorded).
+    attempts; the last two are recorded). With ``max_running``, a job whose tenant already has
+    that many jobs running stays queued (the reconciler offers it again later).
     """
     for _ in range(CLAIM_TRIES):
         now = db.now(session)
-        claimed = session.execute(
-            _claim_statement(job_id, owner, now, lease_seconds, max_attempts)
-        ).rowcount
+        conditions = _claim_conditions(job_id, now, max_attempts, max_running)
+        claimed = session.execute(_claim_statement(conditions, owner, now, lease_seconds)).rowcount
         if claimed == 1:
             job = session.get(Job, job_id, populate_existing=True)
             add_event(session, job_id, "claimed", f"attempt {job.attempts}", worker=worker, at=now)
             return job
-        if not _claimable_but_busy(session, job_id, now, max_attempts):
+        if session.execute(select(Job.id).where(*conditions)).first() is None:
             break
         # SKIP LOCKED passed over a row that another transaction was writing (the API
         # recording the dispatch, a cancel request): busy is not taken, so look again
@@ -309,17 +310,32 @@ def claim(
 CLAIM_TRIES, CLAIM_RETRY_SECONDS = 40, 0.05
 
 
-def _claim_statement(job_id, owner, now, lease_seconds, max_attempts):
-    target = (
-        select(Job.id)
-        .where(Job.id == job_id, _claimable(now), Job.cancel_requested.is_(False))
-        .where(Job.attempts < max_attempts)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
+def _claim_conditions(job_id: str, now, max_attempts: int, max_running: int | None) -> list:
+    conditions = [
+        Job.id == job_id,
+        _claimable(now),
+        Job.cancel_requested.is_(False),
+        Job.attempts < max_attempts,
+    ]
+    if max_running is not None:
+        other = aliased(Job)
+        running = (
+            select(func.count())
+            .select_from(other)
+            .where(
+                other.tenant == Job.tenant, other.status == RUNNING, other.lease_expires_at > now
+            )
+            .scalar_subquery()
+        )
+        conditions.append(running < max_running)
+    return conditions
+
+
+def _claim_statement(conditions: list, owner: str, now, lease_seconds: float):
+    target = select(Job.id).where(*conditions).with_for_update(skip_locked=True)
     return (
         update(Job)
-        .where(Job.id == target)
+        .where(Job.id == target.scalar_subquery())
         .values(
             status=RUNNING,
             lease_owner=owner,
@@ -330,19 +346,6 @@ def _claim_statement(job_id, owner, now, lease_seconds, max_attempts):
         )
         .execution_options(synchronize_session=False)
     )
-
-
-def _claimable_but_busy(session: Session, job_id: str, now, max_attempts: int) -> bool:
-    """The committed row says claimable, yet the locking claim found nothing: it was locked."""
-    found = session.execute(
-        select(Job.id).where(
-            Job.id == job_id,
-            _claimable(now),
-            Job.cancel_requested.is_(False),
-            Job.attempts < max_attempts,
-        )
-    ).first()
-    return found is not None
 
 
 def _end_unclaimable(session: Session, job_id: str, now, max_attempts: int, worker) -> None:

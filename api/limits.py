@@ -1,0 +1,55 @@
+"""Request rate per token (flask-limiter, counted in Redis) and job quotas per tenant."""
+
+from __future__ import annotations
+
+import hashlib
+
+from flask import Flask, request
+from flask_limiter import Limiter
+
+from backprop.settings import Settings
+from store import jobs
+from store.models import QUEUED
+
+from .problems import ApiProblem
+
+
+def _rate_key() -> str:
+    """Who is counted: the token (as a hash, never the token itself), else the address."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return "token:" + hashlib.sha256(token.strip().encode()).hexdigest()[:32]
+    return "addr:" + (request.remote_addr or "unknown")
+
+
+def init_app(app: Flask, settings: Settings) -> Limiter:
+    return Limiter(
+        _rate_key,
+        app=app,
+        default_limits=[settings.rate_limit],
+        default_limits_exempt_when=lambda: not request.path.startswith("/v1/"),
+        storage_uri=settings.limiter_storage_url,
+        storage_options={
+            "socket_connect_timeout": settings.broker_timeout_seconds,
+            "socket_timeout": settings.broker_timeout_seconds,
+        },
+        key_prefix="backprop-rate",
+        headers_enabled=True,  # X-RateLimit-* and Retry-After on every /v1 answer
+        # Redis down: count in memory per process instead of refusing every request
+        swallow_errors=True,
+        in_memory_fallback_enabled=True,
+        strategy="moving-window",
+    )
+
+
+def check_queue_quota(session, settings: Settings, tenant: str) -> None:
+    """429 when the tenant already has as many queued jobs as allowed."""
+    queued = jobs.count_jobs(session, tenant, QUEUED)
+    if queued >= settings.max_queued_jobs_per_tenant:
+        raise ApiProblem(
+            429,
+            f"the tenant has {queued} queued jobs, the limit is "
+            f"{settings.max_queued_jobs_per_tenant}; retry when some have started",
+            slug="queue-quota",
+            headers={"Retry-After": "30"},
+        )
