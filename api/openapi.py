@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from .problems import PROBLEM_JSON, ApiProblem, validation_problem
 from .schemas import Problem
@@ -96,7 +97,12 @@ def parse_body(model: type[BaseModel]) -> BaseModel:
             f"send the body as application/json, not {request.mimetype or 'nothing'!r}",
             slug="unsupported-media-type",
         )
-    raw = request.get_data(cache=False)  # 413 past MAX_CONTENT_LENGTH, chunked or not
+    raw = request.get_data(cache=False)  # 413 past MAX_CONTENT_LENGTH (Content-Length)
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is None and limit and len(raw) >= limit:
+        # a chunked body stops at the limit without an error: is there more behind it?
+        if request.environ["wsgi.input"].read(1):
+            raise RequestEntityTooLarge()
     g.body_sha256 = hashlib.sha256(raw).hexdigest()  # what an Idempotency-Key is bound to
     try:
         data = json.loads(raw, object_pairs_hook=_reject_duplicates)

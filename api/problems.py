@@ -11,7 +11,7 @@ import json
 import logging
 from http import HTTPStatus
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -68,7 +68,10 @@ def validation_problem(exc: ValidationError, where: tuple = ()) -> Response:
     errors = []
     for error in details:
         loc = _strip_union_tags((*where, *error["loc"]))
-        errors.append(field_error(loc, error["msg"], error["type"]))
+        msg = error["msg"]
+        if error["type"] == "model_type":  # not the class name, what the client must send
+            msg = "expected a JSON object"
+        errors.append(field_error(loc, msg, error["type"]))
     summary = "; ".join(f"{e['field'] or 'body'}: {e['msg']}" for e in errors[:5])
     if len(errors) > 5:
         summary += f"; and {len(errors) - 5} more"
@@ -97,7 +100,11 @@ def init_app(app: Flask) -> None:
     def _http_error(exc: HTTPException):
         # keep the exception's headers (Allow on a 405, WWW-Authenticate on a 401)
         headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
-        return problem(exc.code or 500, exc.description, headers=headers)
+        detail = exc.description
+        if exc.code == 413:
+            limit = current_app.config["MAX_CONTENT_LENGTH"]
+            detail = f"the request body is too large: the limit is {limit} bytes"
+        return problem(exc.code or 500, detail, headers=headers)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

@@ -30,10 +30,11 @@ def field_error(loc: tuple | list, msg: str, kind: str = "value_error") -> dict:
 
 
 def dotted(loc) -> str:
+    """["data", "inputs", 3] -> "data.inputs[3]"; the whole body is "body"."""
     text = ""
     for part in loc:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
+    return text or "body"
 
 
 @dataclass(frozen=True)

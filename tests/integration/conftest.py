@@ -36,6 +36,8 @@ def stack(test_settings, tmp_path_factory):
         lease_seconds=5,
         heartbeat_seconds=0.2,
         requeue_after_seconds=10,
+        max_content_length=4 * 2**20,
+        max_queued_jobs_per_tenant=50,
     )
     worker = start_worker(env, logs, "worker")
     api, base = start_api(env, logs)
