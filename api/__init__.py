@@ -53,17 +53,15 @@ def _request_ids_and_logs(app: Flask) -> None:
     def _finish(response):
         response.headers["X-Request-Id"] = g.get("request_id", "")
         # one line per request: never the body, never the token
+        took = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
         log.info(
-            "%s %s %s %.1fms",
+            "request_id=%s tenant=%s job_id=%s method=%s path=%s status=%s ms=%.1f",
+            g.get("request_id"),
+            g.get("tenant", "-"),
+            g.get("job_id", "-"),
             request.method,
             request.path,
             response.status_code,
-            (time.perf_counter() - g.get("started", time.perf_counter())) * 1000,
-            extra={
-                "request_id": g.get("request_id"),
-                "tenant": g.get("tenant"),
-                "job_id": g.get("job_id"),
-                "status": response.status_code,
-            },
+            took,
         )
         return response

@@ -115,6 +115,26 @@ LabelValue = Annotated[str, Field(max_length=63)]
 class JobCreate(Strict):
     """A training job: the network, the data and how to train it."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "structure": [2, 3, 1],
+                    "epochs": 5,
+                    "learning_rate": 2.0,
+                    "seed": 2023,
+                    "name": "xor",
+                    "labels": {"project": "demo"},
+                    "data": {
+                        "inputs": [[0, 0], [0, 1], [1, 0], [1, 1]],
+                        "targets": [[0], [1], [1], [0]],
+                        "batch_size": 2,
+                    },
+                }
+            ]
+        }
+    )
+
     structure: Annotated[list[PositiveInt], Field(min_length=2)] = Field(
         description="Layer sizes, input first, e.g. [784, 30, 10]"
     )
@@ -132,6 +152,8 @@ class JobCreate(Strict):
 
 
 class PredictRequest(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"inputs": [[0, 1], [1, 1]]}]})
+
     inputs: Matrix
 
 

@@ -1,0 +1,225 @@
+"""The API's promises through Flask's test client, on a real database and a real Redis:
+idempotent submits, quotas and rate limits, tokens, errors that leak nothing, the document."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+import uuid
+
+import numpy as np
+import pytest
+
+from api import create_app
+from store import jobs
+from store.db import get_database
+from store.models import Job
+from tests.conftest import make_token
+from tests.support.stack import ROOT
+
+SPEC = {
+    "structure": [2, 3, 1],
+    "epochs": 2,
+    "learning_rate": 1.0,
+    "data": {"inputs": [[0, 0], [1, 1]], "targets": [[0], [1]]},
+}
+
+
+@pytest.fixture
+def make_client(test_settings):
+    """A test client of an app with some settings changed, for a fresh tenant."""
+
+    def make(**changes):
+        app = create_app(test_settings.model_copy(update=changes))
+        tenant = f"t-{uuid.uuid4().hex[:8]}"
+        token = make_token(test_settings.database_url, tenant)
+        client = app.test_client()
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+        return app, client, tenant
+
+    return make
+
+
+def count_jobs(database_url: str, tenant: str) -> int:
+    with get_database(database_url).session() as s:
+        return s.query(Job).filter_by(tenant=tenant).count()
+
+
+def test_idempotent_submit_replays_the_first_answer(make_client, test_settings):
+    _, client, tenant = make_client()
+    key = {"Idempotency-Key": f"k-{uuid.uuid4()}"}
+    first = client.post("/v1/jobs", json=SPEC, headers=key)
+    again = client.post("/v1/jobs", json=SPEC, headers=key)
+    assert first.status_code == again.status_code == 202
+    assert again.json == first.json and again.headers["Location"] == first.headers["Location"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert count_jobs(test_settings.database_url, tenant) == 1
+
+    other = client.post("/v1/jobs", json={**SPEC, "epochs": 3}, headers=key)
+    assert other.status_code == 422 and "different request body" in other.json["detail"]
+    assert count_jobs(test_settings.database_url, tenant) == 1
+
+    fresh = client.post("/v1/jobs", json=SPEC, headers={"Idempotency-Key": f"k-{uuid.uuid4()}"})
+    assert fresh.status_code == 202 and fresh.json["id"] != first.json["id"]
+
+
+def test_a_rejected_submit_does_not_use_up_its_key(make_client, test_settings):
+    _, client, tenant = make_client()
+    key = {"Idempotency-Key": f"k-{uuid.uuid4()}"}
+    bad = client.post("/v1/jobs", json={**SPEC, "epochs": 0}, headers=key)
+    assert bad.status_code == 422
+    good = client.post("/v1/jobs", json=SPEC, headers=key)
+    assert good.status_code == 202 and "Idempotent-Replayed" not in good.headers
+
+
+def test_concurrent_twins_with_one_key_make_one_job(make_client, test_settings):
+    app, _, tenant = make_client()
+    token = make_token(test_settings.database_url, tenant)
+    key = {"Idempotency-Key": f"k-{uuid.uuid4()}", "Authorization": f"Bearer {token}"}
+    answers, barrier = [], threading.Barrier(4)
+
+    def submit():
+        barrier.wait()
+        answers.append(app.test_client().post("/v1/jobs", json=SPEC, headers=key))
+
+    threads = [threading.Thread(target=submit) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert {a.status_code for a in answers} == {202}
+    assert len({a.json["id"] for a in answers}) == 1
+    assert count_jobs(test_settings.database_url, tenant) == 1
+
+
+def test_queued_quota_answers_429_with_retry_after(make_client, test_settings):
+    _, client, tenant = make_client(max_queued_jobs_per_tenant=2)
+    assert [client.post("/v1/jobs", json=SPEC).status_code for _ in range(2)] == [202, 202]
+    over = client.post("/v1/jobs", json=SPEC)
+    assert over.status_code == 429 and over.headers["Retry-After"]
+    assert "limit is 2" in over.json["detail"]
+    assert count_jobs(test_settings.database_url, tenant) == 2
+
+
+def test_rate_limit_per_token_answers_429_with_retry_after(make_client):
+    _, client, _ = make_client(rate_limit="5/minute")
+    statuses = [client.get("/v1/jobs").status_code for _ in range(7)]
+    assert statuses[:5] == [200] * 5 and statuses[5:] == [429, 429]
+    limited = client.get("/v1/jobs")
+    assert limited.headers["Retry-After"] and limited.mimetype == "application/problem+json"
+    assert client.get("/healthz").status_code == 200  # health is not rate limited
+
+
+def test_running_jobs_per_tenant_wait_in_the_queue(test_settings):
+    db = get_database(test_settings.database_url)
+    tenant = f"t-{uuid.uuid4().hex[:6]}"
+    ids = []
+    for _ in range(3):
+        with db.session() as s:
+            job = jobs.create_job(
+                s,
+                db,
+                tenant=tenant,
+                spec={**SPEC, "seed": 1},
+                arrays={
+                    "inputs": np.zeros((2, 2)),
+                    "targets": np.zeros((2, 1)),
+                },
+                name=None,
+                labels={},
+                chunk_bytes=4096,
+            )
+            ids.append(job.id)
+
+    def claim(job_id):
+        with db.session() as s:
+            return jobs.claim(
+                s,
+                db,
+                job_id,
+                f"w-{job_id[:4]}",
+                lease_seconds=30,
+                max_attempts=3,
+                worker="w",
+                max_running=2,
+            )
+
+    assert claim(ids[0]) is not None and claim(ids[1]) is not None
+    assert claim(ids[2]) is None  # the tenant already runs 2
+    with db.session() as s:
+        assert s.get(Job, ids[2]).status == "queued"
+
+
+def test_unexpected_errors_are_500_problems_without_internals(make_client, caplog):
+    app, client, _ = make_client()
+
+    def boom():
+        raise RuntimeError("secret internals: password=hunter2")
+
+    app.add_url_rule("/v1/boom", "boom", boom)
+    with caplog.at_level(logging.ERROR, logger="backprop.api"):
+        response = client.get("/v1/boom", headers={"X-Request-Id": "req-123"})
+    assert response.status_code == 500
+    assert response.mimetype == "application/problem+json"
+    assert response.json["request_id"] == "req-123"
+    assert "hunter2" not in response.text and "Traceback" not in response.text
+    assert "req-123" in caplog.text and "RuntimeError" in caplog.text  # the log has it all
+
+
+def test_request_logs_carry_ids_and_never_the_token(make_client, caplog):
+    _, client, tenant = make_client()
+    with caplog.at_level(logging.INFO, logger="backprop.api"):
+        response = client.post("/v1/jobs", json=SPEC, headers={"X-Request-Id": "req-log-1"})
+    line = next(r.getMessage() for r in caplog.records if "req-log-1" in r.getMessage())
+    assert f"tenant={tenant}" in line and f"job_id={response.json['id']}" in line
+    assert "status=202" in line
+    token = client.environ_base["HTTP_AUTHORIZATION"].split()[1]
+    assert token not in caplog.text and "0, 0" not in caplog.text  # no token, no data
+
+
+def test_tokens_command_creates_lists_and_revokes(test_settings, tmp_path):
+    env = {"DATABASE_URL": test_settings.database_url, "PATH": "/usr/bin:/bin"}
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "backprop.cli", "tokens", *args],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    token = run(
+        "create", "--tenant", "cli-tenant", "--name", "ci", "--expires-in-days", "7"
+    ).strip()
+    assert token.startswith("bpj_")
+    app = create_app(test_settings)
+    client = app.test_client()
+    assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    listing = run("list", "--tenant", "cli-tenant")
+    assert token not in listing and token[:8] in listing and "expires" in listing
+    token_id = listing.split()[0]
+    assert "revoked" in run("revoke", token_id)
+    denied = client.get("/v1/jobs", headers={"Authorization": f"Bearer {token}"})
+    assert denied.status_code == 401 and "WWW-Authenticate" in denied.headers
+
+
+def test_openapi_documents_every_status_with_problem_schemas(make_client):
+    _, client, _ = make_client()
+    document = client.get("/openapi.json").json
+    assert document["openapi"] == "3.1.0"
+    assert document["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    create = document["paths"]["/v1/jobs"]["post"]
+    assert {"202", "400", "401", "413", "415", "422", "429", "500", "503"} <= set(
+        create["responses"]
+    )
+    problem = create["responses"]["422"]["content"]["application/problem+json"]["schema"]
+    assert problem == {"$ref": "#/components/schemas/Problem"}
+    assert "links" in create["responses"]["202"]
+    assert "409" in document["paths"]["/v1/jobs/{job_id}/model"]["get"]["responses"]
+    assert "404" in document["paths"]["/v1/jobs/{job_id}"]["get"]["responses"]
+    assert document["paths"]["/healthz"]["get"]["security"] == []
+    assert client.get("/docs/").status_code == 200
