@@ -3,7 +3,8 @@
 Runs every RECONCILE_SECONDS under Celery beat and once when a worker starts. Running jobs
 whose lease expired go back to the queue; queued jobs whose task message is missing or old
 (never sent because the broker was down at submit, lost in a Redis restart, or sent to a worker
-that died) are sent again. Sending twice is harmless: the claim lets one worker in.
+that died) are sent again. Sending twice is harmless: the claim lets one worker in. Expired
+idempotency records are deleted on the way.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 from dataclasses import dataclass
 
 from backprop.settings import Settings
-from store import jobs
+from store import idempotency, jobs
 from store.db import Database
 
 log = logging.getLogger("backprop.reconciler")
@@ -23,6 +24,7 @@ class Report:
     requeued: int = 0
     sent: int = 0
     send_failed: int = 0
+    purged_keys: int = 0  # idempotency records past their 24 hours
 
 
 def reconcile(db: Database, settings: Settings, send) -> Report:
@@ -43,6 +45,8 @@ def reconcile(db: Database, settings: Settings, send) -> Report:
         with db.session() as session:
             jobs.mark_dispatched(session, db, job_id, "re-sent by the reconciler")
         report.sent += 1
+    with db.session() as session:
+        report.purged_keys = idempotency.purge_expired(session, db)
     if report.requeued or report.sent or report.send_failed:
         log.info("reconciler: %s", report)
     return report
