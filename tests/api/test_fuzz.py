@@ -68,6 +68,7 @@ def _cleanup() -> None:
 
 
 schema = schemathesis.openapi.from_wsgi("/openapi.json", APP)
+CURRENT = {"token": TOKEN}
 
 
 @schema.auth()
@@ -76,7 +77,7 @@ class BearerToken:
     wrong one (the ignored_auth check), which must be 401."""
 
     def get(self, case, context):
-        return TOKEN
+        return CURRENT["token"]
 
     def set(self, case, data, context):
         case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
@@ -123,6 +124,14 @@ def test_stateful_links():
     machine = schema.as_state_machine()
 
     class Workflow(machine):
+        def setup(self):
+            # a tenant per example: what one example did (an Idempotency-Key it used, jobs it
+            # queued) cannot change another's answers, or hypothesis could not replay them
+            CURRENT["token"] = make_token(CONFIG.database_url, f"fuzz-{uuid.uuid4().hex[:8]}")
+
+        def teardown(self):
+            CURRENT["token"] = TOKEN
+
         def after_call(self, response, case):
             _record(case, response)
 

@@ -126,7 +126,8 @@ def test_broker_down_at_submit_still_202_and_the_job_runs_later(make_stack, faul
     response = client.post("/v1/jobs", json=long_job(epochs=2, samples=50))
     assert response.status_code == 202, response.text
     assert time.monotonic() - started < 5
-    job = response.json()
+    job = client.job(response.json()["id"])
+    assert job["status"] == "queued"
     assert "dispatch_failed" in [e["kind"] for e in job["history"]]
     assert client.get("/readyz").status_code == 503
     stack.redis.start()
