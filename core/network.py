@@ -335,9 +335,15 @@ def _as_matrix(values, field: str, width: int, dtype: np.dtype, layer: str) -> n
         raise ValueError(f"{field}: expected a 2-D array (rows are samples), got {m.ndim}-D")
     if m.shape[1] != width:
         raise ShapeError(field, width, m.shape[1], f"row length must equal the network's {layer}")
-    if not np.isfinite(m).all():
+    if not _all_finite(m):
         raise ValueError(f"{field}: expected finite numbers, found NaN or infinity")
     return m
+
+
+def _all_finite(m: np.ndarray) -> bool:
+    """np.isfinite(m).all() in blocks of rows: no boolean copy of a large data set."""
+    rows = max(1, (1 << 20) // max(1, m.shape[1]))
+    return all(np.isfinite(m[i : i + rows]).all() for i in range(0, len(m), rows))
 
 
 def _as_vector(v, field: str, size: int, dtype: np.dtype, layer: str) -> np.ndarray:
