@@ -70,6 +70,63 @@ class Program:
             self.process.wait()
 
 
+def api_argv(bind: str, workers: int = 2) -> list[str]:
+    """gunicorn serving the API (the command docker-compose.yml runs, with its options)."""
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        bind,
+        "--workers",
+        str(workers),
+        "--timeout",
+        "120",
+        "api:create_app()",
+    ]
+
+
+def worker_argv(settings, hostname: str, queues: str | None = None) -> list[str]:
+    """A Celery worker: one prefork process, training and control queues."""
+    queues = queues or f"{settings.training_queue},{settings.control_queue}"
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.app",
+        "worker",
+        "--queues",
+        queues,
+        "--pool",
+        "prefork",
+        "--concurrency",
+        "1",
+        "--hostname",
+        hostname,
+        "--without-mingle",
+        "--without-gossip",
+        "--loglevel",
+        "INFO",
+    ]
+
+
+def beat_argv(schedule: Path) -> list[str]:
+    """Celery beat: the reconciler's clock (exactly one per deployment)."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.app",
+        "beat",
+        "--schedule",
+        str(Path(schedule).resolve()),
+        "--loglevel",
+        "INFO",
+    ]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -155,62 +212,10 @@ def run_dev(host: str, port: int) -> None:
 
     migrate(env["DATABASE_URL"])
     token = ensure_dev_token(var_dir)
-    python = sys.executable
     programs += [
-        Program(
-            "api",
-            [
-                python,
-                "-m",
-                "gunicorn",
-                "--bind",
-                f"{host}:{port}",
-                "--workers",
-                "2",
-                "--timeout",
-                "120",
-                "api:create_app()",
-            ],
-            env,
-        ),
-        Program(
-            "worker",
-            [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "worker.app",
-                "worker",
-                "--queues",
-                f"{settings.training_queue},{settings.control_queue}",
-                "--pool",
-                "prefork",
-                "--concurrency",
-                "1",
-                "--hostname",
-                "dev@%h",
-                "--loglevel",
-                "INFO",
-            ],
-            env,
-        ),
-        Program(
-            "beat",
-            [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "worker.app",
-                "beat",
-                "--schedule",
-                str((var_dir / "celerybeat-schedule").resolve()),
-                "--loglevel",
-                "INFO",
-            ],
-            env,
-        ),
+        Program("api", api_argv(f"{host}:{port}"), env),
+        Program("worker", worker_argv(settings, "dev@%h"), env),
+        Program("beat", beat_argv(var_dir / "celerybeat-schedule"), env),
     ]
 
     stopping = False

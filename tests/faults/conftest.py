@@ -8,7 +8,6 @@ The session ends with a report: faults injected, jobs checked, jobs lost, jobs t
 from __future__ import annotations
 
 import json
-import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 
 from backprop.cli import migrate
+from backprop.dev import beat_argv
 from store import jobs as store_jobs
 from store.db import get_database
 from store.models import Job, JobEvent
@@ -63,18 +63,7 @@ class FaultStack:
         return process.start(ready_marker=" ready.") if start else process
 
     def beat(self) -> ManagedProcess:
-        argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.app",
-            "beat",
-            "--schedule",
-            str(self.tmp / f"beat-{uuid.uuid4().hex[:6]}"),
-            "--loglevel",
-            "INFO",
-        ]
+        argv = beat_argv(self.tmp / f"beat-{uuid.uuid4().hex[:6]}")
         process = ManagedProcess("beat", argv, self.env, self.tmp / "beat.log")
         self.processes.append(process)
         return process.start(ready_marker="beat: Starting")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+
+from backprop.dev import api_argv, worker_argv
 
 from .services import free_port
 
@@ -92,30 +93,10 @@ class ManagedProcess:
             self.kill()
 
 
-def worker_process(
-    env: dict, log_dir: Path, name: str, queues: str | None = None, pool: str = "prefork"
-) -> ManagedProcess:
-    queues = queues or f"{env['TRAINING_QUEUE']},{env['CONTROL_QUEUE']}"
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker.app",
-        "worker",
-        "--queues",
-        queues,
-        "--pool",
-        pool,
-        "--concurrency",
-        "1",
-        "--hostname",
-        f"{name}@%h",
-        "--without-mingle",
-        "--without-gossip",
-        "--loglevel",
-        "INFO",
-    ]
+def worker_process(env: dict, log_dir: Path, name: str) -> ManagedProcess:
+    """The worker `make run` starts, on the queues named in env."""
+    queues = f"{env['TRAINING_QUEUE']},{env['CONTROL_QUEUE']}"
+    argv = worker_argv(None, f"{name}@%h", queues=queues)
     return ManagedProcess(name, argv, env, log_dir / f"{name}.log")
 
 
@@ -125,18 +106,7 @@ def start_worker(env: dict, log_dir: Path, name: str, **kwargs) -> ManagedProces
 
 def start_api(env: dict, log_dir: Path, name: str = "api") -> tuple[ManagedProcess, str]:
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "2",
-        "--timeout",
-        "120",
-        "api:create_app()",
-    ]
+    argv = api_argv(f"127.0.0.1:{port}")
     api = ManagedProcess(name, argv, env, log_dir / f"{name}.log").start()
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
