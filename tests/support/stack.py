@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -17,6 +18,14 @@ from .services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 FINAL = ("succeeded", "failed", "cancelled")
+
+
+def _own_group_dies_with_us() -> None:
+    """In the child: lead a process group (so tests can signal it whole) and get SIGKILL if
+    the test run dies first, so no service outlives an interrupted session."""
+    os.setsid()
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def service_env(**settings) -> dict[str, str]:
@@ -45,7 +54,7 @@ class ManagedProcess:
             cwd=self.cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            preexec_fn=_own_group_dies_with_us,
         )
         log.close()
         if ready_marker:
