@@ -26,7 +26,7 @@ from backprop.settings import Settings
 from tests.conftest import make_token
 from tests.support.services import redis_url as shared_or_private_redis
 
-FIGURES = {"operations": set(), "requests": 0, "server_errors": 0}
+FIGURES = {"operations": set(), "requests": 0, "server_errors": 0, "followed_links": 0}
 
 
 def build_app(tmp_dir):
@@ -134,6 +134,9 @@ def test_stateful_links():
 
         def after_call(self, response, case):
             _record(case, response)
+            # a 2xx on a job's own URL means a link carried a created job's id here
+            if "{job_id}" in case.path and response.status_code < 300:
+                FIGURES["followed_links"] += 1
 
     Workflow.run(
         settings=settings(
@@ -155,7 +158,9 @@ def test_fuzzing_covered_every_operation_without_server_errors():
     assert documented <= FIGURES["operations"], documented - FIGURES["operations"]
     assert FIGURES["requests"] >= 10 * len(documented)
     assert FIGURES["server_errors"] == 0
+    assert FIGURES["followed_links"] > 0, "the stateful phase never followed a link"
     print(
         f"\nfuzzing: {len(documented)} operations fuzzed, {FIGURES['requests']} requests "
-        f"generated, {FIGURES['server_errors']} 5xx seen"
+        f"generated, {FIGURES['server_errors']} 5xx seen, "
+        f"{FIGURES['followed_links']} calls along links"
     )

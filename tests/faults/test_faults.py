@@ -208,3 +208,20 @@ def test_limits_and_endings(make_stack, fault_db, case):
         assert done["status"] == "cancelled" and done["error"] is None
     assert client.get(f"/v1/jobs/{job['id']}/model").status_code == 409  # no model published
     audit(fault_db, [job["id"]], expected=done["status"])
+
+
+def test_a_job_that_keeps_killing_its_worker_fails_after_max_attempts(make_stack, fault_db):
+    stack = make_stack(fault_db, max_attempts=2)
+    client = stack.api()
+    stack.beat()
+    worker = stack.worker("k0")
+    job = client.submit(long_job(epochs=50))
+    for attempt in (1, 2):  # as an OOM kill would, every time the job runs
+        wait_progress(client, job["id"], 0, attempt=attempt)
+        worker.kill()
+        injected()
+        worker = stack.worker(f"k{attempt}")
+    done = client.wait(job["id"], timeout=60)
+    assert done["status"] == "failed" and done["error"]["type"] == "attempts_exhausted"
+    assert "started 2 times" in done["error"]["message"] and done["attempts"] == 2
+    audit(fault_db, [job["id"]], expected="failed")
