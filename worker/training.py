@@ -213,6 +213,7 @@ def run_job(job_id: str, *, db: Database, settings: Settings, worker: str) -> Ou
         lease_seconds=settings.lease_seconds,
         max_attempts=settings.max_attempts,
         worker=worker,
+        max_running=settings.max_running_jobs_per_tenant,
     )
     if job is None:
         log.info("job %s: not claimable (held, finished or cancelled); message ignored", job_id)
@@ -228,6 +229,27 @@ def run_job(job_id: str, *, db: Database, settings: Settings, worker: str) -> Ou
         log.warning("job %s: lease lost; this worker stopped writing", job_id)
         store(_record, job_id, "lease_lost", "this worker lost the job and stopped", worker)
         return Outcome("lost")
+    except Exception as exc:
+        if is_outage(exc):  # the database stayed away: the lease expires, another try resumes
+            raise
+        # a fault of ours, not of the job's data (which was checked at submit): fail it with
+        # a clear type instead of retrying it MAX_ATTEMPTS times; the trace goes to the log
+        log.exception("job %s: unexpected error while training", job_id)
+        message = f"{type(exc).__name__} in the worker; the operators' log has the details"
+        try:
+            store(
+                jobs.finish,
+                job_id,
+                owner,
+                status=FAILED,
+                error_type="internal_error",
+                message=message,
+                runtime_seconds=job.runtime_seconds,
+                worker=worker,
+            )
+        except jobs.LeaseLost:
+            return Outcome("lost")
+        return Outcome(FAILED, "internal_error")
     finally:
         lease.stop()
 

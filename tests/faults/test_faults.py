@@ -225,3 +225,23 @@ def test_a_job_that_keeps_killing_its_worker_fails_after_max_attempts(make_stack
     assert done["status"] == "failed" and done["error"]["type"] == "attempts_exhausted"
     assert "started 2 times" in done["error"]["message"] and done["attempts"] == 2
     audit(fault_db, [job["id"]], expected="failed")
+
+
+def test_a_tenant_never_runs_more_jobs_than_its_limit(make_stack, fault_db):
+    stack = make_stack(fault_db, max_running_jobs_per_tenant=1)
+    client = stack.api()
+    stack.beat()
+    stack.worker("q1")
+    stack.worker("q2")  # capacity for two, but the tenant may run one at a time
+    ids = [client.submit(long_job(epochs=6, samples=1500))["id"] for _ in range(2)]
+    most_at_once = 0
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        statuses = [client.job(job_id)["status"] for job_id in ids]
+        most_at_once = max(most_at_once, statuses.count("running"))
+        if all(s == "succeeded" for s in statuses):
+            break
+        time.sleep(0.05)
+    assert statuses == ["succeeded", "succeeded"]
+    assert most_at_once == 1
+    audit(fault_db, ids)
