@@ -123,9 +123,11 @@ class Trainer:
         self.config = config
         self.inputs, self.targets = network.check_batch(inputs, targets)
         n = len(self.inputs)
+        if n == 0:
+            raise ValueError("inputs: expected at least one sample, got none")
         if batch_sizes is None:
-            self.bounds = np.arange(0, n + config.batch_size, config.batch_size).clip(max=n)
-            self.bounds = np.unique(self.bounds)
+            # integers only: a batch size beyond the data is one batch of all of it
+            self.bounds = np.array([*range(0, n, min(config.batch_size, n)), n])
             self.shuffle = config.shuffle
         else:
             sizes = np.asarray(batch_sizes, dtype=np.int64)
@@ -143,6 +145,7 @@ class Trainer:
         self.labels = self.targets.argmax(axis=1) if is_one_hot(self.targets) else None
         self.progress = _Progress()
         self.history: list[EpochMetrics] = []
+        self._in_flight: tuple | None = None  # the running epoch's counters (see _sync)
 
     @property
     def epoch(self) -> int:
@@ -200,6 +203,7 @@ class Trainer:
         block_start = block_end = 0
         cost_sum = np.float64(p.cost_sum)  # float64 even when the network is float32
         started = time.perf_counter()
+        self._in_flight = (predicted, order, bounds[first], started, p.correct, p.seconds)
         stop = False
         for k in range(first, last):
             start, end = bounds[k], bounds[k + 1]
@@ -217,16 +221,30 @@ class Trainer:
             if predicted is not None:
                 outputs.argmax(axis=1, out=predicted[start:end])
             p.batch = k + 1
-            if on_batch is not None and on_batch(self):
-                stop = True
-                break
+            if on_batch is not None:
+                p.cost_sum = float(cost_sum)  # current for a checkpoint taken in on_batch
+                if on_batch(self):
+                    stop = True
+                    break
         p.cost_sum = float(cost_sum)
-        if predicted is not None:
-            done = slice(bounds[first], bounds[p.batch])
-            labels = self.labels[done] if order is None else self.labels[order[done]]
-            p.correct += int(np.count_nonzero(predicted[done] == labels))
-        p.seconds += time.perf_counter() - started
+        self._sync()
+        self._in_flight = None
         return p.batch == last, stop
+
+    def _sync(self) -> None:
+        """Bring the running epoch's correct count and seconds up to its last mini-batch.
+
+        Predictions are counted in one go rather than batch by batch (fewer NumPy calls on the
+        hot path), so a state exported inside the epoch counts them first.
+        """
+        predicted, order, first_row, started, correct, seconds = self._in_flight
+        p = self.progress
+        if predicted is not None:
+            done = slice(first_row, self.bounds[p.batch])
+            labels = self.labels[done] if order is None else self.labels[order[done]]
+            correct += int(np.count_nonzero(predicted[done] == labels))
+        p.correct = correct
+        p.seconds = seconds + time.perf_counter() - started
 
     def _finish_epoch(self) -> EpochMetrics:
         p, net, n = self.progress, self.network, len(self.inputs)
@@ -261,10 +279,13 @@ class Trainer:
     def state_dict(self) -> dict[str, np.ndarray]:
         """The model and the whole training position as plain arrays (``np.savez``-able)."""
         p = self.progress
+        if self._in_flight is not None:  # called from on_batch, inside an epoch
+            self._sync()
         # mid-epoch, resuming restarts the generator where the epoch began and redraws
         rng_state = p.epoch_rng_state if p.batch and self.shuffle else self.rng.get_state()
         _, keys, pos, has_gauss, cached_gaussian = rng_state
-        state = self.network.to_arrays()
+        # copies: training goes on changing the live arrays after this snapshot
+        state = {k: np.array(v) for k, v in self.network.to_arrays().items()}
         state.update(
             epoch=np.asarray(p.epoch),
             batch=np.asarray(p.batch),
@@ -301,7 +322,8 @@ class Trainer:
         )
         self.rng.set_state(rng_state)
         batch = int(state["batch"])
-        if not 0 <= batch < self.n_batches:
+        # batch == n_batches: saved after an epoch's last mini-batch, before its metrics
+        if not 0 <= batch <= self.n_batches:
             raise ValueError(f"state is at mini-batch {batch}, the data has {self.n_batches}")
         self.progress = _Progress(
             epoch=int(state["epoch"]),

@@ -246,3 +246,47 @@ def test_config_rejects_nonsense():
         args = {"epochs": 1, "learning_rate": 1.0} | bad
         with pytest.raises(ValueError):
             TrainingConfig(**args)
+
+
+@pytest.mark.parametrize("at_batch", [5, 12])  # 12 = after the epoch's last mini-batch
+def test_state_exported_inside_on_batch_resumes_exactly(at_batch):
+    # early stopping on the training cost: a wrong partial cost would change when it stops
+    options = dict(epochs=30, patience=1)
+    reference = fresh_run(**options)
+    assert reference.n_batches == 12
+    reference.run()
+
+    saved = {}
+
+    def checkpoint_then_die(trainer):
+        if trainer.epoch == 2 and trainer.progress.batch == at_batch:
+            saved.update(trainer.state_dict())  # as the worker's timed checkpoint does
+            return True
+        return False
+
+    first = fresh_run(**options)
+    first.run(on_batch=checkpoint_then_die)
+    resumed = fresh_run(seed=99, **options)
+    resumed.load_state_dict(saved)
+    resumed.run()
+    assert_bitwise_equal(weights_of(resumed.network), weights_of(reference.network))
+    assert [(m.epoch, m.cost, m.accuracy) for m in resumed.history] == [
+        (m.epoch, m.cost, m.accuracy) for m in reference.history if m.epoch >= 3
+    ]
+
+
+def test_exported_state_is_a_snapshot():
+    trainer = fresh_run(epochs=3)
+    states = []
+    trainer.run(on_epoch=lambda t, m: states.append(t.state_dict()))
+    assert not np.array_equal(states[0]["W0"], states[-1]["W0"])
+
+
+def test_batch_size_beyond_the_data_is_one_batch():
+    X, Y = blobs(30)
+    config = TrainingConfig(epochs=1, learning_rate=1.0, batch_size=10**300)
+    trainer = Trainer(Network([4, 5, 3], rng=0), X, Y, config, rng=0)
+    assert trainer.n_batches == 1
+    trainer.run()
+    with pytest.raises(ValueError, match="at least one sample"):
+        Trainer(Network([4, 5, 3]), X[:0], Y[:0], config)
