@@ -274,7 +274,8 @@ def predict(job_id: str, body: PredictRequest):
     _check_model_ready(job_id)  # the tenant's own, succeeded job, before any cache
     network = s.models.get(job_id, lambda: _model_arrays(job_id))
     try:
-        outputs = network.predict(body.inputs)
+        with np.errstate(over="ignore", invalid="ignore"):
+            outputs = network.predict(body.inputs)
     except ShapeError as exc:
         raise ApiProblem(
             422,
@@ -289,6 +290,14 @@ def predict(job_id: str, body: PredictRequest):
             slug="validation-error",
             errors=[field_error(("inputs",), str(exc))],
         ) from None
+    if not np.isfinite(outputs).all():
+        detail = "inputs: the network's outputs overflow for these inputs (values too large)"
+        raise ApiProblem(
+            422,
+            detail,
+            slug="validation-error",
+            errors=[field_error(("inputs",), detail, "overflow")],
+        )
     return _json(PredictOut(outputs=outputs.tolist()))
 
 

@@ -7,7 +7,7 @@ the limit, 415 for another content type, 422 naming each bad field) and calls th
 ``body=`` and ``query=``. ``build_document`` walks the app's URL map and documents every
 operation, adding the problem responses that each kind of operation can answer.
 
-We write this (about 150 lines) rather than use flask-openapi3 or spectree: both turn malformed
+We write this (about 250 lines) rather than use flask-openapi3 or spectree: both turn malformed
 JSON into 422 and label problem responses ``application/json``, and both parse with
 ``json.loads`` + ``model_validate`` anyway (see the README's "Libraries" section).
 """

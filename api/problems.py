@@ -13,6 +13,7 @@ from http import HTTPStatus
 
 from flask import Flask, Response, current_app, g, request
 from pydantic import ValidationError
+from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
 from store.db import is_outage
@@ -63,7 +64,7 @@ def problem(
 
 
 def validation_problem(exc: ValidationError, where: tuple = ()) -> Response:
-    """A pydantic error as a 422 naming each field, or a 400 for text that is not JSON."""
+    """A pydantic error as a 422 naming each field."""
     details = exc.errors(include_url=False, include_input=False, include_context=False)
     errors = []
     for error in details:
@@ -105,6 +106,12 @@ def init_app(app: Flask) -> None:
             limit = current_app.config["MAX_CONTENT_LENGTH"]
             detail = f"the request body is too large: the limit is {limit} bytes"
         return problem(exc.code or 500, detail, headers=headers)
+
+    @app.errorhandler(DataError)
+    def _unstorable(exc: DataError):
+        # a value the database refuses (out of its range or encoding): the client's input
+        log.warning("database refused a value: %s", type(exc.orig).__name__)
+        return problem(422, "a value in the request cannot be stored", slug="validation-error")
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

@@ -109,7 +109,9 @@ TrainingData = Annotated[
 ]
 
 LabelKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,63}$")]
-LabelValue = Annotated[str, Field(max_length=63)]
+# no control characters (PostgreSQL text cannot hold NUL, and logs should not hold the rest)
+Text = Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f]*$")]
+LabelValue = Annotated[Text, Field(max_length=63)]
 
 
 class JobCreate(Strict):
@@ -145,7 +147,7 @@ class JobCreate(Strict):
         description="Makes initialisation equal to np.random.seed(seed); Network(structure) "
         "and the whole run reproducible; chosen at random when omitted",
     )
-    name: Annotated[str, Field(max_length=200)] | None = None
+    name: Annotated[Text, Field(max_length=200)] | None = None
     labels: Annotated[dict[LabelKey, LabelValue], Field(max_length=20)] = {}
     options: Options = Options()
     data: TrainingData

@@ -44,10 +44,6 @@ class PreparedJob:
     spec: dict
     arrays: dict[str, np.ndarray]
 
-    @property
-    def samples(self) -> int:
-        return len(self.arrays["inputs"])
-
 
 def prepare_job(job: JobCreate, settings: Settings) -> PreparedJob:
     """Check every cross-field rule and convert the data; raises SpecError."""

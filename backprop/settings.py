@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -77,6 +77,15 @@ class Settings(BaseSettings):
     blob_chunk_bytes: int = Field(2**20, ge=1024, description="Size of stored array chunks")
 
     log_level: str = Field("INFO", description="Python logging level")
+
+    @model_validator(mode="after")
+    def _heartbeat_inside_lease(self) -> Settings:
+        if self.heartbeat_seconds >= self.lease_seconds:
+            raise ValueError(
+                f"HEARTBEAT_SECONDS ({self.heartbeat_seconds}) must be shorter than "
+                f"LEASE_SECONDS ({self.lease_seconds}), or leases expire between renewals"
+            )
+        return self
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -73,7 +73,3 @@ def is_outage(exc: BaseException) -> bool:
 def get_database(url: str) -> Database:
     """The process's Database for a URL (engines are pooled, so one per process)."""
     return Database(url)
-
-
-def engine_for(url: str) -> Engine:
-    return get_database(url).engine

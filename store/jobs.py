@@ -13,10 +13,10 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, text, type_coerce, update
 from sqlalchemy.orm import Session, aliased
 
 from . import blobs
@@ -31,6 +31,7 @@ from .models import (
     EpochMetric,
     Job,
     JobEvent,
+    UTCDateTime,
     utcnow,
 )
 
@@ -98,7 +99,11 @@ def create_job(
 
 def mark_dispatched(session: Session, db: Database, job_id: str, message: str = "") -> None:
     now = db.now(session)
-    session.execute(update(Job).where(Job.id == job_id).values(dispatched_at=now))
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(dispatched_at=now, dispatch_count=Job.dispatch_count + 1)
+    )
     add_event(session, job_id, "dispatched", message, at=now)
 
 
@@ -116,10 +121,19 @@ def record_dispatch_failure(session: Session, db: Database, job_id: str, error: 
 
 
 def get_job(session: Session, tenant: str, job_id: str) -> Job:
+    if not _is_job_id(job_id):  # ids are canonical UUIDs; anything else names no job
+        raise JobNotFound(job_id)
     job = session.get(Job, job_id)
     if job is None or job.tenant != tenant:
         raise JobNotFound(job_id)
     return job
+
+
+def _is_job_id(text: str) -> bool:
+    try:
+        return str(uuid.UUID(text)) == text
+    except (ValueError, TypeError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -138,8 +152,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created_at, job_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return datetime.fromisoformat(created_at), str(uuid.UUID(job_id))
-    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        if not (isinstance(created_at, str) and isinstance(job_id, str)):
+            raise TypeError("cursor fields")
+        when = datetime.fromisoformat(created_at)
+        if when.tzinfo is not None:
+            when = when.astimezone(UTC)
+        return when.replace(tzinfo=UTC), str(uuid.UUID(job_id))
+    except (ValueError, TypeError, OverflowError, UnicodeDecodeError) as exc:
         raise ValueError("not a cursor returned by this API") from exc
 
 
@@ -201,6 +220,16 @@ def latest_metric(session: Session, job_id: str) -> EpochMetric | None:
     ).first()
 
 
+def next_queued(session: Session, tenant: str) -> str | None:
+    """The tenant's oldest queued job, if any."""
+    return session.scalars(
+        select(Job.id)
+        .where(Job.tenant == tenant, Job.status == QUEUED)
+        .order_by(Job.created_at)
+        .limit(1)
+    ).first()
+
+
 def count_jobs(session: Session, tenant: str, status: str) -> int:
     return session.scalar(
         select(func.count()).select_from(Job).where(Job.tenant == tenant, Job.status == status)
@@ -241,6 +270,7 @@ def request_cancel(session: Session, db: Database, tenant: str, job_id: str) -> 
         .where(Job.id == job_id, Job.status == QUEUED)
         .values(status=CANCELLED, cancel_requested=True, finished_at=now, updated_at=now)
     ).rowcount
+    asked = 0
     if done:
         add_event(session, job_id, "cancelled", "cancelled while queued", at=now)
     else:
@@ -253,10 +283,10 @@ def request_cancel(session: Session, db: Database, tenant: str, job_id: str) -> 
             add_event(
                 session, job_id, "cancel_requested", "the worker stops at its next batch", at=now
             )
-        elif job.status in FINAL_STATUSES:
-            raise JobConflict(f"the job already ended: {job.status}")
     session.flush()
-    session.refresh(job)
+    session.refresh(job)  # what the updates left, not what was read before them
+    if not (done or asked) and job.status in FINAL_STATUSES:
+        raise JobConflict(f"the job already ended: {job.status}")
     return job
 
 
@@ -288,8 +318,18 @@ def claim(
     the same statement as a compare-and-set under its single-writer lock. Returns the
     claimed job, or None (someone else holds it, it ended, it was cancelled or it ran out of
     attempts; the last two are recorded). With ``max_running``, a job whose tenant already has
-    that many jobs running stays queued (the reconciler offers it again later).
+    that many jobs running stays queued (offered again when one of them ends); on PostgreSQL
+    claims of one tenant take turns on an advisory lock so that the count is exact.
     """
+    held = session.execute(select(Job.tenant, Job.lease_owner).where(Job.id == job_id)).first()
+    if held is None:
+        return None
+    if held.lease_owner == owner:  # a retried claim whose first commit went through
+        return session.get(Job, job_id, populate_existing=True)
+    if max_running is not None and not db.is_sqlite:
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:tenant))"), {"tenant": held.tenant}
+        )
     for _ in range(CLAIM_TRIES):
         now = db.now(session)
         conditions = _claim_conditions(job_id, now, max_attempts, max_running)
@@ -341,7 +381,8 @@ def _claim_statement(conditions: list, owner: str, now, lease_seconds: float):
             lease_owner=owner,
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             attempts=Job.attempts + 1,
-            started_at=func.coalesce(Job.started_at, now),
+            # typed, or PostgreSQL reads the bare parameter as timestamptz in its own zone
+            started_at=func.coalesce(Job.started_at, type_coerce(now, UTCDateTime)),
             updated_at=now,
         )
         .execution_options(synchronize_session=False)
@@ -450,11 +491,18 @@ def _replace_checkpoint(session, job_id, state, chunk_bytes, now, worker) -> Non
     blobs.delete_blobs(session, job_id, "checkpoint", keep=blob.id)
     epoch, batch = int(state["epoch"]), int(state["batch"])
     where = f"after epoch {epoch}" if batch == 0 else f"epoch {epoch + 1}, batch {batch}"
+    # the history keeps the latest checkpoint only: a long job would drown it otherwise
+    session.execute(
+        delete(JobEvent).where(JobEvent.job_id == job_id, JobEvent.kind == "checkpoint")
+    )
     add_event(session, job_id, "checkpoint", where, worker=worker, at=now)
 
 
-def prepare_resume(session: Session, job_id: str, epoch: int) -> None:
+def prepare_resume(session: Session, db: Database, job_id: str, owner: str, epoch: int) -> None:
     """Drop metrics rows past the checkpoint's epoch: the resumed run writes them again."""
+    now = db.now(session)
+    if session.execute(_guarded(job_id, owner).values(updated_at=now)).rowcount != 1:
+        raise LeaseLost(job_id)
     session.execute(
         delete(EpochMetric).where(EpochMetric.job_id == job_id, EpochMetric.epoch > epoch)
     )
@@ -489,54 +537,50 @@ def finish(
         )
     ).rowcount
     if done != 1:
+        ended = session.execute(select(Job.status, Job.lease_owner).where(Job.id == job_id)).first()
+        if ended is not None and ended.status == status and ended.lease_owner is None:
+            return  # a retry of a finish whose first commit went through
         raise LeaseLost(job_id)
     if model is not None:
         blobs.write_arrays(session, job_id, "model", model, chunk_bytes)
     add_event(session, job_id, status, message, worker=worker, at=now)
 
 
-def release(session: Session, db: Database, job_id: str, owner: str, message: str, worker) -> None:
-    """Give the job back to the queue (e.g. a worker shutting down)."""
-    now = db.now(session)
-    done = session.execute(
-        _guarded(job_id, owner).values(
-            status=QUEUED,
-            lease_owner=None,
-            lease_expires_at=None,
-            updated_at=now,
-            dispatched_at=None,
-        )
-    ).rowcount
-    if done == 1:
-        add_event(session, job_id, "released", message, worker=worker, at=now)
-
-
 # ---------------------------------------------------------------------------------- reconciler
 
 
 def stale_queued(
-    session: Session, db: Database, older_than: float, grace: float = 2.0
+    session: Session,
+    db: Database,
+    older_than: float,
+    *,
+    grace: float = 2.0,
+    longest: float = 3600.0,
 ) -> list[str]:
-    """Queued jobs whose message was never sent or was sent long ago (lost, or never taken).
+    """Queued jobs whose message may be lost: never sent, or sent long enough ago.
 
-    A job submitted in the last ``grace`` seconds is left alone: its submit is still sending.
+    A job waiting behind busy workers still has its message in Redis, so re-sends back off:
+    the k-th re-send waits ``older_than * 2**(k-1)`` seconds (at most ``longest``). A job
+    submitted in the last ``grace`` seconds is left alone: its submit is still sending.
     """
     now = db.now(session)
-    return list(
-        session.scalars(
-            select(Job.id)
-            .where(Job.status == QUEUED)
-            .where(
-                or_(
-                    and_(
-                        Job.dispatched_at.is_(None), Job.updated_at < now - timedelta(seconds=grace)
-                    ),
-                    Job.dispatched_at < now - timedelta(seconds=older_than),
-                )
+    candidates = session.execute(
+        select(Job.id, Job.dispatched_at, Job.dispatch_count)
+        .where(Job.status == QUEUED)
+        .where(
+            or_(
+                and_(Job.dispatched_at.is_(None), Job.updated_at < now - timedelta(seconds=grace)),
+                Job.dispatched_at < now - timedelta(seconds=older_than),
             )
-            .order_by(Job.created_at)
         )
-    )
+        .order_by(Job.created_at)
+    ).all()
+    due = []
+    for job_id, dispatched_at, count in candidates:
+        wait = min(older_than * 2 ** max(count - 1, 0), longest)
+        if dispatched_at is None or dispatched_at < now - timedelta(seconds=wait):
+            due.append(job_id)
+    return due
 
 
 def requeue_expired(session: Session, db: Database) -> list[str]:
@@ -562,7 +606,7 @@ def requeue_expired(session: Session, db: Database) -> list[str]:
             values = dict(status=CANCELLED, finished_at=now)
             kind, message = "cancelled", f"the lease of {owner} expired after a cancel request"
         else:
-            values = dict(status=QUEUED, dispatched_at=None)
+            values = dict(status=QUEUED, dispatched_at=None, dispatch_count=0)
             kind, message = "lease_expired", f"the lease of {owner} expired; back to the queue"
         done = session.execute(
             still_expired.values(lease_owner=None, lease_expires_at=None, updated_at=now, **values)

@@ -79,8 +79,10 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None]
-    # when the latest task message was sent (the reconciler re-sends stale ones)
+    # when the latest task message was sent, and how many were sent since the job was last
+    # queued: the reconciler re-sends a message that may be lost, backing off exponentially
     dispatched_at: Mapped[datetime | None]
+    dispatch_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     runtime_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     error_type: Mapped[str | None] = mapped_column(String(32))
     error_message: Mapped[str | None] = mapped_column(Text)

@@ -58,16 +58,20 @@ def celery_config(settings: Settings) -> dict:
         "task_routes": {TRAIN_TASK: {"queue": settings.training_queue}},
         "task_default_queue": settings.control_queue,
         # Acknowledge after the task ran: a worker that dies mid-task leaves its message to be
-        # redelivered. (A SIGKILLed pool child still gets its message acknowledged by Celery;
-        # the lease expiring and the reconciler cover that case.)
+        # redelivered (after the visibility timeout). A pool child killed under a living worker
+        # has its message rejected and requeued at once (task_reject_on_worker_lost); the new
+        # delivery meets the dead child's live lease and is ignored, and the reconciler resends
+        # the job once that lease expires.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         # Prefetch one: a worker busy for an hour must not sit on messages others could run.
         "worker_prefetch_multiplier": 1,
-        # A lost broker connection would redeliver every unacknowledged late-ack task; cancel
-        # them instead of letting them finish unacknowledged (Celery 5.1+ recommends it), and
-        # the lease stops a second copy from training.
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Celery can kill every running late-ack task when the broker connection drops, because
+        # their messages will be redelivered. Here a redelivery is harmless (the claim refuses
+        # a job under a live lease), while killing would throw away up to CHECKPOINT_SECONDS
+        # of training and an attempt at every Redis blip: keep them running. Set explicitly,
+        # since Celery warns when this setting is left to its default.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         # On SIGTERM a worker gets this long to finish (cooperatively) before it is stopped;
         # the job's lease and checkpoints make an unfinished job resume elsewhere.
         "worker_soft_shutdown_timeout": 10.0,

@@ -33,7 +33,9 @@ def reconcile(db: Database, settings: Settings, send) -> Report:
         requeued = jobs.requeue_expired(session, db)
     report.requeued = len(requeued)
     with db.session() as session:
-        stale = jobs.stale_queued(session, db, settings.requeue_after_seconds)
+        stale = jobs.stale_queued(
+            session, db, settings.requeue_after_seconds, longest=settings.visibility_timeout
+        )
     # a job whose lease just expired goes out now; the others by age
     for job_id in dict.fromkeys(requeued + stale):
         try:

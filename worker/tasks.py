@@ -38,7 +38,13 @@ def _dispatcher() -> Dispatcher:
 @shared_task(name=TRAIN_TASK, ignore_result=True)
 def train(job_id: str) -> str:
     """Train one job; a message for a job someone else holds, or that ended, is a no-op."""
-    outcome = run_job(job_id, db=_database(), settings=get_settings(), worker=worker_name())
+    outcome = run_job(
+        job_id,
+        db=_database(),
+        settings=get_settings(),
+        worker=worker_name(),
+        send=_dispatcher().send,
+    )
     log.info("job %s: %s %s", job_id, outcome.status, outcome.detail)
     return outcome.status
 

@@ -16,10 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from celery.exceptions import SoftTimeLimitExceeded
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from backprop.settings import Settings
-from core import COMPLETED, EARLY_STOPPED, Diverged, Network, Trainer, TrainingConfig
+from core import COMPLETED, EARLY_STOPPED, STOPPED, Diverged, Network, Trainer, TrainingConfig
 from store import jobs
 from store.db import Database, is_outage
 from store.models import CANCELLED, FAILED, SUCCEEDED
@@ -103,17 +104,31 @@ class LeaseKeeper(threading.Thread):
 
     def run(self) -> None:
         settings = self.store.settings
+        renewed = time.monotonic()
         while not self._done.wait(settings.heartbeat_seconds):
             try:
-                cancel = self.store(
-                    jobs.renew_lease, self.job_id, self.owner, settings.lease_seconds
-                )
+                # one attempt per beat (no long retries here): the beat itself is the retry
+                with self.store.db.session() as session:
+                    cancel = jobs.renew_lease(
+                        session, self.store.db, self.job_id, self.owner, settings.lease_seconds
+                    )
             except jobs.LeaseLost:
                 self.stop_reason = "lease_lost"
                 return
-            except Exception:  # an outage longer than the retry window: keep trying
-                log.exception("lease renewal failed for job %s", self.job_id)
+            except Exception as exc:
+                if time.monotonic() - renewed > settings.lease_seconds:
+                    # the lease has run out by now: someone else may resume the job, so this
+                    # worker stops instead of training a copy nobody will keep
+                    log.warning(
+                        "job %s: lease not renewed for %.0fs (%s); stopping",
+                        self.job_id,
+                        settings.lease_seconds,
+                        type(exc).__name__,
+                    )
+                    self.stop_reason = "lease_lost"
+                    return
                 continue
+            renewed = time.monotonic()
             if cancel:
                 self.stop_reason = "cancel"
 
@@ -126,6 +141,7 @@ class LeaseKeeper(threading.Thread):
 class Outcome:
     status: str  # succeeded, failed, cancelled, skipped, lost
     detail: str = ""
+    tenant: str | None = None
 
 
 class JobRun:
@@ -137,9 +153,9 @@ class JobRun:
         self.store, self.job_id, self.owner, self.worker = store, job.id, owner, worker
         self.trainer, self.lease = trainer, lease
         self.settings = store.settings
-        self.max_runtime = (
-            job.spec["options"].get("max_runtime_seconds") or self.settings.max_runtime_seconds
-        )
+        # the job's own limit, but never beyond the service's (an operator may have lowered it)
+        asked = job.spec["options"].get("max_runtime_seconds") or self.settings.max_runtime_seconds
+        self.max_runtime = min(asked, self.settings.max_runtime_seconds)
         self.previous_runtime = job.runtime_seconds
         self.started = self.last_checkpoint = time.monotonic()
         self.stop_reason: str | None = None
@@ -169,6 +185,8 @@ class JobRun:
         return self._should_stop()
 
     def checkpoint(self) -> None:
+        if not self.trainer.network.parameters_finite():
+            return  # diverging inside the epoch: the last good checkpoint stays
         self.store(
             jobs.save_checkpoint,
             self.job_id,
@@ -202,8 +220,27 @@ class JobRun:
         )
 
 
-def run_job(job_id: str, *, db: Database, settings: Settings, worker: str) -> Outcome:
-    """Train one job if this worker can claim it; see the module docstring."""
+def run_job(job_id: str, *, db: Database, settings: Settings, worker: str, send=None) -> Outcome:
+    """Train one job if this worker can claim it; see the module docstring.
+
+    ``send(job_id)`` publishes a training message: when a job ends, the tenant's oldest
+    queued job is offered at once (it may have been waiting for the running-jobs limit).
+    """
+    outcome = _run_job(job_id, db=db, settings=settings, worker=worker)
+    if send is not None and outcome.status in FINAL and outcome.tenant:
+        try:
+            waiting = Store(db, settings).read(jobs.next_queued, outcome.tenant)
+            if waiting is not None:
+                send(waiting)
+        except Exception:  # the reconciler offers it later anyway
+            log.warning("job %s: could not offer the tenant's next job", job_id, exc_info=True)
+    return outcome
+
+
+FINAL = (SUCCEEDED, FAILED, CANCELLED)
+
+
+def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str) -> Outcome:
     store = Store(db, settings)
     owner = f"{worker}#{uuid.uuid4().hex[:8]}"
     job = store(
@@ -222,9 +259,11 @@ def run_job(job_id: str, *, db: Database, settings: Settings, worker: str) -> Ou
     lease = LeaseKeeper(store, job_id, owner)
     lease.start()
     try:
-        trainer = _prepare(store, job, worker)
+        trainer = _prepare(store, job, owner, worker)
         run = JobRun(store, job, owner, worker, trainer, lease)
-        return _train(run, trainer)
+        outcome = _train(run, trainer)
+        outcome.tenant = job.tenant
+        return outcome
     except jobs.LeaseLost:
         log.warning("job %s: lease lost; this worker stopped writing", job_id)
         store(_record, job_id, "lease_lost", "this worker lost the job and stopped", worker)
@@ -249,12 +288,12 @@ def run_job(job_id: str, *, db: Database, settings: Settings, worker: str) -> Ou
             )
         except jobs.LeaseLost:
             return Outcome("lost")
-        return Outcome(FAILED, "internal_error")
+        return Outcome(FAILED, "internal_error", job.tenant)
     finally:
         lease.stop()
 
 
-def _prepare(store: Store, job, worker: str) -> Trainer:
+def _prepare(store: Store, job, owner: str, worker: str) -> Trainer:
     arrays = store.read(jobs.load_data, job.id)
     trainer = build_trainer(job.spec, arrays)
     state = store.read(jobs.load_checkpoint, job.id)
@@ -262,12 +301,12 @@ def _prepare(store: Store, job, worker: str) -> Trainer:
         trainer.load_state_dict(state)
         epoch, batch = int(state["epoch"]), int(state["batch"])
         where = f"epoch {epoch}" + (f", batch {batch}" if batch else "")
-        store(_resume, job.id, epoch, f"resumed from the checkpoint at {where}", worker)
+        store(_resume, job.id, owner, epoch, f"resumed from the checkpoint at {where}", worker)
     return trainer
 
 
-def _resume(session, db, job_id, epoch, message, worker) -> None:
-    jobs.prepare_resume(session, job_id, epoch)
+def _resume(session, db, job_id, owner, epoch, message, worker) -> None:
+    jobs.prepare_resume(session, db, job_id, owner, epoch)
     jobs.add_event(session, job_id, "resumed", message, worker=worker, at=db.now(session))
 
 
@@ -278,6 +317,11 @@ def _record(session, db, job_id, kind, message, worker) -> None:
 def _train(run: JobRun, trainer: Trainer) -> Outcome:
     try:
         ended = trainer.run(on_epoch=run.on_epoch, on_batch=run.on_batch)
+    except SoftTimeLimitExceeded:
+        # Celery's backstop fired before the job's own limit (time spent loading or waiting
+        # for the database counts there): the same ending as the job's own timeout
+        run.stop_reason = "timeout"
+        ended = STOPPED
     except Diverged as exc:
         # the weights are not finite: keep the last good checkpoint, publish no model
         run.finish(FAILED, error_type="diverged", message=str(exc))

@@ -276,6 +276,13 @@ CASES = [
         edit(lambda s: s.update(options={"activation": "swish"})),
     ),
     Case("name too long", 422, ["name", "at most 200"], edit(lambda s: s.update(name="x" * 201))),
+    Case("NUL in the name", 422, ["name", "pattern"], edit(lambda s: s.update(name="a\u0000b"))),
+    Case(
+        "control character in a label",
+        422,
+        ["labels"],
+        edit(lambda s: s.update(labels={"k": "v\u0007"})),
+    ),
     Case("bad label key", 422, ["labels"], edit(lambda s: s.update(labels={"bad key!": "v"}))),
     Case(
         "too many labels",
@@ -363,6 +370,8 @@ CASES = [
     Case(
         "unknown job", 404, ["no job"], None, "GET", "/v1/jobs/00000000-0000-0000-0000-000000000000"
     ),
+    Case("NUL as a job id", 404, ["no job"], None, "GET", "/v1/jobs/%00"),
+    Case("not a uuid", 404, ["no job"], None, "GET", "/v1/jobs/" + "9" * 300),
     Case(
         "predict with the wrong width",
         422,

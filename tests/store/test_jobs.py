@@ -2,6 +2,7 @@
 
 import threading
 import time
+import uuid
 
 import numpy as np
 import pytest
@@ -156,3 +157,41 @@ def test_arrays_round_trip_through_chunks(db, shape, dtype):
         ).all()
     assert back.dtype == array.dtype and np.array_equal(back, array)
     assert len(n_chunks) == max(1, -(-blob.size // 1024))  # bounded chunks
+
+
+def test_resends_back_off_for_jobs_that_merely_wait(db):
+    job_id = new_job(db)
+    with db.session() as s:
+        jobs.mark_dispatched(s, db, job_id)  # first message: wait 0.2 s before a re-send
+    time.sleep(0.3)
+    with db.session() as s:
+        assert job_id in jobs.stale_queued(s, db, older_than=0.2)
+        jobs.mark_dispatched(s, db, job_id)  # second: wait 0.4 s
+    time.sleep(0.3)
+    with db.session() as s:
+        assert job_id not in jobs.stale_queued(s, db, older_than=0.2)
+    time.sleep(0.2)
+    with db.session() as s:
+        assert job_id in jobs.stale_queued(s, db, older_than=0.2)
+        for _ in range(3):
+            jobs.mark_dispatched(s, db, job_id)  # fifth message: 3.2 s, unless capped
+    time.sleep(0.3)
+    with db.session() as s:
+        assert job_id not in jobs.stale_queued(s, db, older_than=0.2)
+        assert job_id in jobs.stale_queued(s, db, older_than=0.2, longest=0.25)
+
+
+def test_cursors_that_this_api_did_not_make_are_refused():
+    import base64
+    import json
+
+    for payload in (
+        ["2024-01-01T00:00:00", 5],
+        ["0001-01-01T00:00:00+01:00", str(uuid.uuid4())],
+        [1, 2],
+        "x",
+        ["not a date", str(uuid.uuid4())],
+    ):
+        raw = base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+        with pytest.raises(ValueError, match="not a cursor"):
+            jobs.decode_cursor(raw)
