@@ -33,7 +33,7 @@ from .schemas import (
     PredictRequest,
 )
 from .services import services
-from .validation import field_error, prepare_job
+from .validation import SpecError, field_error, prepare_job
 from .views import job_detail, job_summary, metric_view
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
@@ -126,15 +126,12 @@ def _idempotency_key() -> str | None:
     if key is None:
         return None
     if not IDEMPOTENCY_KEY.fullmatch(key):
-        raise ApiProblem(
-            422,
-            "header.Idempotency-Key: expected 1 to 255 visible ASCII characters",
-            slug="validation-error",
-            errors=[
+        raise SpecError(
+            [
                 field_error(
                     ("header", "Idempotency-Key"), "expected 1 to 255 visible ASCII characters"
                 )
-            ],
+            ]
         )
     return key
 
@@ -201,12 +198,7 @@ def list_jobs(query: ListQuery):
                 cursor=query.cursor,
             )
         except ValueError as exc:
-            raise ApiProblem(
-                422,
-                f"query.cursor: {exc}",
-                slug="validation-error",
-                errors=[field_error(("query", "cursor"), str(exc))],
-            ) from None
+            raise SpecError([field_error(("query", "cursor"), str(exc))]) from None
         view = JobList(jobs=[job_summary(j) for j in page.jobs], next_cursor=page.next_cursor)
     return _json(view)
 
@@ -277,27 +269,12 @@ def predict(job_id: str, body: PredictRequest):
         with np.errstate(over="ignore", invalid="ignore"):
             outputs = network.predict(body.inputs)
     except ShapeError as exc:
-        raise ApiProblem(
-            422,
-            f"inputs: {exc}",
-            slug="validation-error",
-            errors=[field_error(("inputs",), str(exc), "size_mismatch")],
-        ) from None
+        raise SpecError([field_error(("inputs",), str(exc), "size_mismatch")]) from None
     except ValueError as exc:  # ragged rows
-        raise ApiProblem(
-            422,
-            f"inputs: {exc}",
-            slug="validation-error",
-            errors=[field_error(("inputs",), str(exc))],
-        ) from None
+        raise SpecError([field_error(("inputs",), str(exc))]) from None
     if not np.isfinite(outputs).all():
-        detail = "inputs: the network's outputs overflow for these inputs (values too large)"
-        raise ApiProblem(
-            422,
-            detail,
-            slug="validation-error",
-            errors=[field_error(("inputs",), detail, "overflow")],
-        )
+        message = "the network's outputs overflow for these inputs (values too large)"
+        raise SpecError([field_error(("inputs",), message, "overflow")])
     return _json(PredictOut(outputs=outputs.tolist()))
 
 

@@ -11,6 +11,7 @@ import uuid
 
 import numpy as np
 import pytest
+import redis
 
 from api import create_app
 from store import jobs
@@ -31,7 +32,12 @@ SPEC = {
 def make_client(test_settings):
     """A test client of an app with some settings changed, for a fresh tenant."""
 
+    queues = []
+
     def make(**changes):
+        # a queue no worker reads: jobs stay queued whatever else this session runs
+        changes.setdefault("training_queue", f"contract-{uuid.uuid4().hex[:8]}")
+        queues.append(changes["training_queue"])
         app = create_app(test_settings.model_copy(update=changes))
         tenant = f"t-{uuid.uuid4().hex[:8]}"
         token = make_token(test_settings.database_url, tenant)
@@ -39,7 +45,8 @@ def make_client(test_settings):
         client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
         return app, client, tenant
 
-    return make
+    yield make
+    redis.Redis.from_url(test_settings.redis_url).delete(*queues)  # the unread hints
 
 
 def count_jobs(database_url: str, tenant: str) -> int:
