@@ -86,45 +86,22 @@ def api_argv(bind: str, workers: int = 2) -> list[str]:
     ]
 
 
+def _celery(*args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "worker.app", *args, "--loglevel", "INFO"]
+
+
 def worker_argv(settings, hostname: str, queues: str | None = None) -> list[str]:
     """A Celery worker: one prefork process, training and control queues."""
     queues = queues or f"{settings.training_queue},{settings.control_queue}"
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker.app",
-        "worker",
-        "--queues",
-        queues,
-        "--pool",
-        "prefork",
-        "--concurrency",
-        "1",
-        "--hostname",
-        hostname,
-        "--without-mingle",
-        "--without-gossip",
-        "--loglevel",
-        "INFO",
-    ]
+    return _celery(
+        "worker", "--queues", queues, "--pool", "prefork", "--concurrency", "1",
+        "--hostname", hostname, "--without-mingle", "--without-gossip",
+    )  # fmt: skip
 
 
 def beat_argv(schedule: Path) -> list[str]:
     """Celery beat: the reconciler's clock (exactly one per deployment)."""
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker.app",
-        "beat",
-        "--schedule",
-        str(Path(schedule).resolve()),
-        "--loglevel",
-        "INFO",
-    ]
+    return _celery("beat", "--schedule", str(Path(schedule).resolve()))
 
 
 def free_port() -> int:
