@@ -22,9 +22,12 @@ class Cost:
         raise NotImplementedError
 
     def loss_and_delta(
-        self, a: np.ndarray, y: np.ndarray, output: Activation
-    ) -> tuple[float, np.ndarray]:
-        """The summed cost and dC/dz at the output layer (a new array)."""
+        self, a: np.ndarray, y: np.ndarray, output: Activation, delta: np.ndarray, scratch
+    ) -> float:
+        """The summed cost; writes dC/dz at the output layer into ``delta``.
+
+        delta, scratch : arrays of a's shape and dtype (scratch may be overwritten).
+        """
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -40,10 +43,11 @@ class QuadraticCost(Cost):
         diff = a - y
         return 0.5 * float(np.vdot(diff, diff))
 
-    def loss_and_delta(self, a, y, output):
-        diff = a - y
-        loss = 0.5 * np.vdot(diff, diff)
-        return loss, output.backward(a, diff)
+    def loss_and_delta(self, a, y, output, delta, scratch):
+        np.subtract(a, y, delta)
+        loss = 0.5 * np.vdot(delta, delta)
+        output.backward(a, delta, scratch)
+        return loss
 
 
 class CrossEntropyCost(Cost):
@@ -64,8 +68,9 @@ class CrossEntropyCost(Cost):
             return -float(np.vdot(y, np.log(a)))
         return -float(np.vdot(y, np.log(a)) + np.vdot(1.0 - y, np.log1p(-a)))
 
-    def loss_and_delta(self, a, y, output):
-        return self.fn(a, y, output), a - y
+    def loss_and_delta(self, a, y, output, delta, scratch):
+        np.subtract(a, y, out=delta)
+        return self.fn(a, y, output)
 
 
 COSTS: dict[str, Cost] = {c.name: c for c in (QuadraticCost(), CrossEntropyCost())}

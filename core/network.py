@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .activations import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, get_activation
+from .activations import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, constant, get_activation
 from .costs import get_cost
 from .errors import ShapeError
 
@@ -99,23 +99,30 @@ class Network:
 
     # ------------------------------------------------------------------ batched math
 
-    def feedforward(self, inputs: np.ndarray) -> list[np.ndarray]:
+    def feedforward(
+        self, inputs: np.ndarray, workspace: _Workspace | None = None
+    ) -> list[np.ndarray]:
         """Activations of every layer for a batch; activations[0] is the input itself.
 
         inputs : (n_samples, structure[0]). activations[l] : (n_samples, structure[l]).
+        workspace : buffers to write the activations into (new arrays when None).
         """
         activations = [inputs]
         a = inputs
         last = len(self.W_n) - 1
         for l, (b, W) in enumerate(zip(self.B_n, self.W_n)):
-            z = a @ W
-            z += b.T
+            z = a @ W if workspace is None else np.matmul(a, W, workspace.activations[l])
+            np.add(z, b.T, z)
             a = (self.output_activation if l == last else self.activation).forward(z)
             activations.append(a)
         return activations
 
     def backward(
-        self, activations: list[np.ndarray], targets: np.ndarray, scale: float = 1.0
+        self,
+        activations: list[np.ndarray],
+        targets: np.ndarray,
+        scale: float = 1.0,
+        workspace: _Workspace | None = None,
     ) -> tuple[float, list[np.ndarray], list[np.ndarray]]:
         """Gradients of the cost summed over one mini-batch, times ``scale``.
 
@@ -123,19 +130,22 @@ class Network:
         Returns (cost, weight_grads, bias_grads); weight_grads[l] has W_n[l]'s shape and
         bias_grads[l] is a row (structure[l+1],). Every gradient is linear in the output
         error, so scaling that once scales them all: ``sgd_step`` passes the step size.
+        workspace : where to write the gradients; new arrays when None.
         """
-        loss, delta = self.cost.loss_and_delta(activations[-1], targets, self.output_activation)
+        ws = workspace or _Workspace(self.structure, len(targets), self.dtype, forward=False)
+        delta = ws.deltas[-1]
+        loss = self.cost.loss_and_delta(
+            activations[-1], targets, self.output_activation, delta, ws.scratch[-1]
+        )
         if scale != 1.0:
-            delta *= scale
-        n = len(self.W_n)
-        weight_grads: list[np.ndarray] = [None] * n  # type: ignore[list-item]
-        bias_grads: list[np.ndarray] = [None] * n  # type: ignore[list-item]
-        for l in range(n - 1, -1, -1):
-            weight_grads[l] = activations[l].T @ delta
-            bias_grads[l] = np.add.reduce(delta, axis=0)  # delta.sum(0) minus a Python wrapper
+            np.multiply(delta, ws.constant(scale), delta)
+        for l in range(len(self.W_n) - 1, -1, -1):
+            np.matmul(activations[l].T, delta, ws.weight_grads[l])
+            np.add.reduce(delta, 0, None, ws.bias_grads[l])  # delta.sum(0), minus a wrapper
             if l:
-                delta = self.activation.backward(activations[l], delta @ self.W_n[l].T)
-        return loss, weight_grads, bias_grads
+                delta = np.matmul(delta, self.W_n[l].T, ws.deltas[l - 1])
+                self.activation.backward(activations[l], delta, ws.scratch[l - 1])
+        return loss, ws.weight_grads, ws.bias_grads
 
     def gradient(
         self, inputs: np.ndarray, targets: np.ndarray
@@ -151,17 +161,33 @@ class Network:
 
         The step is learning_rate / batch size, as in the seed; ``decay`` (1 - eta*l2/n) shrinks
         the weights first, which is L2 regularisation as ``network2.py`` applies it.
-        Returns the batch's summed cost before the step and its output activations.
+        Returns the batch's summed cost before the step and its output activations, which
+        live in a reused buffer: they are valid until the next step.
         """
-        activations = self.feedforward(inputs)
+        workspace = self._workspace(len(inputs))
+        activations = self.feedforward(inputs, workspace)
         step = learning_rate / len(inputs)
-        loss, weight_grads, bias_grads = self.backward(activations, targets, step)
+        loss, weight_grads, bias_grads = self.backward(activations, targets, step, workspace)
         for W, b, dW, db in zip(self.W_n, self.B_n, weight_grads, bias_grads):
             if decay != 1.0:
                 W *= decay
-            W -= dW
+            np.subtract(W, dW, W)
             b[:, 0] -= db
         return loss, activations[-1]
+
+    def _workspace(self, rows: int) -> _Workspace:
+        """The buffers for steps on batches of ``rows`` samples, kept for the next such step.
+
+        A run has one batch size, plus the remainder at the end of each epoch, so a few
+        entries cover it; explicit batches of many sizes just allocate as they go.
+        """
+        workspaces = self.__dict__.setdefault("_workspaces", {})
+        workspace = workspaces.get(rows)
+        if workspace is None:
+            if len(workspaces) >= 4:
+                del workspaces[next(iter(workspaces))]
+            workspace = workspaces[rows] = _Workspace(self.structure, rows, self.dtype)
+        return workspace
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         """Output activations (n_samples, structure[-1]) for inputs (n_samples, structure[0])."""
@@ -302,6 +328,33 @@ class Network:
             f"output_activation={self.output_activation.name!r}, cost={self.cost.name!r}, "
             f"dtype={self.dtype.name!r})"
         )
+
+
+class _Workspace:
+    """Every array one training step on ``rows`` samples writes, allocated once and reused.
+
+    A fresh temporary of a few hundred KiB comes from mmap or from a heap that glibc has just
+    trimmed, so the kernel faults in every one of its pages again, and on a virtual machine
+    a page fault is dear: at 784-100-10, batch 100, allocating per step cost a third of the
+    throughput (``benchmarks/core_bench.py``). Reused buffers leave only the arithmetic.
+    """
+
+    def __init__(self, structure: list[int], rows: int, dtype: np.dtype, *, forward=True):
+        sizes = structure[1:]
+        if forward:
+            self.activations = [np.empty((rows, n), dtype) for n in sizes]
+        self.deltas = [np.empty((rows, n), dtype) for n in sizes]
+        self.scratch = [np.empty((rows, n), dtype) for n in sizes]
+        self.weight_grads = [np.empty((n, m), dtype) for n, m in zip(structure[:-1], sizes)]
+        self.bias_grads = [np.empty(m, dtype) for m in sizes]
+        self.dtype = dtype
+        self._constant = (None, None)
+
+    def constant(self, value: float) -> np.ndarray:
+        """``value`` as a 0-d array of the workspace's dtype, kept while it stays the same."""
+        if self._constant[0] != value:
+            self._constant = (value, constant(value, self.dtype))
+        return self._constant[1]
 
 
 def _check_structure(structure) -> list[int]:

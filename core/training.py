@@ -146,6 +146,7 @@ class Trainer:
         self.progress = _Progress()
         self.history: list[EpochMetrics] = []
         self._in_flight: tuple | None = None  # the running epoch's counters (see _sync)
+        self._buffers: tuple[np.ndarray, np.ndarray] | None = None  # shuffled blocks
 
     @property
     def epoch(self) -> int:
@@ -196,11 +197,14 @@ class Trainer:
         # predicted classes go into one array and are counted once, not batch by batch
         predicted = np.empty(len(X), dtype=np.intp) if self.labels is not None else None
         first, last = p.batch, len(bounds) - 1
-        # Shuffled rows are gathered a block of mini-batches at a time (about 1 MiB): one
-        # copy per block instead of two per mini-batch, and never a second copy of the data.
+        # Shuffled rows are gathered a block of mini-batches at a time (about 1 MiB), into
+        # the same two buffers every time: one copy per block instead of two per mini-batch,
+        # never a second copy of the data, and no fresh pages for the kernel to fault in.
         row_bytes = X.strides[0] + Y.strides[0]
         per_block = max(1, (1 << 20) // (row_bytes * max(1, bounds[1] - bounds[0])))
         block_start = block_end = 0
+        if order is not None:
+            X_buffer, Y_buffer = self._block_buffers(per_block * (bounds[1] - bounds[0]))
         cost_sum = np.float64(p.cost_sum)  # float64 even when the network is float32
         started = time.perf_counter()
         self._in_flight = (predicted, order, bounds[first], started, p.correct, p.seconds)
@@ -213,7 +217,9 @@ class Trainer:
                 if end > block_end:
                     block_start, block_end = start, bounds[min(k + per_block, last)]
                     rows = order[block_start:block_end]
-                    X_block, Y_block = X.take(rows, axis=0), Y.take(rows, axis=0)
+                    # mode="clip" lets take write straight into out (rows are all valid)
+                    X_block = X.take(rows, axis=0, out=X_buffer[: len(rows)], mode="clip")
+                    Y_block = Y.take(rows, axis=0, out=Y_buffer[: len(rows)], mode="clip")
                 xb = X_block[start - block_start : end - block_start]
                 yb = Y_block[start - block_start : end - block_start]
             loss, outputs = net.sgd_step(xb, yb, lr, decay)
@@ -230,6 +236,16 @@ class Trainer:
         self._sync()
         self._in_flight = None
         return p.batch == last, stop
+
+    def _block_buffers(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        buffers = self._buffers
+        if buffers is None or len(buffers[0]) < rows:
+            X, Y = self.inputs, self.targets
+            buffers = self._buffers = (
+                np.empty((rows, X.shape[1]), X.dtype),
+                np.empty((rows, Y.shape[1]), Y.dtype),
+            )
+        return buffers
 
     def _sync(self) -> None:
         """Bring the running epoch's correct count and seconds up to its last mini-batch.

@@ -1,0 +1,99 @@
+"""The benchmark compares like with like, runs, and core's step allocates nothing large."""
+
+import importlib.util
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core import Network, Trainer, TrainingConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "benchmarks" / "core_bench.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("core_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("structure", [[20, 7, 5], [6, 9, 8, 4]])
+def test_the_seed_loop_baseline_does_core_s_math(bench, structure):
+    X, Y = bench.dataset(structure, 8)
+    loop = bench.SeedLoop(structure, np.random.RandomState(0))
+    net = Network(structure, rng=0)  # the same draws: biases, then weights
+    for W, W_loop in zip(net.W_n, loop.W_n):
+        np.testing.assert_array_equal(W, W_loop)
+    for _ in range(3):
+        loop.gradient_descent([(x.reshape(-1, 1), y.reshape(-1, 1)) for x, y in zip(X, Y)], 3.0)
+        net.sgd_step(X, Y, 3.0)
+    for W, W_loop in zip(net.W_n + net.B_n, loop.W_n + loop.B_n):
+        np.testing.assert_allclose(W, W_loop, rtol=0, atol=1e-13)
+    assert not np.allclose(net.W_n[0], Network(structure, rng=0).W_n[0])  # it did train
+
+
+def test_the_benchmark_prints_its_table_with_both_loop_figures():
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH),
+            "--cases",
+            "64-30-10",
+            "--repeats",
+            "1",
+            "--min-seconds",
+            "0.01",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    row = next(line for line in out.splitlines() if line.startswith("| 64-30-10, batch 10 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    rates = [float(c.replace(",", "")) for c in cells[1:5]]  # loops fresh and here, core f64, f32
+    assert all(r > 0 for r in rates)
+    assert cells[7].endswith("x") and cells[8].endswith("x")  # core/loop, fresh and here
+    assert "minor page faults per sample" in out
+
+
+def test_a_training_step_allocates_no_weight_sized_temporaries():
+    # 784-100-10 batch 100: one weight-sized temporary is 627 KiB, a batch of inputs as much
+    rng = np.random.RandomState(0)
+    X, Y = rng.rand(1_000, 784), np.eye(10)[rng.randint(10, size=1_000)]
+    net = Network([784, 100, 10], rng=0)
+    config = TrainingConfig(epochs=10, learning_rate=3.0, batch_size=100)
+    trainer = Trainer(net, X, Y, config, rng=0)
+    trainer.run(on_epoch=lambda t, m: True)  # first epoch: workspaces and buffers are made
+    tracemalloc.start()
+    try:
+        trainer.run(on_epoch=lambda t, m: True)  # ten steps
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert trainer.epoch == 2
+    assert peak < 100_000, f"{peak:,} bytes allocated at the peak of an epoch"
+
+
+def test_workspaces_give_the_same_step_as_fresh_arrays():
+    rng = np.random.RandomState(3)
+    X, Y = rng.rand(40, 6), rng.rand(40, 4)
+    net = Network([6, 9, 5, 4], activation="tanh", rng=3)
+    for rows in (7, 13, 7, 1, 40, 2, 3, 7):  # more sizes than the cache keeps
+        xb, yb = X[:rows], Y[:rows]
+        # the allocating path: new arrays for activations and gradients
+        _, weight_grads, bias_grads = net.backward(net.feedforward(xb), yb, 0.5 / rows)
+        expected = [W - g for W, g in zip(net.W_n, weight_grads)]
+        expected_b = [b[:, 0] - g for b, g in zip(net.B_n, bias_grads)]
+        net.sgd_step(xb, yb, 0.5)
+        for W, e in zip(net.W_n, expected):
+            np.testing.assert_array_equal(W, e)
+        for b, e in zip(net.B_n, expected_b):
+            np.testing.assert_array_equal(b[:, 0], e)
+    assert len(net._workspaces) <= 4
