@@ -18,7 +18,7 @@ from store import idempotency, jobs
 from store.models import RUNNING, SUCCEEDED
 
 from .auth import authenticate
-from .limits import check_queue_quota
+from .limits import check_queue_quota, queue_full
 from .openapi import operation
 from .problems import ApiProblem
 from .schemas import (
@@ -94,6 +94,7 @@ def submit(body: JobCreate):
                 name=body.name,
                 labels=body.labels,
                 chunk_bytes=s.settings.blob_chunk_bytes,
+                max_queued=s.settings.max_queued_jobs_per_tenant,
             )
             view = _detail(session, job)
             if key:
@@ -108,6 +109,8 @@ def submit(body: JobCreate):
                     job_id=job.id,
                     ttl_seconds=s.settings.idempotency_ttl_seconds,
                 )
+    except jobs.QueueFull as exc:  # concurrent submissions filled the queue meanwhile
+        raise queue_full(exc) from None
     except IntegrityError:
         if not key:
             raise

@@ -43,13 +43,21 @@ def init_app(app: Flask, settings: Settings) -> Limiter:
 
 
 def check_queue_quota(session, settings: Settings, tenant: str) -> None:
-    """429 when the tenant already has as many queued jobs as allowed."""
+    """429 when the tenant already has as many queued jobs as allowed.
+
+    An early answer before the body's data is parsed; ``jobs.create_job`` counts again,
+    exactly, in the transaction that stores the job (``QueueFull``, see ``queue_full``).
+    """
     queued = jobs.count_jobs(session, tenant, QUEUED)
     if queued >= settings.max_queued_jobs_per_tenant:
-        raise ApiProblem(
-            429,
-            f"the tenant has {queued} queued jobs, the limit is "
-            f"{settings.max_queued_jobs_per_tenant}; retry when some have started",
-            slug="queue-quota",
-            headers={"Retry-After": "30"},
-        )
+        raise queue_full(jobs.QueueFull(queued, settings.max_queued_jobs_per_tenant))
+
+
+def queue_full(exc: jobs.QueueFull) -> ApiProblem:
+    return ApiProblem(
+        429,
+        f"the tenant has {exc.queued} queued jobs, the limit is {exc.limit}; "
+        "retry when some have started",
+        slug="queue-quota",
+        headers={"Retry-After": "30"},
+    )

@@ -50,6 +50,14 @@ class JobConflict(Exception):
     """The job is not in a state that allows the operation (e.g. cancel a finished job)."""
 
 
+class QueueFull(Exception):
+    """The tenant already has ``limit`` queued jobs; ``queued`` is how many."""
+
+    def __init__(self, queued: int, limit: int):
+        super().__init__(f"{queued} queued jobs, the limit is {limit}")
+        self.queued, self.limit = queued, limit
+
+
 def add_event(
     session: Session, job_id: str, kind: str, message: str = "", *, worker=None, at=None
 ) -> None:
@@ -70,8 +78,16 @@ def create_job(
     name: str | None,
     labels: dict[str, str],
     chunk_bytes: int,
+    max_queued: int | None = None,
 ) -> Job:
-    """Store a validated job and its data in the caller's transaction, status queued."""
+    """Store a validated job and its data in the caller's transaction, status queued.
+
+    With ``max_queued``, raises ``QueueFull`` (and the caller's transaction rolls back) when
+    the tenant would have more queued jobs than that. The count is exact under concurrent
+    submissions: on PostgreSQL they take turns on an advisory lock per tenant for the last
+    moment of the transaction; on SQLite the job's INSERT, the transaction's first statement,
+    already holds the database's single write lock until the commit.
+    """
     now = db.now(session)
     job = Job(
         id=str(uuid.uuid4()),
@@ -94,6 +110,14 @@ def create_job(
         blobs.write_array(session, job.id, kind, array, chunk_bytes)
     samples = len(arrays["inputs"])
     add_event(session, job.id, "queued", f"{samples} samples, {spec['epochs']} epochs", at=now)
+    if max_queued is not None:
+        if not db.is_sqlite:  # held until the commit, so the next count sees this job
+            session.execute(
+                text("SELECT pg_advisory_xact_lock(1, hashtext(:tenant))"), {"tenant": tenant}
+            )
+        queued = count_jobs(session, tenant, QUEUED)  # this job included
+        if queued > max_queued:
+            raise QueueFull(queued - 1, max_queued)
     return job
 
 

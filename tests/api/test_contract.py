@@ -110,6 +110,30 @@ def test_queued_quota_answers_429_with_retry_after(make_client, test_settings):
     assert count_jobs(test_settings.database_url, tenant) == 2
 
 
+def test_concurrent_submits_never_exceed_the_queued_quota(make_client, test_settings):
+    app, _, tenant = make_client(max_queued_jobs_per_tenant=3)
+    token = make_token(test_settings.database_url, tenant)
+    answers, barrier = [], threading.Barrier(10)
+
+    def submit():
+        barrier.wait()  # all ten pass the early check before any of them stores its job
+        answers.append(
+            app.test_client().post(
+                "/v1/jobs", json=SPEC, headers={"Authorization": f"Bearer {token}"}
+            )
+        )
+
+    threads = [threading.Thread(target=submit) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [202] * 3 + [429] * 7
+    assert all(a.headers["Retry-After"] for a in answers if a.status_code == 429)
+    assert count_jobs(test_settings.database_url, tenant) == 3
+
+
 def test_rate_limit_per_token_answers_429_with_retry_after(make_client):
     _, client, _ = make_client(rate_limit="5/minute")
     statuses = [client.get("/v1/jobs").status_code for _ in range(7)]

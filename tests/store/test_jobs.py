@@ -46,6 +46,42 @@ def status(db, job_id) -> Job:
         return s.get(Job, job_id)
 
 
+def test_concurrent_submissions_stop_exactly_at_the_queued_limit(db):
+    tenant = f"t-{uuid.uuid4().hex[:6]}"
+    spec = {"structure": [2, 2], "epochs": 1, "learning_rate": 1.0, "options": {}, "data": {}}
+    arrays = {"inputs": np.zeros((3, 2)), "targets": np.ones((3, 2))}
+    outcomes, barrier = [], threading.Barrier(12)
+
+    def submit():
+        barrier.wait()
+        try:
+            with db.session() as s:
+                jobs.create_job(
+                    s,
+                    db,
+                    tenant=tenant,
+                    spec=spec,
+                    arrays=arrays,
+                    name=None,
+                    labels={},
+                    chunk_bytes=1024,
+                    max_queued=5,
+                )
+            outcomes.append("queued")
+        except jobs.QueueFull as exc:
+            assert exc.limit == 5 and exc.queued >= 5
+            outcomes.append("full")
+
+    threads = [threading.Thread(target=submit) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["full"] * 7 + ["queued"] * 5
+    with db.session() as s:
+        assert jobs.count_jobs(s, tenant, QUEUED) == 5
+
+
 def test_one_claim_wins_and_a_live_lease_refuses_others(db):
     job_id = new_job(db)
     first = claim(db, job_id, "w1")
