@@ -67,7 +67,8 @@ class Network:
     ):
         self.structure = _check_structure(structure)
         self.num_layers = len(self.structure)
-        self.dtype = np.dtype(dtype)
+        # native byte order: a big-endian '>f8' (an npz written on such a machine) trains too
+        self.dtype = np.dtype(dtype).newbyteorder("=")
         if self.dtype.name not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype.name!r}")
         if activation not in HIDDEN_ACTIVATIONS:
@@ -166,7 +167,7 @@ class Network:
         """
         workspace = self._workspace(len(inputs))
         activations = self.feedforward(inputs, workspace)
-        step = learning_rate / len(inputs)
+        step = float(learning_rate) / len(inputs)  # a NumPy float rounds like a Python one
         loss, weight_grads, bias_grads = self.backward(activations, targets, step, workspace)
         for W, b, dW, db in zip(self.W_n, self.B_n, weight_grads, bias_grads):
             if decay != 1.0:
@@ -179,7 +180,9 @@ class Network:
         """The buffers for steps on batches of ``rows`` samples, kept for the next such step.
 
         A run has one batch size, plus the remainder at the end of each epoch, so a few
-        entries cover it; explicit batches of many sizes just allocate as they go.
+        entries cover it; explicit batches of many sizes just allocate as they go. They make
+        training a network from two threads at once unsafe (it never was: both would write
+        the weights); ``predict``, ``evaluate`` and ``gradient`` use none and stay safe.
         """
         workspaces = self.__dict__.setdefault("_workspaces", {})
         workspace = workspaces.get(rows)
@@ -188,6 +191,17 @@ class Network:
                 del workspaces[next(iter(workspaces))]
             workspace = workspaces[rows] = _Workspace(self.structure, rows, self.dtype)
         return workspace
+
+    def release_workspaces(self) -> None:
+        """Drop the training buffers (about 3 activations' and 1 model's worth of memory per
+        batch size); the next training step allocates them again."""
+        self.__dict__.pop("_workspaces", None)
+
+    def __getstate__(self) -> dict:
+        # pickles and copies carry the model, not buffers derived from the last mini-batch
+        state = dict(self.__dict__)
+        state.pop("_workspaces", None)
+        return state
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         """Output activations (n_samples, structure[-1]) for inputs (n_samples, structure[0])."""
@@ -344,7 +358,9 @@ class _Workspace:
         if forward:
             self.activations = [np.empty((rows, n), dtype) for n in sizes]
         self.deltas = [np.empty((rows, n), dtype) for n in sizes]
-        self.scratch = [np.empty((rows, n), dtype) for n in sizes]
+        # scratch is used and done with inside one call, so layers of one width share it
+        by_width = {n: np.empty((rows, n), dtype) for n in set(sizes)}
+        self.scratch = [by_width[n] for n in sizes]
         self.weight_grads = [np.empty((n, m), dtype) for n, m in zip(structure[:-1], sizes)]
         self.bias_grads = [np.empty(m, dtype) for m in sizes]
         self.dtype = dtype

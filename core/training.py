@@ -200,11 +200,13 @@ class Trainer:
         # Shuffled rows are gathered a block of mini-batches at a time (about 1 MiB), into
         # the same two buffers every time: one copy per block instead of two per mini-batch,
         # never a second copy of the data, and no fresh pages for the kernel to fault in.
-        row_bytes = X.strides[0] + Y.strides[0]
+        row_bytes = X.shape[1] * X.itemsize + Y.shape[1] * Y.itemsize  # whatever the order
         per_block = max(1, (1 << 20) // (row_bytes * max(1, bounds[1] - bounds[0])))
         block_start = block_end = 0
         if order is not None:
-            X_buffer, Y_buffer = self._block_buffers(per_block * (bounds[1] - bounds[0]))
+            X_buffer, Y_buffer = self._block_buffers(
+                min(per_block * (bounds[1] - bounds[0]), len(X))
+            )
         cost_sum = np.float64(p.cost_sum)  # float64 even when the network is float32
         started = time.perf_counter()
         self._in_flight = (predicted, order, bounds[first], started, p.correct, p.seconds)

@@ -290,3 +290,65 @@ def test_batch_size_beyond_the_data_is_one_batch():
     trainer.run()
     with pytest.raises(ValueError, match="at least one sample"):
         Trainer(Network([4, 5, 3]), X[:0], Y[:0], config)
+
+
+def test_fortran_ordered_data_trains_like_c_ordered_in_bounded_memory():
+    X, Y = blobs()
+    runs = []
+    for order in ("C", "F"):
+        rng = np.random.RandomState(3)
+        net = Network([4, 6, 3], rng=rng)
+        trainer = Trainer(
+            net,
+            np.asarray(X, order=order),
+            np.asarray(Y, order=order),
+            TrainingConfig(epochs=2, learning_rate=1.0, batch_size=1),
+            rng=rng,
+        )
+        trainer.run()
+        assert len(trainer._buffers[0]) <= len(X)  # the shuffling buffer never outgrows the data
+        runs.append(weights_of(net))
+    for c, f in zip(*runs):
+        np.testing.assert_array_equal(c, f)
+
+
+def test_a_big_endian_dtype_trains_in_native_order_with_the_same_bits():
+    X, Y = blobs()
+    runs = []
+    for dtype in ("<f8", ">f8"):
+        rng = np.random.RandomState(4)
+        net = Network([4, 6, 3], dtype=dtype, rng=rng)
+        assert net.dtype == np.dtype("float64")
+        Trainer(net, X, Y, TrainingConfig(epochs=2, learning_rate=1.0), rng=rng).run()
+        runs.append(weights_of(net))
+    for little, big in zip(*runs):
+        np.testing.assert_array_equal(little, big)
+
+
+def test_a_numpy_float_learning_rate_steps_like_a_python_float():
+    X, Y = blobs()
+    runs = []
+    for rate in (0.3, np.float64(0.3)):
+        rng = np.random.RandomState(5)
+        net = Network([4, 6, 3], dtype="float32", rng=rng)
+        Trainer(net, X, Y, TrainingConfig(epochs=2, learning_rate=rate), rng=rng).run()
+        runs.append(weights_of(net))
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_pickles_carry_the_model_not_the_training_buffers():
+    import pickle
+
+    trainer = fresh_run(epochs=1)
+    trainer.run()
+    net = trainer.network
+    assert net._workspaces
+    copy = pickle.loads(pickle.dumps(net))
+    assert "_workspaces" not in copy.__dict__
+    for a, b in zip(weights_of(net), weights_of(copy)):
+        np.testing.assert_array_equal(a, b)
+    X, Y = blobs()
+    np.testing.assert_array_equal(copy.predict(X), net.predict(X))
+    net.release_workspaces()
+    assert "_workspaces" not in net.__dict__
