@@ -123,7 +123,9 @@ def start_api(env: dict, log_dir: Path, name: str = "api") -> tuple[ManagedProce
         try:
             if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
                 return api, base
-        except requests.ConnectionError:
+        # gunicorn listens before its worker has imported the app: on a loaded machine the
+        # first requests can wait more than the 1 s timeout, which is not a failure to start
+        except (requests.ConnectionError, requests.Timeout):
             time.sleep(0.1)
         if not api.alive:
             break
