@@ -11,6 +11,7 @@ model, predict, cancel). The session ends with the figures: operations, requests
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import tempfile
 import uuid
@@ -138,12 +139,20 @@ def test_stateful_links():
             if "{job_id}" in case.path and response.status_code < 300:
                 FIGURES["followed_links"] += 1
 
+    # The build replays the same 50 scenarios every time (derandomize, no example database):
+    # a failure it finds is reproducible, and a fresh random path cannot fail one build in
+    # thirty with hypothesis' FlakyStrategyDefinition, which the stateful phase raised about
+    # that often here (with no 5xx and no failed check behind it). FUZZ_RANDOM=1 explores
+    # new paths instead.
+    explore = os.environ.get("FUZZ_RANDOM") == "1"
     Workflow.run(
         settings=settings(
             max_examples=50,
             stateful_step_count=6,
             deadline=None,
             suppress_health_check=list(HealthCheck),
+            derandomize=not explore,
+            database=None if not explore else settings.default.database,
         )
     )
 
