@@ -29,11 +29,12 @@ from .schemas import (
     MetricsOut,
     ModelOut,
     ModelQuery,
+    NpyArray,
     PredictOut,
     PredictRequest,
 )
 from .services import services
-from .validation import SpecError, field_error, prepare_job
+from .validation import SpecError, decode_npy, field_error, prepare_job
 from .views import job_detail, job_summary, metric_view
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
@@ -268,9 +269,15 @@ def predict(job_id: str, body: PredictRequest):
     s = services()
     _check_model_ready(job_id)  # the tenant's own, succeeded job, before any cache
     network = s.models.get(job_id, lambda: _model_arrays(job_id))
+    inputs = body.inputs
+    if isinstance(inputs, NpyArray):
+        errors: list[dict] = []
+        inputs = decode_npy(inputs.npy, ("inputs",), errors)
+        if errors:
+            raise SpecError(errors)
     try:
         with np.errstate(over="ignore", invalid="ignore"):
-            outputs = network.predict(body.inputs)
+            outputs = network.predict(inputs)
     except ShapeError as exc:
         raise SpecError([field_error(("inputs",), str(exc), "size_mismatch")]) from None
     except ValueError as exc:  # ragged rows

@@ -7,14 +7,18 @@ violation is reported with the path of the field and what was expected, and noth
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import secrets
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 from backprop.settings import Settings
 
-from .schemas import ArrayData, BatchData, JobCreate
+from .schemas import ArrayData, BatchData, JobCreate, NpyArray
 
 
 class SpecError(ValueError):
@@ -143,17 +147,92 @@ def _check_rows(rows, loc: tuple, width: int, layer: str, errors: list[dict]) ->
 
 
 def _arrays(data: ArrayData, loc: tuple, structure: list[int], errors: list[dict]):
-    ok = _check_rows(data.inputs, (*loc, "inputs"), structure[0], "structure[0]", errors)
-    ok &= _check_rows(data.targets, (*loc, "targets"), structure[-1], "structure[-1]", errors)
-    if len(data.inputs) != len(data.targets):
+    inputs = matrix_input(data.inputs, (*loc, "inputs"), structure[0], "structure[0]", errors)
+    targets = matrix_input(data.targets, (*loc, "targets"), structure[-1], "structure[-1]", errors)
+    if inputs is not None and targets is not None and len(inputs) != len(targets):
         errors.append(
             field_error(
                 (*loc, "targets"),
-                f"expected {len(data.inputs)} rows (one per input row), got {len(data.targets)}",
+                f"expected {len(inputs)} rows (one per input row), got {len(targets)}",
                 "size_mismatch",
             )
         )
-    return data.inputs, data.targets
+    return inputs, targets
+
+
+def matrix_input(value, loc: tuple, width: int, layer: str, errors: list[dict]):
+    """JSON rows or a decoded .npy array whose rows have the layer's width; None (and an
+    error) when they do not."""
+    if isinstance(value, NpyArray):
+        array = decode_npy(value.npy, loc, errors)
+        if array is None:
+            return None
+        if array.shape[1] != width:
+            errors.append(
+                field_error(
+                    loc,
+                    f"expected rows of {width} values (the network's {layer}), "
+                    f"got an array of shape {array.shape}",
+                    "size_mismatch",
+                )
+            )
+            return None
+        return array
+    return value if _check_rows(value, loc, width, layer, errors) else None
+
+
+def decode_npy(text: str, loc: tuple, errors: list[dict]) -> np.ndarray | None:
+    """The 2-D array of finite numbers in a base64 .npy file, or None and an error naming
+    the field. The header is read and checked against the data's length before anything is
+    allocated, so a header that claims a huge shape costs nothing; nothing is unpickled."""
+    where = (*loc, "npy")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        errors.append(field_error(where, "expected base64 (RFC 4648) of a .npy file", "npy"))
+        return None
+    stream = io.BytesIO(raw)
+    try:
+        version = npy_format.read_magic(stream)
+        read_header = {
+            (1, 0): npy_format.read_array_header_1_0,
+            (2, 0): npy_format.read_array_header_2_0,
+        }[version]
+        shape, fortran_order, dtype = read_header(stream)
+    except (ValueError, KeyError, EOFError, SyntaxError, TypeError):
+        message = "expected a .npy file (format 1.0 or 2.0, as numpy.save writes)"
+        errors.append(field_error(where, message, "npy"))
+        return None
+    if dtype.hasobject or dtype.fields is not None or dtype.kind not in "fiu":
+        message = f"expected an array of floats or integers, got dtype {dtype.str!r}"
+        errors.append(field_error(where, message, "npy"))
+        return None
+    if len(shape) != 2 or shape[0] < 1 or shape[1] < 1:
+        message = (
+            f"expected a 2-D array with at least one row (rows are samples), got shape {shape}"
+        )
+        errors.append(field_error(where, message, "npy"))
+        return None
+    data = memoryview(raw)[stream.tell() :]
+    needed = shape[0] * shape[1] * dtype.itemsize
+    if len(data) != needed:
+        message = (
+            f"the header's shape {shape} and dtype {dtype.str!r} need {needed} bytes of data, "
+            f"the file has {len(data)}"
+        )
+        errors.append(field_error(where, message, "npy"))
+        return None
+    array = np.frombuffer(data, dtype=dtype)
+    array = array.reshape(shape[::-1]).T if fortran_order else array.reshape(shape)
+    if dtype.kind == "f":
+        finite = np.isfinite(array).all(axis=1)
+        if not finite.all():
+            row = int(np.argmin(finite))
+            errors.append(
+                field_error((*loc, row), "expected finite numbers, found NaN or infinity")
+            )
+            return None
+    return array
 
 
 def _batches(data: BatchData, structure: list[int], errors: list[dict]):

@@ -17,5 +17,6 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(
         f"fuzzing: {covered} of {len(documented)} operations fuzzed, "
         f"{figures['requests']} requests generated, {figures['server_errors']} 5xx seen, "
-        f"{figures['followed_links']} calls along links"
+        f"{figures['followed_links']} calls along links, "
+        f"{figures['flaky_restarts']} stateful runs restarted after FlakyStrategyDefinition"
     )

@@ -11,7 +11,6 @@ model, predict, cancel). The session ends with the figures: operations, requests
 from __future__ import annotations
 
 import atexit
-import os
 import shutil
 import tempfile
 import uuid
@@ -20,6 +19,7 @@ from pathlib import Path
 import redis
 import schemathesis
 from hypothesis import HealthCheck, settings
+from hypothesis.errors import FlakyStrategyDefinition
 
 from api import create_app
 from backprop.cli import migrate
@@ -27,7 +27,13 @@ from backprop.settings import Settings
 from tests.conftest import make_token
 from tests.support.services import redis_url as shared_or_private_redis
 
-FIGURES = {"operations": set(), "requests": 0, "server_errors": 0, "followed_links": 0}
+FIGURES = {
+    "operations": set(),
+    "requests": 0,
+    "server_errors": 0,
+    "followed_links": 0,
+    "flaky_restarts": 0,
+}
 
 
 def build_app(tmp_dir):
@@ -139,22 +145,28 @@ def test_stateful_links():
             if "{job_id}" in case.path and response.status_code < 300:
                 FIGURES["followed_links"] += 1
 
-    # The build replays the same 50 scenarios every time (derandomize, no example database):
-    # a failure it finds is reproducible, and a fresh random path cannot fail one build in
-    # thirty with hypothesis' FlakyStrategyDefinition, which the stateful phase raised about
-    # that often here (with no 5xx and no failed check behind it). FUZZ_RANDOM=1 explores
-    # new paths instead.
-    explore = os.environ.get("FUZZ_RANDOM") == "1"
-    Workflow.run(
-        settings=settings(
-            max_examples=50,
-            stateful_step_count=6,
-            deadline=None,
-            suppress_health_check=list(HealthCheck),
-            derandomize=not explore,
-            database=None if not explore else settings.default.database,
-        )
-    )
+    # About one run in thirty, hypothesis stops the stateful phase with
+    # FlakyStrategyDefinition ("a flaky precondition, or a bundle that was unexpectedly
+    # empty"): schemathesis chose rules differently for the same draws. A fixed seed did not
+    # avoid it, and no 5xx or failed check was behind it in any run we traced. That error
+    # alone gets a fresh run, at most twice, and is counted in the figures; every other
+    # failure fails the test at once.
+    for attempt in range(3):
+        try:
+            Workflow.run(
+                settings=settings(
+                    max_examples=120,
+                    stateful_step_count=6,
+                    deadline=None,
+                    suppress_health_check=list(HealthCheck),
+                    database=None,  # a stored flaky draw would only replay the flake
+                )
+            )
+            return
+        except FlakyStrategyDefinition:
+            FIGURES["flaky_restarts"] += 1
+            if attempt == 2:
+                raise
 
 
 def test_fuzzing_covered_every_operation_without_server_errors():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import time
 
@@ -96,6 +97,59 @@ def test_digits_job_reaches_95_percent_and_predict_agrees(stack, digits):
 
     listed = client.get("/v1/jobs", params={"label": "dataset:digits"}).json()["jobs"]
     assert job["id"] in [j["id"] for j in listed]
+
+
+def as_npy(array: np.ndarray) -> dict:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return {"npy": base64.b64encode(buffer.getvalue()).decode()}
+
+
+def test_npy_data_trains_to_the_same_bits_as_json_rows(stack, digits):
+    X_train, X_test, Y_train, Y_test = digits
+    X32, Y32 = X_train[:600].astype(np.float32), Y_train[:600].astype(np.float32)
+    client = stack.client()
+    common = {"structure": [64, 20, 10], "epochs": 3, "learning_rate": 3.0, "seed": 7}
+    options = {"dtype": "float32"}
+    as_rows = {
+        **common,
+        "options": {
+            **options,
+            "validation": {"inputs": X_test.tolist(), "targets": Y_test.tolist()},
+        },
+        "data": {"inputs": X32.tolist(), "targets": Y32.tolist(), "batch_size": 25},
+    }
+    as_files = {  # Fortran order, big-endian and integers are all plain matrices underneath
+        **common,
+        "options": {
+            **options,
+            "validation": {"inputs": as_npy(X_test.astype(">f8")), "targets": as_npy(Y_test)},
+        },
+        "data": {
+            "inputs": as_npy(np.asfortranarray(X32)),
+            "targets": as_npy(Y32.astype(np.int16)),
+            "batch_size": 25,
+        },
+    }
+    models = []
+    for spec in (as_rows, as_files):
+        job = client.submit(spec)
+        done = client.wait(job["id"], timeout=120)
+        assert done["status"] == "succeeded", done
+        assert done["data"]["samples"] == 600 and done["data"]["validation_samples"] == len(X_test)
+        npz = client.get(f"/v1/jobs/{job['id']}/model", params={"format": "npz"})
+        models.append((job["id"], dict(np.load(io.BytesIO(npz.content), allow_pickle=False))))
+    (_, rows_model), (files_job, files_model) = models
+    for name in ("W0", "b0", "W1", "b1"):
+        assert files_model[name].dtype == np.float32
+        assert np.array_equal(files_model[name], rows_model[name]), name
+
+    by_rows = client.post(f"/v1/jobs/{files_job}/predict", json={"inputs": X_test[:5].tolist()})
+    by_file = client.post(f"/v1/jobs/{files_job}/predict", json={"inputs": as_npy(X_test[:5])})
+    assert by_rows.status_code == by_file.status_code == 200
+    assert by_file.json() == by_rows.json()
+    bad = client.post(f"/v1/jobs/{files_job}/predict", json={"inputs": as_npy(X_test[:5, :3])})
+    assert bad.status_code == 422 and "inputs" in bad.json()["detail"]
 
 
 def long_job(epochs=500):

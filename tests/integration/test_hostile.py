@@ -6,10 +6,13 @@ problem+json, and that the number of stored jobs did not change.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from store import tokens
@@ -53,8 +56,121 @@ class Case:
     token: str = "alice"  # alice, bob, none, revoked, expired, garbage
 
 
+def npy(array, header: bytes | None = None, tail: bytes = b"") -> dict:
+    """{"npy": base64 of the .npy file numpy.save writes}, optionally with its header
+    replaced (the data is kept) or bytes appended."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=True)
+    data = buffer.getvalue()
+    if header is not None:
+        data = header + data[128:]  # numpy.save pads the header to 128 bytes here
+    return {"npy": base64.b64encode(data + tail).decode()}
+
+
+def npy_header(descr: str, shape: tuple) -> bytes:
+    text = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}"
+    text += " " * (118 - len(text)) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text.encode("latin1")
+
+
+def with_inputs(value) -> dict:
+    return edit(lambda s: s["data"].update(inputs=value))
+
+
+GOOD_ROWS = np.array([[0.1, 0.2, 0.3], [0.3, 0.2, 0.1]])
 VALID_TEXT = json.dumps(valid())
 CASES = [
+    # .npy files that are not what they claim
+    Case("npy not base64", 422, ["data.inputs.npy", "base64"], with_inputs({"npy": "%%%"})),
+    Case(
+        "npy random bytes",
+        422,
+        ["data.inputs.npy", ".npy file"],
+        with_inputs({"npy": base64.b64encode(b"hello, not numpy").decode()}),
+    ),
+    Case(
+        "npy pickled objects",
+        422,
+        ["data.inputs.npy", "floats or integers", "|O"],
+        with_inputs(npy(np.array([[{"a": 1}, 2, 3]], dtype=object))),
+    ),
+    Case(
+        "npy strings",
+        422,
+        ["data.inputs.npy", "floats or integers"],
+        with_inputs(npy(np.array([["a", "b", "c"]]))),
+    ),
+    Case(
+        "npy complex",
+        422,
+        ["data.inputs.npy", "floats or integers"],
+        with_inputs(npy(GOOD_ROWS.astype(complex))),
+    ),
+    Case(
+        "npy 3-D",
+        422,
+        ["data.inputs.npy", "2-D", "(1, 2, 3)"],
+        with_inputs(npy(GOOD_ROWS.reshape(1, 2, 3))),
+    ),
+    Case(
+        "npy no rows",
+        422,
+        ["data.inputs.npy", "at least one row"],
+        with_inputs(npy(np.zeros((0, 3)))),
+    ),
+    Case(
+        "npy wrong width",
+        422,
+        ["data.inputs", "3 values", "structure[0]", "(2, 4)"],
+        with_inputs(npy(np.zeros((2, 4)))),
+    ),
+    Case(
+        "npy NaN in row 1",
+        422,
+        ["data.inputs[1]", "finite"],
+        with_inputs(npy(np.array([[0.1, 0.2, 0.3], [0.3, np.nan, 0.1]]))),
+    ),
+    Case(
+        "npy header claims a billion rows",
+        422,
+        ["data.inputs.npy", "24000000000 bytes", "the file has 48"],
+        with_inputs(npy(GOOD_ROWS, header=npy_header("<f8", (10**9, 3)))),
+    ),
+    Case(
+        "npy trailing bytes",
+        422,
+        ["data.inputs.npy", "need 48 bytes", "the file has 49"],
+        with_inputs(npy(GOOD_ROWS, tail=b"x")),
+    ),
+    Case(
+        "npy targets rows differ from inputs",
+        422,
+        ["data.targets", "expected 2 rows"],
+        edit(lambda s: s["data"].update(targets=npy(np.eye(2)[:1]))),
+    ),
+    Case(
+        "npy float32 overflow",
+        422,
+        ["options.dtype", "too large for float32"],
+        edit(
+            lambda s: (
+                s["data"].update(inputs=npy(GOOD_ROWS * 1e300)),
+                s.update(options={"dtype": "float32"}),
+            )
+        ),
+    ),
+    Case(
+        "npy not an object",
+        422,
+        ["data.inputs", "valid list"],
+        with_inputs("k05VTVBZAQB2AHsn"),
+    ),
+    Case(
+        "npy with an extra field",
+        422,
+        ["data.inputs.shape", "Extra inputs"],
+        with_inputs({**npy(GOOD_ROWS), "shape": [2, 3]}),
+    ),
     # numbers that are not numbers
     Case(
         "json NaN",

@@ -33,12 +33,13 @@ def celery_workers(root_pid: int) -> list[psutil.Process]:
             cmd = p.cmdline()
         except psutil.NoSuchProcess:
             continue
-        if (
-            "celery" in " ".join(cmd)
-            and "worker" in cmd
-            and p.parent()
-            and "celery" not in " ".join(p.parent().cmdline())
-        ):
+        try:
+            # the supervisor's own child: not a pool child, nor a pool child orphaned by a
+            # killed worker for a moment (its dying parent's cmdline reads empty)
+            parent = " ".join(p.parent().cmdline()) if p.parent() else ""
+        except psutil.NoSuchProcess:
+            continue
+        if "celery" in " ".join(cmd) and "worker" in cmd and "backprop" in parent:
             found.append(p)
     return found
 
@@ -83,7 +84,7 @@ def test_make_run_serves_jobs_restarts_a_dead_worker_and_stops_cleanly(make_run)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         replaced = [w for w in celery_workers(process.process.pid) if w.pid != worker.pid]
-        if replaced:
+        if replaced and "worker exited with" in process.output():
             break
         time.sleep(0.2)
     else:
