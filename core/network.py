@@ -108,11 +108,13 @@ class Network:
         inputs : (n_samples, structure[0]). activations[l] : (n_samples, structure[l]).
         workspace : buffers to write the activations into (new arrays when None).
         """
+        if workspace is not None:
+            return workspace.forward(inputs, self.W_n, self.B_n)
         activations = [inputs]
         a = inputs
         last = len(self.W_n) - 1
         for l, (b, W) in enumerate(zip(self.B_n, self.W_n)):
-            z = a @ W if workspace is None else np.matmul(a, W, workspace.activations[l])
+            z = a @ W
             np.add(z, b.T, z)
             a = (self.output_activation if l == last else self.activation).forward(z)
             activations.append(a)
@@ -133,19 +135,10 @@ class Network:
         error, so scaling that once scales them all: ``sgd_step`` passes the step size.
         workspace : where to write the gradients; new arrays when None.
         """
-        ws = workspace or _Workspace(self.structure, len(targets), self.dtype, forward=False)
-        delta = ws.deltas[-1]
-        loss = self.cost.loss_and_delta(
-            activations[-1], targets, self.output_activation, delta, ws.scratch[-1]
-        )
-        if scale != 1.0:
-            np.multiply(delta, ws.constant(scale), delta)
-        for l in range(len(self.W_n) - 1, -1, -1):
-            np.matmul(activations[l].T, delta, ws.weight_grads[l])
-            np.add.reduce(delta, 0, None, ws.bias_grads[l])  # delta.sum(0), minus a wrapper
-            if l:
-                delta = np.matmul(delta, self.W_n[l].T, ws.deltas[l - 1])
-                self.activation.backward(activations[l], delta, ws.scratch[l - 1])
+        ws = workspace
+        if ws is None:
+            ws = _Workspace(self, len(targets), forward=False)
+        loss = ws.backward(activations, targets, scale, self.W_n)
         return loss, ws.weight_grads, ws.bias_grads
 
     def gradient(
@@ -169,11 +162,11 @@ class Network:
         activations = self.feedforward(inputs, workspace)
         step = float(learning_rate) / len(inputs)  # a NumPy float rounds like a Python one
         loss, weight_grads, bias_grads = self.backward(activations, targets, step, workspace)
-        for W, b, dW, db in zip(self.W_n, self.B_n, weight_grads, bias_grads):
+        for W, b, dW, db in zip(self.W_n, self.B_n, weight_grads, workspace.bias_columns):
             if decay != 1.0:
                 W *= decay
             np.subtract(W, dW, W)
-            b[:, 0] -= db
+            np.subtract(b, db, b)  # db: bias_grads[l] seen as a column, like b
         return loss, activations[-1]
 
     def _workspace(self, rows: int) -> _Workspace:
@@ -189,7 +182,7 @@ class Network:
         if workspace is None:
             if len(workspaces) >= 4:
                 del workspaces[next(iter(workspaces))]
-            workspace = workspaces[rows] = _Workspace(self.structure, rows, self.dtype)
+            workspace = workspaces[rows] = _Workspace(self, rows)
         return workspace
 
     def release_workspaces(self) -> None:
@@ -345,16 +338,25 @@ class Network:
 
 
 class _Workspace:
-    """Every array one training step on ``rows`` samples writes, allocated once and reused.
+    """Every array one training step on ``rows`` samples writes, allocated once and reused,
+    and the step's batched math on them.
 
     A fresh temporary of a few hundred KiB comes from mmap or from a heap that glibc has just
-    trimmed, so the kernel faults in every one of its pages again, and on a virtual machine
-    a page fault is dear: at 784-100-10, batch 100, allocating per step cost a third of the
-    throughput (``benchmarks/core_bench.py``). Reused buffers leave only the arithmetic.
+    trimmed, and then the kernel faults in every one of its pages again: that halves the seed
+    loop's speed in a fresh interpreter (``benchmarks/core_bench.py``). Reused buffers leave
+    only the arithmetic, whatever the allocator's state. The methods bind what they call to
+    locals and build no lists, because on small networks a step costs its Python overhead
+    as much as its NumPy calls.
     """
 
-    def __init__(self, structure: list[int], rows: int, dtype: np.dtype, *, forward=True):
+    def __init__(self, net: Network, rows: int, *, forward=True):
+        structure, dtype = net.structure, net.dtype
         sizes = structure[1:]
+        self.forwards = [net.activation.forward] * (len(sizes) - 1)
+        self.forwards.append(net.output_activation.forward)
+        self.hidden_backward = net.activation.backward
+        self.output = net.output_activation
+        self.loss_and_delta = net.cost.loss_and_delta
         if forward:
             self.activations = [np.empty((rows, n), dtype) for n in sizes]
         self.deltas = [np.empty((rows, n), dtype) for n in sizes]
@@ -362,7 +364,9 @@ class _Workspace:
         by_width = {n: np.empty((rows, n), dtype) for n in set(sizes)}
         self.scratch = [by_width[n] for n in sizes]
         self.weight_grads = [np.empty((n, m), dtype) for n, m in zip(structure[:-1], sizes)]
-        self.bias_grads = [np.empty(m, dtype) for m in sizes]
+        # bias gradients are written as rows and applied as columns (B_n's shape): one buffer
+        self.bias_columns = [np.empty((m, 1), dtype) for m in sizes]
+        self.bias_grads = [column[:, 0] for column in self.bias_columns]
         self.dtype = dtype
         self._constant = (None, None)
 
@@ -371,6 +375,35 @@ class _Workspace:
         if self._constant[0] != value:
             self._constant = (value, constant(value, self.dtype))
         return self._constant[1]
+
+    def forward(self, inputs, W_n, B_n) -> list[np.ndarray]:
+        """``Network.feedforward`` into this workspace's buffers."""
+        a, matmul, add = inputs, np.matmul, np.add
+        for W, b, z, activate in zip(W_n, B_n, self.activations, self.forwards):
+            matmul(a, W, z)
+            add(z, b.T, z)
+            a = activate(z)  # in place: a is z
+        return [inputs, *self.activations]
+
+    def backward(self, activations, targets, scale: float, W_n) -> float:
+        """``Network.backward`` into this workspace's buffers; returns the summed cost."""
+        last = len(W_n) - 1
+        deltas, scratch = self.deltas, self.scratch
+        delta = deltas[last]
+        loss = self.loss_and_delta(activations[-1], targets, self.output, delta, scratch[last])
+        if scale != 1.0:
+            np.multiply(delta, self.constant(scale), delta)
+        matmul, add_reduce, hidden_backward = np.matmul, np.add.reduce, self.hidden_backward
+        weight_grads, bias_grads = self.weight_grads, self.bias_grads
+        for l in range(last, 0, -1):
+            a = activations[l]
+            matmul(a.T, delta, weight_grads[l])
+            add_reduce(delta, 0, None, bias_grads[l])  # delta.sum(0), minus a wrapper
+            delta = matmul(delta, W_n[l].T, deltas[l - 1])
+            hidden_backward(a, delta, scratch[l - 1])
+        matmul(activations[0].T, delta, weight_grads[0])
+        add_reduce(delta, 0, None, bias_grads[0])
+        return loss
 
 
 def _check_structure(structure) -> list[int]:

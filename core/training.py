@@ -211,6 +211,7 @@ class Trainer:
         started = time.perf_counter()
         self._in_flight = (predicted, order, bounds[first], started, p.correct, p.seconds)
         stop = False
+        step = net.sgd_step  # the loop below is the hot path of small networks: locals only
         for k in range(first, last):
             start, end = bounds[k], bounds[k + 1]
             if order is None:
@@ -224,16 +225,18 @@ class Trainer:
                     Y_block = Y.take(rows, axis=0, out=Y_buffer[: len(rows)], mode="clip")
                 xb = X_block[start - block_start : end - block_start]
                 yb = Y_block[start - block_start : end - block_start]
-            loss, outputs = net.sgd_step(xb, yb, lr, decay)
+            loss, outputs = step(xb, yb, lr, decay)
             cost_sum += loss
             if predicted is not None:
-                outputs.argmax(axis=1, out=predicted[start:end])
-            p.batch = k + 1
+                outputs.argmax(1, predicted[start:end])  # axis, out
             if on_batch is not None:
+                p.batch = k + 1
                 p.cost_sum = float(cost_sum)  # current for a checkpoint taken in on_batch
                 if on_batch(self):
                     stop = True
                     break
+        else:
+            p.batch = last
         p.cost_sum = float(cost_sum)
         self._sync()
         self._in_flight = None
