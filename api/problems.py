@@ -79,14 +79,14 @@ def validation_problem(exc: ValidationError, where: tuple = ()) -> Response:
     return problem(422, summary, slug="validation-error", errors=errors)
 
 
+MATRIX_FORMS = ("json-rows", "npy-file")  # the tags of schemas.MatrixInput
+
+
 def _strip_union_tags(loc: tuple) -> tuple:
     # pydantic names the chosen member of a union in the path: data.arrays.inputs.json-rows[0]
     if len(loc) > 1 and loc[0] == "data" and loc[1] in ("arrays", "batches"):
         loc = (loc[0], *loc[2:])
     return tuple(part for part in loc if part not in MATRIX_FORMS)
-
-
-MATRIX_FORMS = ("json-rows", "npy-file")  # the tags of schemas.MatrixInput
 
 
 def init_app(app: Flask) -> None:

@@ -108,17 +108,9 @@ class Network:
         inputs : (n_samples, structure[0]). activations[l] : (n_samples, structure[l]).
         workspace : buffers to write the activations into (new arrays when None).
         """
-        if workspace is not None:
-            return workspace.forward(inputs, self.W_n, self.B_n)
-        activations = [inputs]
-        a = inputs
-        last = len(self.W_n) - 1
-        for l, (b, W) in enumerate(zip(self.B_n, self.W_n)):
-            z = a @ W
-            np.add(z, b.T, z)
-            a = (self.output_activation if l == last else self.activation).forward(z)
-            activations.append(a)
-        return activations
+        if workspace is None:  # new arrays for the activations only (predict, gradient)
+            workspace = _Workspace(self, len(inputs), backward=False)
+        return workspace.forward(inputs, self.W_n, self.B_n)
 
     def backward(
         self,
@@ -137,7 +129,7 @@ class Network:
         """
         ws = workspace
         if ws is None:
-            ws = _Workspace(self, len(targets), forward=False)
+            ws = _Workspace(self, len(targets), forward=False)  # gradients only
         loss = ws.backward(activations, targets, scale, self.W_n)
         return loss, ws.weight_grads, ws.bias_grads
 
@@ -349,7 +341,7 @@ class _Workspace:
     as much as its NumPy calls.
     """
 
-    def __init__(self, net: Network, rows: int, *, forward=True):
+    def __init__(self, net: Network, rows: int, *, forward=True, backward=True):
         structure, dtype = net.structure, net.dtype
         sizes = structure[1:]
         self.forwards = [net.activation.forward] * (len(sizes) - 1)
@@ -359,6 +351,8 @@ class _Workspace:
         self.loss_and_delta = net.cost.loss_and_delta
         if forward:
             self.activations = [np.empty((rows, n), dtype) for n in sizes]
+        if not backward:
+            return
         self.deltas = [np.empty((rows, n), dtype) for n in sizes]
         # scratch is used and done with inside one call, so layers of one width share it
         by_width = {n: np.empty((rows, n), dtype) for n in set(sizes)}
