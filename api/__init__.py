@@ -16,7 +16,9 @@ from store.db import get_database
 from worker.dispatch import Dispatcher
 
 from . import docs, health, jobs, limits, openapi, problems
+from .auth import TokenCache
 from .services import Services
+from .watch import JobWatcher
 
 log = logging.getLogger("backprop.api")
 
@@ -30,6 +32,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings=settings,
         db=get_database(settings.sqlalchemy_url),
         dispatcher=Dispatcher(settings),
+        watcher=JobWatcher(settings),
+        tokens=TokenCache(settings.auth_cache_seconds),
     )
     problems.init_app(app)
     openapi.init_app(app)

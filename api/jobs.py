@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import re
+import time
 
 import numpy as np
 from flask import Blueprint, Response, g, request, send_file, url_for
@@ -15,16 +16,17 @@ from sqlalchemy.exc import IntegrityError
 
 from core import ShapeError
 from store import idempotency, jobs
-from store.models import RUNNING, SUCCEEDED
+from store.models import FINAL_STATUSES, RUNNING, SUCCEEDED
 
 from .auth import authenticate
-from .limits import check_queue_quota, queue_full
+from .limits import queue_full
 from .openapi import operation
 from .problems import ApiProblem
 from .schemas import (
     JobCreate,
     JobList,
     JobOut,
+    JobQuery,
     ListQuery,
     MetricsOut,
     ModelOut,
@@ -36,6 +38,7 @@ from .schemas import (
 from .services import services
 from .validation import SpecError, decode_npy, field_error, prepare_job
 from .views import job_detail, job_summary, metric_view
+from .watch import RECHECK_SECONDS
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 bp.before_request(authenticate)
@@ -59,7 +62,7 @@ def _json(model, status: int = 200, headers: dict | None = None) -> Response:
 
 
 def _detail(session, job) -> JobOut:
-    return job_detail(job, jobs.latest_metric(session, job.id), jobs.events(session, job.id))
+    return job_detail(job, jobs.events(session, job.id))
 
 
 @bp.post("")
@@ -77,15 +80,15 @@ def submit(body: JobCreate):
     """Queue a training job (202 with a Location to poll)."""
     s = services()
     key = _idempotency_key()
-    with s.db.session() as session:
-        if key:
-            replay = _lookup(session, key)
-            if replay is not None:
-                return replay
-        check_queue_quota(session, s.settings, g.tenant)
     prepared = prepare_job(body, s.settings)  # a failure here stores nothing, key included
     try:
+        # one transaction: the replay check, the job with its data and its dispatch record
+        # (the quota is counted exactly inside create_job), and the key's answer
         with s.db.session() as session:
+            if key:
+                replay = _lookup(session, key)
+                if replay is not None:
+                    return replay
             job = jobs.create_job(
                 session,
                 s.db,
@@ -96,6 +99,7 @@ def submit(body: JobCreate):
                 labels=body.labels,
                 chunk_bytes=s.settings.blob_chunk_bytes,
                 max_queued=s.settings.max_queued_jobs_per_tenant,
+                dispatching=True,
             )
             view = _detail(session, job)
             if key:
@@ -110,7 +114,7 @@ def submit(body: JobCreate):
                     job_id=job.id,
                     ttl_seconds=s.settings.idempotency_ttl_seconds,
                 )
-    except jobs.QueueFull as exc:  # concurrent submissions filled the queue meanwhile
+    except jobs.QueueFull as exc:
         raise queue_full(exc) from None
     except IntegrityError:
         if not key:
@@ -166,8 +170,8 @@ def _lookup(session, key: str) -> Response | None:
 
 
 def dispatch(job_id: str) -> None:
-    """Send the task after the commit. A broker outage loses nothing: the job is stored and
-    the reconciler sends it once the broker is back."""
+    """Send the task after the commit (which recorded it as dispatched). A broker outage
+    loses nothing: the job is stored and the reconciler sends it once the broker is back."""
     s = services()
     try:
         s.dispatcher.send(job_id)
@@ -177,9 +181,6 @@ def dispatch(job_id: str) -> None:
         )
         with s.db.session() as session:
             jobs.record_dispatch_failure(session, s.db, job_id, type(exc).__name__)
-        return
-    with s.db.session() as session:
-        jobs.mark_dispatched(session, s.db, job_id)
 
 
 @bp.get("")
@@ -208,13 +209,52 @@ def list_jobs(query: ListQuery):
 
 
 @bp.get("/<job_id>")
-@operation("getJob", responses={200: JobOut})
-def get_job(job_id: str):
-    """Status, progress, latest metrics, error and history of one job."""
+@operation(
+    "getJob",
+    query=JobQuery,
+    responses={200: JobOut, 304: None},
+    headers={
+        "If-None-Match": "An ETag of this job from an earlier answer: 304 when nothing "
+        "changed since; with wait, the long poll waits for a change from that state"
+    },
+)
+def get_job(job_id: str, query: JobQuery):
+    """Status, progress, latest metrics, error and history of one job (``?wait=`` long polls)."""
     s = services()
-    with s.db.session() as session:
-        view = _detail(session, _find(session, job_id))
-    return _json(view)
+    seen = request.headers.get("If-None-Match")
+    view = _read_job(job_id)
+    if query.wait > 0 and view.status not in FINAL_STATUSES:
+        seen = seen or etag(view)
+        if etag(view) == seen:
+            view = _wait_for_change(job_id, seen, query.wait, s.watcher)
+    tag = etag(view)
+    if tag == seen and not query.wait:
+        return Response(status=304, headers={"ETag": tag})
+    return _json(view, headers={"ETag": tag})
+
+
+def _read_job(job_id: str) -> JobOut:
+    with services().db.reading() as session:
+        return _detail(session, _find(session, job_id))
+
+
+def _wait_for_change(job_id: str, seen: str, wait: float, watcher) -> JobOut:
+    """Read the job again whenever a change of it is announced, until it differs from
+    ``seen`` or ends, or ``wait`` seconds have passed."""
+    deadline = time.monotonic() + wait
+    with watcher.watching(job_id) as changed:
+        while True:
+            view = _read_job(job_id)  # after registering: no announcement falls in between
+            left = deadline - time.monotonic()
+            if etag(view) != seen or view.status in FINAL_STATUSES or left <= 0:
+                return view
+            changed.wait(min(left, RECHECK_SECONDS))
+            changed.clear()
+
+
+def etag(view: JobOut) -> str:
+    """Names the job's state: it changes with every status, progress or history change."""
+    return f'"{view.updated_at.timestamp():.6f}-{view.status}-{view.progress.epoch}"'
 
 
 @bp.get("/<job_id>/metrics")
@@ -222,7 +262,7 @@ def get_job(job_id: str):
 def get_metrics(job_id: str):
     """One row per finished epoch."""
     s = services()
-    with s.db.session() as session:
+    with s.db.reading() as session:
         _find(session, job_id)
         rows = [metric_view(m) for m in jobs.metrics(session, job_id)]
     return _json(MetricsOut(job_id=job_id, metrics=rows))
@@ -318,7 +358,7 @@ def _not_found(job_id: str) -> ApiProblem:
 
 def _check_model_ready(job_id: str) -> None:
     s = services()
-    with s.db.session() as session:
+    with s.db.reading() as session:
         job = _find(session, job_id)
         if job.status != SUCCEEDED:
             raise ApiProblem(
@@ -331,5 +371,5 @@ def _check_model_ready(job_id: str) -> None:
 def _model_arrays(job_id: str) -> dict[str, np.ndarray]:
     _check_model_ready(job_id)
     s = services()
-    with s.db.session() as session:
+    with s.db.reading() as session:
         return jobs.load_model(session, job_id)

@@ -9,7 +9,6 @@ from flask_limiter import Limiter
 
 from backprop.settings import Settings
 from store import jobs
-from store.models import QUEUED
 
 from .problems import ApiProblem
 
@@ -40,17 +39,6 @@ def init_app(app: Flask, settings: Settings) -> Limiter:
         in_memory_fallback_enabled=True,
         strategy="moving-window",
     )
-
-
-def check_queue_quota(session, settings: Settings, tenant: str) -> None:
-    """429 when the tenant already has as many queued jobs as allowed.
-
-    An early answer before the body's data is parsed; ``jobs.create_job`` counts again,
-    exactly, in the transaction that stores the job (``QueueFull``, see ``queue_full``).
-    """
-    queued = jobs.count_jobs(session, tenant, QUEUED)
-    if queued >= settings.max_queued_jobs_per_tenant:
-        raise queue_full(jobs.QueueFull(queued, settings.max_queued_jobs_per_tenant))
 
 
 def queue_full(exc: jobs.QueueFull) -> ApiProblem:

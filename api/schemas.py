@@ -210,6 +210,17 @@ class ListQuery(BaseModel):
     )
 
 
+class JobQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    wait: Annotated[float, Field(ge=0, le=60)] = Field(
+        0,
+        description="Long poll: answer as soon as the job's status or progress changes "
+        "(from what If-None-Match names, else from the state when the request arrived), "
+        "or after this many seconds with the current state; a finished job answers at once",
+    )
+
+
 class ModelQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

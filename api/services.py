@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from threading import Lock
+from typing import TYPE_CHECKING
 
 from flask import current_app
 
@@ -12,6 +13,11 @@ from backprop.settings import Settings
 from core import Network
 from store.db import Database
 from worker.dispatch import Dispatcher
+
+from .watch import JobWatcher
+
+if TYPE_CHECKING:
+    from .auth import TokenCache
 
 
 class ModelCache:
@@ -38,6 +44,8 @@ class Services:
     settings: Settings
     db: Database
     dispatcher: Dispatcher
+    watcher: JobWatcher
+    tokens: TokenCache
     models: ModelCache = field(default_factory=ModelCache)
 
 

@@ -53,13 +53,14 @@ def job_summary(job: Job) -> JobSummary:
     return JobSummary(**_summary_fields(job))
 
 
-def job_detail(job: Job, latest: EpochMetric | None, history: list[JobEvent]) -> JobOut:
+def job_detail(job: Job, history: list[JobEvent]) -> JobOut:
     spec = job.spec
+    latest = job.latest_metrics
     return JobOut(
         **_summary_fields(job),
         options=OptionsOut(**spec["options"]),
         data=DataSummary(**spec["data"]),
-        metrics=metric_view(latest) if latest else None,
+        metrics=EpochMetricsOut(**latest) if latest else None,
         attempts=job.attempts,
         cancel_requested=job.cancel_requested,
         runtime_seconds=job.runtime_seconds,

@@ -70,31 +70,35 @@ class Program:
             self.process.wait()
 
 
-def api_argv(bind: str, workers: int = 2) -> list[str]:
-    """gunicorn serving the API (the command docker-compose.yml runs, with its options)."""
+def api_argv(bind: str, workers: int = 2, threads: int = 32) -> list[str]:
+    """gunicorn serving the API (the command docker-compose.yml runs, with its options).
+
+    Threaded workers (gthread): a long poll waits in a thread of its own instead of holding
+    a whole process, and clients keep their connections alive between requests.
+    """
     return [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--bind",
-        bind,
-        "--workers",
-        str(workers),
-        "--timeout",
-        "120",
-        "api:create_app()",
-    ]
+        sys.executable, "-m", "gunicorn", "--bind", bind,
+        "--workers", str(workers), "--worker-class", "gthread", "--threads", str(threads),
+        "--timeout", "120", "api:create_app()",
+    ]  # fmt: skip
 
 
 def _celery(*args: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "worker.app", *args, "--loglevel", "INFO"]
 
 
-def worker_argv(settings, hostname: str, queues: str | None = None) -> list[str]:
-    """A Celery worker: one prefork process, training and control queues."""
+def worker_argv(
+    settings, hostname: str, queues: str | None = None, concurrency: int | None = None
+) -> list[str]:
+    """A Celery worker: prefork training processes on the training and control queues.
+
+    ``concurrency`` defaults to WORKER_CONCURRENCY (0: one process per core).
+    """
+    settings = settings or get_settings()
     queues = queues or f"{settings.training_queue},{settings.control_queue}"
+    concurrency = concurrency or settings.worker_processes
     return _celery(
-        "worker", "--queues", queues, "--pool", "prefork", "--concurrency", "1",
+        "worker", "--queues", queues, "--pool", "prefork", "--concurrency", str(concurrency),
         "--hostname", hostname, "--without-mingle", "--without-gossip",
     )  # fmt: skip
 

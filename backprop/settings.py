@@ -8,6 +8,7 @@ these defaults. The defaults make a working single machine (``make run``); produ
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,7 +37,10 @@ class Settings(BaseSettings):
         1.0, gt=0, description="How often a worker renews its lease and polls for cancel"
     )
     checkpoint_seconds: float = Field(
-        60.0, gt=0, description="Checkpoint inside an epoch after this long (and every epoch)"
+        5.0, gt=0, description="Checkpoint after this long of training, inside an epoch too"
+    )
+    metrics_flush_seconds: float = Field(
+        0.5, gt=0, description="Write buffered per-epoch metrics and progress this often"
     )
     max_attempts: int = Field(8, ge=1, description="Claims of one job before it fails")
     reconcile_seconds: float = Field(30.0, gt=0, description="Reconciler period (Celery beat)")
@@ -58,6 +62,12 @@ class Settings(BaseSettings):
     worker_max_memory_per_child: int = Field(
         4_000_000, gt=0, description="KiB a worker child may use before it is replaced"
     )
+    worker_concurrency: int = Field(
+        0, ge=0, description="Training processes per Celery worker; 0 means one per core"
+    )
+    worker_blas_threads: int = Field(
+        0, ge=0, description="BLAS threads per training process; 0 means cores / concurrency"
+    )
     broker_timeout_seconds: float = Field(
         2.0, gt=0, description="Connect/publish timeout towards Redis"
     )
@@ -73,6 +83,10 @@ class Settings(BaseSettings):
     max_running_jobs_per_tenant: int = Field(4, ge=1, description="Running jobs per tenant")
     max_queued_jobs_per_tenant: int = Field(100, ge=1, description="Queued jobs per tenant")
     rate_limit: str = Field("600/minute", description="Requests per token (flask-limiter syntax)")
+    auth_cache_seconds: float = Field(
+        5.0, ge=0, description="A token's tenant is cached per API process this long; a "
+        "revocation takes effect within it (0: look every token up)"
+    )
     idempotency_ttl_seconds: int = Field(86_400, gt=0, description="How long submits replay")
     blob_chunk_bytes: int = Field(2**20, ge=1024, description="Size of stored array chunks")
 
@@ -86,6 +100,10 @@ class Settings(BaseSettings):
                 f"LEASE_SECONDS ({self.lease_seconds}), or leases expire between renewals"
             )
         return self
+
+    @property
+    def worker_processes(self) -> int:
+        return self.worker_concurrency or os.cpu_count() or 1
 
     @property
     def sqlalchemy_url(self) -> str:

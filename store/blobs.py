@@ -80,19 +80,21 @@ def write_arrays(
     return blob
 
 
-def _chunks(session: Session, blob_id: int):
-    query = (
-        select(BlobChunk.data)
-        .where(BlobChunk.blob_id == blob_id)
-        .order_by(BlobChunk.seq)
-        .execution_options(yield_per=8)  # stream rows instead of fetching them all
-    )
+STREAM_ROWS = 8
+
+
+def _chunks(session: Session, blob: Blob):
+    query = select(BlobChunk.data).where(BlobChunk.blob_id == blob.id).order_by(BlobChunk.seq)
+    if blob.size > STREAM_ROWS * 2**20:
+        # stream rows instead of fetching them all (a server-side cursor on PostgreSQL,
+        # which costs round trips of its own: small blobs come in one fetch)
+        query = query.execution_options(yield_per=STREAM_ROWS)
     return session.scalars(query)
 
 
 def read_array(session: Session, blob: Blob) -> np.ndarray:
     """Load an ``.npy`` blob into one freshly allocated array."""
-    chunks = iter(_chunks(session, blob.id))
+    chunks = iter(_chunks(session, blob))
     first = next(chunks)
     header = io.BytesIO(first)
     version = np.lib.format.read_magic(header)
@@ -118,9 +120,18 @@ def read_array(session: Session, blob: Blob) -> np.ndarray:
 
 def read_arrays(session: Session, blob: Blob) -> dict[str, np.ndarray]:
     """Load an ``.npz`` blob as a dict of arrays."""
-    data = b"".join(_chunks(session, blob.id))
+    data = b"".join(_chunks(session, blob))
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
         return {name: npz[name] for name in npz.files}
+
+
+def find_blobs(session: Session, job_id: str, kinds: tuple[str, ...]) -> dict[str, Blob]:
+    """The newest blob of each of these kinds, in one query."""
+    found: dict[str, Blob] = {}
+    query = select(Blob).where(Blob.job_id == job_id, Blob.kind.in_(kinds)).order_by(Blob.id)
+    for blob in session.scalars(query):
+        found[blob.kind] = blob
+    return found
 
 
 def find_blob(session: Session, job_id: str, kind: str) -> Blob | None:

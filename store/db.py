@@ -30,11 +30,22 @@ class Database:
                 url, pool_pre_ping=True, connect_args={"connect_timeout": 3}
             )
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # reads that need no transaction: no BEGIN and COMMIT round trips around them
+        self.reads = sessionmaker(
+            self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        )
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A session in a transaction: committed on success, rolled back on error."""
         with self.sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for reads only, each statement on its own (autocommit): what a poll
+        needs, in the fewest round trips. Never write through it."""
+        with self.reads() as session:
             yield session
 
     def now(self, session: Session) -> datetime:

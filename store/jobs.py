@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-from sqlalchemy import and_, delete, func, or_, select, text, type_coerce, update
+from sqlalchemy import and_, delete, func, insert, or_, select, text, type_coerce, update
 from sqlalchemy.orm import Session, aliased
 
 from . import blobs
@@ -79,8 +79,12 @@ def create_job(
     labels: dict[str, str],
     chunk_bytes: int,
     max_queued: int | None = None,
+    dispatching: bool = False,
 ) -> Job:
     """Store a validated job and its data in the caller's transaction, status queued.
+
+    With ``dispatching``, the job is recorded as dispatched: the caller sends its task
+    message after the commit.
 
     With ``max_queued``, raises ``QueueFull`` (and the caller's transaction rolls back) when
     the tenant would have more queued jobs than that. The count is exact under concurrent
@@ -110,6 +114,11 @@ def create_job(
         blobs.write_array(session, job.id, kind, array, chunk_bytes)
     samples = len(arrays["inputs"])
     add_event(session, job.id, "queued", f"{samples} samples, {spec['epochs']} epochs", at=now)
+    if dispatching:
+        # the task message is sent right after the commit; recording it here saves the submit
+        # a transaction (a failed send clears it again: ``record_dispatch_failure``)
+        job.dispatched_at, job.dispatch_count = now, 1
+        add_event(session, job.id, "dispatched", at=now)
     if max_queued is not None:
         if not db.is_sqlite:  # held until the commit, so the next count sees this job
             session.execute(
@@ -132,6 +141,10 @@ def mark_dispatched(session: Session, db: Database, job_id: str, message: str = 
 
 
 def record_dispatch_failure(session: Session, db: Database, job_id: str, error: str) -> None:
+    """No message exists for the job: the reconciler sends one (``stale_queued``)."""
+    session.execute(
+        update(Job).where(Job.id == job_id, Job.status == QUEUED).values(dispatched_at=None)
+    )
     add_event(
         session,
         job_id,
@@ -235,20 +248,13 @@ def metrics(session: Session, job_id: str) -> list[EpochMetric]:
     )
 
 
-def latest_metric(session: Session, job_id: str) -> EpochMetric | None:
-    return session.scalars(
-        select(EpochMetric)
-        .where(EpochMetric.job_id == job_id)
-        .order_by(EpochMetric.epoch.desc())
-        .limit(1)
-    ).first()
-
-
-def next_queued(session: Session, tenant: str) -> str | None:
-    """The tenant's oldest queued job, if any."""
+def next_waiting(session: Session, tenant: str) -> str | None:
+    """The tenant's oldest queued job that has no task message (``dispatched_at`` is
+    cleared when a claim defers a job for the running-jobs limit), if any. Jobs whose
+    message is still in the queue are not offered again: their message comes."""
     return session.scalars(
         select(Job.id)
-        .where(Job.tenant == tenant, Job.status == QUEUED)
+        .where(Job.tenant == tenant, Job.status == QUEUED, Job.dispatched_at.is_(None))
         .order_by(Job.created_at)
         .limit(1)
     ).first()
@@ -269,12 +275,8 @@ def load_model(session: Session, job_id: str) -> dict[str, np.ndarray]:
 
 def load_data(session: Session, job_id: str) -> dict[str, np.ndarray]:
     """The job's training (and validation) arrays, each read once into place."""
-    arrays = {}
-    for kind in DATA_KINDS:
-        blob = blobs.find_blob(session, job_id, kind)
-        if blob is not None:
-            arrays[kind] = blobs.read_array(session, blob)
-    return arrays
+    found = blobs.find_blobs(session, job_id, DATA_KINDS)
+    return {kind: blobs.read_array(session, blob) for kind, blob in found.items()}
 
 
 def load_checkpoint(session: Session, job_id: str) -> dict[str, np.ndarray] | None:
@@ -363,12 +365,32 @@ def claim(
             add_event(session, job_id, "claimed", f"attempt {job.attempts}", worker=worker, at=now)
             return job
         if session.execute(select(Job.id).where(*conditions)).first() is None:
+            if max_running is not None and _deferred(session, job_id, now, max_attempts):
+                return None
             break
         # SKIP LOCKED passed over a row that another transaction was writing (the API
         # recording the dispatch, a cancel request): busy is not taken, so look again
         time.sleep(CLAIM_RETRY_SECONDS)
     _end_unclaimable(session, job_id, db.now(session), max_attempts, worker)
     return None
+
+
+def may_claim(session: Session, db: Database, job_id: str) -> bool:
+    """A cheap look before loading a job's data: could ``claim`` take or end it now?"""
+    found = session.execute(select(Job.id).where(Job.id == job_id, _claimable(db.now(session))))
+    return found.first() is not None
+
+
+def _deferred(session: Session, job_id: str, now, max_attempts: int) -> bool:
+    """The job is claimable but for its tenant's running-jobs limit: it stays queued with no
+    message (``dispatched_at`` cleared), and the tenant's next ending offers it again."""
+    waiting = _claim_conditions(job_id, now, max_attempts, None) + [Job.status == QUEUED]
+    return bool(
+        session.execute(
+            update(Job).where(*waiting).values(dispatched_at=None)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    )
 
 
 CLAIM_TRIES, CLAIM_RETRY_SECONDS = 40, 0.05
@@ -463,51 +485,49 @@ def renew_lease(
     return bool(row[0])
 
 
-def record_epoch(
+def record_progress(
     session: Session,
     db: Database,
     job_id: str,
     owner: str,
     *,
-    metric: dict,
+    metrics: list[dict],
     runtime_seconds: float,
-    checkpoint: dict[str, np.ndarray] | None,
+    checkpoint: dict[str, np.ndarray] | None = None,
     chunk_bytes: int,
     worker: str,
 ) -> None:
-    """One finished epoch: progress, its metrics row and (optionally) a checkpoint, atomically."""
+    """Buffered epochs' metrics rows, progress and (optionally) a checkpoint, atomically.
+
+    The worker calls this on a clock (METRICS_FLUSH_SECONDS, CHECKPOINT_SECONDS), not once
+    per epoch, so the number of transactions does not grow with the epochs. A checkpoint
+    always travels with every metrics row up to its position: rows past the last checkpoint
+    may exist, and a resume drops and recomputes them (``prepare_resume``).
+    """
     now = db.now(session)
-    done = session.execute(
-        _guarded(job_id, owner).values(
-            epoch=metric["epoch"], runtime_seconds=runtime_seconds, updated_at=now
-        )
-    ).rowcount
-    if done != 1:
+    values = dict(runtime_seconds=runtime_seconds, updated_at=now)
+    if metrics:
+        values.update(epoch=metrics[-1]["epoch"], latest_metrics=metrics[-1])
+    if session.execute(_guarded(job_id, owner).values(**values)).rowcount != 1:
         raise LeaseLost(job_id)
-    # merge: a retried transaction (outage after commit) must not insert the row twice
-    session.merge(EpochMetric(job_id=job_id, recorded_at=now, **metric))
+    _write_metrics(session, job_id, metrics, now)
     if checkpoint is not None:
         _replace_checkpoint(session, job_id, checkpoint, chunk_bytes, now, worker)
 
 
-def save_checkpoint(
-    session: Session,
-    db: Database,
-    job_id: str,
-    owner: str,
-    *,
-    state: dict[str, np.ndarray],
-    runtime_seconds: float,
-    chunk_bytes: int,
-    worker: str,
-) -> None:
-    now = db.now(session)
-    done = session.execute(
-        _guarded(job_id, owner).values(runtime_seconds=runtime_seconds, updated_at=now)
-    ).rowcount
-    if done != 1:
-        raise LeaseLost(job_id)
-    _replace_checkpoint(session, job_id, state, chunk_bytes, now, worker)
+def _write_metrics(session: Session, job_id: str, metrics: list[dict], now) -> None:
+    if not metrics:
+        return
+    # a retried transaction (an outage after the commit) must not insert the rows twice
+    session.execute(
+        delete(EpochMetric).where(
+            EpochMetric.job_id == job_id,
+            EpochMetric.epoch.between(metrics[0]["epoch"], metrics[-1]["epoch"]),
+        )
+    )
+    session.execute(
+        insert(EpochMetric), [dict(m, job_id=job_id, recorded_at=now) for m in metrics]
+    )
 
 
 def _replace_checkpoint(session, job_id, state, chunk_bytes, now, worker) -> None:
@@ -523,13 +543,25 @@ def _replace_checkpoint(session, job_id, state, chunk_bytes, now, worker) -> Non
 
 
 def prepare_resume(session: Session, db: Database, job_id: str, owner: str, epoch: int) -> None:
-    """Drop metrics rows past the checkpoint's epoch: the resumed run writes them again."""
+    """Drop metrics rows past the checkpoint's epoch (the resumed run writes them again) and
+    set the progress back to the checkpoint."""
     now = db.now(session)
-    if session.execute(_guarded(job_id, owner).values(updated_at=now)).rowcount != 1:
-        raise LeaseLost(job_id)
     session.execute(
         delete(EpochMetric).where(EpochMetric.job_id == job_id, EpochMetric.epoch > epoch)
     )
+    latest = session.scalar(
+        select(EpochMetric).where(EpochMetric.job_id == job_id, EpochMetric.epoch == epoch)
+    )
+    values = dict(epoch=epoch, latest_metrics=latest and metric_dict(latest), updated_at=now)
+    if session.execute(_guarded(job_id, owner).values(**values)).rowcount != 1:
+        raise LeaseLost(job_id)
+
+
+METRIC_FIELDS = ("epoch", "cost", "accuracy", "val_cost", "val_accuracy", "seconds")
+
+
+def metric_dict(row: EpochMetric) -> dict:
+    return {name: getattr(row, name) for name in METRIC_FIELDS}
 
 
 def finish(
@@ -543,31 +575,45 @@ def finish(
     error_type: str | None = None,
     message: str = "",
     model: dict[str, np.ndarray] | None = None,
+    metrics: list[dict] = (),
+    checkpoint: dict[str, np.ndarray] | None = None,
     chunk_bytes: int = 2**20,
     worker: str | None = None,
-) -> None:
-    """End the job (succeeded with its model, failed or cancelled) and release the lease."""
+) -> str | None:
+    """End the job (succeeded with its model, failed or cancelled) and release the lease.
+
+    The last buffered metrics rows, and a checkpoint of a stopped job, are written in the
+    same transaction. Returns the tenant's next job waiting without a task message (see
+    ``next_waiting``), which the caller offers to the workers.
+    """
     now = db.now(session)
-    done = session.execute(
-        _guarded(job_id, owner).values(
-            status=status,
-            lease_owner=None,
-            lease_expires_at=None,
-            finished_at=now,
-            updated_at=now,
-            runtime_seconds=runtime_seconds,
-            error_type=error_type,
-            error_message=message or None if status == FAILED else None,
-        )
-    ).rowcount
-    if done != 1:
+    values = dict(
+        status=status,
+        lease_owner=None,
+        lease_expires_at=None,
+        finished_at=now,
+        updated_at=now,
+        runtime_seconds=runtime_seconds,
+        error_type=error_type,
+        error_message=message or None if status == FAILED else None,
+    )
+    if metrics:
+        values.update(epoch=metrics[-1]["epoch"], latest_metrics=metrics[-1])
+    tenant = session.execute(
+        _guarded(job_id, owner).values(**values).returning(Job.tenant)
+    ).scalar()
+    if tenant is None:
         ended = session.execute(select(Job.status, Job.lease_owner).where(Job.id == job_id)).first()
         if ended is not None and ended.status == status and ended.lease_owner is None:
-            return  # a retry of a finish whose first commit went through
+            return None  # a retry of a finish whose first commit went through
         raise LeaseLost(job_id)
+    _write_metrics(session, job_id, list(metrics), now)
+    if checkpoint is not None:
+        _replace_checkpoint(session, job_id, checkpoint, chunk_bytes, now, worker)
     if model is not None:
         blobs.write_arrays(session, job_id, "model", model, chunk_bytes)
     add_event(session, job_id, status, message, worker=worker, at=now)
+    return next_waiting(session, tenant)
 
 
 # ---------------------------------------------------------------------------------- reconciler

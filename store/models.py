@@ -84,6 +84,8 @@ class Job(Base):
     dispatched_at: Mapped[datetime | None]
     dispatch_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     runtime_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    # the latest finished epoch's metrics row, written with the progress: a poll reads one row
+    latest_metrics: Mapped[dict[str, Any] | None]
     error_type: Mapped[str | None] = mapped_column(String(32))
     error_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]

@@ -141,23 +141,39 @@ class LeaseKeeper(threading.Thread):
 class Outcome:
     status: str  # succeeded, failed, cancelled, skipped, lost
     detail: str = ""
-    tenant: str | None = None
+    offer: str | None = None  # the tenant's next job waiting without a task message
 
 
 class JobRun:
-    """Core's callbacks for one attempt: progress, checkpoints, cancel and time limit."""
+    """Core's callbacks for one attempt: progress, checkpoints, cancel and time limit.
+
+    Writes go in proportion to what is worth keeping, not to the epochs: finished epochs'
+    metrics are buffered and written with the progress every METRICS_FLUSH_SECONDS, a
+    checkpoint (with every buffered row) is taken every CHECKPOINT_SECONDS, inside an epoch
+    too, and the end writes the rest with the outcome in one transaction. A poller's view
+    lags training by at most the flush interval; a resume redoes at most the checkpoint
+    interval's work, recomputing the rows past the checkpoint bit for bit.
+    """
 
     def __init__(
-        self, store: Store, job, owner: str, worker: str, trainer: Trainer, lease: LeaseKeeper
+        self,
+        store: Store,
+        job,
+        owner: str,
+        worker: str,
+        trainer: Trainer,
+        lease: LeaseKeeper,
+        notify: Callable[[str], None],
     ):
         self.store, self.job_id, self.owner, self.worker = store, job.id, owner, worker
-        self.trainer, self.lease = trainer, lease
+        self.trainer, self.lease, self.notify = trainer, lease, notify
         self.settings = store.settings
         # the job's own limit, but never beyond the service's (an operator may have lowered it)
         asked = job.spec["options"].get("max_runtime_seconds") or self.settings.max_runtime_seconds
         self.max_runtime = min(asked, self.settings.max_runtime_seconds)
         self.previous_runtime = job.runtime_seconds
-        self.started = self.last_checkpoint = time.monotonic()
+        self.started = self.last_flush = self.last_checkpoint = time.monotonic()
+        self.pending: list[dict] = []  # finished epochs' metrics not yet written
         self.stop_reason: str | None = None
 
     def runtime(self) -> float:
@@ -171,32 +187,35 @@ class JobRun:
         return False
 
     def on_epoch(self, trainer: Trainer, metrics) -> bool:
+        self.pending.append(metrics.as_dict())
+        now = time.monotonic()
+        if now - self.last_checkpoint >= self.settings.checkpoint_seconds:
+            self.checkpoint()
+        elif now - self.last_flush >= self.settings.metrics_flush_seconds:
+            self.flush()
+        return self._should_stop()
+
+    def flush(self, checkpoint: dict[str, np.ndarray] | None = None) -> None:
+        """Write the buffered metrics rows and the progress (and a checkpoint) at once."""
         self.store(
-            jobs.record_epoch,
+            jobs.record_progress,
             self.job_id,
             self.owner,
-            metric=metrics.as_dict(),
+            metrics=self.pending,
             runtime_seconds=self.runtime(),
-            checkpoint=trainer.state_dict(),
+            checkpoint=checkpoint,
             chunk_bytes=self.settings.blob_chunk_bytes,
             worker=self.worker,
         )
-        self.last_checkpoint = time.monotonic()
-        return self._should_stop()
+        self.pending = []
+        self.last_flush = time.monotonic()
+        self.notify(self.job_id)
 
     def checkpoint(self) -> None:
         if not self.trainer.network.parameters_finite():
             return  # diverging inside the epoch: the last good checkpoint stays
-        self.store(
-            jobs.save_checkpoint,
-            self.job_id,
-            self.owner,
-            state=self.trainer.state_dict(),
-            runtime_seconds=self.runtime(),
-            chunk_bytes=self.settings.blob_chunk_bytes,
-            worker=self.worker,
-        )
-        self.last_checkpoint = time.monotonic()
+        self.flush(checkpoint=self.trainer.state_dict())
+        self.last_checkpoint = self.last_flush
 
     def _should_stop(self) -> bool:
         if self.lease.stop_reason is not None:
@@ -205,8 +224,15 @@ class JobRun:
             self.stop_reason = "timeout"
         return self.stop_reason is not None
 
-    def finish(self, status: str, *, error_type=None, message="", model=None) -> None:
-        self.store(
+    def finish(
+        self, status: str, *, error_type=None, message="", model=None, keep_position=False
+    ) -> str | None:
+        """End the job with the buffered rows; ``keep_position`` checkpoints a stopped run
+        (for a later look or a resubmit). Returns the tenant's next waiting job."""
+        state = None
+        if keep_position and self.trainer.network.parameters_finite():
+            state = self.trainer.state_dict()
+        offer = self.store(
             jobs.finish,
             self.job_id,
             self.owner,
@@ -214,37 +240,53 @@ class JobRun:
             error_type=error_type,
             message=message,
             model=model,
+            metrics=self.pending,
+            checkpoint=state,
             runtime_seconds=self.runtime(),
             chunk_bytes=self.settings.blob_chunk_bytes,
             worker=self.worker,
         )
+        self.pending = []
+        self.notify(self.job_id)
+        return offer
 
 
-def run_job(job_id: str, *, db: Database, settings: Settings, worker: str, send=None) -> Outcome:
+def run_job(
+    job_id: str, *, db: Database, settings: Settings, worker: str, send=None, notify=None
+) -> Outcome:
     """Train one job if this worker can claim it; see the module docstring.
 
-    ``send(job_id)`` publishes a training message: when a job ends, the tenant's oldest
-    queued job is offered at once (it may have been waiting for the running-jobs limit).
+    ``send(job_id)`` publishes a training message: when a job ends, the tenant's oldest job
+    that waits without a message (held back by the running-jobs limit) is offered at once.
+    ``notify(job_id)`` tells pollers that the job changed (``worker.notify``).
     """
-    outcome = _run_job(job_id, db=db, settings=settings, worker=worker)
-    if send is not None and outcome.status in FINAL and outcome.tenant:
+    outcome = _run_job(job_id, db=db, settings=settings, worker=worker, notify=notify)
+    if send is not None and outcome.offer:
         try:
-            waiting = Store(db, settings).read(jobs.next_queued, outcome.tenant)
-            if waiting is not None:
-                send(waiting)
+            send(outcome.offer)
         except Exception:  # the reconciler offers it later anyway
             log.warning("job %s: could not offer the tenant's next job", job_id, exc_info=True)
     return outcome
 
 
-FINAL = (SUCCEEDED, FAILED, CANCELLED)
+@dataclass
+class Claimed:
+    job: object
+    arrays: dict[str, np.ndarray]
+    state: dict[str, np.ndarray] | None
 
 
-def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str) -> Outcome:
-    store = Store(db, settings)
-    owner = f"{worker}#{uuid.uuid4().hex[:8]}"
-    job = store(
-        jobs.claim,
+def claim_and_load(
+    session, db, job_id: str, owner: str, *, settings: Settings, worker: str
+) -> Claimed | None:
+    """One transaction: a cheap look, the data (before the claim, so SQLite's write lock is
+    not held while it is read), the claim, the checkpoint and the resume bookkeeping."""
+    if not jobs.may_claim(session, db, job_id):
+        return None
+    arrays = jobs.load_data(session, job_id)  # immutable once submitted
+    job = jobs.claim(
+        session,
+        db,
         job_id,
         owner,
         lease_seconds=settings.lease_seconds,
@@ -253,17 +295,38 @@ def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str) -> O
         max_running=settings.max_running_jobs_per_tenant,
     )
     if job is None:
+        return None
+    state = jobs.load_checkpoint(session, job_id)
+    if state is not None:
+        epoch, batch = int(state["epoch"]), int(state["batch"])
+        where = f"epoch {epoch}" + (f", batch {batch}" if batch else "")
+        jobs.prepare_resume(session, db, job_id, owner, epoch)
+        jobs.add_event(
+            session, job_id, "resumed", f"resumed from the checkpoint at {where}",
+            worker=worker, at=db.now(session),
+        )  # fmt: skip
+    return Claimed(job, arrays, state)
+
+
+def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str, notify) -> Outcome:
+    store = Store(db, settings)
+    notify = notify or (lambda _job_id: None)
+    owner = f"{worker}#{uuid.uuid4().hex[:8]}"
+    claimed = store(claim_and_load, job_id, owner, settings=settings, worker=worker)
+    if claimed is None:
         log.info("job %s: not claimable (held, finished or cancelled); message ignored", job_id)
         return Outcome("skipped")
+    notify(job_id)
+    job = claimed.job
 
     lease = LeaseKeeper(store, job_id, owner)
     lease.start()
     try:
-        trainer = _prepare(store, job, owner, worker)
-        run = JobRun(store, job, owner, worker, trainer, lease)
-        outcome = _train(run, trainer)
-        outcome.tenant = job.tenant
-        return outcome
+        trainer = build_trainer(job.spec, claimed.arrays)
+        if claimed.state is not None:
+            trainer.load_state_dict(claimed.state)
+        run = JobRun(store, job, owner, worker, trainer, lease, notify)
+        return _train(run, trainer)
     except jobs.LeaseLost:
         log.warning("job %s: lease lost; this worker stopped writing", job_id)
         store(_record, job_id, "lease_lost", "this worker lost the job and stopped", worker)
@@ -276,7 +339,7 @@ def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str) -> O
         log.exception("job %s: unexpected error while training", job_id)
         message = f"{type(exc).__name__} in the worker; the operators' log has the details"
         try:
-            store(
+            offer = store(
                 jobs.finish,
                 job_id,
                 owner,
@@ -288,26 +351,10 @@ def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str) -> O
             )
         except jobs.LeaseLost:
             return Outcome("lost")
-        return Outcome(FAILED, "internal_error", job.tenant)
+        notify(job_id)
+        return Outcome(FAILED, "internal_error", offer)
     finally:
         lease.stop()
-
-
-def _prepare(store: Store, job, owner: str, worker: str) -> Trainer:
-    arrays = store.read(jobs.load_data, job.id)
-    trainer = build_trainer(job.spec, arrays)
-    state = store.read(jobs.load_checkpoint, job.id)
-    if state is not None:
-        trainer.load_state_dict(state)
-        epoch, batch = int(state["epoch"]), int(state["batch"])
-        where = f"epoch {epoch}" + (f", batch {batch}" if batch else "")
-        store(_resume, job.id, owner, epoch, f"resumed from the checkpoint at {where}", worker)
-    return trainer
-
-
-def _resume(session, db, job_id, owner, epoch, message, worker) -> None:
-    jobs.prepare_resume(session, db, job_id, owner, epoch)
-    jobs.add_event(session, job_id, "resumed", message, worker=worker, at=db.now(session))
 
 
 def _record(session, db, job_id, kind, message, worker) -> None:
@@ -324,24 +371,26 @@ def _train(run: JobRun, trainer: Trainer) -> Outcome:
         ended = STOPPED
     except Diverged as exc:
         # the weights are not finite: keep the last good checkpoint, publish no model
-        run.finish(FAILED, error_type="diverged", message=str(exc))
-        return Outcome(FAILED, "diverged")
+        offer = run.finish(FAILED, error_type="diverged", message=str(exc))
+        return Outcome(FAILED, "diverged", offer)
 
     if ended in (COMPLETED, EARLY_STOPPED):
         epochs = trainer.epoch
         message = f"{epochs} epochs" + (" (early stopping)" if ended == EARLY_STOPPED else "")
-        run.finish(SUCCEEDED, message=message, model=trainer.network.to_arrays())
-        return Outcome(SUCCEEDED)
+        offer = run.finish(SUCCEEDED, message=message, model=trainer.network.to_arrays())
+        return Outcome(SUCCEEDED, offer=offer)
     if run.stop_reason == "lease_lost":
         raise jobs.LeaseLost(run.job_id)
-    run.checkpoint()  # keep the exact position for a later look or a resubmit
     if run.stop_reason == "cancel":
-        run.finish(CANCELLED, message=f"cancelled in epoch {trainer.epoch + 1}")
-        return Outcome(CANCELLED)
-    run.finish(
+        offer = run.finish(
+            CANCELLED, message=f"cancelled in epoch {trainer.epoch + 1}", keep_position=True
+        )
+        return Outcome(CANCELLED, offer=offer)
+    offer = run.finish(
         FAILED,
         error_type="timeout",
         message=f"stopped after {run.max_runtime} seconds (max_runtime_seconds); "
         f"the checkpoint at epoch {trainer.epoch} is kept",
+        keep_position=True,
     )
-    return Outcome(FAILED, "timeout")
+    return Outcome(FAILED, "timeout", offer)

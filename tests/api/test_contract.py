@@ -227,7 +227,8 @@ def test_tokens_command_creates_lists_and_revokes(test_settings, tmp_path):
         "create", "--tenant", "cli-tenant", "--name", "ci", "--expires-in-days", "7"
     ).strip()
     assert token.startswith("bpj_")
-    app = create_app(test_settings)
+    # no token cache here: a revocation shows at once (the cache's bound is tested on the stack)
+    app = create_app(test_settings.model_copy(update={"auth_cache_seconds": 0}))
     client = app.test_client()
     assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     listing = run("list", "--tenant", "cli-tenant")

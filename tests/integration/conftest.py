@@ -38,6 +38,7 @@ def stack(test_settings, tmp_path_factory):
         requeue_after_seconds=10,
         max_content_length=4 * 2**20,
         max_queued_jobs_per_tenant=50,
+        auth_cache_seconds=1,
     )
     worker = start_worker(env, logs, "worker")
     api, base = start_api(env, logs)

@@ -41,6 +41,26 @@ def claim(db, job_id, owner, lease=30.0, max_attempts=3):
         )
 
 
+def metric(epoch: int, cost: float = 1.0) -> dict:
+    return dict(
+        epoch=epoch, cost=cost, accuracy=None, val_cost=None, val_accuracy=None, seconds=0.1
+    )
+
+
+def record(s, db, job_id, owner, epochs, cost=1.0, checkpoint=None):
+    jobs.record_progress(
+        s,
+        db,
+        job_id,
+        owner,
+        metrics=[metric(e, cost) for e in epochs],
+        runtime_seconds=1,
+        checkpoint=checkpoint,
+        chunk_bytes=1024,
+        worker=owner,
+    )
+
+
 def status(db, job_id) -> Job:
     with db.session() as s:
         return s.get(Job, job_id)
@@ -117,19 +137,7 @@ def test_expired_lease_is_claimable_and_the_old_owner_loses_its_writes(db):
     with pytest.raises(jobs.LeaseLost), db.session() as s:
         jobs.renew_lease(s, db, job_id, "old", 30)
     with pytest.raises(jobs.LeaseLost), db.session() as s:
-        jobs.record_epoch(
-            s,
-            db,
-            job_id,
-            "old",
-            metric=dict(
-                epoch=1, cost=1.0, accuracy=None, val_cost=None, val_accuracy=None, seconds=0.1
-            ),
-            runtime_seconds=1,
-            checkpoint=None,
-            chunk_bytes=1024,
-            worker="old",
-        )
+        record(s, db, job_id, "old", [1])
     with db.session() as s:
         assert jobs.metrics(s, job_id) == []
         assert jobs.renew_lease(s, db, job_id, "new", 30) is False
@@ -231,3 +239,70 @@ def test_cursors_that_this_api_did_not_make_are_refused():
         raw = base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
         with pytest.raises(ValueError, match="not a cursor"):
             jobs.decode_cursor(raw)
+
+
+def test_buffered_rows_are_written_once_even_when_a_flush_is_retried(db):
+    job_id = new_job(db, epochs=6)
+    claim(db, job_id, "w")
+    with db.session() as s:
+        record(s, db, job_id, "w", [1, 2, 3])
+    with db.session() as s:  # the same flush again, as after a commit whose answer was lost
+        record(s, db, job_id, "w", [1, 2, 3], cost=2.0)
+    with db.session() as s:
+        record(s, db, job_id, "w", [4, 5])
+    with db.session() as s:
+        rows = jobs.metrics(s, job_id)
+    assert [(m.epoch, m.cost) for m in rows] == [(1, 2.0), (2, 2.0), (3, 2.0), (4, 1.0), (5, 1.0)]
+    assert status(db, job_id).epoch == 5
+
+
+def test_a_checkpoint_travels_with_its_rows_and_a_resume_drops_the_rows_past_it(db):
+    job_id = new_job(db, epochs=9)
+    claim(db, job_id, "w", lease=0.05)
+    state = {"epoch": np.array(4), "batch": np.array(0), "w": np.ones(3)}
+    with db.session() as s:
+        record(s, db, job_id, "w", [1, 2, 3, 4], checkpoint=state)
+    with db.session() as s:
+        record(s, db, job_id, "w", [5, 6])  # flushed, no checkpoint: redone on resume
+    time.sleep(0.1)
+    assert claim(db, job_id, "w2") is not None
+    with db.session() as s:
+        back = jobs.load_checkpoint(s, job_id)
+        jobs.prepare_resume(s, db, job_id, "w2", int(back["epoch"]))
+    with db.session() as s:
+        assert [m.epoch for m in jobs.metrics(s, job_id)] == [1, 2, 3, 4]
+
+
+def test_finish_writes_the_last_rows_and_names_the_tenant_s_next_waiting_job(db):
+    tenant = f"t-{uuid.uuid4().hex[:6]}"
+    first, second, third = (new_job(db, tenant=tenant) for _ in range(3))
+    with db.session() as s:
+        jobs.mark_dispatched(s, db, third)  # a message exists for this one
+    with db.session() as s:
+        assert jobs.claim(
+            s, db, first, "w", lease_seconds=30, max_attempts=3, worker="w", max_running=1
+        )
+    with db.session() as s:  # the tenant's limit holds the second back: it has no message now
+        jobs.mark_dispatched(s, db, second)
+        assert (
+            jobs.claim(
+                s, db, second, "v", lease_seconds=30, max_attempts=3, worker="v", max_running=1
+            )
+            is None
+        )
+    assert status(db, second).status == QUEUED and status(db, second).dispatched_at is None
+    with db.session() as s:
+        offer = jobs.finish(
+            s,
+            db,
+            first,
+            "w",
+            status="succeeded",
+            runtime_seconds=1.0,
+            metrics=[metric(1), metric(2), metric(3)],
+        )
+    assert offer == second
+    row = status(db, first)
+    assert row.status == "succeeded" and row.epoch == 3 and row.lease_owner is None
+    with db.session() as s:
+        assert [m.epoch for m in jobs.metrics(s, first)] == [1, 2, 3]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
-from sqlalchemy import update
+import pytest
+from sqlalchemy import event, update
 
 from backprop.settings import Settings
 from store import jobs
 from store.db import get_database
-from store.models import Job
+from store.models import Job, utcnow
 from worker.training import build_trainer, run_job
 
 SPEC = {
@@ -83,3 +86,81 @@ def test_a_spec_the_worker_cannot_read_fails_as_internal_error(database_url):
         job = s.get(Job, job_id)
         assert job.status == "failed" and job.error_type == "internal_error"
         assert "ValueError" in job.error_message and "Traceback" not in job.error_message
+
+
+def _commits_of_this_thread(db):
+    """Count the transactions committed by the calling thread (not the lease's heartbeat)."""
+    me, counted = threading.get_ident(), []
+
+    def count(_connection):
+        if threading.get_ident() == me:
+            counted.append(1)
+
+    event.listen(db.engine, "commit", count)
+    return counted, lambda: event.remove(db.engine, "commit", count)
+
+
+def test_transactions_do_not_grow_with_the_epochs(database_url):
+    db = get_database(database_url)
+    settings = Settings(database_url=database_url, metrics_flush_seconds=0.5)
+    runs = {}
+    for epochs in (500, 5000):
+        job_id = submit(db, {**SPEC, "epochs": epochs})
+        counted, stop_counting = _commits_of_this_thread(db)
+        try:
+            outcome = run_job(job_id, db=db, settings=settings, worker="t")
+        finally:
+            stop_counting()
+        assert outcome.status == "succeeded"
+        with db.session() as s:
+            job = s.get(Job, job_id)
+            assert [m.epoch for m in jobs.metrics(s, job_id)] == list(range(1, epochs + 1))
+            assert job.epoch == epochs
+        runs[epochs] = (len(counted), job.runtime_seconds)
+    (short, _), (long, runtime) = runs[500], runs[5000]
+    # claim, finish, and one flush per METRICS_FLUSH_SECONDS of training: not one per epoch
+    assert long <= 3 + runtime / settings.metrics_flush_seconds, runs
+    assert long < 20 and long - short <= 2 + runtime / settings.metrics_flush_seconds, runs
+
+
+class _Died(BaseException):
+    """Stands for the worker process dying: nothing in run_job catches it."""
+
+
+def test_a_run_that_dies_after_flushing_past_its_checkpoint_resumes_bit_for_bit(database_url):
+    db = get_database(database_url)
+    spec = {**SPEC, "epochs": 8000}
+    job_id = submit(db, spec)
+    # checkpoints every 0.2 s, flushes every 0.01 s: rows past the checkpoint get written
+    settings = Settings(
+        database_url=database_url, checkpoint_seconds=0.2, metrics_flush_seconds=0.01
+    )
+
+    def die_once_rows_pass_the_checkpoint(changed_id):  # called after each commit
+        with db.session() as s:
+            state = jobs.load_checkpoint(s, changed_id)
+            written = [m.epoch for m in jobs.metrics(s, changed_id)]
+        if state is not None and written and max(written) > int(state["epoch"]):
+            raise _Died
+
+    with pytest.raises(_Died):
+        run_job(
+            job_id, db=db, settings=settings, worker="t", notify=die_once_rows_pass_the_checkpoint
+        )
+    with db.session() as s:
+        state = jobs.load_checkpoint(s, job_id)
+        written = [m.epoch for m in jobs.metrics(s, job_id)]
+        s.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow()))
+    assert state is not None and max(written) > int(state["epoch"])  # the case under test
+    assert run_job(job_id, db=db, settings=settings, worker="t2").status == "succeeded"
+
+    reference = build_trainer(spec, XOR)
+    reference.run()
+    with db.session() as s:
+        model = jobs.load_model(s, job_id)
+        rows = jobs.metrics(s, job_id)
+        kinds = [e.kind for e in jobs.events(s, job_id)]
+    assert "resumed" in kinds
+    for l, (W, b) in enumerate(zip(reference.network.W_n, reference.network.B_n)):
+        assert np.array_equal(model[f"W{l}"], W) and np.array_equal(model[f"b{l}"], b)
+    assert [(m.epoch, m.cost) for m in rows] == [(m.epoch, m.cost) for m in reference.history]
