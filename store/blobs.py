@@ -47,8 +47,8 @@ class _ChunkWriter:
         self.seq += 1
 
 
-def _new_blob(session: Session, job_id: str, kind: str, fmt: str) -> Blob:
-    blob = Blob(job_id=job_id, kind=kind, format=fmt, size=0, created_at=utcnow())
+def _new_blob(session: Session, job_id: str, kind: str, fmt: str, size: int = 0) -> Blob:
+    blob = Blob(job_id=job_id, kind=kind, format=fmt, size=size, created_at=utcnow())
     session.add(blob)
     session.flush()  # assigns blob.id
     return blob
@@ -72,11 +72,10 @@ def write_arrays(
     """Store named arrays as one ``.npz`` (checkpoints, models: read whole, kept small)."""
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    blob = _new_blob(session, job_id, kind, "npz")
+    blob = _new_blob(session, job_id, kind, "npz", size=buffer.tell())
     writer = _ChunkWriter(session, blob.id, chunk_bytes)
     writer.write(buffer.getbuffer())
     writer.close()
-    blob.size = writer.size
     return blob
 
 

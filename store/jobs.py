@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-from sqlalchemy import and_, delete, func, insert, or_, select, text, type_coerce, update
+from sqlalchemy import and_, delete, func, or_, select, text, type_coerce, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
 from . import blobs
@@ -279,6 +281,16 @@ def load_data(session: Session, job_id: str) -> dict[str, np.ndarray]:
     return {kind: blobs.read_array(session, blob) for kind, blob in found.items()}
 
 
+def load_data_and_checkpoint(
+    session: Session, job_id: str
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    """What a claimed job needs to train: its arrays and its checkpoint (one lookup)."""
+    found = blobs.find_blobs(session, job_id, DATA_KINDS + ("checkpoint",))
+    checkpoint = found.pop("checkpoint", None)
+    arrays = {kind: blobs.read_array(session, blob) for kind, blob in found.items()}
+    return arrays, None if checkpoint is None else blobs.read_arrays(session, checkpoint)
+
+
 def load_checkpoint(session: Session, job_id: str) -> dict[str, np.ndarray] | None:
     blob = blobs.find_blob(session, job_id, "checkpoint")
     return None if blob is None else blobs.read_arrays(session, blob)
@@ -359,9 +371,11 @@ def claim(
     for _ in range(CLAIM_TRIES):
         now = db.now(session)
         conditions = _claim_conditions(job_id, now, max_attempts, max_running)
-        claimed = session.execute(_claim_statement(conditions, owner, now, lease_seconds)).rowcount
-        if claimed == 1:
-            job = session.get(Job, job_id, populate_existing=True)
+        job = session.scalars(
+            _claim_statement(conditions, owner, now, lease_seconds),
+            execution_options={"populate_existing": True},
+        ).first()
+        if job is not None:
             add_event(session, job_id, "claimed", f"attempt {job.attempts}", worker=worker, at=now)
             return job
         if session.execute(select(Job.id).where(*conditions)).first() is None:
@@ -373,12 +387,6 @@ def claim(
         time.sleep(CLAIM_RETRY_SECONDS)
     _end_unclaimable(session, job_id, db.now(session), max_attempts, worker)
     return None
-
-
-def may_claim(session: Session, db: Database, job_id: str) -> bool:
-    """A cheap look before loading a job's data: could ``claim`` take or end it now?"""
-    found = session.execute(select(Job.id).where(Job.id == job_id, _claimable(db.now(session))))
-    return found.first() is not None
 
 
 def _deferred(session: Session, job_id: str, now, max_attempts: int) -> bool:
@@ -431,6 +439,7 @@ def _claim_statement(conditions: list, owner: str, now, lease_seconds: float):
             started_at=func.coalesce(Job.started_at, type_coerce(now, UTCDateTime)),
             updated_at=now,
         )
+        .returning(Job)
         .execution_options(synchronize_session=False)
     )
 
@@ -518,15 +527,15 @@ def record_progress(
 def _write_metrics(session: Session, job_id: str, metrics: list[dict], now) -> None:
     if not metrics:
         return
+    rows = [dict(m, job_id=job_id, recorded_at=now) for m in metrics]
+    upsert = (sqlite_insert if session.bind.dialect.name == "sqlite" else pg_insert)(EpochMetric)
     # a retried transaction (an outage after the commit) must not insert the rows twice
     session.execute(
-        delete(EpochMetric).where(
-            EpochMetric.job_id == job_id,
-            EpochMetric.epoch.between(metrics[0]["epoch"], metrics[-1]["epoch"]),
-        )
-    )
-    session.execute(
-        insert(EpochMetric), [dict(m, job_id=job_id, recorded_at=now) for m in metrics]
+        upsert.on_conflict_do_update(
+            index_elements=["job_id", "epoch"],
+            set_={name: upsert.excluded[name] for name in METRIC_FIELDS + ("recorded_at",)},
+        ),
+        rows,
     )
 
 

@@ -279,11 +279,7 @@ class Claimed:
 def claim_and_load(
     session, db, job_id: str, owner: str, *, settings: Settings, worker: str
 ) -> Claimed | None:
-    """One transaction: a cheap look, the data (before the claim, so SQLite's write lock is
-    not held while it is read), the claim, the checkpoint and the resume bookkeeping."""
-    if not jobs.may_claim(session, db, job_id):
-        return None
-    arrays = jobs.load_data(session, job_id)  # immutable once submitted
+    """One transaction: the claim, the data and checkpoint, and the resume bookkeeping."""
     job = jobs.claim(
         session,
         db,
@@ -296,7 +292,7 @@ def claim_and_load(
     )
     if job is None:
         return None
-    state = jobs.load_checkpoint(session, job_id)
+    arrays, state = jobs.load_data_and_checkpoint(session, job_id)
     if state is not None:
         epoch, batch = int(state["epoch"]), int(state["batch"])
         where = f"epoch {epoch}" + (f", batch {batch}" if batch else "")
