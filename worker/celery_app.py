@@ -66,6 +66,9 @@ def celery_config(settings: Settings) -> dict:
         "task_reject_on_worker_lost": True,
         # Prefetch one: a worker busy for an hour must not sit on messages others could run.
         "worker_prefetch_multiplier": 1,
+        # Training processes per worker (WORKER_CONCURRENCY, else one per core); each gets
+        # its share of the cores for BLAS (worker/tasks.py)
+        "worker_concurrency": settings.worker_processes,
         # Celery can kill every running late-ack task when the broker connection drops, because
         # their messages will be redelivered. Here a redelivery is harmless (the claim refuses
         # a job under a live lease), while killing would throw away up to CHECKPOINT_SECONDS

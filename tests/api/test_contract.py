@@ -12,6 +12,7 @@ import uuid
 import numpy as np
 import pytest
 import redis
+from sqlalchemy import event
 
 from api import create_app
 from store import jobs
@@ -255,3 +256,34 @@ def test_openapi_documents_every_status_with_problem_schemas(make_client):
     assert "404" in document["paths"]["/v1/jobs/{job_id}"]["get"]["responses"]
     assert document["paths"]["/healthz"]["get"]["security"] == []
     assert client.get("/docs/").status_code == 200
+
+
+def test_a_submit_is_one_transaction_and_a_poll_reads_without_one(make_client, test_settings):
+    _, client, _ = make_client()
+    client.get("/v1/jobs")  # the token is looked up once, then cached
+    engine = get_database(test_settings.database_url).engine
+    commits, statements = [], []
+
+    def on_commit(_connection):
+        commits.append(1)
+
+    def on_statement(_connection, _cursor, statement, *_):
+        statements.append(statement.split()[0].upper())
+
+    event.listen(engine, "commit", on_commit)
+    event.listen(engine, "before_cursor_execute", on_statement)
+    try:
+        submitted = client.post("/v1/jobs", json=SPEC)
+        assert submitted.status_code == 202
+        after_submit = len(commits)
+        statements.clear()
+        polled = client.get(f"/v1/jobs/{submitted.json['id']}")
+        assert polled.status_code == 200
+    finally:
+        event.remove(engine, "commit", on_commit)
+        event.remove(engine, "before_cursor_execute", on_statement)
+    # the job, its data, its dispatch record and the quota count commit together
+    assert after_submit == 1
+    assert [e["kind"] for e in submitted.json["history"]] == ["queued", "dispatched"]
+    # the job row and its history, outside any transaction; the token came from the cache
+    assert statements == ["SELECT", "SELECT"] and len(commits) == 1

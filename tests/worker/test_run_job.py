@@ -164,3 +164,16 @@ def test_a_run_that_dies_after_flushing_past_its_checkpoint_resumes_bit_for_bit(
     for l, (W, b) in enumerate(zip(reference.network.W_n, reference.network.B_n)):
         assert np.array_equal(model[f"W{l}"], W) and np.array_equal(model[f"b{l}"], b)
     assert [(m.epoch, m.cost) for m in rows] == [(m.epoch, m.cost) for m in reference.history]
+
+
+def test_a_small_job_costs_the_worker_two_transactions(database_url):
+    db = get_database(database_url)
+    job_id = submit(db, {**SPEC, "epochs": 1})
+    counted, stop_counting = _commits_of_this_thread(db)
+    try:
+        outcome = run_job(job_id, db=db, settings=settings_for(database_url), worker="t")
+    finally:
+        stop_counting()
+    assert outcome.status == "succeeded"
+    # the claim with the data and checkpoint; the ending with the metrics row and the model
+    assert len(counted) == 2
