@@ -9,9 +9,27 @@ database decides who trains what (see ``store/jobs.py``). Every setting below sa
 
 from __future__ import annotations
 
+import warnings
+
 from celery import Celery
+from celery.exceptions import CPendingDeprecationWarning
 
 from backprop.settings import Settings, get_settings
+
+
+def silence_the_connection_loss_warning() -> None:
+    """Celery 5.x warns at every broker connection loss while
+    worker_cancel_long_running_tasks_on_connection_loss is False, because its default becomes
+    True in Celery 6. False is our choice, made explicitly in ``celery_config`` and explained
+    there, so the warning says nothing an operator can act on: this silences it, and only it.
+    Called once the worker runs (worker_ready): Celery's logging setup adds an "always" filter
+    for its warnings at start-up, which would take precedence over an earlier one."""
+    warnings.filterwarnings(
+        "ignore",
+        message=r"\s*In Celery 5\.1 we introduced an optional breaking change",
+        category=CPendingDeprecationWarning,
+    )
+
 
 TRAIN_TASK = "backprop.train"
 RECONCILE_TASK = "backprop.reconcile"
@@ -72,8 +90,8 @@ def celery_config(settings: Settings) -> dict:
         # Celery can kill every running late-ack task when the broker connection drops, because
         # their messages will be redelivered. Here a redelivery is harmless (the claim refuses
         # a job under a live lease), while killing would throw away up to CHECKPOINT_SECONDS
-        # of training and an attempt at every Redis blip: keep them running. Set explicitly,
-        # since Celery warns when this setting is left to its default.
+        # of training and an attempt at every Redis blip: keep them running. (Celery warns
+        # about this value at every connection loss: silence_the_connection_loss_warning.)
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         # On SIGTERM a worker gets this long to finish (cooperatively) before it is stopped;
         # the job's lease and checkpoints make an unfinished job resume elsewhere.

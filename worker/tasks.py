@@ -15,7 +15,7 @@ from threadpoolctl import threadpool_limits
 from backprop.settings import get_settings
 from store.db import get_database
 
-from .celery_app import RECONCILE_TASK, TRAIN_TASK
+from .celery_app import RECONCILE_TASK, TRAIN_TASK, silence_the_connection_loss_warning
 from .dispatch import Dispatcher
 from .notify import Notifier
 from .reconciler import reconcile as reconcile_jobs
@@ -87,6 +87,7 @@ def _fresh_connections_after_fork(**_) -> None:
 
 @worker_ready.connect
 def _reconcile_at_start(**_) -> None:
+    silence_the_connection_loss_warning()
     try:
         reconcile()
     except Exception:

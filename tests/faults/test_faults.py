@@ -245,3 +245,24 @@ def test_a_tenant_never_runs_more_jobs_than_its_limit(make_stack, fault_db):
     assert statuses == ["succeeded", "succeeded"]
     assert most_at_once == 1
     audit(fault_db, ids)
+
+
+def test_a_broker_restart_under_a_running_job_prints_no_false_warning(make_stack, fault_db):
+    stack = make_stack(fault_db)
+    client = stack.api()
+    stack.beat()
+    worker = stack.worker()
+    job = client.submit(long_job(epochs=10))
+    wait_progress(client, job["id"], 0)
+    offset = len(worker.output())
+    stack.redis.stop()
+    injected()
+    time.sleep(1)
+    stack.redis.start()
+    done = client.wait(job["id"], timeout=90)
+    assert done["status"] == "succeeded" and done["attempts"] == 1  # kept running throughout
+    worker.wait_for_output("Connected to redis", timeout=30, offset=offset)
+    after = worker.output(offset)
+    assert "connection to broker lost" in after.lower()  # the fault did reach the worker
+    assert "CPendingDeprecationWarning" not in after and "In Celery 5.1" not in after
+    audit(fault_db, [job["id"]])
