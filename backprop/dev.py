@@ -27,6 +27,16 @@ log = logging.getLogger("backprop.dev")
 
 @dataclass
 class Program:
+    """A supervised child process.
+
+    A program killed by a signal (an operator, the OOM killer, a chaos test) is restarted
+    at once: its next run has every reason to work. A program that exits by itself soon after
+    it started is crash-looping (a bad setting, a missing server): its restarts back off,
+    1 s doubling to 30 s, so that it does not spin. A run longer than ``settle_seconds``
+    resets the backoff; so does a signal death, unless deaths keep coming within
+    ``settle_seconds`` of each start (then a signal counts as a crash too).
+    """
+
     name: str
     argv: list[str]
     env: dict[str, str]
@@ -35,28 +45,39 @@ class Program:
     backoff: float = 1.0
     restarts: int = 0
     next_start: float = field(default=0.0)
+    settle_seconds: float = 10.0
+    quick_deaths: int = 0
+
+    QUICK_SIGNAL_DEATHS = 3  # in a row, before a signal death backs off as well
 
     def start(self) -> None:
         self.process = subprocess.Popen(self.argv, env=self.env)
         self.started_at = time.monotonic()
         log.info("started %s (pid %d)", self.name, self.process.pid)
 
-    def check(self) -> None:
-        """Restart the program if it exited, with a backoff that resets after a good run."""
+    def check(self, now: float | None = None) -> None:
+        """Restart the program if it exited (see the class docstring for the delay)."""
         if self.process is None or self.process.poll() is None:
             return
-        now = time.monotonic()
+        now = time.monotonic() if now is None else now
         if self.next_start == 0.0:
-            code = self.process.returncode
-            if now - self.started_at > 60:
-                self.backoff = 1.0
-            log.warning("%s exited with %s; restarting in %.0fs", self.name, code, self.backoff)
-            self.next_start = now + self.backoff
-            self.backoff = min(self.backoff * 2, 30.0)
-        elif now >= self.next_start:
+            self.next_start = now + self._delay(self.process.returncode, now - self.started_at)
+        if now >= self.next_start:
             self.next_start = 0.0
             self.restarts += 1
             self.start()
+
+    def _delay(self, code: int, ran: float) -> float:
+        quick = ran < self.settle_seconds
+        self.quick_deaths = self.quick_deaths + 1 if quick else 0
+        if not quick:
+            self.backoff = 1.0
+        if code < 0 and self.quick_deaths <= self.QUICK_SIGNAL_DEATHS:
+            log.warning("%s was killed (signal %d); restarting now", self.name, -code)
+            return 0.0
+        delay, self.backoff = self.backoff, min(self.backoff * 2, 30.0)
+        log.warning("%s exited with %s; restarting in %.0fs", self.name, code, delay)
+        return delay
 
     def stop(self, grace: float) -> None:
         if self.process is None or self.process.poll() is not None:
