@@ -31,6 +31,10 @@ def silence_the_connection_loss_warning() -> None:
     )
 
 
+# Redis has no message priorities of its own: kombu keeps one list per priority step and
+# takes from the lowest number first. New jobs go in at NEW_PRIORITY, jobs that already ran
+# and lost their worker at RESUME_PRIORITY, so a resumed job never waits behind the queue.
+RESUME_PRIORITY, NEW_PRIORITY = 0, 5
 TRAIN_TASK = "backprop.train"
 RECONCILE_TASK = "backprop.reconcile"
 
@@ -64,7 +68,10 @@ def celery_config(settings: Settings) -> dict:
             # how often a worker sweeps for messages past the visibility timeout (kombu 5.7)
             "unacked_restore_interval": settings.unacked_restore_seconds,
             "unacked_restore_throttle": 1,
+            "priority_steps": [RESUME_PRIORITY, NEW_PRIORITY],
+            "queue_order_strategy": "priority",
         },
+        "task_default_priority": NEW_PRIORITY,
         "task_publish_retry_policy": {
             "max_retries": 1,
             "interval_start": 0,
@@ -105,6 +112,13 @@ def celery_config(settings: Settings) -> dict:
         "worker_max_memory_per_child": settings.worker_max_memory_per_child,
         # Results live in our database, not in Celery's backend.
         "task_ignore_result": True,
+        # How long the parent waits for a dead pool process's result before it reports the
+        # WorkerLostError (10 s by default). There is no result to wait for (above), and the
+        # report is what releases the dead process's job at once (tasks.TrainRequest).
+        "worker_lost_wait": 0.2,
+        # prefork, maintained every half second (worker/pool.py): a dead process is reported
+        # within a second of its death
+        "worker_pool": "worker.pool:TrainingPool",
         "worker_hijack_root_logger": False,
         "beat_schedule": {
             "reconcile": {"task": RECONCILE_TASK, "schedule": settings.reconcile_seconds},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from backprop.settings import Settings
 
-from .celery_app import TRAIN_TASK, make_celery
+from .celery_app import NEW_PRIORITY, RESUME_PRIORITY, TRAIN_TASK, make_celery
 
 
 class Dispatcher:
@@ -13,10 +13,17 @@ class Dispatcher:
         self.queue = settings.training_queue
         self.timeout = settings.broker_timeout_seconds
 
-    def send(self, job_id: str) -> None:
+    def send(self, job_id: str, *, first: bool = False) -> None:
         """Publish the task; raises (kombu's OperationalError) within about a second when the
-        broker is down or hung."""
-        self.celery.send_task(TRAIN_TASK, args=[job_id], queue=self.queue, retry=False)
+        broker is down or hung. ``first``: a job that already ran and lost its worker goes
+        ahead of every job that never started (the highest priority)."""
+        self.celery.send_task(
+            TRAIN_TASK,
+            args=[job_id],
+            queue=self.queue,
+            retry=False,
+            priority=RESUME_PRIORITY if first else NEW_PRIORITY,
+        )
 
     def ping(self) -> None:
         """Raises when the broker cannot be reached."""

@@ -7,12 +7,15 @@ import socket
 from dataclasses import asdict
 from functools import lru_cache
 
+from billiard.exceptions import WorkerLostError
 from celery import shared_task
 from celery.signals import worker_init, worker_process_init, worker_ready
 from celery.utils.log import get_task_logger
+from celery.worker.request import Request
 from threadpoolctl import threadpool_limits
 
 from backprop.settings import get_settings
+from store import jobs
 from store.db import get_database
 
 from .celery_app import RECONCILE_TASK, TRAIN_TASK, silence_the_connection_loss_warning
@@ -42,7 +45,45 @@ def _notifier() -> Notifier:
     return Notifier(get_settings())
 
 
-@shared_task(name=TRAIN_TASK, ignore_result=True)
+class TrainRequest(Request):
+    """A training message as the worker's main process sees it.
+
+    When the pool process running it dies (SIGKILL, the OOM killer), Celery reports a
+    WorkerLostError here, in the parent, which is still alive: the lease of the job that the
+    dead process held is released at once and the job is offered again ahead of the queue,
+    instead of waiting LEASE_SECONDS for the lease to expire. If the release cannot be made
+    (the database is away, or the process died before it claimed the job), Celery's own
+    handling requeues the message, and the lease expiry remains the fallback.
+    """
+
+    def on_failure(self, exc_info, send_failed_event=True, return_ok=False):
+        exc = exc_info.exception
+        exc = getattr(exc, "exc", exc)  # billiard wraps it in ExceptionWithTraceback
+        if isinstance(exc, WorkerLostError) and self._release_the_dead_process_s_job(exc):
+            self.acknowledge()
+            return
+        return super().on_failure(exc_info, send_failed_event, return_ok)
+
+    def _release_the_dead_process_s_job(self, exc) -> bool:
+        job_id, pid = self.args[0], self.worker_pid
+        if not pid:
+            return False
+        reason = f"training process {pid} died ({exc})"
+        try:
+            with _database().session() as session:
+                released = jobs.release_lost(
+                    session, _database(), job_id, f"{socket.gethostname()}:{pid}", reason
+                )
+            if released:
+                _dispatcher().send(job_id, first=True)
+        except Exception:  # the database or the broker is away: the lease expires instead
+            log.warning("job %s: could not release it after %s", job_id, reason, exc_info=True)
+            return False
+        log.warning("job %s: %s; released and offered again", job_id, reason)
+        return released
+
+
+@shared_task(name=TRAIN_TASK, ignore_result=True, Request=TrainRequest)
 def train(job_id: str) -> str:
     """Train one job; a message for a job someone else holds, or that ended, is a no-op."""
     outcome = run_job(

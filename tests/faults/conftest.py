@@ -158,7 +158,7 @@ def audit(database_url: str, job_ids: list[str], expected: str = "succeeded") ->
             events = session.query(JobEvent).filter_by(job_id=job_id).order_by(JobEvent.id)
             kinds = [e.kind for e in events]
             claims = kinds.count("claimed")
-            handovers = sum(kinds.count(k) for k in ("lease_expired", "lease_lost"))
+            handovers = sum(kinds.count(k) for k in ("lease_expired", "lease_lost", "worker_lost"))
             REPORT["jobs_checked"] += 1
             if job.status != expected:
                 REPORT["jobs_lost"] += 1

@@ -11,7 +11,7 @@ from backprop.settings import Settings
 from tests.support.stack import Client
 from worker.dispatch import Dispatcher
 
-from .conftest import audit, injected, long_job, model_weights, reference_weights
+from .conftest import REPORT, audit, injected, long_job, model_weights, reference_weights
 
 
 def wait_progress(
@@ -266,3 +266,44 @@ def test_a_broker_restart_under_a_running_job_prints_no_false_warning(make_stack
     assert "connection to broker lost" in after.lower()  # the fault did reach the worker
     assert "CPendingDeprecationWarning" not in after and "In Celery 5.1" not in after
     audit(fault_db, [job["id"]])
+
+
+def _pool_children(worker) -> list:
+    import psutil
+
+    return psutil.Process(worker.process.pid).children()
+
+
+def test_a_killed_training_process_is_released_and_claimed_again_at_once(make_stack, fault_db):
+    # a lease of 30 s: only the parent's report can bring the job back this fast
+    stack = make_stack(fault_db, lease_seconds=30, heartbeat_seconds=0.5)
+    client = stack.api()
+    worker = stack.worker()
+    job = client.submit(long_job(epochs=12))
+    later = client.submit(long_job(epochs=2, samples=200))  # queued behind it, never started
+    wait_progress(client, job["id"], 1)
+    [child] = _pool_children(worker)
+    child.kill()  # SIGKILL the training process; its parent lives and sees it die
+    killed = time.monotonic()
+    injected()
+    while True:
+        seen = client.job(job["id"])
+        if seen["attempts"] == 2:
+            break
+        assert time.monotonic() - killed < 15, seen
+        time.sleep(0.02)
+    REPORT.setdefault("kill_to_claim_seconds", []).append(round(time.monotonic() - killed, 2))
+    done = client.wait(job["id"], timeout=120)
+    assert done["status"] == "succeeded"
+    kinds = [e["kind"] for e in done["history"]]
+    assert "worker_lost" in kinds and "lease_expired" not in kinds and "resumed" in kinds
+    # the resumed job went ahead of the job that was waiting
+    assert client.wait(later["id"], timeout=60)["started_at"] > done["started_at"]
+    first_claim_of_later = client.job(later["id"])["history"]
+    claimed_at = [e["at"] for e in first_claim_of_later if e["kind"] == "claimed"][0]
+    resumed_at = [e["at"] for e in done["history"] if e["kind"] == "claimed"][1]
+    assert resumed_at < claimed_at
+    for got, want in zip(model_weights(client, job["id"]), reference_weights(fault_db, job["id"])):
+        assert np.array_equal(got, want)
+    assert "released and offered again" in worker.output()
+    audit(fault_db, [job["id"], later["id"]])
