@@ -1,7 +1,7 @@
 """NumPy arrays as ``.npy``/``.npz`` byte streams in bounded chunks.
 
-Writing streams the array through ``np.lib.format.write_array`` into chunk rows, so no
-second copy of the array is ever built. Reading an ``.npy`` blob parses the header from the
+Writing streams the array's ``.npy`` header and its buffer into chunk rows, so no second
+copy of the array is ever built. Reading an ``.npy`` blob parses the header from the
 first chunk, allocates the array once and copies each chunk into place: the reader holds the
 array and one chunk, never the whole byte stream next to it.
 """
@@ -54,16 +54,55 @@ def _new_blob(session: Session, job_id: str, kind: str, fmt: str, size: int = 0)
     return blob
 
 
+def _npy_header(array: np.ndarray) -> bytes:
+    """The ``.npy`` header ``numpy.save`` writes for a C-ordered array (format 1.0)."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
+    return header.getvalue()
+
+
 def write_array(
     session: Session, job_id: str, kind: str, array: np.ndarray, chunk_bytes: int
 ) -> Blob:
-    """Store one array as ``.npy`` bytes (C order, no pickles)."""
-    blob = _new_blob(session, job_id, kind, "npy")
+    """Store one array as ``.npy`` bytes (C order, no pickles), streamed in chunks."""
+    array = np.ascontiguousarray(array)
+    header = _npy_header(array)
+    blob = _new_blob(session, job_id, kind, "npy", size=len(header) + array.nbytes)
     writer = _ChunkWriter(session, blob.id, chunk_bytes)
-    np.lib.format.write_array(writer, np.ascontiguousarray(array), allow_pickle=False)
+    writer.write(header)
+    if array.size:
+        writer.write(memoryview(array).cast("B"))
     writer.close()
-    blob.size = writer.size
     return blob
+
+
+def write_npy_arrays(
+    session: Session, job_id: str, arrays: dict[str, np.ndarray], chunk_bytes: int
+) -> None:
+    """Store several arrays as ``.npy`` blobs of one job. The small ones (one chunk each, the
+    usual case of a submit) take one INSERT of their blob rows and one of their chunks."""
+    small = {}
+    for kind, array in arrays.items():
+        array = np.ascontiguousarray(array)
+        header = _npy_header(array)
+        if len(header) + array.nbytes > chunk_bytes:
+            write_array(session, job_id, kind, array, chunk_bytes)
+        else:
+            small[kind] = header + array.tobytes()
+    if not small:
+        return
+    now = utcnow()
+    ids = session.execute(
+        insert(Blob).returning(Blob.id, sort_by_parameter_order=True),
+        [
+            dict(job_id=job_id, kind=kind, format="npy", size=len(data), created_at=now)
+            for kind, data in small.items()
+        ],
+    ).scalars()
+    session.execute(
+        insert(BlobChunk),
+        [dict(blob_id=i, seq=0, data=data) for i, data in zip(ids, small.values())],
+    )
 
 
 def write_arrays(

@@ -62,9 +62,10 @@ class QueueFull(Exception):
 
 def add_event(
     session: Session, job_id: str, kind: str, message: str = "", *, worker=None, at=None
-) -> None:
+) -> JobEvent:
     event = JobEvent(job_id=job_id, kind=kind, message=message, worker=worker, at=at or utcnow())
     session.add(event)
+    return event
 
 
 # ---------------------------------------------------------------------------------- submit
@@ -109,17 +110,17 @@ def create_job(
         runtime_seconds=0.0,
         created_at=now,
         updated_at=now,
+        # the task message is sent right after the commit; recording it here saves the submit
+        # a transaction (a failed send clears it again: ``record_dispatch_failure``)
+        dispatched_at=now if dispatching else None,
+        dispatch_count=1 if dispatching else 0,
     )
     session.add(job)
     session.flush()
-    for kind, array in arrays.items():
-        blobs.write_array(session, job.id, kind, array, chunk_bytes)
+    blobs.write_npy_arrays(session, job.id, arrays, chunk_bytes)
     samples = len(arrays["inputs"])
     add_event(session, job.id, "queued", f"{samples} samples, {spec['epochs']} epochs", at=now)
     if dispatching:
-        # the task message is sent right after the commit; recording it here saves the submit
-        # a transaction (a failed send clears it again: ``record_dispatch_failure``)
-        job.dispatched_at, job.dispatch_count = now, 1
         add_event(session, job.id, "dispatched", at=now)
     if max_queued is not None:
         if not db.is_sqlite:  # held until the commit, so the next count sees this job
@@ -660,6 +661,37 @@ def stale_queued(
         if dispatched_at is None or dispatched_at < now - timedelta(seconds=wait):
             due.append(job_id)
     return due
+
+
+def release_lost(session: Session, db: Database, job_id: str, worker: str, reason: str) -> bool:
+    """The job's worker process is known to be dead (its parent saw it die): release the lease
+    now instead of waiting for it to expire. Only a lease held by that process is released
+    (owners are ``<worker>#<attempt>``). True when the job goes back to the queue; the caller
+    sends its message. A job whose cancel was requested ends cancelled instead."""
+    now = db.now(session)
+    held = (
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.status == RUNNING,
+            Job.lease_owner.startswith(f"{worker}#", autoescape=True),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    released = dict(lease_owner=None, lease_expires_at=None, updated_at=now)
+    if session.execute(
+        held.where(Job.cancel_requested.is_(True)).values(
+            status=CANCELLED, finished_at=now, **released
+        )
+    ).rowcount:
+        add_event(session, job_id, "cancelled", f"{reason}, after a cancel request", at=now)
+        return False
+    done = session.execute(
+        held.values(status=QUEUED, dispatched_at=now, dispatch_count=1, **released)
+    ).rowcount
+    if done:
+        add_event(session, job_id, "worker_lost", f"{reason}; back to the queue, first", at=now)
+    return bool(done)
 
 
 def requeue_expired(session: Session, db: Database) -> list[str]:

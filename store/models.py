@@ -64,6 +64,7 @@ class Job(Base):
     __table_args__ = (
         Index("ix_job_tenant_created", "tenant", "created_at", "id"),
         Index("ix_job_status_lease", "status", "lease_expires_at"),
+        Index("ix_job_tenant_status", "tenant", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
