@@ -12,6 +12,7 @@ import time
 import numpy as np
 from flask import Blueprint, Response, g, request, send_file, url_for
 from kombu.exceptions import OperationalError as BrokerError
+from redis import RedisError
 from sqlalchemy.exc import IntegrityError
 
 from core import ShapeError
@@ -175,7 +176,7 @@ def dispatch(job_id: str) -> None:
     s = services()
     try:
         s.dispatcher.send(job_id)
-    except (BrokerError, OSError) as exc:
+    except (BrokerError, RedisError, OSError) as exc:
         log.warning(
             "job %s: broker unavailable at submit (%s); left to the reconciler", job_id, exc
         )

@@ -123,7 +123,7 @@ def reconcile_command() -> None:
     from worker.reconciler import reconcile
 
     settings = get_settings()
-    report = reconcile(_database(), settings, Dispatcher(settings).send)
+    report = reconcile(_database(), settings, Dispatcher(settings))
     click.echo(f"{report}")
 
 

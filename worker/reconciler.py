@@ -1,10 +1,12 @@
 """Repairs what the broker lost: the database says which jobs should be moving.
 
 Runs every RECONCILE_SECONDS under Celery beat and once when a worker starts. Running jobs
-whose lease expired go back to the queue; queued jobs whose task message is missing or old
-(never sent because the broker was down at submit, lost in a Redis restart, or sent to a worker
-that died) are sent again. Sending twice is harmless: the claim lets one worker in. Expired
-idempotency records are deleted on the way.
+whose lease expired go back to the queue; queued jobs whose task message is missing (never
+sent because the broker was down at submit, lost in a Redis restart, or taken by a worker
+that died) are sent again. A queued job whose message still waits in the queue (its marker
+is there, see ``worker/dispatch.py``) is left alone, however long it waits. Sending twice is
+harmless anyway: the claim lets one worker in. Expired idempotency records are deleted on
+the way.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ class Report:
     sent: int = 0
     send_failed: int = 0
     purged_keys: int = 0  # idempotency records past their 24 hours
+    waiting: int = 0  # queued long, but their message is still in the queue: not re-sent
 
 
-def reconcile(db: Database, settings: Settings, send) -> Report:
+def reconcile(db: Database, settings: Settings, dispatcher) -> Report:
     report = Report()
     with db.session() as session:
         requeued = jobs.requeue_expired(session, db)
@@ -36,10 +39,17 @@ def reconcile(db: Database, settings: Settings, send) -> Report:
         stale = jobs.stale_queued(
             session, db, settings.requeue_after_seconds, longest=settings.visibility_timeout
         )
+    try:  # a job whose message still waits in the queue is not sent again
+        waiting = dispatcher.waiting(stale)
+    except Exception as exc:  # the broker is down: nothing can be sent this round anyway
+        log.warning("reconciler: broker unavailable (%s); jobs wait for the next round", exc)
+        report.send_failed += 1
+        waiting = set(stale)
+    report.waiting = len(waiting)
     # a job whose lease just expired goes out now; the others by age
-    for job_id in dict.fromkeys(requeued + stale):
+    for job_id in dict.fromkeys(requeued + [j for j in stale if j not in waiting]):
         try:
-            send(job_id)
+            dispatcher.send(job_id)
         except Exception as exc:  # the broker is down: the next round tries again
             report.send_failed += 1
             log.warning("reconciler: broker unavailable (%s); jobs wait for the next round", exc)

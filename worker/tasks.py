@@ -86,6 +86,7 @@ class TrainRequest(Request):
 @shared_task(name=TRAIN_TASK, ignore_result=True, Request=TrainRequest)
 def train(job_id: str) -> str:
     """Train one job; a message for a job someone else holds, or that ended, is a no-op."""
+    _dispatcher().taken(job_id)  # no message for it waits in the queue any more
     outcome = run_job(
         job_id,
         db=_database(),
@@ -102,7 +103,7 @@ def train(job_id: str) -> str:
 def reconcile() -> dict:
     """Re-send lost jobs and re-queue expired leases (Celery beat runs this)."""
     settings = get_settings()
-    return asdict(reconcile_jobs(_database(), settings, _dispatcher().send))
+    return asdict(reconcile_jobs(_database(), settings, _dispatcher()))
 
 
 _blas_threads: int | None = None

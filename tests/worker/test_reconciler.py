@@ -1,0 +1,90 @@
+"""The reconciler on a real database and a real Redis: it re-sends only what is missing."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import numpy as np
+import pytest
+import redis
+from sqlalchemy import update
+
+from backprop.settings import Settings
+from store import jobs
+from store.db import get_database
+from store.models import Job, utcnow
+from worker.dispatch import MARKER, Dispatcher
+from worker.reconciler import reconcile
+
+SPEC = {"structure": [2, 1], "epochs": 1, "learning_rate": 1.0, "options": {}, "data": {}}
+
+
+@pytest.fixture
+def setup(database_url, redis_url):
+    queue = f"reconcile-test-{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        database_url=database_url, redis_url=redis_url, training_queue=queue,
+        requeue_after_seconds=1,
+    )  # fmt: skip
+    dispatcher = Dispatcher(settings)
+    yield get_database(database_url), settings, dispatcher
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(f"{queue}*"):
+        client.delete(key)
+
+
+def submit_and_send(db, dispatcher, n: int) -> list[str]:
+    ids = []
+    for _ in range(n):
+        with db.session() as s:
+            job = jobs.create_job(
+                s, db, tenant=f"r-{uuid.uuid4().hex[:6]}", spec=SPEC, name=None, labels={},
+                arrays={"inputs": np.zeros((1, 2)), "targets": np.ones((1, 1))},
+                chunk_bytes=1024, dispatching=True,
+            )  # fmt: skip
+        dispatcher.send(job.id)
+        ids.append(job.id)
+    with db.session() as s:  # sent an hour ago: long past REQUEUE_AFTER_SECONDS
+        s.execute(
+            update(Job).where(Job.id.in_(ids)).values(dispatched_at=utcnow() - timedelta(hours=1))
+        )
+    return ids
+
+
+def dispatch_counts(db, ids) -> list[int]:
+    with db.session() as s:
+        return [s.get(Job, job_id).dispatch_count for job_id in ids]
+
+
+def test_jobs_that_merely_wait_are_not_sent_again(setup):
+    db, settings, dispatcher = setup
+    ids = submit_and_send(db, dispatcher, 5)
+    for _ in range(3):  # (other tests' jobs in this database may be sent: ours are not)
+        report = reconcile(db, settings, dispatcher)
+        assert report.waiting >= 5
+    assert dispatch_counts(db, ids) == [1] * 5
+    assert dispatcher.waiting(ids) == set(ids)
+
+
+def test_jobs_whose_messages_are_gone_are_sent_again(setup):
+    db, settings, dispatcher = setup
+    ids = submit_and_send(db, dispatcher, 4)
+    client = redis.Redis.from_url(settings.redis_url)
+    for job_id in ids:  # what a Redis restarted empty, or a FLUSHALL, leaves: neither
+        client.delete(MARKER + job_id)
+    for key in client.scan_iter(f"{settings.training_queue}*"):
+        client.delete(key)
+    report = reconcile(db, settings, dispatcher)
+    assert report.sent >= 4
+    assert dispatch_counts(db, ids) == [2] * 4
+    assert dispatcher.waiting(ids) == set(ids)  # and they are marked as waiting again
+
+
+def test_a_taken_message_clears_its_marker(setup):
+    _, _, dispatcher = setup
+    job_id = str(uuid.uuid4())
+    dispatcher.send(job_id)
+    assert dispatcher.waiting([job_id]) == {job_id}
+    dispatcher.taken(job_id)
+    assert dispatcher.waiting([job_id]) == set()
