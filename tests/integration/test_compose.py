@@ -37,7 +37,7 @@ def test_compose_file_passes_docker_compose_config():
 
 def test_compose_declares_the_stack():
     services = compose()["services"]
-    assert set(services) >= {"postgres", "redis", "migrate", "api", "worker", "beat"}
+    assert set(services) >= {"postgres", "redis", "migrate", "api", "worker", "control", "beat"}
     for name in ("postgres", "redis", "api", "worker"):
         assert "healthcheck" in services[name], name
     assert services["migrate"]["command"] == ["alembic", "upgrade", "head"]
@@ -89,9 +89,14 @@ def test_each_compose_service_command_runs_a_job(pg_database, redis_url, tmp_pat
         processes.append(api)
 
         argv, env = run_as_compose(services["worker"], overrides)
-        argv[argv.index("training,celery")] = f"{queue},{control}"  # not the shared queues
+        argv[argv.index("training")] = queue  # not the shared queues
         worker = ManagedProcess("worker", argv, env, tmp_path / "worker.log").start(" ready.")
         processes.append(worker)
+
+        argv, env = run_as_compose(services["control"], overrides)
+        argv[argv.index("celery", argv.index("--queues"))] = control
+        reconciler = ManagedProcess("control", argv, env, tmp_path / "control.log")
+        processes.append(reconciler.start(" ready."))
 
         argv, env = run_as_compose(services["beat"], overrides)
         argv[argv.index("/tmp/celerybeat-schedule")] = str(tmp_path / "beat-schedule")
@@ -122,6 +127,9 @@ def test_each_compose_service_command_runs_a_job(pg_database, redis_url, tmp_pat
         )
         done = client.wait(job["id"], timeout=60)
         assert done["status"] == "succeeded", done
+        # beat's reconciler tasks run on the control worker, not on the training worker
+        reconciler.wait_for_output("Task backprop.reconcile[", timeout=60)
+        assert "Task backprop.reconcile[" not in worker.output()
 
         health = services["api"]["healthcheck"]["test"]
         probe = [sys.executable, *health[2:]]

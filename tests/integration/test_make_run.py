@@ -25,8 +25,9 @@ XOR = {
 }
 
 
-def celery_workers(root_pid: int) -> list[psutil.Process]:
-    """The Celery worker main processes under `make run` (not their pool children)."""
+def celery_workers(root_pid: int, queues: str | None = "training") -> list[psutil.Process]:
+    """The Celery worker main processes under `make run` (not their pool children) that
+    consume these queues (the training worker by default)."""
     found = []
     for p in psutil.Process(root_pid).children(recursive=True):
         try:
@@ -40,7 +41,8 @@ def celery_workers(root_pid: int) -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             continue
         if "celery" in " ".join(cmd) and "worker" in cmd and "backprop" in parent:
-            found.append(p)
+            if queues is None or cmd[cmd.index("--queues") + 1] == queues:
+                found.append(p)
     return found
 
 
@@ -78,6 +80,10 @@ def test_make_run_serves_jobs_restarts_a_dead_worker_and_stops_cleanly(make_run)
     assert client.wait(first["id"], timeout=60)["status"] == "succeeded"
 
     (worker,) = celery_workers(process.process.pid)
+    # the reconciler has a worker of its own: it never waits behind training
+    (control,) = celery_workers(process.process.pid, queues="celery")
+    assert control.cmdline()[control.cmdline().index("--pool") + 1] == "solo"
+    assert worker.cmdline()[worker.cmdline().index("--queues") + 1] == "training"
     for child in worker.children(recursive=True):
         child.kill()
     worker.kill()
