@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8000
 
-.PHONY: run test bench lint clean
+.PHONY: run test bench bench-service lint clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -31,6 +31,9 @@ test: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	@# OPENBLAS_CORETYPE/L2_SIZE are pinned on some CI machines and slow current OpenBLAS
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/core_bench.py $(BENCH_ARGS)
+
+bench-service: $(VENV)/.installed-dev
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/service_bench.py $(BENCH_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
