@@ -37,7 +37,7 @@ def init_app(app: Flask, settings: Settings) -> Limiter:
         # Redis down: count in memory per process instead of refusing every request
         swallow_errors=True,
         in_memory_fallback_enabled=True,
-        strategy="moving-window",
+        strategy="sliding-window-counter",
     )
 
 

@@ -25,11 +25,18 @@ runs the loop alone in a new interpreter, as the notebook runs it; "here" runs i
 process after the other measurements, which is its best case. Both are printed, with both
 ratios, and so are the minor page faults per sample that explain the difference. Core keeps
 its buffers from one step to the next, so its speed does not depend on that state.
+
+A last table, with the 64-30-10 case, compares core's two entry points on the same batches:
+the seed API ``Network.gradient_descent(list of (x, y) column pairs, rate)``, which converts
+and checks the pairs on every call, against the array API ``Network.sgd_step(inputs, targets,
+rate)`` on ready arrays. The figures are steps per second; the ratio is what the conversion
+leaves of the array API's rate.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -204,6 +211,64 @@ def torch_manual(structure, batch, X, Y, dtype) -> Timed:
     return Timed(epoch, n)
 
 
+SEED_API_CASE = ([64, 30, 10], 10, 2_000)  # structure, batch size, samples (200 batches)
+SEED_API_CHUNK = 20  # batches a timing runs: a millisecond or two
+
+
+def seed_api_pair(structure, batch, n) -> tuple[dict[str, Timed], dict[str, Network]]:
+    """The seed API and the array API on the same batches, float64, one network each (the
+    same draws, so equal steps give equal weights). Each run is the next SEED_API_CHUNK
+    batches, round the data set, counted in steps. Returns the timings and the networks."""
+    X, Y = dataset(structure, n)
+    rows = [slice(i, i + batch) for i in range(0, n, batch)]
+    chunk = min(SEED_API_CHUNK, len(rows))
+    assert len(rows) % chunk == 0, "every run must be the same number of steps"
+    array_batches = [(X[r], Y[r]) for r in rows]
+    pair_batches = [
+        [(x.reshape(-1, 1), y.reshape(-1, 1)) for x, y in zip(X[r], Y[r])] for r in rows
+    ]
+    array_chunks = itertools.cycle(array_batches[i : i + chunk] for i in range(0, len(rows), chunk))
+    pair_chunks = itertools.cycle(pair_batches[i : i + chunk] for i in range(0, len(rows), chunk))
+    seed_net = Network(structure, rng=0)
+    array_net = Network(structure, rng=0)
+
+    def seed_api():
+        for mini_batch in next(pair_chunks):
+            seed_net.gradient_descent(mini_batch, 3.0)
+
+    def array_api():
+        for inputs, targets in next(array_chunks):
+            array_net.sgd_step(inputs, targets, 3.0)
+
+    timed = {"seed API": Timed(seed_api, chunk), "array API": Timed(array_api, chunk)}
+    return timed, {"seed API": seed_net, "array API": array_net}
+
+
+def bench_seed_api(args) -> None:
+    """The seed API against the array API: steps per second, the best of many short timings.
+
+    Each timing is SEED_API_CHUNK steps, a millisecond or two, and the two APIs alternate
+    timing by timing for ``--repeats`` x ``--min-seconds`` each (2.5 s by default), each
+    keeping its best: a shared machine has quiet spells that short, and both APIs get them.
+    """
+    structure, batch, n = SEED_API_CASE
+    timed, _ = seed_api_pair(structure, batch, n)
+    budget, rounds, started = 2 * args.repeats * args.min_seconds, 0, time.perf_counter()
+    while rounds < 3 or time.perf_counter() - started < budget:
+        for t in timed.values():
+            t.measure(0.0)  # one run: SEED_API_CHUNK steps
+        rounds += 1
+    seed, array = timed["seed API"].best, timed["array API"].best
+    name = "-".join(map(str, structure))
+    print(
+        f"\nseed API vs array API: steps per second at {name}, batch {batch}, float64, "
+        f"best of {rounds:,} alternating timings of {SEED_API_CHUNK} steps"
+    )
+    print("| case | seed API gradient_descent(pairs) | array API sgd_step(arrays) | seed/array |")
+    print("|---" * 4 + "|")
+    print(f"| {name}, batch {batch}, float64 | {seed:,.0f} | {array:,.0f} | {seed / array:.2f}x |")
+
+
 def fresh_seed_loop(structure, batch, n, args) -> tuple[float, float]:
     """The seed loop alone in a new interpreter: (samples/s, minor page faults per sample)."""
     command = [
@@ -353,6 +418,9 @@ def main() -> None:
             for k in names
         ]
         print(f"| {name} | " + " | ".join(cells) + " |")
+
+    if "-".join(map(str, SEED_API_CASE[0])) in wanted:
+        bench_seed_api(args)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ mini-batch moves through each layer in one matrix product, never a loop over sam
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -233,20 +234,46 @@ class Network:
         Trainer(self, inputs, targets, config, batch_sizes=[len(b) for b in batches]).run()
 
     def pairs_to_arrays(self, pairs: Iterable, field: str) -> tuple[np.ndarray, np.ndarray]:
-        """Stack (x, y) column vectors into (inputs, targets) batches, checking every size."""
+        """Stack (x, y) column vectors into (inputs, targets) batches, checking every size.
+
+        Checked pair by pair, with two ``_as_vector`` calls a sample, a 10-sample batch at
+        64-30-10 took twice as long to convert as to train on: Python and NumPy call overhead,
+        not arithmetic (``benchmarks/core_bench.py``, "seed API vs array API"). So the usual
+        batch is converted and checked with a few NumPy calls for all its inputs and a few
+        for all its targets (``_stack_vectors``). Any other batch, and any that fails a
+        check, goes through the per-pair checks, which give the same arrays or raise naming
+        the first bad pair and field, as they always have.
+        """
         xs, ys = [], []
-        for i, (x, y) in enumerate(pairs):
-            xs.append(
+        try:
+            for x, y in pairs:
+                xs.append(x)
+                ys.append(y)
+        except Exception:  # not a pair, or the iterable failed
+            self._check_pairs(xs, ys, field)  # a bad pair before that one is reported first
+            raise
+        if not xs:
+            raise ValueError(f"{field}: expected at least one (x, y) pair, got none")
+        inputs = _stack_vectors(xs, self.structure[0], self.dtype)
+        targets = None if inputs is None else _stack_vectors(ys, self.structure[-1], self.dtype)
+        if targets is None:
+            checked_xs, checked_ys = self._check_pairs(xs, ys, field)
+            return np.stack(checked_xs), np.stack(checked_ys)
+        return inputs, targets
+
+    def _check_pairs(self, xs: list, ys: list, field: str) -> tuple[list, list]:
+        """``_as_vector`` of every x and y, in pair order: the first bad one raises."""
+        checked_xs, checked_ys = [], []
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            checked_xs.append(
                 _as_vector(x, f"{field}[{i}] input", self.structure[0], self.dtype, "structure[0]")
             )
-            ys.append(
+            checked_ys.append(
                 _as_vector(
                     y, f"{field}[{i}] target", self.structure[-1], self.dtype, "structure[-1]"
                 )
             )
-        if not xs:
-            raise ValueError(f"{field}: expected at least one (x, y) pair, got none")
-        return np.stack(xs), np.stack(ys)
+        return checked_xs, checked_ys
 
     # ------------------------------------------------------------------ state
 
@@ -440,6 +467,31 @@ def _all_finite(m: np.ndarray) -> bool:
     """np.isfinite(m).all() in blocks of rows: no boolean copy of a large data set."""
     rows = max(1, (1 << 20) // max(1, m.shape[1]))
     return all(np.isfinite(m[i : i + rows]).all() for i in range(0, len(m), rows))
+
+
+def _stack_vectors(vectors: list, size: int, dtype: np.dtype) -> np.ndarray | None:
+    """``np.stack`` of ``_as_vector`` of each vector, if every one passes its checks; else
+    None, and the caller checks them one by one for the error.
+
+    One ``np.asarray`` of the whole list converts each vector as ``np.asarray`` of it alone
+    would (the same cast of the same numbers: the rows are bitwise the same), and takes
+    the vectors only if they all have one shape. So this accepts vectors of one shape that
+    ``_as_vector`` accepts ((size, 1), (size,) or (1, size)), all finite; mixed shapes,
+    wrong sizes, NaN or infinity, and anything NumPy cannot convert give None.
+    """
+    try:
+        m = np.asarray(vectors, dtype=dtype)
+    except Exception:  # mixed shapes, or not numbers: the per-vector checks say which
+        return None
+    shape = m.shape[1:]  # every vector's
+    if not (len(shape) == 1 or len(shape) == 2 and 1 in shape) or m.size != len(m) * size:
+        return None
+    m = m.reshape(len(m), size)
+    # The sum of squares is finite exactly when every value is, unless it overflows, and
+    # then the values are huge but finite and the per-vector checks accept them. One call
+    # with no temporary and no floating-point warnings, where isfinite(m).all() is two:
+    # on a 10-sample batch the calls, not the arithmetic, are the cost.
+    return m if math.isfinite(np.vdot(m, m)) else None
 
 
 def _as_vector(v, field: str, size: int, dtype: np.dtype, layer: str) -> np.ndarray:

@@ -61,6 +61,23 @@ def test_the_benchmark_prints_its_table_with_both_loop_figures():
     assert all(r > 0 for r in rates)
     assert cells[7].endswith("x") and cells[8].endswith("x")  # core/loop, fresh and here
     assert "minor page faults per sample" in out
+    title = out.index("seed API vs array API: steps per second at 64-30-10, batch 10, float64")
+    row = next(line for line in out[title:].splitlines() if line.startswith("| 64-30-10, batch"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[0] == "64-30-10, batch 10, float64"
+    assert all(float(c.replace(",", "")) > 0 for c in cells[1:3])  # seed API, array API
+    assert cells[3].endswith("x") and float(cells[3][:-1]) > 0  # seed/array
+
+
+def test_the_seed_api_and_the_array_api_timings_train_the_same_weights(bench):
+    timed, nets = bench.seed_api_pair([6, 5, 3], 4, 20)  # the warm-up ran one pass of each
+    assert timed["seed API"].samples == timed["array API"].samples == 5  # steps per pass
+    timed["seed API"].run_once()
+    timed["array API"].run_once()
+    seed_net, array_net = nets["seed API"], nets["array API"]
+    assert not np.array_equal(seed_net.W_n[0], Network([6, 5, 3], rng=0).W_n[0])  # it trained
+    for got, want in zip(seed_net.W_n + seed_net.B_n, array_net.W_n + array_net.B_n):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_a_training_step_allocates_no_weight_sized_temporaries():
