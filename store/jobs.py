@@ -134,13 +134,15 @@ def create_job(
 
 
 def mark_dispatched(session: Session, db: Database, job_id: str, message: str = "") -> None:
+    """Record a message sent for a queued job (nothing, if the job moved on meanwhile)."""
     now = db.now(session)
-    session.execute(
+    sent = session.execute(
         update(Job)
-        .where(Job.id == job_id)
+        .where(Job.id == job_id, Job.status == QUEUED)
         .values(dispatched_at=now, dispatch_count=Job.dispatch_count + 1)
-    )
-    add_event(session, job_id, "dispatched", message, at=now)
+    ).rowcount
+    if sent:
+        add_event(session, job_id, "dispatched", message, at=now)
 
 
 def record_dispatch_failure(session: Session, db: Database, job_id: str, error: str) -> None:
@@ -394,12 +396,21 @@ def _deferred(session: Session, job_id: str, now, max_attempts: int) -> bool:
     """The job is claimable but for its tenant's running-jobs limit: it stays queued with no
     message (``dispatched_at`` cleared), and the tenant's next ending offers it again."""
     waiting = _claim_conditions(job_id, now, max_attempts, None) + [Job.status == QUEUED]
-    return bool(
-        session.execute(
-            update(Job).where(*waiting).values(dispatched_at=None)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-    )
+    deferred = session.execute(
+        update(Job).where(*waiting).values(dispatched_at=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if deferred:
+        last = session.scalar(
+            select(JobEvent.kind).where(JobEvent.job_id == job_id).order_by(JobEvent.id.desc())
+        )
+        if last != "deferred":  # once per wait, not once per offer
+            add_event(
+                session, job_id, "deferred",
+                "the tenant runs as many jobs as it may (MAX_RUNNING_JOBS_PER_TENANT); "
+                "offered again when one ends", at=now,
+            )  # fmt: skip
+    return bool(deferred)
 
 
 CLAIM_TRIES, CLAIM_RETRY_SECONDS = 40, 0.05
@@ -690,7 +701,8 @@ def release_lost(session: Session, db: Database, job_id: str, worker: str, reaso
         held.values(status=QUEUED, dispatched_at=now, dispatch_count=1, **released)
     ).rowcount
     if done:
-        add_event(session, job_id, "worker_lost", f"{reason}; back to the queue, first", at=now)
+        add_event(session, job_id, "worker_lost", f"{reason}; back to the queue", at=now)
+        add_event(session, job_id, "dispatched", "ahead of the queue", at=now)
     return bool(done)
 
 

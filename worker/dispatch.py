@@ -17,7 +17,6 @@ from backprop.settings import Settings
 from .celery_app import NEW_PRIORITY, RESUME_PRIORITY, TRAIN_TASK, make_celery
 
 MARKER = "backprop:waiting:"
-MARKER_SECONDS = 86_400  # a safety net only: a marker is normally deleted within seconds
 
 
 class Dispatcher:
@@ -25,6 +24,10 @@ class Dispatcher:
         self.celery = make_celery(settings)
         self.queue = settings.training_queue
         self.timeout = settings.broker_timeout_seconds
+        # A marker outlives its message only when a worker died holding a message it had not
+        # started yet (a moment's state, with one message per training process): Redis gives
+        # such a message back after VISIBILITY_TIMEOUT, which is when the marker expires too.
+        self.marker_seconds = settings.visibility_timeout
         self.redis = redis.Redis.from_url(
             settings.redis_url,
             socket_connect_timeout=settings.broker_timeout_seconds,
@@ -36,7 +39,7 @@ class Dispatcher:
         second when the broker is down or hung. ``first``: a job that already ran and lost its
         worker goes ahead of every job that never started (the highest priority)."""
         # the marker first: a worker that takes the message at once finds it to delete
-        self.redis.set(MARKER + job_id, 1, ex=MARKER_SECONDS)
+        self.mark_waiting(job_id)
         try:
             self.celery.send_task(
                 TRAIN_TASK,
@@ -49,12 +52,16 @@ class Dispatcher:
             self.taken(job_id)
             raise
 
+    def mark_waiting(self, job_id: str) -> None:
+        """A message for the job is (again) in the queue."""
+        self.redis.set(MARKER + job_id, 1, ex=self.marker_seconds)
+
     def taken(self, job_id: str) -> None:
         """The message for the job left the queue (a worker took it)."""
         try:
             self.redis.delete(MARKER + job_id)
         except redis.RedisError:
-            pass  # the reconciler then believes a message waits: re-sent after MARKER_SECONDS
+            pass  # the reconciler then believes a message waits: re-sent once it expires
 
     def waiting(self, job_ids: list[str]) -> set[str]:
         """Those of the jobs whose message is still in the queue."""

@@ -59,9 +59,14 @@ class TrainRequest(Request):
     def on_failure(self, exc_info, send_failed_event=True, return_ok=False):
         exc = exc_info.exception
         exc = getattr(exc, "exc", exc)  # billiard wraps it in ExceptionWithTraceback
-        if isinstance(exc, WorkerLostError) and self._release_the_dead_process_s_job(exc):
-            self.acknowledge()
-            return
+        if isinstance(exc, WorkerLostError):
+            if self._release_the_dead_process_s_job(exc):
+                self.acknowledge()
+                return
+            try:  # Celery puts the message back in the queue: it waits there again
+                _dispatcher().mark_waiting(self.args[0])
+            except Exception:
+                log.warning("job %s: could not mark its message as waiting", self.args[0])
         return super().on_failure(exc_info, send_failed_event, return_ok)
 
     def _release_the_dead_process_s_job(self, exc) -> bool:

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from backprop.cli import migrate
-from backprop.dev import beat_argv
+from backprop.dev import beat_argv, control_argv
+from backprop.settings import Settings
 from store import jobs as store_jobs
 from store.db import get_database
 from store.models import Job, JobEvent
@@ -61,6 +62,14 @@ class FaultStack:
         process = worker_process(self.env, self.tmp, name)
         self.processes.append(process)
         return process.start(ready_marker=" ready.") if start else process
+
+    def control(self) -> ManagedProcess:
+        """The reconciler's own worker, as ``make run`` starts it."""
+        settings = Settings(control_queue=self.env["CONTROL_QUEUE"])
+        argv = control_argv(settings, f"control-{uuid.uuid4().hex[:4]}@%h")
+        process = ManagedProcess("control", argv, self.env, self.tmp / "control.log")
+        self.processes.append(process)
+        return process.start(ready_marker=" ready.")
 
     def beat(self) -> ManagedProcess:
         argv = beat_argv(self.tmp / f"beat-{uuid.uuid4().hex[:6]}")
@@ -178,4 +187,14 @@ def pytest_terminal_summary(terminalreporter):
             "fault injection: {faults_injected} faults injected, {jobs_checked} jobs checked, "
             "jobs lost: {jobs_lost}, jobs trained twice: {jobs_trained_twice}".format(**REPORT)
         )
+        soak = REPORT.get("soak")
+        if soak:
+            terminalreporter.write_line(
+                "soak: {jobs} jobs, {training_processes_killed} training processes and "
+                "{workers_killed} workers SIGKILLed; kill to next claim: worst "
+                "{worst_kill_to_claim_s} s, mean {mean_kill_to_claim_s} s; "
+                "{dispatches_per_job} task messages per job ({needless_resends} re-sent without "
+                "a lease expiry or a release); worker down {worker_down_s} s"
+                .format(**soak)
+            )
         terminalreporter.write_line("fault report json: " + json.dumps(REPORT))
