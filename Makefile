@@ -34,6 +34,7 @@ bench: $(VENV)/.installed-dev
 
 bench-service: $(VENV)/.installed-dev
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/service_bench.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/checkpoint_bench.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
