@@ -221,13 +221,11 @@ def list_jobs(query: ListQuery):
 )
 def get_job(job_id: str, query: JobQuery):
     """Status, progress, latest metrics, error and history of one job (``?wait=`` long polls)."""
-    s = services()
     seen = request.headers.get("If-None-Match")
-    view = _read_job(job_id)
-    if query.wait > 0 and view.status not in FINAL_STATUSES:
-        seen = seen or etag(view)
-        if etag(view) == seen:
-            view = _wait_for_change(job_id, seen, query.wait, s.watcher)
+    if query.wait > 0:
+        view = _wait_for_change(job_id, seen, query.wait, services().watcher)
+    else:
+        view = _read_job(job_id)
     tag = etag(view)
     if tag == seen and not query.wait:
         return Response(status=304, headers={"ETag": tag})
@@ -239,18 +237,21 @@ def _read_job(job_id: str) -> JobOut:
         return _detail(session, _find(session, job_id))
 
 
-def _wait_for_change(job_id: str, seen: str, wait: float, watcher) -> JobOut:
-    """Read the job again whenever a change of it is announced, until it differs from
-    ``seen`` or ends, or ``wait`` seconds have passed."""
+def _wait_for_change(job_id: str, seen: str | None, wait: float, watcher) -> JobOut:
+    """The job once it differs from ``seen`` (else from its state now) or has ended, or
+    after ``wait`` seconds: read again whenever a change of it is announced."""
     deadline = time.monotonic() + wait
-    with watcher.watching(job_id) as changed:
-        while True:
-            view = _read_job(job_id)  # after registering: no announcement falls in between
+    with watcher.watching(job_id) as changed:  # before the first read: no change slips by
+        view = _read_job(job_id)
+        seen = seen or etag(view)
+        while etag(view) == seen and view.status not in FINAL_STATUSES:
             left = deadline - time.monotonic()
-            if etag(view) != seen or view.status in FINAL_STATUSES or left <= 0:
-                return view
+            if left <= 0:
+                break
             changed.wait(min(left, RECHECK_SECONDS))
             changed.clear()
+            view = _read_job(job_id)
+    return view
 
 
 def etag(view: JobOut) -> str:

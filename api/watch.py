@@ -16,10 +16,8 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 
-import redis
-
 from backprop.settings import Settings
-from worker.notify import CHANNEL
+from worker.notify import CHANNEL, broker_redis
 
 log = logging.getLogger("backprop.api")
 
@@ -52,11 +50,15 @@ class JobWatcher:
                     if not waiting:
                         del self._waiters[job_id]
 
+    def _listening(self) -> bool:
+        """This process's listener runs (a forked child starts its own)."""
+        return self._pid == os.getpid() and self._thread is not None and self._thread.is_alive()
+
     def _ensure_listening(self) -> None:
-        if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
+        if self._listening():
             return
         with self._lock:
-            if self._pid != os.getpid() or self._thread is None or not self._thread.is_alive():
+            if not self._listening():
                 self._pid = os.getpid()
                 self._subscribed.clear()
                 self._thread = threading.Thread(
@@ -70,10 +72,9 @@ class JobWatcher:
         backoff = 0.1
         while True:
             try:
-                client = redis.Redis.from_url(
-                    self.settings.redis_url,
-                    socket_connect_timeout=self.settings.broker_timeout_seconds,
-                    health_check_interval=30,
+                # no read timeout: the subscription waits for messages
+                client = broker_redis(
+                    self.settings, socket_timeout=None, health_check_interval=30
                 )
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(CHANNEL)

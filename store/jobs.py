@@ -280,7 +280,10 @@ def load_model(session: Session, job_id: str) -> dict[str, np.ndarray]:
 
 def load_data(session: Session, job_id: str) -> dict[str, np.ndarray]:
     """The job's training (and validation) arrays, each read once into place."""
-    found = blobs.find_blobs(session, job_id, DATA_KINDS)
+    return _read_data(session, blobs.find_blobs(session, job_id, DATA_KINDS))
+
+
+def _read_data(session: Session, found: dict) -> dict[str, np.ndarray]:
     return {kind: blobs.read_array(session, blob) for kind, blob in found.items()}
 
 
@@ -290,8 +293,7 @@ def load_data_and_checkpoint(
     """What a claimed job needs to train: its arrays and its checkpoint (one lookup)."""
     found = blobs.find_blobs(session, job_id, DATA_KINDS + ("checkpoint",))
     checkpoint = found.pop("checkpoint", None)
-    arrays = {kind: blobs.read_array(session, blob) for kind, blob in found.items()}
-    return arrays, None if checkpoint is None else blobs.read_arrays(session, checkpoint)
+    return _read_data(session, found), checkpoint and blobs.read_arrays(session, checkpoint)
 
 
 def load_checkpoint(session: Session, job_id: str) -> dict[str, np.ndarray] | None:
@@ -526,14 +528,19 @@ def record_progress(
     may exist, and a resume drops and recomputes them (``prepare_resume``).
     """
     now = db.now(session)
-    values = dict(runtime_seconds=runtime_seconds, updated_at=now)
-    if metrics:
-        values.update(epoch=metrics[-1]["epoch"], latest_metrics=metrics[-1])
+    values = dict(runtime_seconds=runtime_seconds, updated_at=now, **_progress(metrics))
     if session.execute(_guarded(job_id, owner).values(**values)).rowcount != 1:
         raise LeaseLost(job_id)
     _write_metrics(session, job_id, metrics, now)
     if checkpoint is not None:
         _replace_checkpoint(session, job_id, checkpoint, chunk_bytes, now, worker)
+
+
+def _progress(metrics: list[dict]) -> dict:
+    """The job row's progress after these finished epochs (nothing when there are none)."""
+    if not metrics:
+        return {}
+    return dict(epoch=metrics[-1]["epoch"], latest_metrics=metrics[-1])
 
 
 def _write_metrics(session: Session, job_id: str, metrics: list[dict], now) -> None:
@@ -596,7 +603,7 @@ def finish(
     error_type: str | None = None,
     message: str = "",
     model: dict[str, np.ndarray] | None = None,
-    metrics: list[dict] = (),
+    metrics: list[dict] | None = None,
     checkpoint: dict[str, np.ndarray] | None = None,
     chunk_bytes: int = 2**20,
     worker: str | None = None,
@@ -617,9 +624,8 @@ def finish(
         runtime_seconds=runtime_seconds,
         error_type=error_type,
         error_message=message or None if status == FAILED else None,
+        **_progress(metrics),
     )
-    if metrics:
-        values.update(epoch=metrics[-1]["epoch"], latest_metrics=metrics[-1])
     tenant = session.execute(
         _guarded(job_id, owner).values(**values).returning(Job.tenant)
     ).scalar()
@@ -628,7 +634,7 @@ def finish(
         if ended is not None and ended.status == status and ended.lease_owner is None:
             return None  # a retry of a finish whose first commit went through
         raise LeaseLost(job_id)
-    _write_metrics(session, job_id, list(metrics), now)
+    _write_metrics(session, job_id, metrics or [], now)
     if checkpoint is not None:
         _replace_checkpoint(session, job_id, checkpoint, chunk_bytes, now, worker)
     if model is not None:

@@ -15,6 +15,7 @@ import redis
 from backprop.settings import Settings
 
 from .celery_app import NEW_PRIORITY, RESUME_PRIORITY, TRAIN_TASK, make_celery
+from .notify import broker_redis
 
 MARKER = "backprop:waiting:"
 
@@ -28,11 +29,7 @@ class Dispatcher:
         # started yet (a moment's state, with one message per training process): Redis gives
         # such a message back after VISIBILITY_TIMEOUT, which is when the marker expires too.
         self.marker_seconds = settings.visibility_timeout
-        self.redis = redis.Redis.from_url(
-            settings.redis_url,
-            socket_connect_timeout=settings.broker_timeout_seconds,
-            socket_timeout=settings.broker_timeout_seconds,
-        )
+        self.redis = broker_redis(settings)
 
     def send(self, job_id: str, *, first: bool = False) -> None:
         """Publish the task; raises (kombu's OperationalError or a RedisError) within about a

@@ -18,14 +18,18 @@ CHANNEL = "backprop:jobs"
 log = logging.getLogger("backprop.notify")
 
 
+def broker_redis(settings: Settings, **options) -> redis.Redis:
+    """A client of the broker's Redis with the broker's timeouts. redis-py's pool notices a
+    fork and reconnects, so one client serves a prefork pool or gunicorn's workers."""
+    options.setdefault("socket_timeout", settings.broker_timeout_seconds)
+    return redis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=settings.broker_timeout_seconds, **options
+    )
+
+
 class Notifier:
     def __init__(self, settings: Settings):
-        # redis-py's pool notices a fork and reconnects, so one client serves a prefork pool
-        self.client = redis.Redis.from_url(
-            settings.redis_url,
-            socket_connect_timeout=settings.broker_timeout_seconds,
-            socket_timeout=settings.broker_timeout_seconds,
-        )
+        self.client = broker_redis(settings)
 
     def __call__(self, job_id: str) -> None:
         try:

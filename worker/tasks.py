@@ -27,8 +27,9 @@ from .training import run_job
 log = get_task_logger(__name__)
 
 
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+def worker_name(pid: int | None = None) -> str:
+    """How a training process names itself in leases (``<worker>#<attempt>``)."""
+    return f"{socket.gethostname()}:{pid or os.getpid()}"
 
 
 def _database():
@@ -77,7 +78,7 @@ class TrainRequest(Request):
         try:
             with _database().session() as session:
                 released = jobs.release_lost(
-                    session, _database(), job_id, f"{socket.gethostname()}:{pid}", reason
+                    session, _database(), job_id, worker_name(pid), reason
                 )
             if released:
                 _dispatcher().send(job_id, first=True)
