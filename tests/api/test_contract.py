@@ -36,7 +36,7 @@ def make_client(test_settings):
     queues = []
 
     def make(**changes):
-        # a queue no worker reads: jobs stay queued whatever else this session runs
+        # a queue no worker reads: jobs stay queued whatever else the test run starts
         changes.setdefault("training_queue", f"contract-{uuid.uuid4().hex[:8]}")
         queues.append(changes["training_queue"])
         app = create_app(test_settings.model_copy(update=changes))
