@@ -16,7 +16,7 @@ from store.db import get_database
 from worker.dispatch import Dispatcher
 
 from . import docs, health, jobs, limits, openapi, problems
-from .auth import TokenCache
+from .auth import FailureLimit, TokenCache, authenticate
 from .services import Services
 from .watch import JobWatcher
 
@@ -37,8 +37,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     problems.init_app(app)
     openapi.init_app(app)
-    app.extensions["limiter"] = limits.init_app(app, settings)
+    # before_request hooks run in this order: request id, token, rate limit
     _request_ids_and_logs(app)
+    app.before_request(authenticate)
+    limiter = limits.init_app(app, settings)
+    app.extensions["limiter"] = limiter
+    app.extensions["backprop"].auth_failures = FailureLimit(
+        lambda: limiter.limiter, settings.auth_failure_limit
+    )
     app.register_blueprint(jobs.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(docs.bp)
@@ -55,6 +61,14 @@ def _request_ids_and_logs(app: Flask) -> None:
 
     @app.after_request
     def _finish(response):
+        # runs after the rate limiter's hook (registered later, so called earlier), which
+        # sets Retry-After on every answer: keep it where waiting helps, and keep a problem's
+        # own value (a queue quota's) over the rate-limit window's
+        own = g.get("retry_after")
+        if own is not None:
+            response.headers["Retry-After"] = own
+        elif response.status_code not in (429, 503):
+            response.headers.pop("Retry-After", None)
         response.headers["X-Request-Id"] = g.get("request_id", "")
         # one line per request: never the body, never the token
         took = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000

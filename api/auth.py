@@ -3,17 +3,28 @@
 A token's tenant is kept per process for AUTH_CACHE_SECONDS after a database lookup, so the
 hot path of polling clients costs no database round trip for authentication. A revoked
 token therefore stops working within AUTH_CACHE_SECONDS; an expiry is checked on every
-request. Unknown tokens are never cached (there are endlessly many).
+request. Unknown tokens are never cached (there are endlessly many); instead, failed
+lookups are counted per client address (AUTH_FAILURE_LIMIT), and an address past its limit
+gets 429 before any database work, whatever tokens it makes up.
+
+Authentication runs before the rate limiter, so requests are counted per tenant (all its
+tokens together) and a request with a bad token is never counted against anybody's tenant.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from cachetools import TTLCache
 from flask import g, request
+from limits import parse
+from limits.errors import StorageError
+from limits.strategies import RateLimiter
+from redis import RedisError
 
 from store import tokens
 from store.models import utcnow
@@ -22,6 +33,7 @@ from .problems import ApiProblem
 from .services import services
 
 CHALLENGE = 'Bearer realm="backprop-jobs"'
+STORAGE_ERRORS = (RedisError, StorageError, OSError)
 
 
 @dataclass(frozen=True)
@@ -51,7 +63,10 @@ class TokenCache:
 
 
 def authenticate() -> None:
-    """before_request for /v1: sets g.tenant, or answers 401 with WWW-Authenticate."""
+    """before_request for /v1: sets g.tenant, or answers 401 with WWW-Authenticate (429
+    when the client's address has failed too often)."""
+    if not request.path.startswith("/v1/"):
+        return
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
@@ -66,10 +81,13 @@ def authenticate() -> None:
     digest = tokens.hash_token(token)
     identity = s.tokens.get(digest)
     if identity is None or (identity.expires_at is not None and identity.expires_at <= utcnow()):
+        failures = s.auth_failures
+        failures.check(request.remote_addr)
         with s.db.reading() as session:
             row = tokens.authenticate(session, token)
             identity = row and Identity(row.tenant, row.id, row.expires_at)
         if identity is None:
+            failures.count(request.remote_addr)
             raise ApiProblem(
                 401,
                 "the token is unknown, expired or revoked",
@@ -78,3 +96,35 @@ def authenticate() -> None:
             )
         s.tokens.put(digest, identity)
     g.tenant, g.token_id = identity.tenant, identity.token_id
+
+
+class FailureLimit:
+    """Failed token lookups per client address, counted with the rate limiter's strategy
+    and storage (``limits``), so in memory too when Redis is away; a storage error lets the
+    lookup through rather than refuse a client for our outage."""
+
+    def __init__(self, strategy: Callable[[], RateLimiter], limit: str):
+        self._strategy, self._item = strategy, parse(limit)
+
+    def check(self, address: str | None) -> None:
+        key = address or "unknown"
+        try:
+            if self._strategy().test(self._item, "auth-failures", key):
+                return
+            stats = self._strategy().get_window_stats(self._item, "auth-failures", key)
+        except STORAGE_ERRORS:
+            return
+        wait = max(1, int(stats.reset_time - time.time()) + 1)
+        raise ApiProblem(
+            429,
+            f"too many failed authentications from this address (the limit is "
+            f"{self._item}); retry in {wait} s with a valid token",
+            slug="too-many-auth-failures",
+            headers={"Retry-After": str(wait)},
+        )
+
+    def count(self, address: str | None) -> None:
+        try:
+            self._strategy().hit(self._item, "auth-failures", address or "unknown")
+        except STORAGE_ERRORS:
+            pass

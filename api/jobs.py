@@ -15,13 +15,11 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis import RedisError
 from sqlalchemy.exc import IntegrityError
 
-from core import ShapeError
 from store import idempotency, jobs
 from store.models import FINAL_STATUSES, RUNNING, SUCCEEDED
 
-from .auth import authenticate
 from .limits import queue_full
-from .openapi import operation
+from .openapi import Rule, operation
 from .problems import ApiProblem
 from .schemas import (
     JobCreate,
@@ -31,22 +29,87 @@ from .schemas import (
     ListQuery,
     MetricsOut,
     ModelOut,
-    ModelQuery,
-    NpyArray,
     PredictOut,
     PredictRequest,
 )
 from .services import services
-from .validation import SpecError, decode_npy, field_error, prepare_job
+from .validation import SpecError, field_error, matrix_input, prepare_job
 from .views import job_detail, job_summary, metric_view
 from .watch import RECHECK_SECONDS
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
-bp.before_request(authenticate)
 log = logging.getLogger("backprop.api")
 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 JOB_ID = "$response.body#/id"
+IDEMPOTENCY_HEADER = {
+    "description": "Retries with the same key and body return the first answer instead of "
+    "starting another job (IDEMPOTENCY_TTL_SECONDS, 24 hours by default)",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"},
+}
+IF_NONE_MATCH = {
+    "description": "An ETag of this job from an earlier answer: 304 when nothing changed "
+    "since; with wait, the long poll waits for a change from that state",
+    "schema": {"type": "string"},
+}
+NPZ_HEADERS = {
+    "Content-Disposition": {
+        "description": "attachment; filename=<job id>.npz",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
+ETAG = {"ETag": {"description": "The job's state", "required": True, "schema": {"type": "string"}}}
+SUBMIT_HEADERS = {
+    "Location": {
+        "description": "The job's URL (getJob)",
+        "required": True,
+        "schema": {"type": "string"},
+    },
+    "Idempotent-Replayed": {
+        "description": "true when this is the stored answer of an earlier submit with the "
+        "same Idempotency-Key (no new job was made)",
+        "schema": {"type": "string", "enum": ["true"]},
+    },
+}
+NPY_RULE = Rule(
+    "npy",
+    "an npy string is base64 of a .npy file (format 1.0 or 2.0, as numpy.save writes) "
+    "holding a 2-D array of finite floats or integers with at least one row",
+)
+SUBMIT_RULES = (
+    NPY_RULE,
+    Rule(
+        "size_mismatch",
+        "every input row has structure[0] values and every target row structure[-1] "
+        "(in data and in options.validation), and there are as many target rows as input rows",
+    ),
+    Rule(
+        "budget_exceeded",
+        "samples x epochs x parameters is at most {max_job_cost:.3g} (MAX_JOB_COST), where "
+        "parameters = sum of (n_l + 1) x n_(l+1) over the layers",
+    ),
+    Rule(
+        "option_conflict",
+        "cost cross_entropy needs output_activation sigmoid or softmax; output_activation "
+        "softmax needs an output layer of 2 or more",
+    ),
+    Rule(
+        "target_range",
+        "with cost cross_entropy every target lies in [0, 1], and with softmax each target row "
+        "sums to 1",
+    ),
+    Rule("dtype_range", "with dtype float32 every value fits a float32 (below 3.4e38)"),
+    Rule(
+        "idempotency_key_reused",
+        "an Idempotency-Key goes with one request body only, for IDEMPOTENCY_TTL_SECONDS",
+    ),
+)
+PREDICT_RULES = (
+    NPY_RULE,
+    Rule("size_mismatch", "every row of inputs has as many values as the model's structure[0]"),
+    Rule("overflow", "the network's outputs for the inputs are finite numbers"),
+)
 LINKS = {
     "GetJob": {"operationId": "getJob", "parameters": {"job_id": JOB_ID}},
     "GetJobMetrics": {"operationId": "getJobMetrics", "parameters": {"job_id": JOB_ID}},
@@ -72,13 +135,16 @@ def _detail(session, job) -> JobOut:
     body=JobCreate,
     responses={202: JobOut},
     links={202: LINKS},
-    headers={
-        "Idempotency-Key": "Retries with the same key and body return the first "
-        "answer instead of starting another job (24 hours)"
-    },
+    headers={"Idempotency-Key": IDEMPOTENCY_HEADER},
+    response_headers={202: SUBMIT_HEADERS},
+    rules=SUBMIT_RULES,
 )
 def submit(body: JobCreate):
-    """Queue a training job (202 with a Location to poll)."""
+    """Queue a training job (202 with a Location to poll).
+
+    The job is stored before the answer, with its data, and trained once by a worker. Poll
+    its Location (getJob, with ?wait= to long poll) until its status is succeeded, failed or
+    cancelled."""
     s = services()
     key = _idempotency_key()
     prepared = prepare_job(body, s.settings)  # a failure here stores nothing, key included
@@ -135,13 +201,8 @@ def _idempotency_key() -> str | None:
     if key is None:
         return None
     if not IDEMPOTENCY_KEY.fullmatch(key):
-        raise SpecError(
-            [
-                field_error(
-                    ("header", "Idempotency-Key"), "expected 1 to 255 visible ASCII characters"
-                )
-            ]
-        )
+        message = "expected 1 to 255 visible ASCII characters"
+        raise SpecError([field_error(("header", "Idempotency-Key"), message)])
     return key
 
 
@@ -150,12 +211,11 @@ def _lookup(session, key: str) -> Response | None:
     try:
         replay = idempotency.lookup(session, s.db, g.tenant, key, g.body_sha256)
     except idempotency.KeyReused:
-        raise ApiProblem(
-            422,
-            f"Idempotency-Key {key!r} was already used with a different request body; "
-            "use a new key for a new job",
-            slug="idempotency-key-reused",
-        ) from None
+        message = (
+            f"{key!r} was already used with a different request body; use a new key for a new job"
+        )
+        error = field_error(("header", "Idempotency-Key"), message, "idempotency_key_reused")
+        raise SpecError([error]) from None
     if replay is None:
         return None
     g.job_id = replay.job_id
@@ -214,10 +274,8 @@ def list_jobs(query: ListQuery):
     "getJob",
     query=JobQuery,
     responses={200: JobOut, 304: None},
-    headers={
-        "If-None-Match": "An ETag of this job from an earlier answer: 304 when nothing "
-        "changed since; with wait, the long poll waits for a change from that state"
-    },
+    headers={"If-None-Match": IF_NONE_MATCH},
+    response_headers={200: ETAG, 304: ETAG},
 )
 def get_job(job_id: str, query: JobQuery):
     """Status, progress, latest metrics, error and history of one job (``?wait=`` long polls)."""
@@ -271,25 +329,12 @@ def get_metrics(job_id: str):
 
 
 @bp.get("/<job_id>/model")
-@operation(
-    "getJobModel",
-    query=ModelQuery,
-    responses={200: ModelOut, 409: None},
-    binary={200: "application/octet-stream"},
-)
-def get_model(job_id: str, query: ModelQuery):
-    """The trained weights and biases in the seed's shapes (JSON, or ?format=npz)."""
+@operation("getJobModel", responses={200: ModelOut, 409: None})
+def get_model(job_id: str):
+    """The trained weights and biases in the seed's shapes, as JSON.
+
+    The same arrays as a NumPy .npz file: getJobModelNpz (/model.npz)."""
     arrays = _model_arrays(job_id)
-    if query.format == "npz":
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        buffer.seek(0)
-        return send_file(
-            buffer,
-            mimetype="application/octet-stream",
-            as_attachment=True,
-            download_name=f"{job_id}.npz",
-        )
     layers = len(arrays["structure"]) - 1
     view = ModelOut(
         job_id=job_id,
@@ -304,26 +349,45 @@ def get_model(job_id: str, query: ModelQuery):
     return _json(view)
 
 
+@bp.get("/<job_id>/model.npz")
+@operation(
+    "getJobModelNpz",
+    responses={200: None, 409: None},
+    binary={200: "application/octet-stream"},
+    response_headers={200: NPZ_HEADERS},
+)
+def get_model_npz(job_id: str):
+    """The trained model as a NumPy .npz file (numpy.load reads it).
+
+    Members: structure, activation, output_activation, cost, and W0, b0, W1, b1, ... in the
+    seed's shapes (W[l] is n_l x n_(l+1), b[l] is n_(l+1) x 1)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **_model_arrays(job_id))
+    buffer.seek(0)
+    return send_file(
+        buffer,
+        mimetype="application/octet-stream",
+        as_attachment=True,
+        download_name=f"{job_id}.npz",
+    )
+
+
 @bp.post("/<job_id>/predict")
-@operation("predict", body=PredictRequest, responses={200: PredictOut, 409: None})
+@operation(
+    "predict", body=PredictRequest, responses={200: PredictOut, 409: None}, rules=PREDICT_RULES
+)
 def predict(job_id: str, body: PredictRequest):
     """Outputs of the trained network for a batch of inputs."""
     s = services()
     _check_model_ready(job_id)  # the tenant's own, succeeded job, before any cache
     network = s.models.get(job_id, lambda: _model_arrays(job_id))
-    inputs = body.inputs
-    if isinstance(inputs, NpyArray):
-        errors: list[dict] = []
-        inputs = decode_npy(inputs.npy, ("inputs",), errors)
-        if errors:
-            raise SpecError(errors)
-    try:
-        with np.errstate(over="ignore", invalid="ignore"):
-            outputs = network.predict(inputs)
-    except ShapeError as exc:
-        raise SpecError([field_error(("inputs",), str(exc), "size_mismatch")]) from None
-    except ValueError as exc:  # ragged rows
-        raise SpecError([field_error(("inputs",), str(exc))]) from None
+    errors: list[dict] = []
+    width = network.structure[0]
+    inputs, _ = matrix_input(body.inputs, ("inputs",), width, "structure[0]", errors)
+    if errors:
+        raise SpecError(errors)
+    with np.errstate(over="ignore", invalid="ignore"):
+        outputs = network.predict(inputs)
     if not np.isfinite(outputs).all():
         message = "the network's outputs overflow for these inputs (values too large)"
         raise SpecError([field_error(("inputs",), message, "overflow")])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from flask import Flask, request
+from flask import Flask, g, request
 from flask_limiter import Limiter
 
 from backprop.settings import Settings
@@ -14,14 +14,15 @@ from .problems import ApiProblem
 
 
 def _rate_key() -> str:
-    """Who is counted: the token (as a hash, never the token itself), else the address."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return "token:" + hashlib.sha256(token.strip().encode()).hexdigest()[:32]
+    """Who is counted: the tenant (authentication ran first), all its tokens together."""
+    tenant = g.get("tenant")
+    if tenant is not None:
+        return "tenant:" + hashlib.sha256(tenant.encode()).hexdigest()[:32]
     return "addr:" + (request.remote_addr or "unknown")
 
 
 def init_app(app: Flask, settings: Settings) -> Limiter:
+    """Register after authentication (before_request hooks run in order)."""
     return Limiter(
         _rate_key,
         app=app,
@@ -33,7 +34,7 @@ def init_app(app: Flask, settings: Settings) -> Limiter:
             "socket_timeout": settings.broker_timeout_seconds,
         },
         key_prefix="backprop-rate",
-        headers_enabled=True,  # X-RateLimit-* and Retry-After on every /v1 answer
+        headers_enabled=True,  # X-RateLimit-*; Retry-After is kept to 429 (see api/__init__)
         # Redis down: count in memory per process instead of refusing every request
         swallow_errors=True,
         in_memory_fallback_enabled=True,

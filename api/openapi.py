@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import re
 from dataclasses import dataclass, field
@@ -31,6 +32,15 @@ from .problems import PROBLEM_JSON, ApiProblem, validation_problem
 from .schemas import Problem
 
 
+@dataclass(frozen=True)
+class Rule:
+    """A rule JSON Schema cannot state (it spans fields, or the stored job): a request that
+    breaks it is schema-valid and still gets 422, with ``type`` in each field error."""
+
+    type: str
+    text: str  # may name settings: "{max_job_cost:.3g}"
+
+
 @dataclass
 class Operation:
     operation_id: str
@@ -40,8 +50,11 @@ class Operation:
     query: type[BaseModel] | None = None
     secure: bool = True
     links: dict[int, dict] = field(default_factory=dict)
-    binary: dict[int, str] = field(default_factory=dict)  # status -> extra media type
-    headers: dict[str, str] = field(default_factory=dict)  # optional request headers
+    binary: dict[int, str] = field(default_factory=dict)  # status -> the only media type
+    headers: dict[str, dict] = field(default_factory=dict)  # request header -> parameter
+    response_headers: dict[int, dict[str, dict]] = field(default_factory=dict)
+    rules: tuple[Rule, ...] = ()
+    description: str = ""
 
 
 def operation(
@@ -54,14 +67,27 @@ def operation(
     links=None,
     binary=None,
     headers=None,
+    response_headers=None,
+    rules=(),
 ):
     """Declare a view as an API operation (see the module docstring)."""
     op = Operation(
-        operation_id, "", responses, body, query, secure, links or {}, binary or {}, headers or {}
+        operation_id,
+        "",
+        responses,
+        body,
+        query,
+        secure,
+        links or {},
+        binary or {},
+        headers or {},
+        response_headers or {},
+        tuple(rules),
     )
 
     def decorate(view):
-        op.summary = (view.__doc__ or "").strip().splitlines()[0] if view.__doc__ else ""
+        summary, _, rest = inspect.cleandoc(view.__doc__ or "").partition("\n")
+        op.summary, op.description = summary, rest.strip()
 
         @functools.wraps(view)
         def wrapper(**kwargs):
@@ -77,7 +103,7 @@ def operation(
     return decorate
 
 
-class _Duplicate(ValueError):
+class _NotStrictJson(ValueError):
     pass
 
 
@@ -85,9 +111,58 @@ def _reject_duplicates(pairs):
     result = {}
     for key, value in pairs:
         if key in result:
-            raise _Duplicate(f"duplicate key {key!r} in a JSON object")
+            raise _NotStrictJson(f"duplicate key {key!r} in a JSON object")
         result[key] = value
     return result
+
+
+def _reject_constant(name: str):
+    raise _NotStrictJson(f"{name} is not a JSON value (RFC 8259 has no NaN or Infinity)")
+
+
+def _integer(text: str) -> int | float:
+    # past Python's int parsing limit: a number too large for any field, not a parse error
+    return int(text) if len(text) <= 4000 else float("inf")
+
+
+LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _loads(raw: bytes):
+    """Strict JSON: UTF-8 without a byte order mark (RFC 8259), no NaN or Infinity, no
+    duplicate keys, no unpaired surrogates (I-JSON, RFC 7493). Raises _NotStrictJson."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raise _NotStrictJson("the body starts with a byte order mark; send UTF-8 without one")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _NotStrictJson(f"the body is not UTF-8 (byte {exc.start})") from None
+    try:
+        data = json.loads(
+            text,
+            object_pairs_hook=_reject_duplicates,
+            parse_constant=_reject_constant,
+            parse_int=_integer,
+        )
+    except RecursionError:
+        raise _NotStrictJson("nested too deeply") from None
+    except _NotStrictJson:
+        raise
+    except ValueError as exc:  # json.JSONDecodeError: "Expecting value: line 1 column 1"
+        raise _NotStrictJson(str(exc)) from None
+    if "\\u" in text and _has_lone_surrogate(data):
+        raise _NotStrictJson("a string holds an unpaired surrogate (\\ud800 to \\udfff)")
+    return data
+
+
+def _has_lone_surrogate(value) -> bool:
+    if isinstance(value, str):
+        return LONE_SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
 
 
 def parse_body(model: type[BaseModel]) -> BaseModel:
@@ -105,12 +180,8 @@ def parse_body(model: type[BaseModel]) -> BaseModel:
             raise RequestEntityTooLarge()
     g.body_sha256 = hashlib.sha256(raw).hexdigest()  # what an Idempotency-Key is bound to
     try:
-        data = json.loads(raw, object_pairs_hook=_reject_duplicates)
-    except _Duplicate as exc:
-        raise ApiProblem(400, f"malformed JSON: {exc}", slug="malformed-json") from None
-    except RecursionError:
-        raise ApiProblem(400, "malformed JSON: nested too deeply", slug="malformed-json") from None
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = _loads(raw)
+    except _NotStrictJson as exc:
         raise ApiProblem(400, f"malformed JSON: {exc}", slug="malformed-json") from None
     try:
         return model.model_validate(data)
@@ -136,17 +207,58 @@ def init_app(app: Flask) -> None:
 
 # ---------------------------------------------------------------------------------- document
 
-COMMON = {503: "The database is unavailable", 500: "Unexpected error (see request_id)"}
-SECURE = {401: "Missing, unknown, expired or revoked token", 429: "Too many requests"}
+COMMON = {
+    414: "The URL is longer than the server's request line limit (4,094 bytes)",
+    431: "The request's headers are too large",
+    500: "Unexpected error (see request_id)",
+    503: "The database is unavailable; retry after Retry-After",
+}
+SECURE = {
+    401: "Missing, unknown, expired or revoked token",
+    429: "Too many requests: the tenant's rate limit (RATE_LIMIT), or too many failed "
+    "authentications from this client address (AUTH_FAILURE_LIMIT), or the tenant's queue "
+    "quota (MAX_QUEUED_JOBS_PER_TENANT, on submit); wait Retry-After seconds",
+}
 WITH_BODY = {
-    400: "Malformed JSON",
-    413: "Body too large",
+    400: "Not strict JSON (RFC 8259, UTF-8, no NaN or Infinity, no duplicate keys)",
+    413: "Body too large (MAX_CONTENT_LENGTH)",
     415: "Not application/json",
-    422: "Invalid field(s)",
+    422: "Invalid field(s): each one is named in errors[]",
+}
+INTEGER = {"type": "integer"}
+ALWAYS = {
+    "X-Request-Id": {
+        "description": "The request's id: the client's X-Request-Id if it sent a usable one, "
+        "else a new one; quoted in logs and in problem details",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
+RATE_LIMIT = {
+    "X-RateLimit-Limit": {"description": "Requests allowed per window", "schema": INTEGER},
+    "X-RateLimit-Remaining": {"description": "Requests left in this window", "schema": INTEGER},
+    "X-RateLimit-Reset": {"description": "When the window resets (Unix time)", "schema": INTEGER},
+}
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying",
+        "required": True,
+        "schema": INTEGER,
+    }
+}
+WWW_AUTHENTICATE = {
+    "WWW-Authenticate": {
+        "description": "The bearer challenge (RFC 6750)",
+        "required": True,
+        "schema": {"type": "string"},
+    }
 }
 
 
-def build_document(app: Flask, *, title: str, version: str, description: str) -> dict:
+def build_document(
+    app: Flask, *, title: str, version: str, description: str, settings: dict
+) -> dict:
+    """``settings`` fill in the limits that rules' texts name."""
     operations = []
     for rule in app.url_map.iter_rules():
         op = getattr(app.view_functions[rule.endpoint], "openapi", None)
@@ -166,13 +278,14 @@ def build_document(app: Flask, *, title: str, version: str, description: str) ->
 
     paths: dict[str, dict] = {}
     for path, method, op, arguments in operations:
-        paths.setdefault(path, {})[method] = _operation(op, arguments)
+        paths.setdefault(path, {})[method] = _operation(op, arguments, settings)
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version, "description": description},
         "paths": paths,
         "components": {
             "schemas": defs.get("$defs", {}),
+            "headers": ALWAYS | RATE_LIMIT | RETRY_AFTER | WWW_AUTHENTICATE,
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
         },
     }
@@ -186,10 +299,26 @@ def _ref(model) -> dict:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
-def _operation(op: Operation, arguments: list[str]) -> dict:
+def _operation(op: Operation, arguments: list[str], settings: dict) -> dict:
     doc: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary}
+    text = op.description
+    if op.rules:
+        rules = [{"type": r.type, "description": r.text.format(**settings)} for r in op.rules]
+        listed = "\n".join(f"- `{r['type']}`: {r['description']}" for r in rules)
+        text += (
+            "\n\nRules the schema cannot state: a request that breaks one gets 422, and the "
+            "`type` of each error in `errors[]` names the rule.\n\n" + listed
+        )
+        doc["x-rules"] = rules
+    if text.strip():
+        doc["description"] = text.strip()
     params = [
-        {"name": a, "in": "path", "required": True, "schema": {"type": "string"}}
+        {
+            "name": a,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 36},
+        }
         for a in sorted(arguments)
     ]
     if op.query is not None:
@@ -204,19 +333,8 @@ def _operation(op: Operation, arguments: list[str]) -> dict:
             for name, prop in schema["properties"].items()
         ]
     params += [
-        {
-            "name": name,
-            "in": "header",
-            "required": False,
-            "description": text,
-            "schema": {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": 255,
-                "pattern": "^[\\x21-\\x7e]+$",
-            },
-        }
-        for name, text in op.headers.items()
+        {"name": name, "in": "header", "required": False, **parameter}
+        for name, parameter in op.headers.items()
     ]
     if params:
         doc["parameters"] = params
@@ -233,27 +351,34 @@ def _operation(op: Operation, arguments: list[str]) -> dict:
     if op.body is not None:
         errors |= WITH_BODY
     if op.query is not None:
-        errors[422] = "Invalid query parameter(s)"
+        errors.setdefault(422, "Invalid query parameter(s): each one is named in errors[]")
     if arguments:
         errors[404] = "No such job for this tenant"
     responses: dict[str, Any] = {}
     for status in sorted(set(op.responses) | set(errors)):
-        model = op.responses.get(status, Problem)
+        model = op.responses.get(status)
+        if status >= 400:
+            model = Problem  # every error is problem+json
         desc = errors.get(status) or HTTPStatus(status).phrase
         response: dict[str, Any] = {"description": desc}
-        if model is not None:
+        if status in op.binary:
+            media = op.binary[status]
+            schema = {"type": "string", "format": "binary", "contentMediaType": media}
+            response["content"] = {media: {"schema": schema}}
+        elif model is not None:
             media = PROBLEM_JSON if model is Problem else "application/json"
             response["content"] = {media: {"schema": _ref(model)}}
-        if status in op.binary:
-            response.setdefault("content", {})[op.binary[status]] = {
-                "schema": {"type": "string", "contentMediaType": op.binary[status]}
-            }
         if status in op.links:
             response["links"] = op.links[status]
+        shared = list(ALWAYS)
+        if op.secure and status not in (401, 414, 431):
+            shared += list(RATE_LIMIT)
         if status == 401:
-            response["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+            shared += list(WWW_AUTHENTICATE)
         if status in (429, 503):
-            response["headers"] = {"Retry-After": {"schema": {"type": "string"}}}
+            shared += list(RETRY_AFTER)
+        headers = {name: {"$ref": f"#/components/headers/{name}"} for name in shared}
+        response["headers"] = headers | op.response_headers.get(status, {})
         responses[str(status)] = response
     doc["responses"] = responses
     return doc

@@ -60,6 +60,8 @@ def problem(
     body["request_id"] = getattr(g, "request_id", None)
     if errors is not None:
         body["errors"] = errors
+    if headers and "Retry-After" in headers:
+        g.retry_after = headers["Retry-After"]
     return Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON, headers=headers)
 
 

@@ -28,14 +28,20 @@ def _integral_float_to_int(value: Any) -> Any:
     return value
 
 
-JsonInt = Annotated[int, BeforeValidator(_integral_float_to_int)]
+def json_int(**constraints) -> Any:
+    """An integer field that takes 13.0 as 13; the constraints come first so that the
+    document states them as JSON Schema's minimum/maximum."""
+    return Annotated[int, Field(**constraints), BeforeValidator(_integral_float_to_int)]
+
+
+JsonInt = json_int()
 # numpy.save(buffer, numpy.array([[0.0, 1.0]])), base64-encoded
 NPY_EXAMPLE = (
     "k05VTVBZAQB2AHsnZGVzY3InOiAnPGY4JywgJ2ZvcnRyYW5fb3JkZXInOiBGYWxzZSwgJ3NoYXBlJzogKDEsIDIp"
     "LCB9ICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgIAoAAAAA"
     "AAAAAAAAAAAAAPA/"
 )
-PositiveInt = Annotated[JsonInt, Field(ge=1)]
+PositiveInt = json_int(ge=1)
 Row = Annotated[list[float], Field(min_length=1)]
 Matrix = Annotated[list[Row], Field(min_length=1)]
 
@@ -54,10 +60,16 @@ class NpyArray(Strict):
     )
 
     npy: str = Field(
-        description="base64 (RFC 4648) of a .npy file: a 2-D array of floats or integers, "
-        "rows are samples; e.g. base64.b64encode(buffer.getvalue()) after "
-        "numpy.save(buffer, array)",
-        json_schema_extra={"contentEncoding": "base64", "contentMediaType": "application/x-npy"},
+        description="base64 (RFC 4648) of a .npy file (format 1.0 or 2.0, as numpy.save "
+        "writes): a 2-D array of finite floats or integers with at least one row, rows are "
+        "samples; e.g. base64.b64encode(buffer.getvalue()) after numpy.save(buffer, array)",
+        json_schema_extra={
+            # checked by api/validation.decode_npy, whose message says what is expected
+            "pattern": r"^[A-Za-z0-9+/]*={0,2}$",
+            "format": "npy-base64",
+            "contentEncoding": "base64",
+            "contentMediaType": "application/x-npy",
+        },
     )
 
 
@@ -144,6 +156,14 @@ TrainingData = Annotated[
     Discriminator(_data_form),
 ]
 
+def _keys_by_pattern(schema: dict) -> None:
+    """pydantic writes patternProperties, which lets keys of any other form through; say
+    that every key has the pattern and every value the value's schema."""
+    ((pattern, values),) = schema.pop("patternProperties").items()
+    schema["propertyNames"] = {"pattern": pattern}
+    schema["additionalProperties"] = values
+
+
 LabelKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,63}$")]
 # no control characters (PostgreSQL text cannot hold NUL, and logs should not hold the rest)
 Text = Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f]*$")]
@@ -178,13 +198,16 @@ class JobCreate(Strict):
     )
     epochs: PositiveInt
     learning_rate: Annotated[float, Field(gt=0)]
-    seed: Annotated[JsonInt, Field(ge=0, le=2**32 - 1)] | None = Field(
+    seed: json_int(ge=0, le=2**32 - 1) | None = Field(
         None,
         description="Makes initialisation equal to np.random.seed(seed); Network(structure) "
         "and the whole run reproducible; chosen at random when omitted",
     )
     name: Annotated[Text, Field(max_length=200)] | None = None
-    labels: Annotated[dict[LabelKey, LabelValue], Field(max_length=20)] = {}
+    labels: Annotated[
+        dict[LabelKey, LabelValue],
+        Field(max_length=20, json_schema_extra=_keys_by_pattern),
+    ] = {}
     options: Options = Options()
     data: TrainingData
 
@@ -205,8 +228,10 @@ class ListQuery(BaseModel):
         None, description="key:value; only jobs with that label"
     )
     limit: Annotated[int, Field(ge=1, le=200)] = 50
-    cursor: Annotated[str, Field(max_length=200)] | None = Field(
-        None, description="next_cursor of the previous page"
+    cursor: Annotated[str, Field(pattern=r"^[0-9]{1,17}\.[0-9a-f]{32}$")] | None = Field(
+        None,
+        description="next_cursor of the previous page: the page continues after that "
+        "position (creation time in microseconds, then job id)",
     )
 
 
@@ -219,12 +244,6 @@ class JobQuery(BaseModel):
         "(from what If-None-Match names, else from the state when the request arrived), "
         "or after this many seconds with the current state; a finished job answers at once",
     )
-
-
-class ModelQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    format: Literal["json", "npz"] = "json"
 
 
 # ------------------------------------------------------------------------------ responses

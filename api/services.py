@@ -17,7 +17,7 @@ from worker.dispatch import Dispatcher
 from .watch import JobWatcher
 
 if TYPE_CHECKING:
-    from .auth import TokenCache
+    from .auth import FailureLimit, TokenCache
 
 
 class ModelCache:
@@ -46,6 +46,7 @@ class Services:
     dispatcher: Dispatcher
     watcher: JobWatcher
     tokens: TokenCache
+    auth_failures: FailureLimit | None = None  # set once the rate limiter exists
     models: ModelCache = field(default_factory=ModelCache)
 
 

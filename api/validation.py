@@ -61,12 +61,15 @@ def prepare_job(job: JobCreate, settings: Settings) -> PreparedJob:
                 ("options", "output_activation"),
                 f"cost 'cross_entropy' needs output_activation 'sigmoid' or 'softmax', "
                 f"got {options.output_activation!r}",
+                "option_conflict",
             )
         )
     if options.output_activation == "softmax" and structure[-1] < 2:
         errors.append(
             field_error(
-                ("structure",), "output_activation 'softmax' needs an output layer of 2 or more"
+                ("structure",),
+                "output_activation 'softmax' needs an output layer of 2 or more",
+                "option_conflict",
             )
         )
     if errors:  # sizes are meaningless against a structure that is itself wrong
@@ -104,6 +107,7 @@ def _check_limits(job: JobCreate, settings: Settings, errors: list[dict]) -> Non
             field_error(
                 ("structure",),
                 f"at most {settings.max_layers} layers are allowed, got {len(job.structure)}",
+                "limit_exceeded",
             )
         )
     for i, width in enumerate(job.structure):
@@ -112,13 +116,16 @@ def _check_limits(job: JobCreate, settings: Settings, errors: list[dict]) -> Non
                 field_error(
                     ("structure", i),
                     f"layers may be at most {settings.max_layer_width} wide, got {width}",
+                    "limit_exceeded",
                 )
             )
             break
     if job.epochs > settings.max_epochs:
         errors.append(
             field_error(
-                ("epochs",), f"at most {settings.max_epochs} epochs are allowed, got {job.epochs}"
+                ("epochs",),
+                f"at most {settings.max_epochs} epochs are allowed, got {job.epochs}",
+                "limit_exceeded",
             )
         )
     runtime = job.options.max_runtime_seconds
@@ -127,33 +134,49 @@ def _check_limits(job: JobCreate, settings: Settings, errors: list[dict]) -> Non
             field_error(
                 ("options", "max_runtime_seconds"),
                 f"at most {settings.max_runtime_seconds} seconds are allowed, got {runtime}",
+                "limit_exceeded",
             )
         )
 
 
+MAX_ROW_ERRORS = 10  # per matrix: enough to see the pattern, bounded for huge bodies
+
+
 def _check_rows(rows, loc: tuple, width: int, layer: str, errors: list[dict]) -> bool:
-    """Every row must have the width of a layer; reports the first row that does not."""
-    for i, row in enumerate(rows):
-        if len(row) != width:
-            errors.append(
-                field_error(
-                    (*loc, i),
-                    f"expected {width} values (the network's {layer}), got {len(row)}",
-                    "size_mismatch",
-                )
+    """Every row must have the width of a layer; reports each row that does not (the first
+    MAX_ROW_ERRORS of them, then how many more)."""
+    bad = [i for i, row in enumerate(rows) if len(row) != width]
+    for i in bad[:MAX_ROW_ERRORS]:
+        errors.append(
+            field_error(
+                (*loc, i),
+                f"expected {width} values (the network's {layer}), got {len(rows[i])}",
+                "size_mismatch",
             )
-            return False
-    return True
+        )
+    if len(bad) > MAX_ROW_ERRORS:
+        errors.append(
+            field_error(
+                loc,
+                f"{len(bad) - MAX_ROW_ERRORS} more rows do not have {width} values",
+                "size_mismatch",
+            )
+        )
+    return not bad
 
 
 def _arrays(data: ArrayData, loc: tuple, structure: list[int], errors: list[dict]):
-    inputs = matrix_input(data.inputs, (*loc, "inputs"), structure[0], "structure[0]", errors)
-    targets = matrix_input(data.targets, (*loc, "targets"), structure[-1], "structure[-1]", errors)
-    if inputs is not None and targets is not None and len(inputs) != len(targets):
+    inputs, in_rows = matrix_input(
+        data.inputs, (*loc, "inputs"), structure[0], "structure[0]", errors
+    )
+    targets, target_rows = matrix_input(
+        data.targets, (*loc, "targets"), structure[-1], "structure[-1]", errors
+    )
+    if in_rows is not None and target_rows is not None and in_rows != target_rows:
         errors.append(
             field_error(
                 (*loc, "targets"),
-                f"expected {len(inputs)} rows (one per input row), got {len(targets)}",
+                f"expected {in_rows} rows (one per input row), got {target_rows}",
                 "size_mismatch",
             )
         )
@@ -161,12 +184,13 @@ def _arrays(data: ArrayData, loc: tuple, structure: list[int], errors: list[dict
 
 
 def matrix_input(value, loc: tuple, width: int, layer: str, errors: list[dict]):
-    """JSON rows or a decoded .npy array whose rows have the layer's width; None (and an
-    error) when they do not."""
+    """(the matrix, its row count): JSON rows or a decoded .npy array whose rows have the
+    layer's width. The matrix is None (with an error) when they do not; the count is None
+    only when the value could not be read at all."""
     if isinstance(value, NpyArray):
         array = decode_npy(value.npy, loc, errors)
         if array is None:
-            return None
+            return None, None
         if array.shape[1] != width:
             errors.append(
                 field_error(
@@ -176,9 +200,9 @@ def matrix_input(value, loc: tuple, width: int, layer: str, errors: list[dict]):
                     "size_mismatch",
                 )
             )
-            return None
-        return array
-    return value if _check_rows(value, loc, width, layer, errors) else None
+            return None, len(array)
+        return array, len(array)
+    return (value if _check_rows(value, loc, width, layer, errors) else None), len(value)
 
 
 def decode_npy(text: str, loc: tuple, errors: list[dict]) -> np.ndarray | None:
@@ -229,7 +253,7 @@ def decode_npy(text: str, loc: tuple, errors: list[dict]) -> np.ndarray | None:
         if not finite.all():
             row = int(np.argmin(finite))
             errors.append(
-                field_error((*loc, row), "expected finite numbers, found NaN or infinity")
+                field_error((*loc, row), "expected finite numbers, found NaN or infinity", "npy")
             )
             return None
     return array
@@ -237,6 +261,7 @@ def decode_npy(text: str, loc: tuple, errors: list[dict]) -> np.ndarray | None:
 
 def _batches(data: BatchData, structure: list[int], errors: list[dict]):
     inputs, targets, sizes = [], [], []
+    bad = 0
     for b, batch in enumerate(data.batches):
         for p, (x, y) in enumerate(batch):
             for value, index, width, layer in (
@@ -244,6 +269,9 @@ def _batches(data: BatchData, structure: list[int], errors: list[dict]):
                 (y, 1, structure[-1], "structure[-1]"),
             ):
                 if len(value) != width:
+                    bad += 1
+                    if bad > MAX_ROW_ERRORS:
+                        continue
                     name = "input" if index == 0 else "target"
                     errors.append(
                         field_error(
@@ -253,10 +281,12 @@ def _batches(data: BatchData, structure: list[int], errors: list[dict]):
                             "size_mismatch",
                         )
                     )
-                    return inputs, targets, sizes
             inputs.append(x)
             targets.append(y)
         sizes.append(len(batch))
+    if bad > MAX_ROW_ERRORS:
+        message = f"{bad - MAX_ROW_ERRORS} more inputs or targets have the wrong size"
+        errors.append(field_error(("data", "batches"), message, "size_mismatch"))
     return inputs, targets, sizes
 
 
@@ -265,7 +295,13 @@ def _matrix(rows, dtype) -> np.ndarray:
     if not np.isfinite(matrix).all():
         # finite as float64 but not as float32 (beyond +-3.4e38)
         raise SpecError(
-            [field_error(("options", "dtype"), f"the data has values too large for {dtype.name}")]
+            [
+                field_error(
+                    ("options", "dtype"),
+                    f"the data has values too large for {dtype.name}",
+                    "dtype_range",
+                )
+            ]
         )
     return matrix
 
@@ -281,13 +317,15 @@ def _check_probabilities(arrays, output_activation: str, errors: list[dict]) -> 
         if ((targets < 0) | (targets > 1)).any():
             errors.append(
                 field_error(
-                    loc, "cost 'cross_entropy' needs targets between 0 and 1", "value_error"
+                    loc, "cost 'cross_entropy' needs targets between 0 and 1", "target_range"
                 )
             )
         elif output_activation == "softmax" and not np.allclose(targets.sum(axis=1), 1.0):
             errors.append(
                 field_error(
-                    loc, "softmax with cross_entropy needs target rows that sum to 1", "value_error"
+                    loc,
+                    "softmax with cross_entropy needs target rows that sum to 1",
+                    "target_range",
                 )
             )
 

@@ -73,9 +73,7 @@ class JobWatcher:
         while True:
             try:
                 # no read timeout: the subscription waits for messages
-                client = broker_redis(
-                    self.settings, socket_timeout=None, health_check_interval=30
-                )
+                client = broker_redis(self.settings, socket_timeout=None, health_check_interval=30)
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(CHANNEL)
                 while True:

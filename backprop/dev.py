@@ -95,12 +95,13 @@ class Program:
 def api_argv(bind: str, workers: int = 2, threads: int = 32) -> list[str]:
     """gunicorn serving the API (the command docker-compose.yml runs, with its options).
 
-    Threaded workers (gthread): a long poll waits in a thread of its own instead of holding
-    a whole process, and clients keep their connections alive between requests.
+    Threaded workers (gunicorn's gthread, answering its own refusals as problem+json): a
+    long poll waits in a thread of its own instead of holding a whole process, and clients
+    keep their connections alive between requests.
     """
     return [
-        sys.executable, "-m", "gunicorn", "--bind", bind,
-        "--workers", str(workers), "--worker-class", "gthread", "--threads", str(threads),
+        sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers),
+        "--worker-class", "api.gunicorn_worker.ProblemWorker", "--threads", str(threads),
         "--timeout", "120", "api:create_app()",
     ]  # fmt: skip
 

@@ -82,7 +82,13 @@ class Settings(BaseSettings):
     )
     max_running_jobs_per_tenant: int = Field(4, ge=1, description="Running jobs per tenant")
     max_queued_jobs_per_tenant: int = Field(100, ge=1, description="Queued jobs per tenant")
-    rate_limit: str = Field("600/minute", description="Requests per token (flask-limiter syntax)")
+    rate_limit: str = Field(
+        "600/minute", description="Requests per tenant, all its tokens together (limits syntax)"
+    )
+    auth_failure_limit: str = Field(
+        "30/minute", description="Failed token lookups per client address; past it 429 "
+        "before any database work"
+    )
     auth_cache_seconds: float = Field(
         5.0, ge=0, description="A token's tenant is cached per API process this long; a "
         "revocation takes effect within it (0: look every token up)"

@@ -135,13 +135,68 @@ def test_concurrent_submits_never_exceed_the_queued_quota(make_client, test_sett
     assert count_jobs(test_settings.database_url, tenant) == 3
 
 
-def test_rate_limit_per_token_answers_429_with_retry_after(make_client):
-    _, client, _ = make_client(rate_limit="5/minute")
-    statuses = [client.get("/v1/jobs").status_code for _ in range(7)]
-    assert statuses[:5] == [200] * 5 and statuses[5:] == [429, 429]
-    limited = client.get("/v1/jobs")
+def test_rate_limit_per_tenant_answers_429_with_retry_after(make_client, test_settings):
+    _, client, tenant = make_client(rate_limit="5/minute")
+    statuses = [client.get("/v1/jobs").status_code for _ in range(4)]
+    # a second token of the same tenant draws on the same budget
+    other = make_token(test_settings.database_url, tenant)
+    headers = {"Authorization": f"Bearer {other}", "X-Request-Id": "limited-1"}
+    statuses += [client.get("/v1/jobs", headers=headers).status_code for _ in range(3)]
+    assert statuses == [200] * 5 + [429, 429]
+    limited = client.get("/v1/jobs", headers=headers)
     assert limited.headers["Retry-After"] and limited.mimetype == "application/problem+json"
+    # the rate limiter's own answer carries the request's id like every other
+    assert limited.headers["X-Request-Id"] == "limited-1"
+    assert limited.json["request_id"] == "limited-1"
     assert client.get("/healthz").status_code == 200  # health is not rate limited
+
+
+def test_made_up_tokens_are_limited_per_address_before_any_database_work(
+    make_client, test_settings
+):
+    app, client, _ = make_client(auth_failure_limit="10/minute")
+    address = f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.7"
+    client.environ_base["REMOTE_ADDR"] = address
+    assert client.get("/v1/jobs").status_code == 200  # the tenant's own token, now cached
+    engine = get_database(test_settings.database_url).engine
+    lookups = []
+
+    def on_statement(_connection, _cursor, statement, *_):
+        if "api_token" in statement:
+            lookups.append(statement)
+
+    event.listen(engine, "before_cursor_execute", on_statement)
+    try:
+        answers = [
+            client.get("/v1/jobs", headers={"Authorization": f"Bearer bogus-{i}"})
+            for i in range(40)
+        ]
+    finally:
+        event.remove(engine, "before_cursor_execute", on_statement)
+    statuses = [a.status_code for a in answers]
+    assert statuses == [401] * 10 + [429] * 30
+    assert len(lookups) == 10  # the 30 refused ones cost no database work
+    refused = answers[-1]
+    assert refused.mimetype == "application/problem+json"
+    assert refused.json["type"] == "/problems/too-many-auth-failures"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 61
+    # a valid, already cached token from that address still works; another address is free
+    assert client.get("/v1/jobs").status_code == 200
+    fresh = app.test_client()
+    fresh.environ_base["REMOTE_ADDR"] = "10.255.255.1"
+    assert fresh.get("/v1/jobs", headers={"Authorization": "Bearer bogus"}).status_code == 401
+
+
+def test_retry_after_rides_only_on_answers_that_ask_for_a_wait(make_client):
+    _, client, _ = make_client(max_queued_jobs_per_tenant=1, rate_limit="100/minute")
+    accepted = client.post("/v1/jobs", json=SPEC)
+    assert accepted.status_code == 202 and "Retry-After" not in accepted.headers
+    listed = client.get("/v1/jobs")
+    assert listed.status_code == 200 and "Retry-After" not in listed.headers
+    assert listed.headers["X-RateLimit-Limit"] == "100"
+    full = client.post("/v1/jobs", json=SPEC)
+    # the queue quota's own wait, not the rate-limit window's
+    assert full.status_code == 429 and full.headers["Retry-After"] == "30"
 
 
 def test_running_jobs_per_tenant_wait_in_the_queue(test_settings):

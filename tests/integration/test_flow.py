@@ -90,7 +90,7 @@ def test_digits_job_reaches_95_percent_and_predict_agrees(stack, digits):
     assert metrics[-1]["val_accuracy"] == pytest.approx(accuracy)
     assert done["metrics"] == metrics[-1]
 
-    npz = client.get(f"/v1/jobs/{job['id']}/model", params={"format": "npz"})
+    npz = client.get(f"/v1/jobs/{job['id']}/model.npz")
     assert npz.status_code == 200
     arrays = np.load(io.BytesIO(npz.content), allow_pickle=False)
     assert np.array_equal(arrays["W0"], np.array(model["weights"][0]))
@@ -137,7 +137,7 @@ def test_npy_data_trains_to_the_same_bits_as_json_rows(stack, digits):
         done = client.wait(job["id"], timeout=120)
         assert done["status"] == "succeeded", done
         assert done["data"]["samples"] == 600 and done["data"]["validation_samples"] == len(X_test)
-        npz = client.get(f"/v1/jobs/{job['id']}/model", params={"format": "npz"})
+        npz = client.get(f"/v1/jobs/{job['id']}/model.npz")
         models.append((job["id"], dict(np.load(io.BytesIO(npz.content), allow_pickle=False))))
     (_, rows_model), (files_job, files_model) = models
     for name in ("W0", "b0", "W1", "b1"):
@@ -257,6 +257,10 @@ def test_non_finite_numbers_and_malformed_json(stack):
         '{"structure": [2, 1], "epochs": 1, "learning_rate": 1.0, '
         '"data": {"inputs": [[1, NaN]], "targets": [[1]]}}'
     )
+    response = client.post("/v1/jobs", data=body, headers={"Content-Type": "application/json"})
+    # NaN is not JSON (RFC 8259): the body is malformed, not a field
+    assert response.status_code == 400 and "NaN is not a JSON value" in response.json()["detail"]
+    body = body.replace("NaN", "1e999")  # JSON, but no finite number
     response = client.post("/v1/jobs", data=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "data.inputs[0][1]"

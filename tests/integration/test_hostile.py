@@ -174,20 +174,20 @@ CASES = [
     # numbers that are not numbers
     Case(
         "json NaN",
-        422,
-        ["data.inputs[0][1]", "finite"],
+        400,
+        ["malformed JSON", "NaN is not a JSON value"],
         raw(VALID_TEXT.replace("0.2, 0.3]", "NaN, 0.3]", 1)),
     ),
     Case(
         "json Infinity",
-        422,
-        ["learning_rate", "finite"],
+        400,
+        ["malformed JSON", "Infinity is not a JSON value"],
         raw(VALID_TEXT.replace('"learning_rate": 1.0', '"learning_rate": Infinity')),
     ),
     Case(
         "json -Infinity in targets",
-        422,
-        ["data.targets[0][0]", "finite"],
+        400,
+        ["malformed JSON", "-Infinity is not a JSON value"],
         raw(VALID_TEXT.replace('"targets": [[1.0', '"targets": [[-Infinity')),
     ),
     Case(
@@ -421,7 +421,35 @@ CASES = [
     ),
     Case("malformed JSON", 400, ["malformed JSON"], raw('{"structure": [3, 4, 2],')),
     Case("empty body", 400, ["malformed JSON"], b""),
-    Case("invalid UTF-8", 400, ["malformed JSON"], b'{"name": "\xff\xfe"}'),
+    Case("invalid UTF-8", 400, ["malformed JSON", "not UTF-8"], b'{"name": "\xff\xfe"}'),
+    Case("UTF-16", 400, ["not UTF-8"], VALID_TEXT.encode("utf-16")),
+    Case("byte order mark", 400, ["byte order mark"], b"\xef\xbb\xbf" + raw(VALID_TEXT)),
+    Case("unpaired surrogate", 400, ["unpaired surrogate"], raw('{"name": "\\ud800"}')),
+    Case(
+        "an integer of 5,000 digits",
+        422,
+        ["epochs", "valid integer"],
+        raw(VALID_TEXT.replace('"epochs": 2', '"epochs": ' + "9" * 5000)),
+    ),
+    Case(
+        "ragged rows and a row count mismatch together",
+        422,
+        ["data.inputs[0]", "data.inputs[2]", "expected 3 rows", "data.targets"],
+        edit(
+            lambda s: s["data"].update(
+                inputs=[[0.1], [0.1, 0.2, 0.3], [0.2, 0.3]], targets=[[1.0, 0.0]] * 2
+            )
+        ),
+    ),
+    Case(
+        "a URL over the server's limit",
+        414,
+        ["too long"],
+        None,
+        "GET",
+        "/v1/jobs?cursor=" + "1" * 4100,
+    ),
+    Case("a job id of 5,000 characters", 414, ["too long"], None, "GET", "/v1/jobs/" + "a" * 5000),
     Case("deeply nested JSON", 400, ["malformed JSON", "nested too deeply"], nested(100_000)),
     Case(
         "wrong content type",
@@ -457,9 +485,7 @@ CASES = [
     ),
     Case("unknown status", 422, ["query.status"], None, "GET", "/v1/jobs?status=exploded"),
     Case("unknown query parameter", 422, ["query.sort"], None, "GET", "/v1/jobs?sort=asc"),
-    Case(
-        "bad model format", 422, ["query.format"], None, "GET", "/v1/jobs/{job}/model?format=pickle"
-    ),
+    Case("unknown query parameter", 422, ["query.bogus"], None, "GET", "/v1/jobs?bogus=1"),
     # who is asking
     Case("no token", 401, ["Bearer"], valid(), token="none"),
     Case("unknown token", 401, ["unknown, expired or revoked"], valid(), token="garbage"),
@@ -491,15 +517,15 @@ CASES = [
     Case(
         "predict with the wrong width",
         422,
-        ["inputs", "expected size 3", "got size 2"],
-        {"inputs": [[0.1, 0.2]]},
+        ["inputs[1]", "expected 3 values (the network's structure[0]), got 2"],
+        {"inputs": [[0.1, 0.2, 0.3], [0.1, 0.2]]},
         "POST",
         "/v1/jobs/{job}/predict",
     ),
     Case(
         "predict with NaN",
-        422,
-        ["inputs[0][0]", "finite"],
+        400,
+        ["malformed JSON", "NaN"],
         raw('{"inputs": [[NaN, 0.1, 0.2]]}'),
         "POST",
         "/v1/jobs/{job}/predict",

@@ -1,0 +1,74 @@
+"""gunicorn's threaded worker, answering the requests gunicorn itself refuses (a URL over its
+request line limit, headers too large, a malformed request) with problem+json like the rest
+of the API, instead of gunicorn's HTML page.
+
+gunicorn --worker-class api.gunicorn_worker.ProblemWorker --threads 32 'api:create_app()'
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from gunicorn.http import errors
+from gunicorn.util import write_nonblock
+from gunicorn.workers.gthread import ThreadWorker
+
+from .problems import PROBLEM_JSON
+
+STATUSES = {
+    errors.LimitRequestLine: (414, "URI Too Long", "the URL is too long: at most {limit} bytes"),
+    errors.LimitRequestHeaders: (
+        431,
+        "Request Header Fields Too Large",
+        "the request's headers are too large or too many",
+    ),
+}
+CLIENT_ERRORS = (
+    errors.InvalidRequestLine,
+    errors.InvalidRequestMethod,
+    errors.InvalidHTTPVersion,
+    errors.InvalidHeader,
+    errors.InvalidHeaderName,
+    errors.InvalidChunkSize,
+    errors.ChunkMissingTerminator,
+    errors.ObsoleteFolding,
+)
+
+
+def problem_response(status: int, reason: str, detail: str) -> bytes:
+    request_id = uuid.uuid4().hex
+    body = json.dumps(
+        {
+            "type": "about:blank",
+            "title": reason,
+            "status": status,
+            "detail": detail,
+            "request_id": request_id,
+        }
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\n"
+        "Connection: close\r\n"
+        f"Content-Type: {PROBLEM_JSON}\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        f"X-Request-Id: {request_id}\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+class ProblemWorker(ThreadWorker):
+    def handle_error(self, req, client, addr, exc):
+        for kind, (status, reason, detail) in STATUSES.items():
+            if isinstance(exc, kind):
+                break
+        else:
+            if not isinstance(exc, CLIENT_ERRORS):
+                return super().handle_error(req, client, addr, exc)
+            status, reason, detail = 400, "Bad Request", f"malformed HTTP request: {exc}"
+        self.log.warning("refused a request from %s: %s", (addr or ("",))[0], exc)
+        detail = detail.format(limit=self.cfg.limit_request_line)
+        try:
+            write_nonblock(client, problem_response(status, reason, detail))
+        except OSError:
+            self.log.debug("could not send the refusal")
