@@ -59,13 +59,10 @@ def problem_response(status: int, reason: str, detail: str) -> bytes:
 
 class ProblemWorker(ThreadWorker):
     def handle_error(self, req, client, addr, exc):
-        for kind, (status, reason, detail) in STATUSES.items():
-            if isinstance(exc, kind):
-                break
-        else:
-            if not isinstance(exc, CLIENT_ERRORS):
-                return super().handle_error(req, client, addr, exc)
-            status, reason, detail = 400, "Bad Request", f"malformed HTTP request: {exc}"
+        known = next((v for kind, v in STATUSES.items() if isinstance(exc, kind)), None)
+        if known is None and not isinstance(exc, CLIENT_ERRORS):
+            return super().handle_error(req, client, addr, exc)
+        status, reason, detail = known or (400, "Bad Request", f"malformed HTTP request: {exc}")
         self.log.warning("refused a request from %s: %s", (addr or ("",))[0], exc)
         detail = detail.format(limit=self.cfg.limit_request_line)
         try:

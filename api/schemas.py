@@ -156,6 +156,7 @@ TrainingData = Annotated[
     Discriminator(_data_form),
 ]
 
+
 def _keys_by_pattern(schema: dict) -> None:
     """pydantic writes patternProperties, which lets keys of any other form through; say
     that every key has the pattern and every value the value's schema."""

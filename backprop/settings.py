@@ -86,12 +86,14 @@ class Settings(BaseSettings):
         "600/minute", description="Requests per tenant, all its tokens together (limits syntax)"
     )
     auth_failure_limit: str = Field(
-        "30/minute", description="Failed token lookups per client address; past it 429 "
-        "before any database work"
+        "30/minute",
+        description="Failed token lookups per client address; past it 429 before any database work",
     )
     auth_cache_seconds: float = Field(
-        5.0, ge=0, description="A token's tenant is cached per API process this long; a "
-        "revocation takes effect within it (0: look every token up)"
+        5.0,
+        ge=0,
+        description="A token's tenant is cached per API process this long; a "
+        "revocation takes effect within it (0: look every token up)",
     )
     idempotency_ttl_seconds: int = Field(86_400, gt=0, description="How long submits replay")
     blob_chunk_bytes: int = Field(2**20, ge=1024, description="Size of stored array chunks")

@@ -726,9 +726,7 @@ def load_process(load: Load, connections: int, seconds: float, ready, go, start_
     if not go.wait(timeout=120):
         return
     begin, end = start_at.value, start_at.value + seconds
-    threads = [
-        threading.Thread(target=load_connection, args=(load, begin, end, c)) for c in counts
-    ]
+    threads = [threading.Thread(target=load_connection, args=(load, begin, end, c)) for c in counts]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -871,8 +869,15 @@ class Bench:
         publish_rate, celery_rate = celery.drain(count)
         workers = 1  # start_worker's default: WORKER_CONCURRENCY unset
         what = f"{count:,} tiny jobs at once, drained by {workers} worker process"
-        row = Row(f"drain_{count}", what, count / (last - first), celery_rate, "jobs/s",
-                  "no-op Celery tasks, solo worker", notes={"worker_processes": workers})
+        row = Row(
+            f"drain_{count}",
+            what,
+            count / (last - first),
+            celery_rate,
+            "jobs/s",
+            "no-op Celery tasks, solo worker",
+            notes={"worker_processes": workers},
+        )
         if count == max(self.sizes.drains):
             row.target, row.met = ">= 100 jobs/s", row.service >= 100
         self.add(row)
@@ -900,8 +905,15 @@ class Bench:
         self.add(Row("scaling_1", f"{what}, 1 worker process", rates[1], len(specs) / core,
                      "jobs/s", "core in-process, one after another",
                      notes={"core_seconds_per_job": core / len(specs)}))  # fmt: skip
-        row = Row("scaling_2", f"{what}, 2 worker processes", rates[2], rates[1], "jobs/s",
-                  "1 worker process", ">= 1.7x")
+        row = Row(
+            "scaling_2",
+            f"{what}, 2 worker processes",
+            rates[2],
+            rates[1],
+            "jobs/s",
+            "1 worker process",
+            ">= 1.7x",
+        )
         row.met = row.ratio >= 1.7
         self.add(row)
 

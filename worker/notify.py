@@ -1,4 +1,4 @@
-""""Job X changed": a Redis pub/sub message that wakes long polls (``api/watch.py``).
+""" "Job X changed": a Redis pub/sub message that wakes long polls (``api/watch.py``).
 
 The database stays the source of truth: a message carries the job id only, and a reader
 that missed one still sees the change on its next read. Publishing is best effort, with

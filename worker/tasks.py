@@ -77,9 +77,7 @@ class TrainRequest(Request):
         reason = f"training process {pid} died ({exc})"
         try:
             with _database().session() as session:
-                released = jobs.release_lost(
-                    session, _database(), job_id, worker_name(pid), reason
-                )
+                released = jobs.release_lost(session, _database(), job_id, worker_name(pid), reason)
             if released:
                 _dispatcher().send(job_id, first=True)
         except Exception:  # the database or the broker is away: the lease expires instead

@@ -194,7 +194,6 @@ def pytest_terminal_summary(terminalreporter):
                 "{workers_killed} workers SIGKILLed; kill to next claim: worst "
                 "{worst_kill_to_claim_s} s, mean {mean_kill_to_claim_s} s; "
                 "{dispatches_per_job} task messages per job ({needless_resends} re-sent without "
-                "a lease expiry or a release); worker down {worker_down_s} s"
-                .format(**soak)
+                "a lease expiry or a release); worker down {worker_down_s} s".format(**soak)
             )
         terminalreporter.write_line("fault report json: " + json.dumps(REPORT))
