@@ -19,4 +19,6 @@ RUN pip install . \
 USER backprop
 
 EXPOSE 8000
-CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "4", "--timeout", "120", "api:create_app()"]
+CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "4", \
+     "--worker-class", "api.gunicorn_worker.ProblemWorker", "--threads", "32", \
+     "--timeout", "120", "api:create_app()"]

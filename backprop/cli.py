@@ -14,6 +14,7 @@ Flask's and Celery's own commands keep working (``flask --app 'api:create_app()'
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -73,6 +74,25 @@ def _database():
     return get_database(get_settings().sqlalchemy_url)
 
 
+@contextmanager
+def _session():
+    """A database session whose failures are one line naming where the command looked."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with _database().session() as session:
+            yield session
+    except SQLAlchemyError as exc:
+        settings = get_settings()
+        where = settings.database_url or f"SQLite at {settings.sqlalchemy_url[len('sqlite:///'):]}"
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise click.ClickException(
+            f"cannot use the database ({where}): {reason}. Set DATABASE_URL to the service's "
+            "database, or VAR_DIR to its directory (make run keeps it in var/ of the "
+            "checkout), and run `backprop migrate` once for a new one."
+        ) from None
+
+
 @tokens.command("create")
 @click.option("--tenant", required=True, help="The tenant the token acts for.")
 @click.option("--name", default="", help="A note to recognise the token by.")
@@ -84,7 +104,7 @@ def tokens_create(tenant: str, name: str, expires_in_days: int | None) -> None:
     expires = None
     if expires_in_days:
         expires = datetime.now(UTC) + timedelta(days=expires_in_days)
-    with _database().session() as session:
+    with _session() as session:
         new = store_tokens.create_token(session, tenant, name=name, expires_at=expires)
     click.echo(new.token)
 
@@ -95,7 +115,7 @@ def tokens_list(tenant: str | None) -> None:
     """List tokens (id, tenant, prefix, state); never the secret."""
     from store import tokens as store_tokens
 
-    with _database().session() as session:
+    with _session() as session:
         for row in store_tokens.list_tokens(session, tenant):
             state = "revoked" if row.revoked_at else "active"
             if row.expires_at and state == "active":
@@ -109,7 +129,7 @@ def tokens_revoke(token_id: int) -> None:
     """Revoke a token by id; requests with it get 401 from now on."""
     from store import tokens as store_tokens
 
-    with _database().session() as session:
+    with _session() as session:
         done = store_tokens.revoke_token(session, token_id)
     if not done:
         raise click.ClickException(f"no active token with id {token_id}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -177,6 +178,22 @@ def embedded_redis(var_dir: Path, env: dict[str, str]) -> tuple[Program, str]:
     return Program("redis", argv, env), f"redis://127.0.0.1:{port}/0"
 
 
+def write_dev_env(var_dir: Path, base: str, token: str, env: dict) -> Path:
+    """VAR_DIR/dev.env: what another shell needs to talk to this service (bash syntax)."""
+    path = var_dir / "dev.env"
+    venv = Path(sys.prefix) / "bin" / "activate"
+    lines = [
+        f"[ -f {shlex.quote(str(venv))} ] && . {shlex.quote(str(venv))}",
+        f"export API={shlex.quote(base)}",
+        f"export TOKEN={shlex.quote(token)}",
+        f"export DATABASE_URL={shlex.quote(env['DATABASE_URL'])}",
+        f"export REDIS_URL={shlex.quote(env['REDIS_URL'])}",
+        f"export VAR_DIR={shlex.quote(str(var_dir.resolve()))}",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def ensure_dev_token(var_dir: Path) -> str:
     from store import tokens
     from store.db import get_database
@@ -251,10 +268,14 @@ def run_dev(host: str, port: int) -> None:
     try:
         wait_for(f"http://{host}:{port}/healthz", programs)
         base = f"http://{host}:{port}"
+        dev_env = write_dev_env(var_dir, base, token, env)
         print(
             f"\nbackprop-jobs is running at {base}  (docs: {base}/docs)\n"
             f"token for tenant 'dev' (also in {var_dir / 'dev-token'}):\n  {token}\n\n"
             f"  curl -H 'Authorization: Bearer {token}' {base}/v1/jobs\n\n"
+            f"In another shell, `source {dev_env}` sets API, TOKEN, DATABASE_URL and\n"
+            "REDIS_URL (and activates .venv), so that `backprop tokens list` and\n"
+            "`celery -A worker.app inspect active` reach this service.\n\n"
             "Ctrl-C stops everything.\n",
             flush=True,
         )

@@ -295,6 +295,23 @@ def test_tokens_command_creates_lists_and_revokes(test_settings, tmp_path):
     assert denied.status_code == 401 and "WWW-Authenticate" in denied.headers
 
 
+@pytest.mark.parametrize("database_url", ["", "sqlite:///{tmp}/empty.sqlite3"])
+def test_a_tokens_command_without_its_database_names_the_settings(tmp_path, database_url):
+    """Outside the checkout (no var/), or on a database never migrated: one line, no trace."""
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": database_url.format(tmp=tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "backprop.cli", "tokens", "list"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and "sqlalchemy" not in done.stderr.lower()
+    assert "cannot use the database" in done.stderr
+    assert "DATABASE_URL" in done.stderr and "VAR_DIR" in done.stderr
+
+
 def test_openapi_documents_every_status_with_problem_schemas(make_client):
     _, client, _ = make_client()
     document = client.get("/openapi.json").json
@@ -311,6 +328,48 @@ def test_openapi_documents_every_status_with_problem_schemas(make_client):
     assert "404" in document["paths"]["/v1/jobs/{job_id}"]["get"]["responses"]
     assert document["paths"]["/healthz"]["get"]["security"] == []
     assert client.get("/docs/").status_code == 200
+
+
+def _walk(node):
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def test_the_document_speaks_json_schema_and_states_this_server_s_limits(make_client):
+    _, client, _ = make_client(max_layers=7, max_layer_width=99, max_epochs=1234)
+    document = client.get("/openapi.json").json
+    from importlib.metadata import version
+
+    assert document["info"]["version"] == version("backprop-jobs")
+    # JSON Schema's words, never pydantic's
+    assert not [n for n in _walk(document) if {"ge", "le", "gt", "lt"} & set(n)]
+    job = document["components"]["schemas"]["JobCreate"]["properties"]
+    assert job["structure"]["maxItems"] == 7 and job["structure"]["items"]["maximum"] == 99
+    assert job["structure"]["items"]["minimum"] == 1 and job["epochs"]["maximum"] == 1234
+    assert job["labels"]["propertyNames"]["pattern"] and "patternProperties" not in job["labels"]
+    create = document["paths"]["/v1/jobs"]["post"]
+    assert {r["type"] for r in create["x-rules"]} >= {"size_mismatch", "budget_exceeded"}
+    assert "budget_exceeded" in create["description"]
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            for status, response in operation["responses"].items():
+                where = f"{method} {path} {status}"
+                assert "X-Request-Id" in response["headers"], where
+                if int(status) >= 400:  # every error has its problem body
+                    assert list(response["content"]) == ["application/problem+json"], where
+                if status in ("429", "503"):
+                    assert "Retry-After" in response["headers"], where
+    assert {"Location", "Idempotent-Replayed"} <= set(create["responses"]["202"]["headers"])
+    assert "ETag" in document["paths"]["/v1/jobs/{job_id}"]["get"]["responses"]["304"]["headers"]
+    model = document["paths"]["/v1/jobs/{job_id}/model"]["get"]["responses"]["200"]
+    npz = document["paths"]["/v1/jobs/{job_id}/model.npz"]["get"]["responses"]["200"]
+    assert list(model["content"]) == ["application/json"]
+    assert list(npz["content"]) == ["application/octet-stream"]
 
 
 def test_a_submit_is_one_transaction_and_a_poll_reads_without_one(make_client, test_settings):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import pytest
 
 from tests.conftest import make_token
+from tests.support.services import free_port
 from tests.support.stack import Client, ManagedProcess, service_env, start_api, start_worker
 
 
@@ -47,3 +49,30 @@ def stack(test_settings, tmp_path_factory):
     yield Stack(base, s.database_url, env, worker, api, tokens)
     api.stop()
     worker.stop()
+
+
+@pytest.fixture
+def make_run(tmp_path):
+    """`make run` as a user starts it, with its state under tmp_path/var and short timings."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("REDIS_URL", "DATABASE_URL", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")
+    }
+    env.update(
+        VAR_DIR=str(tmp_path / "var"),
+        HEARTBEAT_SECONDS="0.5",
+        LEASE_SECONDS="5",
+        REQUEUE_AFTER_SECONDS="5",
+        RECONCILE_SECONDS="2",
+    )
+    port = free_port()
+    process = ManagedProcess(
+        "make-run", ["make", "run", f"PORT={port}"], env, tmp_path / "make-run.log"
+    )
+    process.start(ready_marker="backprop-jobs is running at", timeout=180)
+    yield process, f"http://127.0.0.1:{port}", tmp_path / "var"
+    if process.alive:
+        process.kill()
+
+

@@ -9,7 +9,6 @@ import time
 import psutil
 import pytest
 
-from tests.support.services import free_port
 from tests.support.stack import Client, ManagedProcess
 
 XOR = {
@@ -44,30 +43,6 @@ def celery_workers(root_pid: int, queues: str | None = "training") -> list[psuti
             if queues is None or cmd[cmd.index("--queues") + 1] == queues:
                 found.append(p)
     return found
-
-
-@pytest.fixture
-def make_run(tmp_path):
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("REDIS_URL", "DATABASE_URL", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")
-    }
-    env.update(
-        VAR_DIR=str(tmp_path / "var"),
-        HEARTBEAT_SECONDS="0.5",
-        LEASE_SECONDS="5",
-        REQUEUE_AFTER_SECONDS="5",
-        RECONCILE_SECONDS="2",
-    )
-    port = free_port()
-    process = ManagedProcess(
-        "make-run", ["make", "run", f"PORT={port}"], env, tmp_path / "make-run.log"
-    )
-    process.start(ready_marker="backprop-jobs is running at", timeout=180)
-    yield process, f"http://127.0.0.1:{port}", tmp_path / "var"
-    if process.alive:
-        process.kill()
 
 
 def test_make_run_serves_jobs_restarts_a_dead_worker_and_stops_cleanly(make_run):
