@@ -74,5 +74,3 @@ def make_run(tmp_path):
     yield process, f"http://127.0.0.1:{port}", tmp_path / "var"
     if process.alive:
         process.kill()
-
-

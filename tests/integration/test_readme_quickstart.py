@@ -50,3 +50,13 @@ def test_the_readme_quick_start_runs_as_written(make_run, tmp_path):
     assert re.search(r"^202 [0-9a-f-]{36}$", output, re.M), output[-2000:]
     model = np.load(tmp_path / "xor.npz", allow_pickle=False)
     assert model["W0"].shape == (2, 4) and model["W1"].shape == (4, 1)
+
+    # "Operating it": in a shell that sourced var/dev.env, the operator's commands reach
+    # this service (its SQLite file and its embedded Redis on a port of its own)
+    operating = subprocess.run(
+        ["bash", "-c", "set -e; source var/dev.env; backprop tokens list; "
+         "celery -A worker.app inspect ping --timeout 10"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert operating.returncode == 0, operating.stdout[-2000:] + operating.stderr[-2000:]
+    assert "\tdev\t" in operating.stdout and "pong" in operating.stdout
