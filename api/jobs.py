@@ -15,7 +15,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis import RedisError
 from sqlalchemy.exc import IntegrityError
 
-from store import idempotency, jobs
+from store import datasets, idempotency, jobs
 from store.models import FINAL_STATUSES, RUNNING, SUCCEEDED
 
 from .limits import queue_full
@@ -147,7 +147,8 @@ def submit(body: JobCreate):
     cancelled."""
     s = services()
     key = _idempotency_key()
-    prepared = prepare_job(body, s.settings)  # a failure here stores nothing, key included
+    # a failure here stores nothing, key included
+    prepared = prepare_job(body, s.settings, find_dataset=_find_dataset)
     try:
         # one transaction: the replay check, the job with its data and its dispatch record
         # (the quota is counted exactly inside create_job), and the key's answer
@@ -167,6 +168,8 @@ def submit(body: JobCreate):
                 chunk_bytes=s.settings.blob_chunk_bytes,
                 max_queued=s.settings.max_queued_jobs_per_tenant,
                 dispatching=True,
+                dataset_id=prepared.dataset_id,
+                val_dataset_id=prepared.val_dataset_id,
             )
             view = _detail(session, job)
             if key:
@@ -194,6 +197,15 @@ def submit(body: JobCreate):
     g.job_id = job.id
     dispatch(job.id)
     return _json(view, 202, {"Location": url_for("jobs.get_job", job_id=job.id)})
+
+
+def _find_dataset(dataset_id: str):
+    """The tenant's stored data set (its metadata, detached), or None."""
+    with services().db.reading() as session:
+        try:
+            return datasets.get_dataset(session, g.tenant, dataset_id)
+        except datasets.DatasetNotFound:
+            return None
 
 
 def _idempotency_key() -> str | None:
@@ -383,7 +395,7 @@ def predict(job_id: str, body: PredictRequest):
     network = s.models.get(job_id, lambda: _model_arrays(job_id))
     errors: list[dict] = []
     width = network.structure[0]
-    inputs, _ = matrix_input(body.inputs, ("inputs",), width, "structure[0]", errors)
+    inputs, _ = matrix_input(body.inputs, ("inputs",), width, "the network's structure[0]", errors)
     if errors:
         raise SpecError(errors)
     with np.errstate(over="ignore", invalid="ignore"):

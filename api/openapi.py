@@ -55,6 +55,8 @@ class Operation:
     response_headers: dict[int, dict[str, dict]] = field(default_factory=dict)
     rules: tuple[Rule, ...] = ()
     description: str = ""
+    # bodies the view reads itself (streamed): media type -> a model, or a schema
+    raw_bodies: dict[str, Any] = field(default_factory=dict)
 
 
 def operation(
@@ -69,6 +71,7 @@ def operation(
     headers=None,
     response_headers=None,
     rules=(),
+    raw_bodies=None,
 ):
     """Declare a view as an API operation (see the module docstring)."""
     op = Operation(
@@ -83,6 +86,7 @@ def operation(
         headers or {},
         response_headers or {},
         tuple(rules),
+        raw_bodies=raw_bodies or {},
     )
 
     def decorate(view):
@@ -225,6 +229,13 @@ WITH_BODY = {
     415: "Not application/json",
     422: "Invalid field(s): each one is named in errors[]",
 }
+RAW_BODY = {
+    400: "A malformed body: a truncated or broken .npz, CSV that is not UTF-8 text, JSON that "
+    "is not strict",
+    413: "The body is over MAX_DATASET_BYTES, or the tenant's stored data sets would be over "
+    "MAX_DATASET_STORAGE_BYTES",
+    415: "Not one of the documented media types",
+}
 INTEGER = {"type": "integer"}
 ALWAYS = {
     "X-Request-Id": {
@@ -270,6 +281,7 @@ def build_document(
     models = {Problem}
     for _, _, op, _ in operations:
         models |= {m for m in (op.body, op.query, *op.responses.values()) if m is not None}
+        models |= {m for m in op.raw_bodies.values() if isinstance(m, type)}
     modes = [
         (m, "validation" if m in _request_models(operations) else "serialization")
         for m in sorted(models, key=lambda m: m.__name__)
@@ -292,7 +304,10 @@ def build_document(
 
 
 def _request_models(operations) -> set:
-    return {m for _, _, op, _ in operations for m in (op.body, op.query) if m is not None}
+    models = {m for _, _, op, _ in operations for m in (op.body, op.query) if m is not None}
+    return models | {
+        m for _, _, op, _ in operations for m in op.raw_bodies.values() if isinstance(m, type)
+    }
 
 
 def _ref(model) -> dict:
@@ -343,17 +358,27 @@ def _operation(op: Operation, arguments: list[str], settings: dict) -> dict:
             "required": True,
             "content": {"application/json": {"schema": _ref(op.body)}},
         }
+    elif op.raw_bodies:
+        doc["requestBody"] = {
+            "required": True,
+            "content": {
+                media: {"schema": _ref(m) if isinstance(m, type) else m}
+                for media, m in op.raw_bodies.items()
+            },
+        }
     doc["security"] = [{"bearerAuth": []}] if op.secure else []
 
     errors = dict(COMMON)
     if op.secure:
         errors |= SECURE
-    if op.body is not None:
+    if op.body is not None or op.raw_bodies:
         errors |= WITH_BODY
+    if op.raw_bodies:
+        errors |= RAW_BODY
     if op.query is not None:
         errors.setdefault(422, "Invalid query parameter(s): each one is named in errors[]")
     if arguments:
-        errors[404] = "No such job for this tenant"
+        errors[404] = "No such job or data set for this tenant"
     responses: dict[str, Any] = {}
     for status in sorted(set(op.responses) | set(errors)):
         model = op.responses.get(status)

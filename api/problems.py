@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
+from store.datasets import DatasetInvalid
 from store.db import is_outage
 
 from .validation import SpecError, dotted, field_error
@@ -102,13 +103,18 @@ def init_app(app: Flask) -> None:
     def _spec_error(exc: SpecError):
         return problem(422, str(exc), slug="validation-error", errors=exc.errors)
 
+    @app.errorhandler(DatasetInvalid)
+    def _dataset_invalid(exc: DatasetInvalid):
+        slug = "validation-error" if exc.status == 422 else "malformed-upload"
+        return problem(exc.status, str(exc), slug=slug, errors=exc.errors)
+
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         # keep the exception's headers (Allow on a 405, WWW-Authenticate on a 401)
         headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
         detail = exc.description
         if exc.code == 413:
-            limit = current_app.config["MAX_CONTENT_LENGTH"]
+            limit = request.max_content_length or current_app.config["MAX_CONTENT_LENGTH"]
             detail = f"the request body is too large: the limit is {limit} bytes"
         return problem(exc.code or 500, detail, headers=headers)
 

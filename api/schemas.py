@@ -108,6 +108,27 @@ class ValidationSet(Strict):
     targets: MatrixInput
 
 
+DATASET_ID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
+class ValidationDataset(Strict):
+    """A stored data set evaluated after every epoch."""
+
+    dataset_id: Annotated[str, Field(pattern=DATASET_ID)] = Field(
+        description="A data set of this tenant (POST /v1/datasets)"
+    )
+
+
+def _validation_form(value: Any) -> str:
+    return "dataset" if isinstance(value, dict) and "dataset_id" in value else "inline"
+
+
+Validation = Annotated[
+    Annotated[ValidationSet, Tag("inline")] | Annotated[ValidationDataset, Tag("dataset")],
+    Discriminator(_validation_form),
+]
+
+
 class Options(Strict):
     """The core's training options; every one has the seed notebook's behaviour as default."""
 
@@ -120,7 +141,12 @@ class Options(Strict):
     l2: Annotated[float, Field(ge=0)] = Field(0.0, description="L2 weight decay lambda")
     dtype: Literal["float64", "float32"] = "float64"
     early_stopping: EarlyStopping | None = None
-    validation: ValidationSet | None = None
+    validation: Validation | None = None
+    validation_split: Annotated[float, Field(gt=0, lt=1)] | None = Field(
+        None,
+        description="Hold out this fraction of the training rows for validation, chosen "
+        "from the job's seed (stratified by class for one-hot targets); not with validation",
+    )
     max_runtime_seconds: PositiveInt | None = Field(
         None, description="Fail the job with error type 'timeout' after this long"
     )
@@ -147,12 +173,26 @@ class ArrayData(Strict):
     shuffle: bool = Field(True, description="Reshuffle before every epoch (seeded)")
 
 
+class DatasetData(Strict):
+    """A stored data set (POST /v1/datasets), cut into batches of batch_size."""
+
+    dataset_id: Annotated[str, Field(pattern=DATASET_ID)] = Field(
+        description="A data set of this tenant"
+    )
+    batch_size: PositiveInt = 10
+    shuffle: bool = Field(True, description="Reshuffle before every epoch (seeded)")
+
+
 def _data_form(value: Any) -> str:
-    return "batches" if isinstance(value, dict) and "batches" in value else "arrays"
+    if isinstance(value, dict) and "batches" in value:
+        return "batches"
+    return "dataset" if isinstance(value, dict) and "dataset_id" in value else "arrays"
 
 
 TrainingData = Annotated[
-    Annotated[BatchData, Tag("batches")] | Annotated[ArrayData, Tag("arrays")],
+    Annotated[BatchData, Tag("batches")]
+    | Annotated[ArrayData, Tag("arrays")]
+    | Annotated[DatasetData, Tag("dataset")],
     Discriminator(_data_form),
 ]
 
@@ -219,6 +259,39 @@ class PredictRequest(Strict):
     inputs: MatrixInput
 
 
+class DatasetCreate(Strict):
+    """A data set as JSON: the same inputs and targets as a job's inline data."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"name": "xor", "inputs": [[0, 0], [0, 1]], "targets": [[0], [1]]}]
+        }
+    )
+
+    inputs: MatrixInput
+    targets: MatrixInput
+    name: Annotated[Text, Field(max_length=200)] | None = None
+    labels: Annotated[
+        dict[LabelKey, LabelValue],
+        Field(max_length=20, json_schema_extra=_keys_by_pattern),
+    ] = {}
+
+
+class DatasetUploadQuery(BaseModel):
+    """How to read a raw (.npz, CSV or form) upload; query strings, so converted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[Text, Field(max_length=200)] | None = None
+    targets: Annotated[str, Field(min_length=1, max_length=2000)] | None = Field(
+        None, description="CSV: the target columns, comma-separated"
+    )
+    label: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        None, description="CSV: a class column; its values become one-hot targets"
+    )
+    dtype: Literal["float64", "float32"] = Field("float64", description="CSV: the stored dtype")
+
+
 class ListQuery(BaseModel):
     """Query parameters arrive as strings, so this model converts (it is not strict)."""
 
@@ -277,7 +350,9 @@ class JobEventOut(Out):
 
 
 class DataSummary(Out):
-    form: Literal["batches", "arrays"]
+    form: Literal["batches", "arrays", "dataset"]
+    dataset_id: str | None = Field(None, description="The stored data set it trains on")
+    dataset_sha256: str | None = None
     samples: int
     batches: int = Field(description="Mini-batches per epoch")
     batch_size: int | None = None
@@ -293,6 +368,7 @@ class OptionsOut(Out):
     l2: float
     dtype: str
     early_stopping: EarlyStopping | None = None
+    validation_split: float | None = None
     max_runtime_seconds: int
 
 
@@ -320,6 +396,40 @@ class JobOut(JobSummary):
     cancel_requested: bool
     runtime_seconds: float
     history: list[JobEventOut]
+
+
+class MemberOut(Out):
+    shape: list[int]
+    dtype: str = Field(description="NumPy's dtype string, e.g. <f4")
+
+
+class DatasetOut(Out):
+    id: str
+    name: str | None = None
+    labels: dict[str, str]
+    samples: int
+    inputs: MemberOut
+    targets: MemberOut
+    classes: list[str | int | float] | None = Field(
+        None, description="A CSV label column's classes, in the order of the one-hot columns"
+    )
+    bytes: int = Field(description="Stored bytes of inputs and targets")
+    sha256: str = Field(description="Of the arrays' names, dtypes, shapes and bytes")
+    created_at: datetime
+
+
+class DatasetList(Out):
+    datasets: list[DatasetOut]
+    next_cursor: str | None = None
+
+
+class DatasetListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+    cursor: Annotated[str, Field(pattern=r"^[0-9]{1,17}\.[0-9a-f]{32}$")] | None = Field(
+        None, description="next_cursor of the previous page"
+    )
 
 
 class JobList(Out):

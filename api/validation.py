@@ -17,8 +17,9 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from backprop.settings import Settings
+from core import held_out_count, validation_rows
 
-from .schemas import ArrayData, BatchData, JobCreate, NpyArray
+from .schemas import ArrayData, BatchData, DatasetData, JobCreate, NpyArray, ValidationDataset
 
 
 class SpecError(ValueError):
@@ -43,14 +44,20 @@ def dotted(loc) -> str:
 
 @dataclass(frozen=True)
 class PreparedJob:
-    """What the store keeps: the spec as JSON and the data as arrays."""
+    """What the store keeps: the spec as JSON, the inline data as arrays, and the stored
+    data sets the job trains and validates on."""
 
     spec: dict
     arrays: dict[str, np.ndarray]
+    dataset_id: str | None = None
+    val_dataset_id: str | None = None
 
 
-def prepare_job(job: JobCreate, settings: Settings) -> PreparedJob:
-    """Check every cross-field rule and convert the data; raises SpecError."""
+def prepare_job(job: JobCreate, settings: Settings, find_dataset=None) -> PreparedJob:
+    """Check every cross-field rule and convert the data; raises SpecError.
+
+    ``find_dataset(id)`` returns the tenant's stored data set of that id, or None: its
+    metadata (shapes, value ranges) is checked here, its data is never read."""
     errors: list[dict] = []
     structure = job.structure
     _check_limits(job, settings, errors)
@@ -72,33 +79,118 @@ def prepare_job(job: JobCreate, settings: Settings) -> PreparedJob:
                 "option_conflict",
             )
         )
+    if options.validation_split is not None:
+        if options.validation is not None:
+            message = "give options.validation or options.validation_split, not both"
+            errors.append(field_error(("options", "validation_split"), message, "option_conflict"))
+        if isinstance(job.data, BatchData):
+            message = "validation_split needs data as arrays or a data set, not explicit batches"
+            errors.append(field_error(("options", "validation_split"), message, "option_conflict"))
     if errors:  # sizes are meaningless against a structure that is itself wrong
         raise SpecError(errors)
 
+    seed = job.seed if job.seed is not None else secrets.randbits(32)
+    dataset = val_dataset = None
+    inputs = targets = batch_sizes = None
     if isinstance(job.data, BatchData):
         inputs, targets, batch_sizes = _batches(job.data, structure, errors)
+    elif isinstance(job.data, DatasetData):
+        dataset = _stored(find_dataset, job.data.dataset_id, ("data",), structure, errors)
     else:
         inputs, targets = _arrays(job.data, ("data",), structure, errors)
-        batch_sizes = None
     validation = None
-    if options.validation is not None:
+    if isinstance(options.validation, ValidationDataset):
+        where = ("options", "validation")
+        val_dataset = _stored(find_dataset, options.validation.dataset_id, where, structure, errors)
+    elif options.validation is not None:
         validation = _arrays(options.validation, ("options", "validation"), structure, errors)
     if errors:
         raise SpecError(errors)
 
     dtype = np.dtype(options.dtype)
-    arrays = {"inputs": _matrix(inputs, dtype), "targets": _matrix(targets, dtype)}
+    arrays = {}
+    if inputs is not None:
+        arrays = {"inputs": _matrix(inputs, dtype), "targets": _matrix(targets, dtype)}
     if batch_sizes is not None:
         arrays["batch_sizes"] = np.asarray(batch_sizes, dtype=np.int64)
     if validation is not None:
         arrays["val_inputs"] = _matrix(validation[0], dtype)
         arrays["val_targets"] = _matrix(validation[1], dtype)
+    if options.validation_split is not None and inputs is not None:
+        if len(arrays["inputs"]) < 2:
+            message = "a validation split needs at least two samples"
+            errors.append(field_error(("options", "validation_split"), message, "size_mismatch"))
+            raise SpecError(errors)
+        held = validation_rows(arrays["targets"], options.validation_split, seed)
+        arrays["val_inputs"], arrays["val_targets"] = (
+            arrays["inputs"][held],
+            arrays["targets"][held],
+        )
+        arrays["inputs"], arrays["targets"] = arrays["inputs"][~held], arrays["targets"][~held]
+    for stored, where in ((dataset, ("data",)), (val_dataset, ("options", "validation"))):
+        if stored is not None:
+            _check_stored_values(stored, where, options, errors)
     if options.cost == "cross_entropy":
         _check_probabilities(arrays, options.output_activation, errors)
-    _check_budget(job, len(arrays["inputs"]), settings, errors)
+    samples = dataset.samples if dataset is not None else len(arrays["inputs"])
+    _check_budget(job, samples, settings, errors)
     if errors:
         raise SpecError(errors)
-    return PreparedJob(_spec(job, arrays, settings), arrays)
+    spec = _spec(job, arrays, settings, seed, dataset, val_dataset)
+    return PreparedJob(
+        spec,
+        arrays,
+        dataset_id=dataset and dataset.id,
+        val_dataset_id=val_dataset and val_dataset.id,
+    )
+
+
+def _stored(find_dataset, dataset_id: str, loc: tuple, structure: list[int], errors):
+    """The tenant's data set, its columns checked against the structure; None and an error
+    when it is not there or does not fit."""
+    dataset = find_dataset(dataset_id) if find_dataset else None
+    where = (*loc, "dataset_id")
+    if dataset is None:
+        errors.append(
+            field_error(where, f"no data set {dataset_id!r} for this tenant", "dataset_not_found")
+        )
+        return None
+    fits = True
+    for member, width, layer in (
+        ("inputs", structure[0], "structure[0]"),
+        ("targets", structure[-1], "structure[-1]"),
+    ):
+        columns = dataset.members[member]["shape"][1]
+        if columns != width:
+            errors.append(
+                field_error(
+                    where,
+                    f"the data set's {member} have {columns} columns, the network's {layer} "
+                    f"is {width}",
+                    "size_mismatch",
+                )
+            )
+            fits = False
+    return dataset if fits else None
+
+
+def _check_stored_values(dataset, loc: tuple, options, errors: list[dict]) -> None:
+    """The rules on values, from the statistics kept with a stored data set."""
+    where = (*loc, "dataset_id")
+    if options.dtype == "float32":
+        for member in ("inputs", "targets"):
+            info = dataset.members[member]
+            if max(abs(info["min"]), abs(info["max"])) > float(np.finfo(np.float32).max):
+                message = f"the data set's {member} have values too large for float32"
+                errors.append(field_error(where, message, "dtype_range"))
+    if options.cost == "cross_entropy":
+        targets = dataset.members["targets"]
+        if targets["min"] < 0 or targets["max"] > 1:
+            message = "cost 'cross_entropy' needs targets between 0 and 1"
+            errors.append(field_error(where, message, "target_range"))
+        elif options.output_activation == "softmax" and not targets["rows_sum_to_one"]:
+            message = "softmax with cross_entropy needs target rows that sum to 1"
+            errors.append(field_error(where, message, "target_range"))
 
 
 def _check_limits(job: JobCreate, settings: Settings, errors: list[dict]) -> None:
@@ -150,7 +242,7 @@ def _check_rows(rows, loc: tuple, width: int, layer: str, errors: list[dict]) ->
         errors.append(
             field_error(
                 (*loc, i),
-                f"expected {width} values (the network's {layer}), got {len(rows[i])}",
+                f"expected {width} values ({layer}), got {len(rows[i])}",
                 "size_mismatch",
             )
         )
@@ -167,10 +259,10 @@ def _check_rows(rows, loc: tuple, width: int, layer: str, errors: list[dict]) ->
 
 def _arrays(data: ArrayData, loc: tuple, structure: list[int], errors: list[dict]):
     inputs, in_rows = matrix_input(
-        data.inputs, (*loc, "inputs"), structure[0], "structure[0]", errors
+        data.inputs, (*loc, "inputs"), structure[0], "the network's structure[0]", errors
     )
     targets, target_rows = matrix_input(
-        data.targets, (*loc, "targets"), structure[-1], "structure[-1]", errors
+        data.targets, (*loc, "targets"), structure[-1], "the network's structure[-1]", errors
     )
     if in_rows is not None and target_rows is not None and in_rows != target_rows:
         errors.append(
@@ -195,7 +287,7 @@ def matrix_input(value, loc: tuple, width: int, layer: str, errors: list[dict]):
             errors.append(
                 field_error(
                     loc,
-                    f"expected rows of {width} values (the network's {layer}), "
+                    f"expected rows of {width} values ({layer}), "
                     f"got an array of shape {array.shape}",
                     "size_mismatch",
                 )
@@ -348,34 +440,56 @@ def _check_budget(job: JobCreate, samples: int, settings: Settings, errors: list
         )
 
 
-def _spec(job: JobCreate, arrays: dict[str, np.ndarray], settings: Settings) -> dict:
+def _spec(job: JobCreate, arrays, settings: Settings, seed: int, dataset, val_dataset) -> dict:
     """The job as stored: everything but the data, with defaults and the seed made explicit."""
     options = job.options.model_dump(exclude={"validation"})
     if options["max_runtime_seconds"] is None:
         options["max_runtime_seconds"] = settings.max_runtime_seconds
     data = job.data
+    spec = {
+        "structure": job.structure,
+        "epochs": job.epochs,
+        "learning_rate": job.learning_rate,
+        "seed": seed,
+        "options": options,
+    }
     if isinstance(data, BatchData):
         layout = {
             "form": "batches",
             "batch_size": None,
             "shuffle": False,
             "batches": len(arrays["batch_sizes"]),
+            "samples": len(arrays["inputs"]),
+        }
+    elif isinstance(data, DatasetData):
+        held = 0
+        if job.options.validation_split is not None:
+            info = dataset.members["targets"]
+            held = held_out_count(
+                job.options.validation_split, dataset.samples, info.get("class_counts")
+            )
+        samples = dataset.samples - held
+        layout = {
+            "form": "dataset",
+            "dataset_id": dataset.id,
+            "dataset_sha256": dataset.sha256,
+            "batch_size": data.batch_size,
+            "shuffle": data.shuffle,
+            "batches": -(-samples // data.batch_size),
+            "samples": samples,
+            "validation_samples": held,
         }
     else:
-        batches = -(-len(arrays["inputs"]) // data.batch_size)
         layout = {
             "form": "arrays",
             "batch_size": data.batch_size,
             "shuffle": data.shuffle,
-            "batches": batches,
+            "batches": -(-len(arrays["inputs"]) // data.batch_size),
+            "samples": len(arrays["inputs"]),
         }
-    layout["samples"] = len(arrays["inputs"])
-    layout["validation_samples"] = len(arrays.get("val_inputs", ()))
-    return {
-        "structure": job.structure,
-        "epochs": job.epochs,
-        "learning_rate": job.learning_rate,
-        "seed": job.seed if job.seed is not None else secrets.randbits(32),
-        "options": options,
-        "data": layout,
-    }
+    layout.setdefault("validation_samples", len(arrays.get("val_inputs", ())))
+    if val_dataset is not None:
+        spec["validation"] = {"dataset_id": val_dataset.id, "dataset_sha256": val_dataset.sha256}
+        layout["validation_samples"] = val_dataset.samples
+    spec["data"] = layout
+    return spec

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
 
     # --- limits of the API
     max_content_length: int = Field(64 * 2**20, gt=0, description="Largest request body, bytes")
+    max_dataset_bytes: int = Field(
+        2 * 2**30, gt=0, description="Largest data set upload, bytes (separate from the JSON limit)"
+    )
+    max_dataset_storage_bytes: int = Field(
+        20 * 2**30, gt=0, description="Stored data set bytes per tenant"
+    )
     max_layers: int = Field(64, ge=2, description="Most layers in a structure")
     max_layer_width: int = Field(8192, ge=1, description="Widest layer")
     max_epochs: int = Field(100_000, ge=1, description="Most epochs of a job")

@@ -12,6 +12,7 @@ from .costs import COSTS
 from .errors import Diverged, ShapeError
 from .gradcheck import gradient_check
 from .network import Evaluation, Network, is_one_hot
+from .split import held_out_count, validation_rows
 from .training import COMPLETED, EARLY_STOPPED, STOPPED, EpochMetrics, Trainer, TrainingConfig
 
 __all__ = [
@@ -28,6 +29,8 @@ __all__ = [
     "Trainer",
     "TrainingConfig",
     "gradient_check",
+    "held_out_count",
+    "validation_rows",
     "is_one_hot",
     "sigmoid",
     "sigmoid_derivative",

@@ -20,7 +20,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
-from . import blobs
+from core import validation_rows
+
+from . import blobs, datasets
 from .db import Database
 from .models import (
     CANCELLED,
@@ -29,6 +31,7 @@ from .models import (
     QUEUED,
     RUNNING,
     SUCCEEDED,
+    Dataset,
     EpochMetric,
     Job,
     JobEvent,
@@ -82,6 +85,8 @@ def create_job(
     chunk_bytes: int,
     max_queued: int | None = None,
     dispatching: bool = False,
+    dataset_id: str | None = None,
+    val_dataset_id: str | None = None,
 ) -> Job:
     """Store a validated job and its data in the caller's transaction, status queued.
 
@@ -113,11 +118,13 @@ def create_job(
         # a transaction (a failed send clears it again: ``record_dispatch_failure``)
         dispatched_at=now if dispatching else None,
         dispatch_count=1 if dispatching else 0,
+        dataset_id=dataset_id,
+        val_dataset_id=val_dataset_id,
     )
     session.add(job)
     session.flush()
     blobs.write_npy_arrays(session, job.id, arrays, chunk_bytes)
-    samples = len(arrays["inputs"])
+    samples = spec["data"]["samples"]
     add_event(session, job.id, "queued", f"{samples} samples, {spec['epochs']} epochs", at=now)
     if dispatching:
         add_event(session, job.id, "dispatched", at=now)
@@ -290,12 +297,43 @@ def _read_data(session: Session, found: dict) -> dict[str, np.ndarray]:
 
 
 def load_data_and_checkpoint(
-    session: Session, job_id: str
+    session: Session, job: Job
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
     """What a claimed job needs to train: its arrays and its checkpoint (one lookup)."""
-    found = blobs.find_blobs(session, job_id, DATA_KINDS + ("checkpoint",))
+    found = blobs.find_blobs(session, job.id, DATA_KINDS + ("checkpoint",))
     checkpoint = found.pop("checkpoint", None)
-    return _read_data(session, found), checkpoint and blobs.read_arrays(session, checkpoint)
+    arrays = _read_data(session, found)
+    if job.spec["data"]["form"] == "dataset":
+        arrays |= load_dataset_arrays(session, job.spec)
+    return arrays, checkpoint and blobs.read_arrays(session, checkpoint)
+
+
+def load_dataset_arrays(session: Session, spec: dict) -> dict[str, np.ndarray]:
+    """A data set job's arrays in the job's dtype, each row read once into its place: the
+    training rows, and the validation rows of its split or of its validation data set."""
+    dtype = spec["options"]["dtype"]
+    layout = spec["data"]
+    dataset = session.get(Dataset, layout["dataset_id"])
+    if dataset is None:
+        raise ValueError(f"data set {layout['dataset_id']} is gone")
+    arrays = {}
+    fraction = spec["options"].get("validation_split")
+    if fraction:
+        targets = datasets.read_member(session, dataset, "targets", dtype)
+        split = validation_rows(targets, fraction, spec["seed"])
+        arrays["inputs"], arrays["val_inputs"] = datasets.read_member(
+            session, dataset, "inputs", dtype, split=split
+        )
+        arrays["targets"], arrays["val_targets"] = targets[~split], targets[split]
+        return arrays
+    arrays["inputs"] = datasets.read_member(session, dataset, "inputs", dtype)
+    arrays["targets"] = datasets.read_member(session, dataset, "targets", dtype)
+    val_id = (spec.get("validation") or {}).get("dataset_id")
+    if val_id:
+        val = session.get(Dataset, val_id)
+        arrays["val_inputs"] = datasets.read_member(session, val, "inputs", dtype)
+        arrays["val_targets"] = datasets.read_member(session, val, "targets", dtype)
+    return arrays
 
 
 def load_checkpoint(session: Session, job_id: str) -> dict[str, np.ndarray] | None:

@@ -87,6 +87,10 @@ class Job(Base):
     runtime_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     # the latest finished epoch's metrics row, written with the progress: a poll reads one row
     latest_metrics: Mapped[dict[str, Any] | None]
+    # the stored data sets it trains on (training, validation), when not inline; a data set
+    # cannot be deleted while a queued or running job names it here
+    dataset_id: Mapped[str | None] = mapped_column(ForeignKey("dataset.id"), index=True)
+    val_dataset_id: Mapped[str | None] = mapped_column(ForeignKey("dataset.id"), index=True)
     error_type: Mapped[str | None] = mapped_column(String(32))
     error_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
@@ -154,6 +158,42 @@ class BlobChunk(Base):
     blob_id: Mapped[int] = mapped_column(
         ForeignKey("blob.id", ondelete="CASCADE"), primary_key=True
     )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Dataset(Base):
+    """A tenant's stored data set: inputs and targets, each a C-ordered 2-D array kept as raw
+    bytes in ``dataset_chunk`` rows (the shapes and dtypes live here), read by any worker."""
+
+    __tablename__ = "dataset"
+    __table_args__ = (
+        Index("ix_dataset_tenant_sha256", "tenant", "sha256", unique=True),
+        Index("ix_dataset_tenant_created", "tenant", "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(200))
+    labels: Mapped[dict[str, Any]]
+    samples: Mapped[int] = mapped_column(BigInteger)
+    # {"inputs": {"shape": [n, d], "dtype": "<f4"}, "targets": {...}}
+    members: Mapped[dict[str, Any]]
+    classes: Mapped[list[Any] | None] = mapped_column(JSON)  # a CSV label column's classes
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+
+
+class DatasetChunk(Base):
+    """Consecutive raw bytes of one member (inputs or targets) of a data set."""
+
+    __tablename__ = "dataset_chunk"
+
+    dataset_id: Mapped[str] = mapped_column(
+        ForeignKey("dataset.id", ondelete="CASCADE"), primary_key=True
+    )
+    member: Mapped[str] = mapped_column(String(16), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
 

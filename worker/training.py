@@ -292,7 +292,7 @@ def claim_and_load(
     )
     if job is None:
         return None
-    arrays, state = jobs.load_data_and_checkpoint(session, job_id)
+    arrays, state = jobs.load_data_and_checkpoint(session, job)
     if state is not None:
         epoch, batch = int(state["epoch"]), int(state["batch"])
         where = f"epoch {epoch}" + (f", batch {batch}" if batch else "")

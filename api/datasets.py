@@ -1,0 +1,268 @@
+"""/v1/datasets: upload a data set once (streamed), list, read, download, delete; jobs train
+on it by id. Handlers pick the parser for the body (``api/uploads.py``) and delegate the
+rules to ``store.datasets``."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, g, request, stream_with_context, url_for
+from sqlalchemy.exc import IntegrityError
+
+from store import datasets
+from store.jobs import decode_cursor, encode_cursor
+
+from . import uploads
+from .openapi import operation, parse_body
+from .problems import ApiProblem
+from .schemas import (
+    DatasetCreate,
+    DatasetList,
+    DatasetListQuery,
+    DatasetOut,
+    DatasetUploadQuery,
+    MemberOut,
+)
+from .services import services
+from .validation import SpecError, field_error
+
+bp = Blueprint("datasets", __name__, url_prefix="/v1/datasets")
+
+NPZ = "application/x-npz"
+BINARY = {"type": "string", "format": "binary"}
+UPLOAD_BODIES = {
+    NPZ: {**BINARY, "description": "numpy.savez or numpy.savez_compressed of inputs and targets"},
+    "text/csv": {
+        "type": "string",
+        "description": "A header row, then a row per sample; name the targets with ?targets= "
+        "or a class column with ?label=",
+    },
+    "multipart/form-data": {
+        "type": "object",
+        "properties": {"file": {**BINARY, "description": "a .npz or a .csv file"}},
+        "required": ["file"],
+    },
+    "application/json": DatasetCreate,
+}
+LOCATION = {
+    "Location": {
+        "description": "The data set's URL",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
+DEDUPLICATED = {
+    "Deduplicated": {
+        "description": "true: the tenant already stored these arrays; this is that data set",
+        "required": True,
+        "schema": {"type": "string", "enum": ["true"]},
+    },
+    **LOCATION,
+}
+
+
+class _AlreadyStored(Exception):
+    def __init__(self, sha256: str):
+        self.sha256 = sha256
+
+
+def dataset_view(row) -> DatasetOut:
+    return DatasetOut(
+        id=row.id,
+        name=row.name,
+        labels=row.labels,
+        samples=row.samples,
+        inputs=MemberOut(**{k: row.members["inputs"][k] for k in ("shape", "dtype")}),
+        targets=MemberOut(**{k: row.members["targets"][k] for k in ("shape", "dtype")}),
+        classes=row.classes,
+        bytes=row.bytes,
+        sha256=row.sha256,
+        created_at=row.created_at,
+    )
+
+
+def _json(model, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(
+        model.model_dump_json(), status=status, mimetype="application/json", headers=headers
+    )
+
+
+@bp.post("")
+@operation(
+    "createDataset",
+    query=DatasetUploadQuery,
+    responses={201: DatasetOut, 200: DatasetOut},
+    raw_bodies=UPLOAD_BODIES,
+    response_headers={201: LOCATION, 200: DEDUPLICATED},
+)
+def create_dataset(query: DatasetUploadQuery):
+    """Store a data set: inputs and targets, streamed in (201 with a Location).
+
+    The body is one of: the bytes of a .npz holding `inputs` and `targets` (2-D arrays of
+    floats or integers, as many rows each), a CSV with a header row (with ?targets=col1,col2
+    naming the target columns, or ?label=col naming a class column that becomes one-hot
+    targets), a multipart form with a file field `file` (.npz or .csv), or the JSON form of
+    a job's inline data. It is checked as it arrives and nothing of a failed upload is kept.
+    The same arrays uploaded again by the tenant answer 200 with `Deduplicated: true` and
+    the data set stored first."""
+    s = services()
+    request.max_content_length = s.settings.max_dataset_bytes
+    mimetype = request.mimetype
+    if mimetype not in UPLOAD_BODIES:
+        raise ApiProblem(
+            415,
+            f"send the data set as one of {', '.join(UPLOAD_BODIES)}, "
+            f"not {mimetype or 'nothing'!r}",
+            slug="unsupported-media-type",
+        )
+    body = parse_body(DatasetCreate) if mimetype == "application/json" else None
+    name = body.name if body else query.name
+    labels = body.labels if body else {}
+    try:
+        with s.db.session() as session:
+            builder = datasets.DatasetBuilder(
+                session, g.tenant, name, labels, s.settings.blob_chunk_bytes
+            )
+            classes = _read_body(builder, mimetype, body, query)
+            dataset = builder.finish(classes)
+            if datasets.find_duplicate(session, dataset) is not None:
+                raise _AlreadyStored(dataset.sha256)  # rolls back what was written
+            used = datasets.stored_bytes(session, g.tenant)
+            if used > s.settings.max_dataset_storage_bytes:
+                raise ApiProblem(
+                    413,
+                    f"the tenant's data sets would take {used} bytes, over its storage quota "
+                    f"of {s.settings.max_dataset_storage_bytes}; delete some first",
+                    slug="storage-quota",
+                )
+            view = dataset_view(dataset)
+    except (_AlreadyStored, IntegrityError) as exc:
+        # stored before, or by a concurrent twin that committed first
+        sha256 = exc.sha256 if isinstance(exc, _AlreadyStored) else builder.sha256
+        with s.db.reading() as session:
+            existing = datasets.by_sha256(session, g.tenant, sha256)
+            if existing is None:
+                raise
+            view = dataset_view(existing)
+        headers = {"Deduplicated": "true", "Location": _location(view.id)}
+        return _json(view, 200, headers)
+    g.dataset_id = view.id
+    return _json(view, 201, {"Location": _location(view.id)})
+
+
+def _read_body(builder, mimetype: str, body, query: DatasetUploadQuery):
+    if mimetype == "application/json":
+        uploads.from_json(builder, body)
+        return None
+    if mimetype == NPZ:
+        uploads.from_npz(builder, uploads.body_chunks(request.stream))
+        return None
+    if mimetype == "text/csv":
+        return _csv(builder, request.stream, query)
+    upload = request.files.get("file")  # werkzeug spools a large file to disk, not memory
+    if upload is None:
+        error = field_error(("body", "file"), "expected a file field named 'file'")
+        raise SpecError([error])
+    filename = (upload.filename or "").lower()
+    if filename.endswith(".npz") or upload.mimetype in (NPZ, "application/zip"):
+        uploads.from_npz(builder, uploads.body_chunks(upload.stream))
+        return None
+    if filename.endswith(".csv") or upload.mimetype == "text/csv":
+        return _csv(builder, upload.stream, query)
+    raise ApiProblem(
+        415, "the file field holds neither a .npz nor a .csv", slug="unsupported-media-type"
+    )
+
+
+def _csv(builder, stream, query: DatasetUploadQuery):
+    targets = [c.strip() for c in query.targets.split(",")] if query.targets else None
+    return uploads.from_csv(builder, stream, targets=targets, label=query.label, dtype=query.dtype)
+
+
+def _location(dataset_id: str) -> str:
+    return url_for("datasets.get_dataset", dataset_id=dataset_id)
+
+
+@bp.get("")
+@operation("listDatasets", query=DatasetListQuery, responses={200: DatasetList})
+def list_datasets(query: DatasetListQuery):
+    """The tenant's data sets, newest first, a page at a time."""
+    cursor = decode_cursor(query.cursor) if query.cursor else None
+    with services().db.reading() as session:
+        rows, more = datasets.list_datasets(session, g.tenant, query.limit, cursor)
+        views = [dataset_view(r) for r in rows]
+        next_cursor = encode_cursor(rows[-1]) if more and rows else None
+    return _json(DatasetList(datasets=views, next_cursor=next_cursor))
+
+
+@bp.get("/<dataset_id>")
+@operation("getDataset", responses={200: DatasetOut})
+def get_dataset(dataset_id: str):
+    """One data set: shapes, dtypes, bytes, sha256, classes."""
+    with services().db.reading() as session:
+        return _json(dataset_view(_find(session, dataset_id)))
+
+
+@bp.get("/<dataset_id>/data")
+@operation(
+    "getDatasetData",
+    responses={200: None},
+    binary={200: NPZ},
+    response_headers={
+        200: {
+            "Content-Disposition": {
+                "description": "attachment; filename=<data set id>.npz",
+                "required": True,
+                "schema": {"type": "string"},
+            }
+        }
+    },
+)
+def get_dataset_data(dataset_id: str):
+    """The data set back as a .npz of inputs and targets, streamed (numpy.load reads it)."""
+    s = services()
+    with s.db.reading() as session:
+        _find(session, dataset_id)  # 404 before the answer starts
+
+    def generate():
+        with s.db.reading() as session:
+            dataset = datasets.get_dataset(session, g.tenant, dataset_id)
+            for part in datasets.stream_npz(session, dataset):
+                if part:
+                    yield part
+
+    return Response(
+        stream_with_context(generate()),
+        mimetype=NPZ,
+        headers={"Content-Disposition": f"attachment; filename={dataset_id}.npz"},
+    )
+
+
+@bp.delete("/<dataset_id>")
+@operation("deleteDataset", responses={204: None, 409: None})
+def delete_dataset(dataset_id: str):
+    """Delete a data set (409 naming the jobs while a queued or running job uses it)."""
+    s = services()
+    with s.db.session() as session:
+        try:
+            datasets.delete_dataset(session, g.tenant, dataset_id)
+        except datasets.DatasetNotFound:
+            raise _not_found(dataset_id) from None
+        except datasets.DatasetInUse as exc:
+            raise ApiProblem(
+                409,
+                f"queued or running jobs use this data set: {', '.join(exc.job_ids[:20])}; "
+                "cancel them or wait for them to end",
+                slug="dataset-in-use",
+            ) from None
+    return Response(status=204)
+
+
+def _find(session, dataset_id: str):
+    g.dataset_id = dataset_id
+    try:
+        return datasets.get_dataset(session, g.tenant, dataset_id)
+    except datasets.DatasetNotFound:
+        raise _not_found(dataset_id) from None
+
+
+def _not_found(dataset_id: str) -> ApiProblem:
+    return ApiProblem(404, f"no data set {dataset_id!r} for this tenant", slug="dataset-not-found")

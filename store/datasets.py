@@ -1,0 +1,428 @@
+"""Data sets: a tenant's inputs and targets, stored once, trained on by many jobs.
+
+Each member (``inputs``, ``targets``) is a C-ordered 2-D array kept as raw bytes in
+``dataset_chunk`` rows of ``chunk_bytes`` each; its shape and dtype are in the ``dataset``
+row. Writing goes member by member through ``MemberWriter``, which checks the bytes as they
+arrive (finite floats, whole rows) and never holds more than a chunk. Reading fills one
+preallocated array chunk by chunk, converting to the job's dtype and, for a validation
+split, scattering each row straight into the training or the validation array, so a worker
+holds the data once.
+
+The content hash (``sha256``) covers each member's name, dtype, shape and bytes: the same
+arrays uploaded again, in any container, are the same data set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import uuid
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+from sqlalchemy import func, insert, or_, select
+from sqlalchemy.orm import Session
+
+from .models import QUEUED, RUNNING, Dataset, DatasetChunk, Job, utcnow
+
+MEMBERS = ("inputs", "targets")
+
+
+class DatasetInvalid(ValueError):
+    """The upload breaks a rule; ``errors`` are FieldError dicts, ``status`` 400 or 422."""
+
+    def __init__(self, status: int, loc: tuple, msg: str, kind: str = "dataset"):
+        self.status = status
+        where = ".".join(str(p) for p in loc) or "body"
+        self.errors = [{"loc": list(loc), "field": where, "msg": msg, "type": kind}]
+        super().__init__(f"{where}: {msg}")
+
+
+class DatasetInUse(Exception):
+    def __init__(self, job_ids: list[str]):
+        self.job_ids = job_ids
+        super().__init__(", ".join(job_ids))
+
+
+class DatasetNotFound(LookupError):
+    pass
+
+
+def accepted_dtype(dtype: np.dtype, member: str) -> np.dtype:
+    if dtype.hasobject or dtype.fields is not None or dtype.kind not in "fiu":
+        raise DatasetInvalid(
+            422,
+            (member,),
+            f"expected an array of floats or integers, got dtype {dtype.str!r}"
+            + (" (a pickled object array is never loaded)" if dtype.hasobject else ""),
+        )
+    return dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
+
+
+@dataclass
+class MemberWriter:
+    """One member's raw bytes into chunk rows, checked as they arrive.
+
+    ``rows`` may be None (a CSV's length is known at its end); ``columns`` is fixed.
+    Big-endian input is swapped to little-endian row by row; floats must be finite.
+    """
+
+    session: Session
+    dataset_id: str
+    member: str
+    columns: int
+    dtype: np.dtype  # as given; stored little-endian
+    rows: int | None
+    chunk_bytes: int
+    hasher: object = field(default_factory=hashlib.sha256)
+    size: int = 0
+    # what a job's checks need later without reading the data again
+    low: float = float("inf")
+    high: float = float("-inf")
+    one_hot: bool = True
+    rows_sum_to_one: bool = True
+    _pending: bytearray = field(default_factory=bytearray)
+    _seq: int = 0
+
+    def __post_init__(self):
+        self.stored = accepted_dtype(self.dtype, self.member)
+        self.row_bytes = self.columns * self.dtype.itemsize
+        self.column_sums = np.zeros(max(self.columns, 1))
+        if self.columns < 1:
+            raise DatasetInvalid(422, (self.member,), "expected at least one column")
+        # whole rows per chunk, so that any chunk can be checked and converted alone
+        self.chunk_bytes = max(1, self.chunk_bytes // self.row_bytes) * self.row_bytes
+
+    def write(self, data) -> None:
+        data = memoryview(data).cast("B")
+        self.size += len(data)
+        if self.rows is not None and self.size > self.rows * self.row_bytes:
+            raise DatasetInvalid(
+                422, (self.member,), f"more data than its shape ({self.rows}, {self.columns}) holds"
+            )
+        self._pending += data
+        while len(self._pending) >= self.chunk_bytes:
+            self._emit(bytes(self._pending[: self.chunk_bytes]))
+            del self._pending[: self.chunk_bytes]
+
+    def summary(self, rows: int) -> dict:
+        info = {
+            "shape": [rows, self.columns],
+            "dtype": self.stored.str,
+            "min": self.low,
+            "max": self.high,
+            "rows_sum_to_one": self.rows_sum_to_one,
+            "one_hot": self.one_hot and self.columns > 1,
+        }
+        if info["one_hot"]:
+            info["class_counts"] = [int(n) for n in self.column_sums]
+        return info
+
+    def close(self) -> int:
+        """Writes the rest; returns the number of rows."""
+        if len(self._pending) % self.row_bytes:
+            raise DatasetInvalid(422, (self.member,), "the data ends inside a row")
+        if self._pending:
+            self._emit(bytes(self._pending))
+            self._pending.clear()
+        rows = self.size // self.row_bytes
+        if self.rows is not None and rows != self.rows:
+            raise DatasetInvalid(
+                422,
+                (self.member,),
+                f"its shape ({self.rows}, {self.columns}) needs {self.rows * self.row_bytes} "
+                f"bytes, the data has {self.size}",
+            )
+        if rows < 1:
+            raise DatasetInvalid(422, (self.member,), "expected at least one row")
+        return rows
+
+    def _emit(self, chunk: bytes) -> None:
+        values = np.frombuffer(chunk, dtype=self.dtype)
+        if self.stored.kind == "f" and not np.isfinite(values).all():
+            first = self._seq * (self.chunk_bytes // self.row_bytes)
+            row = first + int(np.argmin(np.isfinite(values).reshape(-1, self.columns).all(1)))
+            raise DatasetInvalid(
+                422, (self.member, row), "expected finite numbers, found NaN or infinity"
+            )
+        if self.stored != self.dtype:
+            chunk = values.astype(self.stored).tobytes()
+        block = values.reshape(-1, self.columns)
+        if block.size:
+            self.low, self.high = (
+                min(self.low, float(block.min())),
+                max(self.high, float(block.max())),
+            )
+            sums = block.sum(axis=1, dtype=np.float64)
+            self.rows_sum_to_one &= bool(np.allclose(sums, 1.0))
+            self.one_hot &= bool(np.isin(block, (0, 1)).all() and (sums == 1).all())
+            self.column_sums += block.sum(axis=0, dtype=np.float64)
+        self.hasher.update(chunk)
+        self.session.execute(
+            insert(DatasetChunk),
+            [
+                {
+                    "dataset_id": self.dataset_id,
+                    "member": self.member,
+                    "seq": self._seq,
+                    "data": chunk,
+                }
+            ],
+        )
+        self._seq += 1
+
+
+class DatasetBuilder:
+    """Builds one data set in the caller's transaction: ``member()`` for each of inputs and
+    targets, then ``finish()``. A failure anywhere leaves the rollback to the caller."""
+
+    def __init__(self, session: Session, tenant: str, name, labels, chunk_bytes: int):
+        self.session, self.chunk_bytes = session, chunk_bytes
+        self.row = Dataset(
+            id=str(uuid.uuid4()),
+            tenant=tenant,
+            name=name,
+            labels=labels or {},
+            samples=0,
+            members={},
+            bytes=0,
+            sha256=f"pending-{uuid.uuid4().hex}",  # unique until finish() sets the real one
+            created_at=utcnow(),
+        )
+        session.add(self.row)
+        session.flush()
+        self.writers: dict[str, MemberWriter] = {}
+        self.rows: dict[str, int] = {}
+
+    def member(self, name: str, columns: int, dtype, rows: int | None = None) -> MemberWriter:
+        if name not in MEMBERS:
+            raise DatasetInvalid(
+                422, (name,), "unexpected member: a data set holds inputs and targets only"
+            )
+        if name in self.writers:
+            raise DatasetInvalid(422, (name,), "the member appears twice")
+        other = self.writers.get("targets" if name == "inputs" else "inputs")
+        if rows is not None and other is not None and other.rows not in (None, rows):
+            raise DatasetInvalid(
+                422,
+                ("targets",),
+                f"expected {other.rows if name == 'targets' else rows} rows (one per input "
+                f"row), got {rows if name == 'targets' else other.rows}",
+            )
+        writer = MemberWriter(
+            self.session, self.row.id, name, columns, np.dtype(dtype), rows, self.chunk_bytes
+        )
+        self.writers[name] = writer
+        return writer
+
+    def close_member(self, name: str) -> None:
+        self.rows[name] = self.writers[name].close()
+
+    def finish(self, classes: list | None = None) -> Dataset:
+        for name in MEMBERS:
+            if name not in self.rows:
+                raise DatasetInvalid(422, (name,), "missing: a data set needs inputs and targets")
+        if self.rows["inputs"] != self.rows["targets"]:
+            raise DatasetInvalid(
+                422,
+                ("targets",),
+                f"expected {self.rows['inputs']} rows (one per input row), "
+                f"got {self.rows['targets']}",
+            )
+        content = hashlib.sha256()
+        members = {}
+        for name in MEMBERS:
+            w = self.writers[name]
+            members[name] = w.summary(self.rows[name])
+            content.update(f"{name}:{w.stored.str}:{self.rows[name]}x{w.columns}:".encode())
+            content.update(w.hasher.digest())
+        self.row.members = members
+        self.row.samples = self.rows["inputs"]
+        self.row.bytes = sum(w.size for w in self.writers.values())
+        self.sha256 = self.row.sha256 = content.hexdigest()
+        self.row.classes = classes
+        self.session.flush()
+        return self.row
+
+
+def find_duplicate(session: Session, dataset: Dataset) -> Dataset | None:
+    """An older data set of the same tenant with the same content."""
+    return session.scalars(
+        select(Dataset).where(
+            Dataset.tenant == dataset.tenant,
+            Dataset.sha256 == dataset.sha256,
+            Dataset.id != dataset.id,
+        )
+    ).first()
+
+
+def by_sha256(session: Session, tenant: str, sha256: str) -> Dataset | None:
+    return session.scalars(
+        select(Dataset).where(Dataset.tenant == tenant, Dataset.sha256 == sha256)
+    ).first()
+
+
+def get_dataset(session: Session, tenant: str, dataset_id: str) -> Dataset:
+    found = session.scalars(
+        select(Dataset).where(
+            Dataset.id == dataset_id,
+            Dataset.tenant == tenant,
+            ~Dataset.sha256.startswith("pending-"),
+        )
+    ).first()
+    if found is None:
+        raise DatasetNotFound(dataset_id)
+    return found
+
+
+def list_datasets(session: Session, tenant: str, limit: int, cursor: tuple | None):
+    """The tenant's data sets, newest first; ``cursor`` is (created_at, id) of the last one."""
+    query = select(Dataset).where(Dataset.tenant == tenant)
+    if cursor:
+        created_at, dataset_id = cursor
+        query = query.where(
+            or_(
+                Dataset.created_at < created_at,
+                (Dataset.created_at == created_at) & (Dataset.id < dataset_id),
+            )
+        )
+    found = list(
+        session.scalars(
+            query.order_by(Dataset.created_at.desc(), Dataset.id.desc()).limit(limit + 1)
+        )
+    )
+    return found[:limit], len(found) > limit
+
+
+def jobs_using(session: Session, dataset_id: str) -> list[str]:
+    """Queued or running jobs that train on it (or validate on it)."""
+    return list(
+        session.scalars(
+            select(Job.id).where(
+                or_(Job.dataset_id == dataset_id, Job.val_dataset_id == dataset_id),
+                Job.status.in_((QUEUED, RUNNING)),
+            )
+        )
+    )
+
+
+def delete_dataset(session: Session, tenant: str, dataset_id: str) -> None:
+    """Deletes it and its chunks; raises DatasetInUse while a queued or running job uses it.
+    Finished jobs that trained on it keep their models; their ``dataset_id`` stays."""
+    dataset = get_dataset(session, tenant, dataset_id)
+    busy = jobs_using(session, dataset_id)
+    if busy:
+        raise DatasetInUse(busy)
+    for column in (Job.dataset_id, Job.val_dataset_id):
+        session.query(Job).filter(column == dataset_id).update(
+            {column: None}, synchronize_session=False
+        )
+    session.query(DatasetChunk).filter(DatasetChunk.dataset_id == dataset_id).delete()
+    session.delete(dataset)
+
+
+def stored_bytes(session: Session, tenant: str) -> int:
+    total = session.scalar(
+        select(func.coalesce(func.sum(Dataset.bytes), 0)).where(Dataset.tenant == tenant)
+    )
+    return int(total or 0)
+
+
+# ---------------------------------------------------------------------------------- reading
+
+
+def _chunks(session: Session, dataset_id: str, member: str) -> Iterator[bytes]:
+    query = (
+        select(DatasetChunk.data)
+        .where(DatasetChunk.dataset_id == dataset_id, DatasetChunk.member == member)
+        .order_by(DatasetChunk.seq)
+        .execution_options(yield_per=8)
+    )
+    yield from session.scalars(query)
+
+
+def read_member(
+    session: Session,
+    dataset: Dataset,
+    member: str,
+    dtype=None,
+    split: np.ndarray | None = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """The member as one array of ``dtype`` (its own by default), filled chunk by chunk.
+
+    With ``split`` (a boolean per row: True for validation), returns (training rows,
+    validation rows) in their original order, each row written once, straight into place.
+    """
+    info = dataset.members[member]
+    rows, columns = info["shape"]
+    stored = np.dtype(info["dtype"])
+    dtype = np.dtype(dtype or stored)
+    if split is None:
+        out = np.empty((rows, columns), dtype=dtype)
+        flat = out.reshape(-1)
+        filled = 0
+        for chunk in _chunks(session, dataset.id, member):
+            values = np.frombuffer(chunk, dtype=stored)
+            flat[filled : filled + len(values)] = values
+            filled += len(values)
+        if filled != rows * columns:
+            raise ValueError(f"data set {dataset.id}: {member} is incomplete")
+        return out
+    train = np.empty((rows - int(split.sum()), columns), dtype=dtype)
+    val = np.empty((int(split.sum()), columns), dtype=dtype)
+    # where each row goes: its index in train, or in val
+    place = np.empty(rows, dtype=np.int64)
+    place[~split] = np.arange(len(train))
+    place[split] = np.arange(len(val))
+    row = 0
+    for chunk in _chunks(session, dataset.id, member):
+        block = np.frombuffer(chunk, dtype=stored).reshape(-1, columns)
+        where = slice(row, row + len(block))
+        to_val = split[where]
+        train[place[where][~to_val]] = block[~to_val]
+        val[place[where][to_val]] = block[to_val]
+        row += len(block)
+    if row != rows:
+        raise ValueError(f"data set {dataset.id}: {member} is incomplete")
+    return train, val
+
+
+class _Pipe(io.RawIOBase):
+    """A write-only, unseekable file whose bytes are taken as they come."""
+
+    def __init__(self):
+        self._parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        data = b"".join(self._parts)
+        self._parts.clear()
+        return data
+
+
+def stream_npz(session: Session, dataset: Dataset) -> Iterator[bytes]:
+    """The data set as an ``.npz`` (``numpy.load`` reads it), produced chunk by chunk."""
+    pipe = _Pipe()
+    with zipfile.ZipFile(pipe, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for member in MEMBERS:
+            info = dataset.members[member]
+            header = io.BytesIO()
+            np.lib.format.write_array_header_1_0(
+                header,
+                {"descr": info["dtype"], "fortran_order": False, "shape": tuple(info["shape"])},
+            )
+            with archive.open(f"{member}.npy", "w", force_zip64=True) as out:
+                out.write(header.getvalue())
+                for chunk in _chunks(session, dataset.id, member):
+                    out.write(chunk)
+                    yield pipe.take()
+            yield pipe.take()
+    yield pipe.take()
