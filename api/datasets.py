@@ -223,7 +223,7 @@ def get_dataset_data(dataset_id: str):
         _find(session, dataset_id)  # 404 before the answer starts
 
     def generate():
-        with s.db.reading() as session:
+        with s.db.session() as session:  # a transaction: the chunks stream through a cursor
             dataset = datasets.get_dataset(session, g.tenant, dataset_id)
             for part in datasets.stream_npz(session, dataset):
                 if part:

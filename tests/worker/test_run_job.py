@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import event, update
 
 from backprop.settings import Settings
-from store import jobs
+from core import validation_rows
+from store import datasets, jobs
 from store.db import get_database
 from store.models import Job, utcnow
 from worker.training import build_trainer, run_job
@@ -177,3 +178,84 @@ def test_a_small_job_costs_the_worker_two_transactions(database_url):
     assert outcome.status == "succeeded"
     # the claim with the data and checkpoint; the ending with the metrics row and the model
     assert len(counted) == 2
+
+
+def _store_dataset(db, tenant, inputs, targets) -> str:
+    with db.session() as s:
+        builder = datasets.DatasetBuilder(s, tenant, "d", {}, chunk_bytes=1000)
+        for name, array in (("inputs", inputs), ("targets", targets)):
+            writer = builder.member(name, array.shape[1], array.dtype, rows=len(array))
+            writer.write(array.tobytes())
+            builder.close_member(name)
+        return builder.finish().id
+
+
+def test_a_data_set_job_killed_inside_an_epoch_resumes_bit_for_bit_on_its_split(database_url):
+    """The split is the seed's, every claim reads the same rows into the same places, and
+    a checkpoint inside an epoch resumes exactly."""
+    db = get_database(database_url)
+    rng = np.random.default_rng(1)
+    inputs = rng.random((400, 3))
+    targets = np.eye(2)[(inputs.sum(axis=1) > 1.5).astype(int)]
+    dataset_id = _store_dataset(db, "w", inputs, targets)
+    spec = {
+        **SPEC,
+        "structure": [3, 6, 2],
+        "epochs": 60,
+        "options": {**SPEC["options"], "validation_split": 0.25},
+        "data": {
+            "form": "dataset",
+            "dataset_id": dataset_id,
+            "batch_size": 5,
+            "shuffle": True,
+            "batches": 60,
+            "samples": 300,
+            "validation_samples": 100,
+        },
+    }
+    with db.session() as s:
+        job_id = jobs.create_job(
+            s, db, tenant="w", spec=spec, arrays={}, name=None, labels={}, chunk_bytes=4096,
+            dataset_id=dataset_id,
+        ).id  # fmt: skip
+    settings = Settings(
+        database_url=database_url, checkpoint_seconds=0.02, metrics_flush_seconds=0.01
+    )
+
+    def die_inside_an_epoch(changed_id):
+        with db.session() as s:
+            state = jobs.load_checkpoint(s, changed_id)
+        if state is not None and int(state["batch"]) > 0 and int(state["epoch"]) > 2:
+            raise _Died
+
+    with pytest.raises(_Died):
+        run_job(job_id, db=db, settings=settings, worker="t", notify=die_inside_an_epoch)
+    with db.session() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow()))
+    assert run_job(job_id, db=db, settings=settings, worker="t2").status == "succeeded"
+
+    held = validation_rows(targets, 0.25, spec["seed"])
+    assert held.sum() == 100 and targets[held].sum(axis=0).tolist() == [
+        round(0.25 * n) for n in targets.sum(axis=0)
+    ]  # stratified
+    arrays = {
+        "inputs": inputs[~held],
+        "targets": targets[~held],
+        "val_inputs": inputs[held],
+        "val_targets": targets[held],
+    }
+    reference = build_trainer(spec, arrays)
+    reference.run()
+    with db.session() as s:
+        model = jobs.load_model(s, job_id)
+        rows = jobs.metrics(s, job_id)
+        kinds = [e.kind for e in jobs.events(s, job_id)]
+        loaded = jobs.load_dataset_arrays(s, spec)
+    assert "resumed" in kinds
+    for name, array in arrays.items():
+        assert np.array_equal(loaded[name], array), name
+    for l, (W, b) in enumerate(zip(reference.network.W_n, reference.network.B_n)):
+        assert np.array_equal(model[f"W{l}"], W) and np.array_equal(model[f"b{l}"], b)
+    assert [(m.epoch, m.val_cost) for m in rows] == [
+        (m.epoch, m.val_cost) for m in reference.history
+    ]
