@@ -35,6 +35,7 @@ bench: $(VENV)/.installed-dev
 bench-service: $(VENV)/.installed-dev
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/service_bench.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/checkpoint_bench.py
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/dataset_bench.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

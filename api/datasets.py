@@ -121,7 +121,11 @@ def create_dataset(query: DatasetUploadQuery):
             builder = datasets.DatasetBuilder(
                 session, g.tenant, name, labels, s.settings.blob_chunk_bytes
             )
-            classes = _read_body(builder, mimetype, body, query)
+            try:
+                classes = _read_body(builder, mimetype, body, query)
+            except BaseException:
+                builder.abandon()  # its writer stops before the rollback
+                raise
             dataset = builder.finish(classes)
             if datasets.find_duplicate(session, dataset) is not None:
                 raise _AlreadyStored(dataset.sha256)  # rolls back what was written

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import queue
+import threading
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -61,6 +63,50 @@ def accepted_dtype(dtype: np.dtype, member: str) -> np.dtype:
     return dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
 
 
+class ChunkSink:
+    """Where a builder's chunk rows go. On PostgreSQL a thread of its own writes them on the
+    session's connection while the caller reads and checks the next ones (at most
+    ``depth`` chunks wait between the two, so memory stays bounded); the caller touches the
+    session again only after ``drain()``. On SQLite the rows are written in line."""
+
+    INSERT = "INSERT INTO dataset_chunk (dataset_id, member, seq, data) VALUES (%s, %s, %s, %s)"
+
+    def __init__(self, session: Session, depth: int = 4):
+        self.session = session
+        self._threaded = session.get_bind().dialect.name == "postgresql"
+        self._failed: BaseException | None = None
+        if self._threaded:
+            self._raw = session.connection().connection.driver_connection
+            self._queue: queue.Queue = queue.Queue(maxsize=depth)
+            self._thread = threading.Thread(target=self._write, daemon=True)
+            self._thread.start()
+
+    def put(self, dataset_id: str, member: str, seq: int, data: bytes) -> None:
+        if not self._threaded:
+            row = dict(dataset_id=dataset_id, member=member, seq=seq, data=data)
+            self.session.execute(insert(DatasetChunk), [row])
+            return
+        if self._failed is not None:
+            raise self._failed
+        self._queue.put((dataset_id, member, seq, data))
+
+    def drain(self) -> None:
+        """Wait for every row to be written; re-raise the writer's error, if any."""
+        if self._threaded and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._failed is not None:
+            raise self._failed
+
+    def _write(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._failed is None:
+                try:
+                    self._raw.execute(self.INSERT, item)
+                except BaseException as exc:  # re-raised in the caller's thread
+                    self._failed = exc
+
+
 @dataclass
 class MemberWriter:
     """One member's raw bytes into chunk rows, checked as they arrive.
@@ -69,7 +115,7 @@ class MemberWriter:
     Big-endian input is swapped to little-endian row by row; floats must be finite.
     """
 
-    session: Session
+    sink: ChunkSink
     dataset_id: str
     member: str
     columns: int
@@ -113,10 +159,11 @@ class MemberWriter:
             "dtype": self.stored.str,
             "min": self.low,
             "max": self.high,
-            "rows_sum_to_one": self.rows_sum_to_one,
-            "one_hot": self.one_hot and self.columns > 1,
         }
-        if info["one_hot"]:
+        if self.member == "targets":
+            info["rows_sum_to_one"] = self.rows_sum_to_one
+            info["one_hot"] = self.one_hot and self.columns > 1
+        if info.get("one_hot"):
             info["class_counts"] = [int(n) for n in self.column_sums]
         return info
 
@@ -151,26 +198,15 @@ class MemberWriter:
             chunk = values.astype(self.stored).tobytes()
         block = values.reshape(-1, self.columns)
         if block.size:
-            self.low, self.high = (
-                min(self.low, float(block.min())),
-                max(self.high, float(block.max())),
-            )
-            sums = block.sum(axis=1, dtype=np.float64)
-            self.rows_sum_to_one &= bool(np.allclose(sums, 1.0))
-            self.one_hot &= bool(np.isin(block, (0, 1)).all() and (sums == 1).all())
-            self.column_sums += block.sum(axis=0, dtype=np.float64)
+            self.low = min(self.low, float(block.min()))
+            self.high = max(self.high, float(block.max()))
+            if self.member == "targets":  # what a job's cost and a split need to know
+                sums = block.sum(axis=1, dtype=np.float64)
+                self.rows_sum_to_one &= bool(np.allclose(sums, 1.0))
+                self.one_hot &= bool(((block == 0) | (block == 1)).all() and (sums == 1).all())
+                self.column_sums += block.sum(axis=0, dtype=np.float64)
         self.hasher.update(chunk)
-        self.session.execute(
-            insert(DatasetChunk),
-            [
-                {
-                    "dataset_id": self.dataset_id,
-                    "member": self.member,
-                    "seq": self._seq,
-                    "data": chunk,
-                }
-            ],
-        )
+        self.sink.put(self.dataset_id, self.member, self._seq, chunk)
         self._seq += 1
 
 
@@ -193,6 +229,7 @@ class DatasetBuilder:
         )
         session.add(self.row)
         session.flush()
+        self.sink = ChunkSink(session)
         self.writers: dict[str, MemberWriter] = {}
         self.rows: dict[str, int] = {}
 
@@ -212,7 +249,7 @@ class DatasetBuilder:
                 f"row), got {rows if name == 'targets' else other.rows}",
             )
         writer = MemberWriter(
-            self.session, self.row.id, name, columns, np.dtype(dtype), rows, self.chunk_bytes
+            self.sink, self.row.id, name, columns, np.dtype(dtype), rows, self.chunk_bytes
         )
         self.writers[name] = writer
         return writer
@@ -220,7 +257,15 @@ class DatasetBuilder:
     def close_member(self, name: str) -> None:
         self.rows[name] = self.writers[name].close()
 
+    def abandon(self) -> None:
+        """Stop the sink's thread after a failure (the caller rolls back)."""
+        try:
+            self.sink.drain()
+        except Exception:
+            pass
+
     def finish(self, classes: list | None = None) -> Dataset:
+        self.sink.drain()
         for name in MEMBERS:
             if name not in self.rows:
                 raise DatasetInvalid(422, (name,), "missing: a data set needs inputs and targets")
