@@ -11,7 +11,8 @@ from store import datasets
 from store.jobs import decode_cursor, encode_cursor
 
 from . import uploads
-from .openapi import operation, parse_body
+from .jobs import NPY_RULE
+from .openapi import Rule, operation, parse_body
 from .problems import ApiProblem
 from .schemas import (
     DatasetCreate,
@@ -27,9 +28,12 @@ from .validation import SpecError, field_error
 bp = Blueprint("datasets", __name__, url_prefix="/v1/datasets")
 
 NPZ = "application/x-npz"
+OCTETS = "application/octet-stream"  # the same .npz bytes, for clients that know no other
 BINARY = {"type": "string", "format": "binary"}
+NPZ_BODY = {**BINARY, "description": "numpy.savez or numpy.savez_compressed of inputs and targets"}
 UPLOAD_BODIES = {
-    NPZ: {**BINARY, "description": "numpy.savez or numpy.savez_compressed of inputs and targets"},
+    NPZ: NPZ_BODY,
+    OCTETS: NPZ_BODY,
     "text/csv": {
         "type": "string",
         "description": "A header row, then a row per sample; name the targets with ?targets= "
@@ -85,6 +89,25 @@ def _json(model, status: int = 200, headers: dict | None = None) -> Response:
     )
 
 
+UPLOAD_RULES = (
+    Rule(
+        "npz",
+        "a .npz body (or form file) is a complete zip of inputs.npy and targets.npy, as "
+        "numpy.savez or numpy.savez_compressed write it",
+    ),
+    Rule(
+        "dataset",
+        "inputs and targets are 2-D, C-ordered arrays of finite floats or integers with as "
+        "many rows each; a CSV upload names its targets with ?targets= or ?label= (one of "
+        "the two), and those columns are in its header",
+    ),
+    Rule("csv", "a CSV is UTF-8 text, every row has the header's cells, every cell a number"),
+    Rule("file_type", "a form's file field holds a .npz or a .csv"),
+    Rule("size_mismatch", "in the JSON form, every row is as wide as its matrix's first row"),
+    Rule("npy", NPY_RULE.text),
+)
+
+
 @bp.post("")
 @operation(
     "createDataset",
@@ -92,11 +115,13 @@ def _json(model, status: int = 200, headers: dict | None = None) -> Response:
     responses={201: DatasetOut, 200: DatasetOut},
     raw_bodies=UPLOAD_BODIES,
     response_headers={201: LOCATION, 200: DEDUPLICATED},
+    rules=UPLOAD_RULES,
 )
 def create_dataset(query: DatasetUploadQuery):
     """Store a data set: inputs and targets, streamed in (201 with a Location).
 
-    The body is one of: the bytes of a .npz holding `inputs` and `targets` (2-D arrays of
+    The body is one of: the bytes of a .npz (application/x-npz or application/octet-stream)
+    holding `inputs` and `targets` (2-D arrays of
     floats or integers, as many rows each), a CSV with a header row (with ?targets=col1,col2
     naming the target columns, or ?label=col naming a class column that becomes one-hot
     targets), a multipart form with a file field `file` (.npz or .csv), or the JSON form of
@@ -156,7 +181,7 @@ def _read_body(builder, mimetype: str, body, query: DatasetUploadQuery):
     if mimetype == "application/json":
         uploads.from_json(builder, body)
         return None
-    if mimetype == NPZ:
+    if mimetype in (NPZ, OCTETS):
         uploads.from_npz(builder, uploads.body_chunks(request.stream))
         return None
     if mimetype == "text/csv":
@@ -166,14 +191,13 @@ def _read_body(builder, mimetype: str, body, query: DatasetUploadQuery):
         error = field_error(("body", "file"), "expected a file field named 'file'")
         raise SpecError([error])
     filename = (upload.filename or "").lower()
-    if filename.endswith(".npz") or upload.mimetype in (NPZ, "application/zip"):
+    if filename.endswith(".npz") or upload.mimetype in (NPZ, OCTETS, "application/zip"):
         uploads.from_npz(builder, uploads.body_chunks(upload.stream))
         return None
     if filename.endswith(".csv") or upload.mimetype == "text/csv":
         return _csv(builder, upload.stream, query)
-    raise ApiProblem(
-        415, "the file field holds neither a .npz nor a .csv", slug="unsupported-media-type"
-    )
+    error = field_error(("body", "file"), "expected a .npz or a .csv file", "file_type")
+    raise SpecError([error])
 
 
 def _csv(builder, stream, query: DatasetUploadQuery):
@@ -209,7 +233,7 @@ def get_dataset(dataset_id: str):
 @operation(
     "getDatasetData",
     responses={200: None},
-    binary={200: NPZ},
+    binary={200: OCTETS},
     response_headers={
         200: {
             "Content-Disposition": {
@@ -235,7 +259,7 @@ def get_dataset_data(dataset_id: str):
 
     return Response(
         stream_with_context(generate()),
-        mimetype=NPZ,
+        mimetype=OCTETS,
         headers={"Content-Disposition": f"attachment; filename={dataset_id}.npz"},
     )
 

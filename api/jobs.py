@@ -82,8 +82,10 @@ SUBMIT_RULES = (
     Rule(
         "size_mismatch",
         "every input row has structure[0] values and every target row structure[-1] "
-        "(in data and in options.validation), and there are as many target rows as input rows",
+        "(in data and in options.validation, inline or in a stored data set), and there are "
+        "as many target rows as input rows",
     ),
+    Rule("dataset_not_found", "a dataset_id names a data set of this tenant"),
     Rule(
         "budget_exceeded",
         "samples x epochs x parameters is at most {max_job_cost:.3g} (MAX_JOB_COST), where "

@@ -43,7 +43,7 @@ def from_npz(builder: DatasetBuilder, chunks: Iterable[bytes]) -> None:
             _npy_member(builder, name.removesuffix(".npy"), member_chunks)
     except UnzipError as exc:
         raise DatasetInvalid(
-            400,
+            422,
             (),
             f"not a complete .npz file (a zip of .npy files, as numpy.savez writes): "
             f"{type(exc).__name__}",
@@ -133,7 +133,7 @@ def from_csv(
     except StopIteration:
         raise DatasetInvalid(422, (), "the CSV is empty: expected a header row") from None
     except UnicodeDecodeError:
-        raise DatasetInvalid(400, (), "the CSV is not UTF-8 text", "csv") from None
+        raise DatasetInvalid(422, (), "the CSV is not UTF-8 text", "csv") from None
     wanted = targets or [label]
     missing = [c for c in wanted if c not in header]
     if missing:

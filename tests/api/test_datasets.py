@@ -68,7 +68,7 @@ def test_an_npz_is_stored_described_and_returned_exactly(tenant):
     assert stored(settings.database_url, name)[1] > 2  # chunked (4 KiB chunks here)
     assert client.get(f"/v1/datasets/{body['id']}").json == body
     back = client.get(f"/v1/datasets/{body['id']}/data")
-    assert back.status_code == 200 and back.mimetype == "application/x-npz"
+    assert back.status_code == 200 and back.mimetype == "application/octet-stream"
     with np.load(io.BytesIO(back.data), allow_pickle=False) as arrays:
         assert np.array_equal(arrays["inputs"], X) and arrays["inputs"].dtype == np.float32
         assert np.array_equal(arrays["targets"], Y)
@@ -155,7 +155,7 @@ def _with_nan() -> bytes:
 
 
 MALFORMED = [
-    ("truncated npz", NPZ, npz(inputs=X, targets=Y)[:1000], "", 400, "not a complete .npz"),
+    ("truncated npz", NPZ, npz(inputs=X, targets=Y)[:1000], "", 422, "not a complete .npz"),
     ("member not an array", NPZ, _member_that_is_not_an_array(), "", 422, "not a .npy array"),
     (
         "pickled object array",
@@ -207,7 +207,7 @@ MALFORMED = [
         {"Content-Type": "text/csv"},
         b"a,b,y\n1,2,\xff\n",
         "?targets=y",
-        400,
+        422,
         "not UTF-8",
     ),
     ("another media type", {"Content-Type": "text/plain"}, b"1,2", "", 415, "application/x-npz"),

@@ -195,6 +195,53 @@ def test_every_provoked_4xx_is_a_parsed_problem(gen, live):
     assert query.errors[0].field == "query.limit"
 
 
+def test_data_sets_from_a_form_and_from_json_then_a_job_on_one(gen):
+    package, _, models, client = gen
+    rng = np.random.default_rng(3)
+    inputs, targets = rng.random((40, 2)), np.eye(2)[rng.integers(0, 2, 40)]
+    buffer = io.BytesIO()
+    np.savez(buffer, inputs=inputs, targets=targets)
+    form = models.CreateDatasetFilesBody(
+        file=package.types.File(
+            payload=io.BytesIO(buffer.getvalue()),
+            file_name="xor.npz",
+            mime_type="application/x-npz",
+        )
+    )
+    created = _op(gen, "create_dataset").sync_detailed(client=client, body=form, name="form")
+    assert created.status_code == 201, created.content
+    dataset = created.parsed
+    assert isinstance(dataset, models.DatasetOut) and dataset.samples == 40
+    assert created.headers["Location"] == f"/v1/datasets/{dataset.id}"
+    body = models.DatasetCreate.from_dict({"inputs": [[0, 1], [1, 0]], "targets": [[1], [0]]})
+    as_json = _op(gen, "create_dataset").sync_detailed(client=client, body=body)
+    assert as_json.status_code == 201 and as_json.parsed.inputs.shape == [2, 2]
+    again = _op(gen, "create_dataset").sync_detailed(client=client, body=body)
+    assert again.status_code == 200 and again.headers["Deduplicated"] == "true"
+
+    listed = _op(gen, "list_datasets").sync_detailed(client=client, limit=200).parsed
+    assert {dataset.id, as_json.parsed.id} <= {d.id for d in listed.datasets}
+    got = _op(gen, "get_dataset").sync_detailed(dataset.id, client=client).parsed
+    assert got.sha256 == dataset.sha256
+    data = _op(gen, "get_dataset_data").sync_detailed(dataset.id, client=client)
+    assert data.status_code == 200
+    with np.load(io.BytesIO(data.parsed.payload.read()), allow_pickle=False) as back:
+        np.testing.assert_array_equal(back["inputs"], inputs)
+
+    spec = {**XOR, "structure": [2, 3, 2], "data": {"dataset_id": dataset.id, "batch_size": 4}}
+    spec["options"] = {"validation_split": 0.25}
+    job = _submit(gen, spec).parsed
+    assert job.data.form.value == "dataset" and job.data.validation_samples == 10
+    in_use = _op(gen, "delete_dataset").sync_detailed(dataset.id, client=client)
+    if in_use.status_code == 409:  # the job had not ended yet
+        assert isinstance(in_use.parsed, models.Problem) and job.id in in_use.parsed.detail
+    assert _wait(gen, job.id).status.value == "succeeded"
+    deleted = _op(gen, "delete_dataset").sync_detailed(dataset.id, client=client)
+    assert deleted.status_code == 204
+    gone = _op(gen, "get_dataset").sync_detailed(dataset.id, client=client)
+    assert gone.status_code == 404 and isinstance(gone.parsed, models.Problem)
+
+
 def test_health_and_readiness_without_a_token(gen, live):
     package, _, models, _ = gen
     anonymous = package.Client(base_url=live.base)

@@ -22,13 +22,15 @@ from tests.support.stack import ROOT
 MAX_SECONDS = int(os.environ.get("CONTRACT_FUZZ_SECONDS", "75"))
 SEED = os.environ.get("CONTRACT_FUZZ_SEED", "20261202")
 FIGURES: dict = {}
+CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 
 def test_schemathesis_finds_no_failure_of_any_check(live, tmp_path):
     report = tmp_path / "report.json"
     excuses = tmp_path / "excused.log"
     argv = [
-        str(Path(sys.executable).with_name("st")), "run", f"{live.base}/openapi.json",
+        str(Path(sys.executable).with_name("st")), "--config-file", str(CONFIG),
+        "run", f"{live.base}/openapi.json",
         "--checks", "all", "--exclude-checks", "positive_data_acceptance",
         "--header", f"Authorization: Bearer {live.token('fuzzer')}",
         "--max-time", str(MAX_SECONDS), "--seed", SEED,
@@ -46,6 +48,8 @@ def test_schemathesis_finds_no_failure_of_any_check(live, tmp_path):
         argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=MAX_SECONDS + 240
     )
     output = done.stdout + done.stderr
+    (tmp_path / "st.out").write_text(output)
+    failures = output.split("= FAILURES =", 1)[-1].split("= SUMMARY =", 1)[0][:12000]
     result = json.loads(report.read_text())
     excused = excuses.read_text().splitlines() if excuses.exists() else []
     scenarios = re.search(r"Scenarios:\s+(\d+)", output)
@@ -63,8 +67,8 @@ def test_schemathesis_finds_no_failure_of_any_check(live, tmp_path):
         excused_count=sum(1 for line in excused if line.startswith("excused")),
         seconds=round(result["running_time"]),
     )
-    assert done.returncode == 0 and result["exit_code"] == 0, output[-6000:]
-    assert result["failures"] == [] and result["errors"] == [], output[-6000:]
+    assert done.returncode == 0 and result["exit_code"] == 0, failures + output[-3000:]
+    assert result["failures"] == [] and result["errors"] == [], failures
     assert result["operations"]["tested"] == result["operations"]["total"] >= 10
     assert all(p["status"] == "success" for p in result["phases"].values()), result["phases"]
     assert FIGURES["scenarios"] > 0 and links is not None and int(links.group(1)) > 0
