@@ -84,7 +84,7 @@ def _session():
             yield session
     except SQLAlchemyError as exc:
         settings = get_settings()
-        where = settings.database_url or f"SQLite at {settings.sqlalchemy_url[len('sqlite:///'):]}"
+        where = settings.database_url or f"SQLite at {settings.sqlalchemy_url[len('sqlite:///') :]}"
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         raise click.ClickException(
             f"cannot use the database ({where}): {reason}. Set DATABASE_URL to the service's "

@@ -55,9 +55,7 @@ def upgrade() -> None:
         batch_op.create_index("ix_job_dataset_id", ["dataset_id"], unique=False)
         batch_op.create_index("ix_job_val_dataset_id", ["val_dataset_id"], unique=False)
         batch_op.create_foreign_key("fk_job_dataset_id", "dataset", ["dataset_id"], ["id"])
-        batch_op.create_foreign_key(
-            "fk_job_val_dataset_id", "dataset", ["val_dataset_id"], ["id"]
-        )
+        batch_op.create_foreign_key("fk_job_val_dataset_id", "dataset", ["val_dataset_id"], ["id"])
 
 
 def downgrade() -> None:
