@@ -10,7 +10,7 @@ import re
 import time
 
 import numpy as np
-from flask import Blueprint, Response, g, request, send_file, url_for
+from flask import Blueprint, Response, g, request, send_file, stream_with_context, url_for
 from kombu.exceptions import OperationalError as BrokerError
 from redis import RedisError
 from sqlalchemy.exc import IntegrityError
@@ -29,12 +29,13 @@ from .schemas import (
     ListQuery,
     MetricsOut,
     ModelOut,
+    PredictDatasetRequest,
     PredictOut,
     PredictRequest,
 )
 from .services import services
 from .validation import SpecError, field_error, matrix_input, prepare_job
-from .views import job_detail, job_summary, metric_view
+from .views import job_detail, job_summary, lineage_view, metric_view
 from .watch import RECHECK_SECONDS
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
@@ -86,6 +87,7 @@ SUBMIT_RULES = (
         "as many target rows as input rows",
     ),
     Rule("dataset_not_found", "a dataset_id names a data set of this tenant"),
+    Rule("init_from", "init_from names a succeeded job of this tenant with the same structure"),
     Rule(
         "budget_exceeded",
         "samples x epochs x parameters is at most {max_job_cost:.3g} (MAX_JOB_COST), where "
@@ -151,6 +153,10 @@ def submit(body: JobCreate):
     key = _idempotency_key()
     # a failure here stores nothing, key included
     prepared = prepare_job(body, s.settings, find_dataset=_find_dataset)
+    init = None
+    if body.init_from:
+        init = _init_weights(body.init_from, body.structure)
+        prepared.spec["init_from"] = body.init_from
     try:
         # one transaction: the replay check, the job with its data and its dispatch record
         # (the quota is counted exactly inside create_job), and the key's answer
@@ -172,6 +178,7 @@ def submit(body: JobCreate):
                 dispatching=True,
                 dataset_id=prepared.dataset_id,
                 val_dataset_id=prepared.val_dataset_id,
+                init=init,
             )
             view = _detail(session, job)
             if key:
@@ -199,6 +206,29 @@ def submit(body: JobCreate):
     g.job_id = job.id
     dispatch(job.id)
     return _json(view, 202, {"Location": url_for("jobs.get_job", job_id=job.id)})
+
+
+def _init_weights(source_id: str, structure: list[int]) -> dict[str, np.ndarray]:
+    """The weights a job starts from: those of the tenant's succeeded job of this structure."""
+    where = ("init_from",)
+    with services().db.reading() as session:
+        try:
+            source = jobs.get_job(session, g.tenant, source_id)
+        except jobs.JobNotFound:
+            message = f"no job {source_id!r} for this tenant"
+            raise SpecError([field_error(where, message, "init_from")]) from None
+        if source.status != SUCCEEDED:
+            message = f"the job is {source.status}; only a succeeded job's weights start others"
+            raise SpecError([field_error(where, message, "init_from")])
+        if source.spec["structure"] != structure:
+            message = (
+                f"the job's structure is {source.spec['structure']}, this one's {structure}: "
+                "weights carry over between equal structures only"
+            )
+            raise SpecError([field_error(where, message, "init_from")])
+        model = jobs.load_model(session, source_id)
+    layers = len(structure) - 1
+    return {k: model[k] for l in range(layers) for k in (f"W{l}", f"b{l}")}
 
 
 def _find_dataset(dataset_id: str):
@@ -348,10 +378,11 @@ def get_model(job_id: str):
     """The trained weights and biases in the seed's shapes, as JSON.
 
     The same arrays as a NumPy .npz file: getJobModelNpz (/model.npz)."""
-    arrays = _model_arrays(job_id)
+    arrays, job = _model_and_job(job_id)
     layers = len(arrays["structure"]) - 1
     view = ModelOut(
         job_id=job_id,
+        lineage=lineage_view(job),
         structure=arrays["structure"].tolist(),
         activation=str(arrays["activation"]),
         output_activation=str(arrays["output_activation"]),
@@ -374,9 +405,12 @@ def get_model_npz(job_id: str):
     """The trained model as a NumPy .npz file (numpy.load reads it).
 
     Members: structure, activation, output_activation, cost, and W0, b0, W1, b1, ... in the
-    seed's shapes (W[l] is n_l x n_(l+1), b[l] is n_(l+1) x 1)."""
+    seed's shapes (W[l] is n_l x n_(l+1), b[l] is n_(l+1) x 1), and lineage: the model's
+    lineage as JSON text (json.loads(str(npz["lineage"])))."""
+    arrays, job = _model_and_job(job_id)
+    lineage = np.array(lineage_view(job).model_dump_json())  # a str array: no pickle needed
     buffer = io.BytesIO()
-    np.savez(buffer, **_model_arrays(job_id))
+    np.savez(buffer, **arrays, lineage=lineage)
     buffer.seek(0)
     return send_file(
         buffer,
@@ -408,6 +442,53 @@ def predict(job_id: str, body: PredictRequest):
     return _json(PredictOut(outputs=outputs.tolist()))
 
 
+@bp.post("/<job_id>/predict.npz")
+@operation(
+    "predictDataset",
+    body=PredictDatasetRequest,
+    responses={200: None, 409: None},
+    binary={200: "application/octet-stream"},
+    rules=(
+        Rule("dataset_not_found", "dataset_id names a data set of this tenant"),
+        Rule("size_mismatch", "the data set's inputs have the model's structure[0] columns"),
+    ),
+)
+def predict_dataset(job_id: str, body: PredictDatasetRequest):
+    """Outputs for every row of a stored data set, streamed back as a .npz (member outputs).
+
+    Rows are read, predicted and sent a stored chunk at a time, in the data set's order, so
+    a data set of any size takes bounded memory."""
+    s = services()
+    _check_model_ready(job_id)
+    network = s.models.get(job_id, lambda: _model_arrays(job_id))
+    dataset = _find_dataset(body.dataset_id)
+    where = ("dataset_id",)
+    if dataset is None:
+        message = f"no data set {body.dataset_id!r} for this tenant"
+        raise SpecError([field_error(where, message, "dataset_not_found")])
+    rows, columns = dataset.members["inputs"]["shape"]
+    if columns != network.structure[0]:
+        message = (
+            f"the data set's inputs have {columns} columns, the model's structure[0] is "
+            f"{network.structure[0]}"
+        )
+        raise SpecError([field_error(where, message, "size_mismatch")])
+    shape = (rows, network.structure[-1])
+
+    def outputs():
+        with s.db.session() as session, np.errstate(over="ignore", invalid="ignore"):
+            found = datasets.get_dataset(session, g.tenant, body.dataset_id)
+            for block in datasets.row_blocks(session, found, "inputs", network.dtype):
+                yield np.ascontiguousarray(network.predict(block)).tobytes()
+
+    stream = datasets.npz_stream([("outputs", np.dtype(network.dtype).str, shape, outputs())])
+    return Response(
+        stream_with_context(part for part in stream if part),
+        mimetype="application/octet-stream",
+        headers={"Content-Disposition": f"attachment; filename={job_id}-outputs.npz"},
+    )
+
+
 @bp.post("/<job_id>/cancel")
 @operation("cancelJob", responses={200: JobOut, 202: JobOut, 409: None})
 def cancel(job_id: str):
@@ -422,6 +503,25 @@ def cancel(job_id: str):
             raise ApiProblem(409, str(exc), slug="job-finished") from None
         view = _detail(session, job)
     return _json(view, 202 if view.status == RUNNING else 200)
+
+
+@bp.delete("/<job_id>")
+@operation("deleteJob", responses={204: None, 409: None})
+def delete_job(job_id: str):
+    """Delete a finished job and all it stored (409 while it is queued or running).
+
+    Its inline data, checkpoints, metrics, history and model go; a data set it trained on
+    stays."""
+    s = services()
+    with s.db.session() as session:
+        try:
+            jobs.delete_job(session, g.tenant, job_id)
+        except jobs.JobNotFound:
+            raise _not_found(job_id) from None
+        except jobs.JobConflict as exc:
+            raise ApiProblem(409, str(exc), slug="job-not-finished") from None
+    s.models.forget(job_id)
+    return Response(status=204)
 
 
 def _find(session, job_id: str):
@@ -449,7 +549,18 @@ def _check_model_ready(job_id: str) -> None:
 
 
 def _model_arrays(job_id: str) -> dict[str, np.ndarray]:
-    _check_model_ready(job_id)
+    return _model_and_job(job_id)[0]
+
+
+def _model_and_job(job_id: str):
+    """The model of the tenant's succeeded job, and the job (409 before it succeeded)."""
     s = services()
     with s.db.reading() as session:
-        return jobs.load_model(session, job_id)
+        job = _find(session, job_id)
+        if job.status != SUCCEEDED:
+            raise ApiProblem(
+                409,
+                f"the job is {job.status}; a model exists once it succeeded",
+                slug="model-not-ready",
+            )
+        return jobs.load_model(session, job_id), job

@@ -251,12 +251,25 @@ class JobCreate(Strict):
     ] = {}
     options: Options = Options()
     data: TrainingData
+    init_from: Annotated[str, Field(pattern=DATASET_ID)] | None = Field(
+        None,
+        description="Start from the weights of this tenant's succeeded job (same structure): "
+        "to continue training it or fine-tune it",
+    )
 
 
 class PredictRequest(Strict):
     model_config = ConfigDict(json_schema_extra={"examples": [{"inputs": [[0, 1], [1, 1]]}]})
 
     inputs: MatrixInput
+
+
+class PredictDatasetRequest(Strict):
+    """Outputs for every row of a stored data set's inputs."""
+
+    dataset_id: Annotated[str, Field(pattern=DATASET_ID)] = Field(
+        description="A data set of this tenant"
+    )
 
 
 class DatasetCreate(Strict):
@@ -432,6 +445,17 @@ class DatasetListQuery(BaseModel):
     )
 
 
+class StoredOut(Out):
+    count: int
+    bytes: int
+
+
+class UsageOut(Out):
+    jobs: StoredOut = Field(description="Jobs, with their inline data, checkpoints and models")
+    datasets: StoredOut
+    dataset_quota_bytes: int = Field(description="MAX_DATASET_STORAGE_BYTES")
+
+
 class JobList(Out):
     jobs: list[JobSummary]
     next_cursor: str | None = None
@@ -442,8 +466,27 @@ class MetricsOut(Out):
     metrics: list[EpochMetricsOut]
 
 
+class Lineage(Out):
+    """Where a model comes from: enough to train it again."""
+
+    job_id: str
+    data: str = Field(description="inline, or dataset:<id>")
+    data_sha256: str | None = Field(None, description="The data set's content hash")
+    validation: str | None = Field(None, description="split:<fraction>, dataset:<id>, inline")
+    init_from: str | None = Field(None, description="The job whose weights it started from")
+    seed: int
+    epochs: int = Field(description="Epochs asked for")
+    epochs_run: int
+    learning_rate: float
+    batch_size: int | None = None
+    options: OptionsOut
+    metrics: EpochMetricsOut | None = Field(None, description="The last epoch's")
+    finished_at: datetime | None = None
+
+
 class ModelOut(Out):
     job_id: str
+    lineage: Lineage
     structure: list[int]
     activation: str
     output_activation: str

@@ -38,6 +38,10 @@ class ModelCache:
                 self._models.popitem(last=False)
         return network
 
+    def forget(self, job_id: str) -> None:
+        with self._lock:
+            self._models.pop(job_id, None)
+
 
 @dataclass
 class Services:

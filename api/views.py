@@ -11,6 +11,7 @@ from .schemas import (
     JobEventOut,
     JobOut,
     JobSummary,
+    Lineage,
     OptionsOut,
     Progress,
 )
@@ -67,4 +68,32 @@ def job_detail(job: Job, history: list[JobEvent]) -> JobOut:
         history=[
             JobEventOut(at=e.at, kind=e.kind, message=e.message, worker=e.worker) for e in history
         ],
+    )
+
+
+def lineage_view(job: Job) -> Lineage:
+    spec, layout = job.spec, job.spec["data"]
+    stored = layout.get("dataset_id")
+    validation = None
+    if spec["options"].get("validation_split"):
+        validation = f"split:{spec['options']['validation_split']}"
+    elif spec.get("validation"):
+        validation = f"dataset:{spec['validation']['dataset_id']}"
+    elif layout.get("validation_samples"):
+        validation = "inline"
+    latest = job.latest_metrics
+    return Lineage(
+        job_id=job.id,
+        data=f"dataset:{stored}" if stored else "inline",
+        data_sha256=layout.get("dataset_sha256"),
+        validation=validation,
+        init_from=spec.get("init_from"),
+        seed=spec["seed"],
+        epochs=spec["epochs"],
+        epochs_run=job.epoch,
+        learning_rate=spec["learning_rate"],
+        batch_size=layout.get("batch_size"),
+        options=OptionsOut(**spec["options"]),
+        metrics=EpochMetricsOut(**latest) if latest else None,
+        finished_at=job.finished_at,
     )

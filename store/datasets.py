@@ -453,21 +453,41 @@ class _Pipe(io.RawIOBase):
         return data
 
 
-def stream_npz(session: Session, dataset: Dataset) -> Iterator[bytes]:
-    """The data set as an ``.npz`` (``numpy.load`` reads it), produced chunk by chunk."""
+def npz_stream(members) -> Iterator[bytes]:
+    """An ``.npz`` produced piece by piece: ``members`` are (name, dtype string, shape, an
+    iterator of the member's raw C-ordered bytes)."""
     pipe = _Pipe()
     with zipfile.ZipFile(pipe, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for member in MEMBERS:
-            info = dataset.members[member]
+        for name, dtype, shape, parts in members:
             header = io.BytesIO()
             np.lib.format.write_array_header_1_0(
-                header,
-                {"descr": info["dtype"], "fortran_order": False, "shape": tuple(info["shape"])},
+                header, {"descr": dtype, "fortran_order": False, "shape": tuple(shape)}
             )
-            with archive.open(f"{member}.npy", "w", force_zip64=True) as out:
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as out:
                 out.write(header.getvalue())
-                for chunk in _chunks(session, dataset.id, member):
-                    out.write(chunk)
+                for part in parts:
+                    out.write(part)
                     yield pipe.take()
             yield pipe.take()
     yield pipe.take()
+
+
+def stream_npz(session: Session, dataset: Dataset) -> Iterator[bytes]:
+    """The data set as an ``.npz`` (``numpy.load`` reads it), produced chunk by chunk."""
+    return npz_stream(
+        (
+            name,
+            dataset.members[name]["dtype"],
+            dataset.members[name]["shape"],
+            _chunks(session, dataset.id, name),
+        )
+        for name in MEMBERS
+    )
+
+
+def row_blocks(session: Session, dataset: Dataset, member: str, dtype) -> Iterator[np.ndarray]:
+    """The member's rows, a stored chunk at a time (whole rows each), as ``dtype``."""
+    info = dataset.members[member]
+    columns, stored = info["shape"][1], np.dtype(info["dtype"])
+    for chunk in _chunks(session, dataset.id, member):
+        yield np.frombuffer(chunk, dtype=stored).reshape(-1, columns).astype(dtype, copy=False)

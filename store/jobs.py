@@ -31,8 +31,11 @@ from .models import (
     QUEUED,
     RUNNING,
     SUCCEEDED,
+    Blob,
+    BlobChunk,
     Dataset,
     EpochMetric,
+    IdempotencyRecord,
     Job,
     JobEvent,
     UTCDateTime,
@@ -87,6 +90,7 @@ def create_job(
     dispatching: bool = False,
     dataset_id: str | None = None,
     val_dataset_id: str | None = None,
+    init: dict[str, np.ndarray] | None = None,
 ) -> Job:
     """Store a validated job and its data in the caller's transaction, status queued.
 
@@ -124,6 +128,8 @@ def create_job(
     session.add(job)
     session.flush()
     blobs.write_npy_arrays(session, job.id, arrays, chunk_bytes)
+    if init is not None:  # the weights it starts from, kept with it (the source may go)
+        blobs.write_arrays(session, job.id, "init", init, chunk_bytes)
     samples = spec["data"]["samples"]
     add_event(session, job.id, "queued", f"{samples} samples, {spec['epochs']} epochs", at=now)
     if dispatching:
@@ -287,6 +293,42 @@ def load_model(session: Session, job_id: str) -> dict[str, np.ndarray]:
     return blobs.read_arrays(session, blob)
 
 
+def delete_job(session: Session, tenant: str, job_id: str) -> None:
+    """Remove a finished job with everything it stored (its inline data, checkpoints,
+    metrics, history and model; never a data set). Raises JobConflict while it is queued
+    or running, JobNotFound for another tenant's."""
+    job = get_job(session, tenant, job_id)
+    if job.status not in FINAL_STATUSES:
+        raise JobConflict(f"the job is {job.status}: cancel it first, then delete it")
+    ids = list(session.scalars(select(Blob.id).where(Blob.job_id == job_id)))
+    if ids:
+        session.execute(delete(BlobChunk).where(BlobChunk.blob_id.in_(ids)))
+        session.execute(delete(Blob).where(Blob.id.in_(ids)))
+    session.execute(delete(EpochMetric).where(EpochMetric.job_id == job_id))
+    session.execute(delete(JobEvent).where(JobEvent.job_id == job_id))
+    session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.job_id == job_id))
+    session.execute(delete(Job).where(Job.id == job_id))
+
+
+def usage(session: Session, tenant: str) -> dict:
+    """What the tenant stores: jobs (their blobs: data, checkpoints, models) and data sets."""
+    jobs_count = session.scalar(select(func.count()).select_from(Job).where(Job.tenant == tenant))
+    job_bytes = session.scalar(
+        select(func.coalesce(func.sum(Blob.size), 0))
+        .join(Job, Job.id == Blob.job_id)
+        .where(Job.tenant == tenant)
+    )
+    sets = session.execute(
+        select(func.count(), func.coalesce(func.sum(Dataset.bytes), 0)).where(
+            Dataset.tenant == tenant
+        )
+    ).one()
+    return {
+        "jobs": {"count": int(jobs_count), "bytes": int(job_bytes or 0)},
+        "datasets": {"count": int(sets[0]), "bytes": int(sets[1] or 0)},
+    }
+
+
 def load_data(session: Session, job_id: str) -> dict[str, np.ndarray]:
     """The job's training (and validation) arrays, each read once into place."""
     return _read_data(session, blobs.find_blobs(session, job_id, DATA_KINDS))
@@ -300,9 +342,12 @@ def load_data_and_checkpoint(
     session: Session, job: Job
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
     """What a claimed job needs to train: its arrays and its checkpoint (one lookup)."""
-    found = blobs.find_blobs(session, job.id, DATA_KINDS + ("checkpoint",))
+    found = blobs.find_blobs(session, job.id, DATA_KINDS + ("checkpoint", "init"))
     checkpoint = found.pop("checkpoint", None)
+    init = found.pop("init", None)
     arrays = _read_data(session, found)
+    if init is not None:
+        arrays["init"] = blobs.read_arrays(session, init)
     if job.spec["data"]["form"] == "dataset":
         arrays |= load_dataset_arrays(session, job.spec)
     return arrays, checkpoint and blobs.read_arrays(session, checkpoint)

@@ -41,6 +41,12 @@ def build_trainer(spec: dict, arrays: dict[str, np.ndarray]) -> Trainer:
         dtype=options["dtype"],
         rng=rng,
     )
+    init = arrays.get("init")
+    if init is not None:  # init_from: another job's weights (a checkpoint overrides them)
+        layers = len(spec["structure"]) - 1
+        network.set_parameters(
+            [init[f"W{l}"] for l in range(layers)], [init[f"b{l}"] for l in range(layers)]
+        )
     early = options.get("early_stopping") or {}
     config = TrainingConfig(
         epochs=spec["epochs"],

@@ -1,0 +1,28 @@
+"""/v1/usage: what the tenant stores, against its quota."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, g
+
+from store import jobs
+
+from .openapi import operation
+from .schemas import StoredOut, UsageOut
+from .services import services
+
+bp = Blueprint("usage", __name__, url_prefix="/v1/usage")
+
+
+@bp.get("")
+@operation("getUsage", responses={200: UsageOut})
+def get_usage():
+    """Jobs and data sets the tenant stores: how many, and their bytes."""
+    s = services()
+    with s.db.reading() as session:
+        used = jobs.usage(session, g.tenant)
+    view = UsageOut(
+        jobs=StoredOut(**used["jobs"]),
+        datasets=StoredOut(**used["datasets"]),
+        dataset_quota_bytes=s.settings.max_dataset_storage_bytes,
+    )
+    return Response(view.model_dump_json(), mimetype="application/json")

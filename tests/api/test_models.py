@@ -1,0 +1,145 @@
+"""Models with lineage, warm starts, predictions over a data set, deletion and usage, through
+Flask's test client on a real database and Redis; jobs are trained by the worker's own
+``run_job`` in this process (the live stack trains them through Celery elsewhere)."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+
+import numpy as np
+import pytest
+import redis
+from sqlalchemy import func, select
+
+from api import create_app
+from core import Network
+from store.db import get_database
+from store.models import Blob, Dataset
+from tests.conftest import make_token
+from worker.training import run_job
+
+XOR = {
+    "structure": [2, 4, 1],
+    "epochs": 30,
+    "learning_rate": 2.0,
+    "seed": 9,
+    "data": {"inputs": [[0, 0], [0, 1], [1, 0], [1, 1]], "targets": [[0], [1], [1], [0]]},
+}
+
+
+@pytest.fixture
+def env(test_settings):
+    queue = f"models-{uuid.uuid4().hex[:8]}"
+    settings = test_settings.model_copy(update={"training_queue": queue})
+    app = create_app(settings)
+    client = app.test_client()
+    token = make_token(settings.database_url, f"t-{uuid.uuid4().hex[:8]}")
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    yield client, settings
+    redis.Redis.from_url(settings.redis_url).delete(queue)
+
+
+def trained(client, settings, spec=XOR) -> dict:
+    answer = client.post("/v1/jobs", json=spec)
+    assert answer.status_code == 202, answer.json
+    db = get_database(settings.database_url)
+    assert run_job(answer.json["id"], db=db, settings=settings, worker="test").status == "succeeded"
+    return client.get(f"/v1/jobs/{answer.json['id']}").json
+
+
+def test_a_model_carries_its_lineage_as_json_and_in_its_npz(env):
+    client, settings = env
+    job = trained(client, settings)
+    model = client.get(f"/v1/jobs/{job['id']}/model").json
+    lineage = model["lineage"]
+    assert lineage["job_id"] == job["id"] and lineage["data"] == "inline"
+    assert lineage["seed"] == 9 and lineage["epochs_run"] == 30 and lineage["epochs"] == 30
+    assert lineage["options"]["activation"] == "sigmoid" and lineage["init_from"] is None
+    assert lineage["metrics"]["epoch"] == 30
+    npz = np.load(io.BytesIO(client.get(f"/v1/jobs/{job['id']}/model.npz").data))
+    assert json.loads(str(npz["lineage"])) == lineage
+    np.testing.assert_array_equal(npz["W0"], np.array(model["weights"][0]))
+
+
+def test_init_from_starts_from_a_finished_job_s_weights(env):
+    client, settings = env
+    source = trained(client, settings)
+    weights = client.get(f"/v1/jobs/{source['id']}/model").json
+    # one epoch at a vanishing rate: the weights stay where they started
+    warm = trained(
+        client, settings, {**XOR, "epochs": 1, "learning_rate": 1e-300, "init_from": source["id"]}
+    )
+    model = client.get(f"/v1/jobs/{warm['id']}/model").json
+    assert model["lineage"]["init_from"] == source["id"]
+    for got, want in zip(
+        model["weights"] + model["biases"], weights["weights"] + weights["biases"]
+    ):
+        np.testing.assert_array_equal(np.array(got), np.array(want))
+    cold = Network([2, 4, 1], rng=np.random.RandomState(9))
+    assert not np.array_equal(np.array(model["weights"][0]), cold.W_n[0])
+
+    other = client.post("/v1/jobs", json={**XOR, "structure": [2, 3, 1], "init_from": source["id"]})
+    assert other.status_code == 422 and other.json["errors"][0]["type"] == "init_from"
+    assert "[2, 4, 1]" in other.json["errors"][0]["msg"]
+    unknown = client.post("/v1/jobs", json={**XOR, "init_from": str(uuid.uuid4())})
+    assert unknown.status_code == 422 and unknown.json["errors"][0]["field"] == "init_from"
+    queued = client.post("/v1/jobs", json=XOR).json
+    not_yet = client.post("/v1/jobs", json={**XOR, "init_from": queued["id"]})
+    assert not_yet.status_code == 422 and "queued" in not_yet.json["errors"][0]["msg"]
+
+
+def test_predictions_over_a_data_set_stream_back_in_order(env):
+    client, settings = env
+    job = trained(client, settings)
+    rng = np.random.default_rng(2)
+    inputs = rng.random((5000, 2))
+    buffer = io.BytesIO()
+    np.savez(buffer, inputs=inputs, targets=np.zeros((5000, 1)))
+    small_chunks = create_app(settings.model_copy(update={"blob_chunk_bytes": 4096}))
+    uploader = small_chunks.test_client()
+    uploader.environ_base.update(client.environ_base)
+    dataset = uploader.post(
+        "/v1/datasets", data=buffer.getvalue(), headers={"Content-Type": "application/x-npz"}
+    ).json
+    answer = client.post(f"/v1/jobs/{job['id']}/predict.npz", json={"dataset_id": dataset["id"]})
+    assert answer.status_code == 200 and answer.mimetype == "application/octet-stream"
+    outputs = np.load(io.BytesIO(answer.data))["outputs"]
+    model = client.get(f"/v1/jobs/{job['id']}/model").json
+    net = Network([2, 4, 1])
+    net.set_parameters(model["weights"], model["biases"])
+    np.testing.assert_array_equal(outputs, net.predict(inputs))
+    wrong = client.post(f"/v1/jobs/{job['id']}/predict.npz", json={"dataset_id": str(uuid.uuid4())})
+    assert wrong.status_code == 422 and wrong.json["errors"][0]["type"] == "dataset_not_found"
+
+
+def test_deleting_a_finished_job_removes_what_it_stored_but_not_its_data_set(env):
+    client, settings = env
+    db = get_database(settings.database_url)
+    buffer = io.BytesIO()
+    np.savez(
+        buffer, inputs=np.array([[0.0, 0], [0, 1], [1, 0], [1, 1]]), targets=np.eye(2)[[0, 1, 1, 0]]
+    )
+    dataset = client.post(
+        "/v1/datasets", data=buffer.getvalue(), headers={"Content-Type": "application/x-npz"}
+    ).json
+    spec = {**XOR, "structure": [2, 3, 2], "data": {"dataset_id": dataset["id"], "batch_size": 2}}
+    queued = client.post("/v1/jobs", json=XOR).json
+    refused = client.delete(f"/v1/jobs/{queued['id']}")
+    assert refused.status_code == 409 and "cancel it first" in refused.json["detail"]
+    before = client.get("/v1/usage").json
+    job = trained(client, settings, spec)
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Blob).where(Blob.job_id == job["id"]))
+    after = client.get("/v1/usage").json
+    assert after["jobs"]["count"] == before["jobs"]["count"] + 1
+    assert after["jobs"]["bytes"] > before["jobs"]["bytes"]
+    assert after["datasets"] == {"count": 1, "bytes": dataset["bytes"]}
+    assert client.delete(f"/v1/jobs/{job['id']}").status_code == 204
+    assert client.get(f"/v1/jobs/{job['id']}").status_code == 404
+    assert client.get(f"/v1/jobs/{job['id']}/metrics").status_code == 404
+    with db.session() as s:
+        assert not s.scalar(select(func.count()).select_from(Blob).where(Blob.job_id == job["id"]))
+        assert s.get(Dataset, dataset["id"]) is not None
+    assert client.get("/v1/usage").json["jobs"] == before["jobs"]
