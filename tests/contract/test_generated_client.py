@@ -236,6 +236,14 @@ def test_data_sets_from_a_form_and_from_json_then_a_job_on_one(gen):
     if in_use.status_code == 409:  # the job had not ended yet
         assert isinstance(in_use.parsed, models.Problem) and job.id in in_use.parsed.detail
     assert _wait(gen, job.id).status.value == "succeeded"
+    body = models.PredictDatasetRequest(dataset_id=dataset.id)
+    outputs = _op(gen, "predict_dataset").sync_detailed(job.id, client=client, body=body)
+    assert outputs.status_code == 200
+    with np.load(io.BytesIO(outputs.parsed.payload.read()), allow_pickle=False) as back:
+        assert back["outputs"].shape == (40, 2)
+    usage = _op(gen, "get_usage").sync_detailed(client=client).parsed
+    assert isinstance(usage, models.UsageOut) and usage.datasets.count >= 2
+    assert _op(gen, "delete_job").sync_detailed(job.id, client=client).status_code == 204
     deleted = _op(gen, "delete_dataset").sync_detailed(dataset.id, client=client)
     assert deleted.status_code == 204
     gone = _op(gen, "get_dataset").sync_detailed(dataset.id, client=client)

@@ -147,6 +147,8 @@ def reference_weights(database_url: str, job_id: str) -> list[np.ndarray]:
     with db.session() as session:
         spec = session.get(Job, job_id).spec
         arrays = store_jobs.load_data(session, job_id)
+        if spec["data"]["form"] == "dataset":
+            arrays |= store_jobs.load_dataset_arrays(session, spec)
     trainer = build_trainer(spec, arrays)
     trainer.run()
     return trainer.network.W_n + trainer.network.B_n

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 
 import numpy as np
@@ -52,6 +53,46 @@ def test_sigkill_the_worker_five_times_and_the_weights_are_still_exact(make_stac
     assert done["attempts"] == 6
     kinds = [e["kind"] for e in done["history"]]
     assert kinds.count("resumed") == 5 and kinds.count("lease_expired") == 5
+    for got, want in zip(model_weights(client, job["id"]), reference_weights(fault_db, job["id"])):
+        assert np.array_equal(got, want), "resumed run differs from the uninterrupted one"
+    audit(fault_db, [job["id"]])
+
+
+def test_sigkill_a_job_on_a_data_set_twice_and_its_split_and_weights_are_still_exact(
+    make_stack, fault_db
+):
+    stack = make_stack(fault_db)
+    client = stack.api()
+    stack.beat()
+    worker = stack.worker("d0")
+    inline = long_job(epochs=10)
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        inputs=np.array(inline["data"]["inputs"]),
+        targets=np.array(inline["data"]["targets"]),
+    )
+    uploaded = client.post(
+        "/v1/datasets", data=buffer.getvalue(), headers={"Content-Type": "application/x-npz"}
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    spec = {
+        **inline,
+        "data": {"dataset_id": uploaded.json()["id"], "batch_size": 1},
+        "options": {"validation_split": 0.1},
+    }
+    job = client.submit(spec)
+    seen = 0
+    for kill in range(2):
+        running = wait_progress(client, job["id"], seen, attempt=kill + 1)
+        seen = running["progress"]["epoch"]
+        time.sleep(0.05 * (kill + 1))  # inside the next epoch
+        worker.kill()
+        injected()
+        worker = stack.worker(f"d{kill + 1}")
+    done = client.wait(job["id"], timeout=120)
+    assert done["status"] == "succeeded", done
+    assert [e["kind"] for e in done["history"]].count("resumed") == 2
     for got, want in zip(model_weights(client, job["id"]), reference_weights(fault_db, job["id"])):
         assert np.array_equal(got, want), "resumed run differs from the uninterrupted one"
     audit(fault_db, [job["id"]])
