@@ -8,10 +8,10 @@ gunicorn --worker-class api.gunicorn_worker.ProblemWorker --threads 32 'api:crea
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 
 from gunicorn.http import errors
-from gunicorn.util import write_nonblock
 from gunicorn.workers.gthread import ThreadWorker
 
 from .problems import PROBLEM_JSON
@@ -24,6 +24,7 @@ STATUSES = {
         "the request's headers are too large or too many",
     ),
 }
+DRAIN_BYTES = 1 << 20
 CLIENT_ERRORS = (
     errors.InvalidRequestLine,
     errors.InvalidRequestMethod,
@@ -66,6 +67,14 @@ class ProblemWorker(ThreadWorker):
         self.log.warning("refused a request from %s: %s", (addr or ("",))[0], exc)
         detail = detail.format(limit=self.cfg.limit_request_line)
         try:
-            write_nonblock(client, problem_response(status, reason, detail))
+            client.settimeout(1.0)
+            client.sendall(problem_response(status, reason, detail))
+            # the rest of the refused request may still be arriving: closing with it unread
+            # would reset the connection and the client could lose the answer, so stop
+            # sending, and read (a bounded amount, briefly) until the client is done
+            client.shutdown(socket.SHUT_WR)
+            drained = 0
+            while drained < DRAIN_BYTES and (part := client.recv(65536)):
+                drained += len(part)
         except OSError:
-            self.log.debug("could not send the refusal")
+            self.log.debug("could not send the whole refusal")

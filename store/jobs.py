@@ -130,7 +130,7 @@ def create_job(
     blobs.write_npy_arrays(session, job.id, arrays, chunk_bytes)
     if init is not None:  # the weights it starts from, kept with it (the source may go)
         blobs.write_arrays(session, job.id, "init", init, chunk_bytes)
-    samples = spec["data"]["samples"]
+    samples = spec["data"].get("samples", len(arrays.get("inputs", ())))
     add_event(session, job.id, "queued", f"{samples} samples, {spec['epochs']} epochs", at=now)
     if dispatching:
         add_event(session, job.id, "dispatched", at=now)

@@ -319,3 +319,31 @@ def test_data_sets_list_a_page_at_a_time(tenant):
         if not cursor:
             break
     assert set(seen) == ids and len(seen) == 5
+
+
+def test_the_tenant_s_storage_quota_is_413_and_keeps_nothing(tenant):
+    _, client, name, settings = tenant
+    small = create_app_with(tenant, max_dataset_storage_bytes=X.nbytes + Y.nbytes + 100)
+    assert small.post("/v1/datasets", data=npz(inputs=X, targets=Y), headers=NPZ).status_code == 201
+    over = small.post("/v1/datasets", data=npz(inputs=X[:50], targets=Y[:50]), headers=NPZ)
+    assert over.status_code == 413 and "storage quota" in over.json["detail"]
+    assert stored(settings.database_url, name)[0] == 1
+
+
+def test_inline_data_can_be_split_too(tenant):
+    _, client, _, _ = tenant
+    job = {
+        "structure": [4, 3],
+        "epochs": 1,
+        "learning_rate": 1.0,
+        "seed": 1,
+        "data": {"inputs": X[:40].tolist(), "targets": Y[:40].tolist()},
+        "options": {"validation_split": 0.25},
+    }
+    answer = client.post("/v1/jobs", json=job)
+    assert answer.status_code == 202, answer.json
+    data = answer.json["data"]
+    assert data["samples"] + data["validation_samples"] == 40 and data["validation_samples"] >= 8
+    batches = {**job, "data": {"batches": [[[X[0].tolist(), Y[0].tolist()]]]}}
+    refused = client.post("/v1/jobs", json=batches)
+    assert refused.status_code == 422 and refused.json["errors"][0]["type"] == "option_conflict"
