@@ -158,5 +158,14 @@ def dev_command(host: str, port: int) -> None:
     run_dev(host, port)
 
 
+def _user_commands() -> None:
+    from .commands import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_user_commands()
+
 if __name__ == "__main__":
     main()

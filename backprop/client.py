@@ -1,0 +1,314 @@
+"""A Python client of the service, on httpx.
+
+    from backprop.client import Client
+
+    client = Client("http://127.0.0.1:8000", token)
+    job = client.submit(structure=[2, 4, 1], epochs=500, learning_rate=2.0,
+                        inputs=X, targets=Y, batch_size=2)
+    done = client.wait(job["id"])             # long polls; raises JobFailed unless it succeeded
+    net = client.model(job["id"], network=True)  # a core.Network
+    outputs = client.predict(job["id"], X)
+
+Arrays travel as ``.npy`` (exact, about 5 bytes a float32). Every error answer raises
+``ApiError`` with the problem's detail and field errors. A 429 or 503 is retried after its
+``Retry-After`` (tenacity), and a submit carries an ``Idempotency-Key`` so that a retried
+submit never makes two jobs.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+from tenacity import RetryCallState, retry, retry_if_exception
+
+FINAL = ("succeeded", "failed", "cancelled")
+RETRY_STATUSES = (429, 503)
+
+
+class ApiError(Exception):
+    """An error answer: ``status``, the problem's ``detail``, ``errors`` (field errors) and
+    ``request_id``."""
+
+    def __init__(self, status: int, problem: dict):
+        self.status, self.problem = status, problem
+        self.detail = problem.get("detail") or problem.get("title") or f"HTTP {status}"
+        self.errors = problem.get("errors") or []
+        self.request_id = problem.get("request_id")
+        super().__init__(f"{status}: {self.detail}")
+
+
+class JobFailed(Exception):
+    """``wait`` saw the job end failed or cancelled."""
+
+    def __init__(self, job: dict):
+        self.job = job
+        error = job.get("error") or {}
+        text = f"{error.get('type')}: {error.get('message')}" if error else job["status"]
+        super().__init__(f"job {job['id']} {job['status']} ({text})")
+
+
+def _retryable(exc: BaseException) -> bool:
+    return (
+        isinstance(exc, ApiError)
+        and exc.status in RETRY_STATUSES
+        or isinstance(exc, httpx.TransportError)
+    )
+
+
+def _retry_after(state: RetryCallState) -> float:
+    """The answer's Retry-After (whole seconds, so "0" means "within the second"), and never
+    less than a short backoff that doubles from 0.25 s."""
+    exc = state.outcome.exception() if state.outcome else None
+    backoff = min(0.25 * 2 ** (state.attempt_number - 1), 10.0)
+    header = getattr(exc, "retry_after", None)
+    try:
+        return min(max(float(header), backoff), 60.0)
+    except (TypeError, ValueError):
+        return backoff
+
+
+def npy(array) -> dict:
+    """``{"npy": base64 of numpy.save}``: how arrays go into a request."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return {"npy": base64.b64encode(buffer.getvalue()).decode()}
+
+
+def _matrix(value):
+    return npy(value) if isinstance(value, np.ndarray) else value
+
+
+class Client:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        timeout: float = 60.0,
+        retry_seconds: float = 120.0,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        self.http = httpx.Client(
+            base_url=url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+        def stop(state: RetryCallState) -> bool:
+            # an unreachable service is tried three times; a busy one (429, 503) for as long
+            # as retry_seconds allows
+            if isinstance(state.outcome.exception(), httpx.TransportError):
+                return state.attempt_number >= 3
+            return state.seconds_since_start >= retry_seconds or state.attempt_number >= 20
+
+        self._retrying = retry(
+            retry=retry_if_exception(_retryable), wait=_retry_after, stop=stop, reraise=True
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------ plumbing
+
+    def request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        """One request, retried on 429/503 (after Retry-After) and on connection errors;
+        an error answer raises ApiError."""
+
+        def once() -> httpx.Response:
+            response = self.http.request(method, path, **kwargs)
+            if response.status_code >= 400:
+                try:
+                    problem = response.json()
+                except ValueError:
+                    problem = {"detail": response.text[:500]}
+                error = ApiError(response.status_code, problem)
+                error.retry_after = response.headers.get("Retry-After")
+                raise error
+            return response
+
+        return self._retrying(once)()
+
+    def _json(self, method: str, path: str, **kwargs):
+        response = self.request(method, path, **kwargs)
+        return response.json() if response.content else None
+
+    # ---------------------------------------------------------------------------- jobs
+
+    def submit(
+        self,
+        spec: dict | None = None,
+        *,
+        inputs=None,
+        targets=None,
+        dataset: str | None = None,
+        batch_size: int = 10,
+        shuffle: bool = True,
+        idempotency_key: str | None = None,
+        **fields,
+    ) -> dict:
+        """Queue a job: a whole spec, or its fields with ``inputs``/``targets`` (arrays or
+        rows) or a ``dataset`` id. Returns the job (status queued)."""
+        body = dict(spec or {})
+        body.update(fields)
+        if dataset is not None:
+            body["data"] = {"dataset_id": dataset, "batch_size": batch_size, "shuffle": shuffle}
+        elif inputs is not None:
+            body["data"] = {
+                "inputs": _matrix(inputs),
+                "targets": _matrix(targets),
+                "batch_size": batch_size,
+                "shuffle": shuffle,
+            }
+        key = idempotency_key or str(uuid.uuid4())  # a retried submit makes one job
+        return self._json("POST", "/v1/jobs", json=body, headers={"Idempotency-Key": key})
+
+    def get(self, job_id: str) -> dict:
+        return self._json("GET", f"/v1/jobs/{job_id}")
+
+    def list(self, *, status: str | None = None, label: str | None = None) -> Iterator[dict]:
+        """Every job of the tenant, newest first, page after page."""
+        params: dict = {"limit": 200}
+        if status:
+            params["status"] = status
+        if label:
+            params["label"] = label
+        while True:
+            page = self._json("GET", "/v1/jobs", params=params)
+            yield from page["jobs"]
+            if not page.get("next_cursor"):
+                return
+            params["cursor"] = page["next_cursor"]
+
+    def wait(
+        self,
+        job_id: str,
+        timeout: float | None = None,
+        on_update: Callable[[dict], None] | None = None,
+        raise_on_failure: bool = True,
+    ) -> dict:
+        """Long poll until the job ends; ``on_update`` sees every state. Raises JobFailed
+        when it failed or was cancelled (unless ``raise_on_failure`` is False), TimeoutError
+        after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        etag = None
+        while True:
+            left = 30.0 if deadline is None else max(0.0, min(30.0, deadline - time.monotonic()))
+            headers = {"If-None-Match": etag} if etag else {}
+            response = self.request(
+                "GET", f"/v1/jobs/{job_id}", params={"wait": f"{left:.1f}"}, headers=headers
+            )
+            job = response.json()
+            etag = response.headers.get("ETag")
+            if on_update:
+                on_update(job)
+            if job["status"] in FINAL:
+                if raise_on_failure and job["status"] != "succeeded":
+                    raise JobFailed(job)
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout} s")
+
+    def metrics(self, job_id: str, array: bool = False):
+        """One row per finished epoch: dicts, or a NumPy structured array."""
+        rows = self._json("GET", f"/v1/jobs/{job_id}/metrics")["metrics"]
+        if not array:
+            return rows
+        names = ["epoch", "cost", "accuracy", "val_cost", "val_accuracy", "seconds"]
+        dtype = [("epoch", "i8")] + [(n, "f8") for n in names[1:]]
+        values = [tuple(np.nan if r[n] is None else r[n] for n in names) for r in rows]
+        return np.array(values, dtype=dtype)
+
+    def model(self, job_id: str, network: bool = False):
+        """The trained model: the .npz's arrays (and ``lineage``), or a ``core.Network``."""
+        data = self.request("GET", f"/v1/jobs/{job_id}/model.npz").content
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        if not network:
+            return arrays
+        from core import Network
+
+        return Network.from_arrays(arrays)
+
+    def predict(self, job_id: str, inputs) -> np.ndarray:
+        body = {"inputs": _matrix(np.asarray(inputs) if not isinstance(inputs, dict) else inputs)}
+        return np.array(self._json("POST", f"/v1/jobs/{job_id}/predict", json=body)["outputs"])
+
+    def cancel(self, job_id: str) -> dict:
+        return self._json("POST", f"/v1/jobs/{job_id}/cancel")
+
+    def delete(self, job_id: str) -> None:
+        self.request("DELETE", f"/v1/jobs/{job_id}")
+
+    def usage(self) -> dict:
+        return self._json("GET", "/v1/usage")
+
+    # ------------------------------------------------------------------------ data sets
+
+    def upload(
+        self,
+        source: str | Path | None = None,
+        *,
+        inputs=None,
+        targets=None,
+        name: str | None = None,
+        target_columns: list[str] | None = None,
+        label: str | None = None,
+    ) -> dict:
+        """Store a data set from a .npz or .csv file (streamed), or from arrays."""
+        params = {k: v for k, v in {"name": name, "label": label}.items() if v}
+        if target_columns:
+            params["targets"] = ",".join(target_columns)
+        if source is None:
+            buffer = io.BytesIO()
+            np.savez(buffer, inputs=np.asarray(inputs), targets=np.asarray(targets))
+            content, kind = buffer.getvalue(), "application/x-npz"
+            return self._json(
+                "POST", "/v1/datasets", params=params, content=content,
+                headers={"Content-Type": kind},
+            )  # fmt: skip
+        path = Path(source)
+        kind = "text/csv" if path.suffix.lower() == ".csv" else "application/x-npz"
+
+        def chunks():
+            with open(path, "rb") as f:
+                while part := f.read(1 << 20):
+                    yield part
+
+        return self._json(
+            "POST", "/v1/datasets", params=params, content=chunks(),
+            headers={"Content-Type": kind},
+        )  # fmt: skip
+
+    def datasets(self) -> Iterator[dict]:
+        params: dict = {"limit": 200}
+        while True:
+            page = self._json("GET", "/v1/datasets", params=params)
+            yield from page["datasets"]
+            if not page.get("next_cursor"):
+                return
+            params["cursor"] = page["next_cursor"]
+
+    def dataset(self, dataset_id: str) -> dict:
+        return self._json("GET", f"/v1/datasets/{dataset_id}")
+
+    def download(self, dataset_id: str) -> dict[str, np.ndarray]:
+        data = self.request("GET", f"/v1/datasets/{dataset_id}/data").content
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self.request("DELETE", f"/v1/datasets/{dataset_id}")

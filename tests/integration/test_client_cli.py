@@ -1,0 +1,137 @@
+"""The Python client and the ``backprop`` CLI against the live stack (gunicorn, a Celery
+worker, Redis, PostgreSQL or SQLite)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import httpx
+import numpy as np
+import pytest
+
+from api import create_app
+from backprop.client import ApiError, Client, JobFailed
+from core import Network
+from tests.conftest import make_token
+
+XOR_X = np.array([[0.0, 0], [0, 1], [1, 0], [1, 1]])
+XOR_Y = np.array([[0.0], [1], [1], [0]])
+
+
+@pytest.fixture
+def client(stack):
+    with Client(stack.base, stack.tokens["alice"]) as c:
+        yield c
+
+
+def test_the_client_submits_waits_and_reads_a_job(client):
+    job = client.submit(
+        structure=[2, 4, 1], epochs=300, learning_rate=2.0, seed=3, inputs=XOR_X,
+        targets=XOR_Y, batch_size=2, labels={"suite": "client"},
+    )  # fmt: skip
+    seen = []
+    done = client.wait(job["id"], timeout=60, on_update=seen.append)
+    assert done["status"] == "succeeded" and seen[-1] == done
+    rows = client.metrics(job["id"], array=True)
+    assert rows.dtype.names[:2] == ("epoch", "cost") and len(rows) == 300
+    assert rows["epoch"][-1] == 300 and np.isnan(rows["val_cost"]).all()
+    network = client.model(job["id"], network=True)
+    assert isinstance(network, Network)
+    np.testing.assert_allclose(client.predict(job["id"], XOR_X), network.predict(XOR_X))
+    assert "lineage" in client.model(job["id"])
+    assert job["id"] in {j["id"] for j in client.list(label="suite:client")}
+
+
+def test_the_client_raises_the_problem_and_the_job_s_failure(client):
+    with pytest.raises(ApiError) as bad:
+        client.submit(structure=[3, 1], epochs=1, learning_rate=1.0, inputs=XOR_X, targets=XOR_Y)
+    assert bad.value.status == 422 and bad.value.errors[0]["field"] == "data.inputs"
+    assert bad.value.request_id
+    options = {"activation": "relu", "output_activation": "identity"}
+    job = client.submit(structure=[2, 4, 1], epochs=50, learning_rate=1e200, options=options,
+                        inputs=XOR_X, targets=XOR_Y)  # fmt: skip
+    with pytest.raises(JobFailed) as failed:
+        client.wait(job["id"], timeout=60)
+    assert failed.value.job["error"]["type"] == "diverged" and "diverged" in str(failed.value)
+
+
+def test_a_retried_submit_makes_one_job_and_429s_wait_for_retry_after(stack):
+    """The real app in process (a tight rate limit), through httpx's WSGI transport."""
+    from backprop.settings import Settings
+
+    settings = Settings(
+        database_url=stack.database_url,
+        redis_url=stack.env["REDIS_URL"],
+        training_queue=f"unread-{uuid.uuid4().hex[:8]}",
+        rate_limit="3/second",
+    )
+    tenant = f"r-{uuid.uuid4().hex[:6]}"
+    transport = httpx.WSGITransport(app=create_app(settings))
+    with Client("http://app", make_token(stack.database_url, tenant), transport=transport) as c:
+        key = str(uuid.uuid4())
+        first = c.submit(structure=[2, 1], epochs=1, learning_rate=1.0, inputs=XOR_X,
+                         targets=XOR_Y, idempotency_key=key)  # fmt: skip
+        again = c.submit(structure=[2, 1], epochs=1, learning_rate=1.0, inputs=XOR_X,
+                         targets=XOR_Y, idempotency_key=key)  # fmt: skip
+        assert again["id"] == first["id"]
+        # more requests than the limit allows in a second: 429s are waited out, none raised
+        statuses = [c.get(first["id"])["status"] for _ in range(8)]
+        assert statuses == ["queued"] * 8
+        assert len(list(c.list())) == 1
+
+
+def cli(stack, *args, token="alice", url=None):
+    env = dict(os.environ, BACKPROP_URL=url or stack.base, BACKPROP_TOKEN=stack.tokens[token])
+    env["VAR_DIR"] = "/nonexistent"  # no dev token to fall back on
+    return subprocess.run([sys.executable, "-m", "backprop.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=180)  # fmt: skip
+
+
+def test_the_cli_uploads_submits_with_a_live_bar_and_reads_the_results(stack, tmp_path):
+    rng = np.random.default_rng(0)
+    inputs = rng.random((400, 4))
+    targets = np.eye(2)[(inputs.sum(axis=1) > 2).astype(int)]
+    np.savez(tmp_path / "data.npz", inputs=inputs, targets=targets)
+    done = cli(stack, "submit", "--data", str(tmp_path / "data.npz"), "--structure", "4,8,2",
+               "--epochs", "20", "--rate", "3.0", "--validation-split", "0.2", "--seed", "1",
+               "--name", "cli-job", "--wait")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "epoch 20/20" in done.stdout and "succeeded" in done.stdout
+    assert "val acc" in done.stdout and "samples/s" in done.stdout
+    listed = json.loads(cli(stack, "list", "--json").stdout)
+    job_id = next(j["id"] for j in listed if j["name"] == "cli-job")
+    status = json.loads(cli(stack, "status", job_id, "--json").stdout)
+    assert status["status"] == "succeeded" and status["data"]["form"] == "dataset"
+    metrics = json.loads(cli(stack, "metrics", job_id, "--json").stdout)
+    assert len(metrics) == 20 and metrics[-1]["val_accuracy"] is not None
+    assert cli(stack, "model", job_id, "-o", str(tmp_path / "m.npz")).returncode == 0
+    assert "W0" in np.load(tmp_path / "m.npz").files
+    np.save(tmp_path / "x.npy", inputs[:3])
+    predicted = cli(stack, "predict", job_id, "--inputs", str(tmp_path / "x.npy"))
+    assert predicted.returncode == 0 and len(json.loads(predicted.stdout)) == 3
+    datasets = json.loads(cli(stack, "datasets", "list", "--json").stdout)
+    assert any(d["samples"] == 400 for d in datasets)
+    again = cli(stack, "watch", job_id)
+    assert again.returncode == 0 and "succeeded" in again.stdout
+
+
+def test_the_cli_says_what_went_wrong_without_a_traceback(stack, tmp_path):
+    bad = cli(stack, "submit", "--dataset", str(uuid.uuid4()), "--structure", "4,2",
+              "--epochs", "1", "--rate", "1")  # fmt: skip
+    assert bad.returncode == 1 and "data.dataset_id" in bad.stderr
+    spec = {"structure": [2, 4, 1], "epochs": 30, "learning_rate": 1e200,
+            "options": {"activation": "relu", "output_activation": "identity"},
+            "data": {"inputs": XOR_X.tolist(), "targets": XOR_Y.tolist()}}  # fmt: skip
+    (tmp_path / "job.json").write_text(json.dumps(spec))
+    failed = cli(stack, "submit", str(tmp_path / "job.json"), "--wait")
+    assert failed.returncode == 1 and "failed (diverged" in failed.stderr
+    unreachable = cli(stack, "list", url="http://127.0.0.1:9")
+    assert unreachable.returncode == 1 and "cannot reach" in unreachable.stderr
+    missing = cli(stack, "status", str(uuid.uuid4()))
+    assert missing.returncode == 1 and "no job" in missing.stderr
+    for run in (bad, failed, unreachable, missing):
+        assert "Traceback" not in run.stderr + run.stdout
