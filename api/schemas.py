@@ -150,6 +150,11 @@ class Options(Strict):
     max_runtime_seconds: PositiveInt | None = Field(
         None, description="Fail the job with error type 'timeout' after this long"
     )
+    verify_gradients: bool = Field(
+        False,
+        description="Compare backprop with central finite differences on a sample batch "
+        "before training and at the end (core.gradient_check); shown as gradient_check",
+    )
 
 
 Pair = Annotated[
@@ -383,6 +388,22 @@ class OptionsOut(Out):
     early_stopping: EarlyStopping | None = None
     validation_split: float | None = None
     max_runtime_seconds: int
+    verify_gradients: bool = False
+
+
+class CheckOut(Out):
+    worst_relative_error: float
+    parameters: int = Field(description="Weights and biases checked (drawn at random)")
+    samples: int = Field(description="Rows of the sample batch")
+
+
+class GradientCheckOut(Out):
+    """Theory against practice: backprop's gradient against central differences."""
+
+    before: CheckOut | None = None
+    after: CheckOut | None = None
+    threshold: float = Field(description="Above it, the job carries a warning")
+    warning: bool
 
 
 class JobSummary(Out):
@@ -408,6 +429,7 @@ class JobOut(JobSummary):
     attempts: int
     cancel_requested: bool
     runtime_seconds: float
+    gradient_check: GradientCheckOut | None = None
     history: list[JobEventOut]
 
 
@@ -481,6 +503,7 @@ class Lineage(Out):
     batch_size: int | None = None
     options: OptionsOut
     metrics: EpochMetricsOut | None = Field(None, description="The last epoch's")
+    gradient_check: GradientCheckOut | None = None
     finished_at: datetime | None = None
 
 

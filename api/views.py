@@ -65,6 +65,7 @@ def job_detail(job: Job, history: list[JobEvent]) -> JobOut:
         attempts=job.attempts,
         cancel_requested=job.cancel_requested,
         runtime_seconds=job.runtime_seconds,
+        gradient_check=job.gradient_check,
         history=[
             JobEventOut(at=e.at, kind=e.kind, message=e.message, worker=e.worker) for e in history
         ],
@@ -95,5 +96,6 @@ def lineage_view(job: Job) -> Lineage:
         batch_size=layout.get("batch_size"),
         options=OptionsOut(**spec["options"]),
         metrics=EpochMetricsOut(**latest) if latest else None,
+        gradient_check=job.gradient_check,
         finished_at=job.finished_at,
     )

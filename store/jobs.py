@@ -310,6 +310,30 @@ def delete_job(session: Session, tenant: str, job_id: str) -> None:
     session.execute(delete(Job).where(Job.id == job_id))
 
 
+def record_gradient_check(
+    session: Session, db: Database, job_id: str, owner: str, when: str, check: dict, threshold
+) -> None:
+    """Store one gradient check (``when``: before or after training) under the lease."""
+    job = session.get(Job, job_id)
+    if job is None or job.lease_owner != owner:
+        raise LeaseLost(job_id)
+    record = dict(job.gradient_check or {"threshold": threshold, "warning": False})
+    record[when] = check
+    record["warning"] = bool(record["warning"] or check["worst_relative_error"] > threshold)
+    job.gradient_check = record
+    message = (
+        f"{when} training: worst relative error {check['worst_relative_error']:.3g} over "
+        f"{check['parameters']} parameters on {check['samples']} samples"
+    )
+    add_event(session, job_id, "gradient_check", message, at=db.now(session))
+    if check["worst_relative_error"] > threshold:
+        add_event(
+            session, job_id, "gradient_check_warning",
+            f"above the threshold {threshold:g}: backprop and finite differences disagree",
+            at=db.now(session),
+        )  # fmt: skip
+
+
 def usage(session: Session, tenant: str) -> dict:
     """What the tenant stores: jobs (their blobs: data, checkpoints, models) and data sets."""
     jobs_count = session.scalar(select(func.count()).select_from(Job).where(Job.tenant == tenant))

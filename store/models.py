@@ -87,6 +87,8 @@ class Job(Base):
     runtime_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     # the latest finished epoch's metrics row, written with the progress: a poll reads one row
     latest_metrics: Mapped[dict[str, Any] | None]
+    # options.verify_gradients: {"before": {...}, "after": {...}, "threshold", "warning"}
+    gradient_check: Mapped[dict[str, Any] | None]
     # the stored data sets it trains on (training, validation), when not inline; a data set
     # cannot be deleted while a queued or running job names it here
     dataset_id: Mapped[str | None] = mapped_column(ForeignKey("dataset.id"), index=True)

@@ -20,7 +20,16 @@ from celery.exceptions import SoftTimeLimitExceeded
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from backprop.settings import Settings
-from core import COMPLETED, EARLY_STOPPED, STOPPED, Diverged, Network, Trainer, TrainingConfig
+from core import (
+    COMPLETED,
+    EARLY_STOPPED,
+    STOPPED,
+    Diverged,
+    Network,
+    Trainer,
+    TrainingConfig,
+    gradient_check,
+)
 from store import jobs
 from store.db import Database, is_outage
 from store.models import CANCELLED, FAILED, SUCCEEDED
@@ -327,8 +336,17 @@ def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str, noti
         trainer = build_trainer(job.spec, claimed.arrays)
         if claimed.state is not None:
             trainer.load_state_dict(claimed.state)
+        verify = job.spec["options"].get("verify_gradients", False)
+        if verify and claimed.state is None:  # a resumed job checked before it first trained
+            _check_gradients(store, job, owner, trainer, claimed.arrays, "before", notify)
         run = JobRun(store, job, owner, worker, trainer, lease, notify)
-        return _train(run, trainer)
+        check_after = None
+        if verify:
+
+            def check_after() -> None:
+                _check_gradients(store, job, owner, trainer, claimed.arrays, "after", notify)
+
+        return _train(run, trainer, check_after)
     except jobs.LeaseLost:
         log.warning("job %s: lease lost; this worker stopped writing", job_id)
         store(_record, job_id, "lease_lost", "this worker lost the job and stopped", worker)
@@ -363,7 +381,35 @@ def _record(session, db, job_id, kind, message, worker) -> None:
     jobs.add_event(session, job_id, kind, message, worker=worker, at=db.now(session))
 
 
-def _train(run: JobRun, trainer: Trainer) -> Outcome:
+GRADIENT_CHECK_PARAMETERS = 200  # weights and biases checked, drawn at random
+GRADIENT_CHECK_SAMPLES = 32  # rows of the sample batch, at most
+GRADIENT_CHECK_THRESHOLD = 1e-4  # correct backprop gives about 1e-7; a wrong formula 1e-3+
+
+
+def _check_gradients(store, job, owner, trainer, arrays, when: str, notify) -> None:
+    """core.gradient_check on the job's first rows (its first batch's size, at most 32):
+    the worst relative error between backprop and central differences, stored on the job.
+    The parameters are drawn from a generator of its own, so training is not changed."""
+    layout = job.spec["data"]
+    rows = min(layout.get("batch_size") or 10, GRADIENT_CHECK_SAMPLES, len(arrays["inputs"]))
+    worst = gradient_check(
+        trainer.network,
+        arrays["inputs"][:rows],
+        arrays["targets"][:rows],
+        parameters=GRADIENT_CHECK_PARAMETERS,
+        rng=np.random.RandomState(job.spec["seed"]),
+    )
+    total = sum(w.size + b.size for w, b in zip(trainer.network.W_n, trainer.network.B_n))
+    check = {
+        "worst_relative_error": float(worst),
+        "parameters": min(GRADIENT_CHECK_PARAMETERS, total),
+        "samples": int(rows),
+    }
+    store(jobs.record_gradient_check, job.id, owner, when, check, GRADIENT_CHECK_THRESHOLD)
+    notify(job.id)
+
+
+def _train(run: JobRun, trainer: Trainer, check_after: Callable | None = None) -> Outcome:
     try:
         ended = trainer.run(on_epoch=run.on_epoch, on_batch=run.on_batch)
     except SoftTimeLimitExceeded:
@@ -377,6 +423,8 @@ def _train(run: JobRun, trainer: Trainer) -> Outcome:
         return Outcome(FAILED, "diverged", offer)
 
     if ended in (COMPLETED, EARLY_STOPPED):
+        if check_after is not None:
+            check_after()
         epochs = trainer.epoch
         message = f"{epochs} epochs" + (" (early stopping)" if ended == EARLY_STOPPED else "")
         offer = run.finish(SUCCEEDED, message=message, model=trainer.network.to_arrays())

@@ -156,3 +156,17 @@ def test_backprop_matches_finite_differences_on_random_networks(case):
     if net.activation.name == "relu" or net.output_activation.name == "relu":
         assume(all(np.abs(z).min() > 1e-3 for z in pre_activations(net, X)))
     assert gradient_check(net, X, Y) < 1e-5
+
+
+def test_a_sampled_gradient_check_checks_that_many_parameters_and_is_repeatable():
+    from core import Network, gradient_check
+
+    rng = np.random.RandomState(0)
+    net = Network([5, 7, 3], rng=rng)
+    X, Y = rng.rand(6, 5), rng.rand(6, 3)
+    full = gradient_check(net, X, Y)
+    sampled = gradient_check(net, X, Y, parameters=10, rng=np.random.RandomState(1))
+    again = gradient_check(net, X, Y, parameters=10, rng=np.random.RandomState(1))
+    assert sampled == again and sampled <= full < 1e-6
+    # asking for more parameters than there are checks them all
+    assert gradient_check(net, X, Y, parameters=10_000) == full

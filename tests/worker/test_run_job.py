@@ -259,3 +259,25 @@ def test_a_data_set_job_killed_inside_an_epoch_resumes_bit_for_bit_on_its_split(
     assert [(m.epoch, m.val_cost) for m in rows] == [
         (m.epoch, m.val_cost) for m in reference.history
     ]
+
+
+def test_verify_gradients_checks_before_and_after_and_leaves_training_unchanged(database_url):
+    db = get_database(database_url)
+    spec = {**SPEC, "epochs": 20, "options": {**SPEC["options"], "verify_gradients": True}}
+    checked, plain = submit(db, spec), submit(db, {**SPEC, "epochs": 20})
+    for job_id in (checked, plain):
+        assert run_job(job_id, db=db, settings=settings_for(database_url), worker="t").status == (
+            "succeeded"
+        )
+    with db.session() as s:
+        job = s.get(Job, checked)
+        record = job.gradient_check
+        kinds = [e.kind for e in jobs.events(s, checked)]
+        weights = [jobs.load_model(s, i)["W0"] for i in (checked, plain)]
+        assert s.get(Job, plain).gradient_check is None
+    assert set(record) == {"before", "after", "threshold", "warning"}
+    for when in ("before", "after"):
+        assert record[when]["samples"] == 2 and record[when]["parameters"] == 13  # 2-3-1
+        assert 0 <= record[when]["worst_relative_error"] < 1e-5
+    assert record["warning"] is False and kinds.count("gradient_check") == 2
+    assert np.array_equal(weights[0], weights[1])  # the check draws from its own generator
