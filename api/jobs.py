@@ -22,6 +22,7 @@ from .limits import queue_full
 from .openapi import Rule, operation
 from .problems import ApiProblem
 from .schemas import (
+    EventsQuery,
     JobCreate,
     JobList,
     JobOut,
@@ -359,6 +360,88 @@ def _wait_for_change(job_id: str, seen: str | None, wait: float, watcher) -> Job
 def etag(view: JobOut) -> str:
     """Names the job's state: it changes with every status, progress or history change."""
     return f'"{view.updated_at.timestamp():.6f}-{view.status}-{view.progress.epoch}"'
+
+
+@bp.get("/<job_id>/events")
+@operation(
+    "streamJobEvents",
+    query=EventsQuery,
+    responses={200: None},
+    binary={200: "text/event-stream"},
+    headers={
+        "Last-Event-ID": {
+            "description": "The id of the last event seen: the stream resumes after it "
+            "(EventSource sends it when it reconnects)",
+            "schema": {"type": "string", "pattern": "^[0-9]{1,9}$"},
+        }
+    },
+    media_schemas={
+        200: {  # OpenAPI 3.2's schema of each event of the stream
+            "itemSchema": {
+                "type": "object",
+                "description": "One event; data is JSON text (a job summary, or an epoch's row)",
+                "required": ["id", "event", "data"],
+                "properties": {
+                    "id": {"type": "string", "pattern": "^[0-9]+$"},
+                    "event": {"enum": ["status", "epoch", "end"]},
+                    "data": {"type": "string", "contentMediaType": "application/json"},
+                },
+            }
+        }
+    },
+)
+def job_events(job_id: str, query: EventsQuery):
+    """Server-sent events of a job: its status changes and one epoch event per epoch.
+
+    Events: `status` (data: the job's status, progress and latest metrics), `epoch` (data:
+    one epoch's metrics row, the epoch number as the event id), and `end` (the job ended;
+    the stream closes). Rows come from the database, so a reconnect with Last-Event-ID
+    misses nothing; the worker's notifications over Redis wake the stream. The stream also
+    ends after `timeout` seconds, and a comment keeps idle connections open."""
+    s = services()
+    with s.db.reading() as session:
+        _find(session, job_id)  # 404 before the stream starts
+    given = request.headers.get("Last-Event-ID")
+    if given is not None and not re.fullmatch(r"[0-9]{1,9}", given):
+        message = "expected the id of an event of this stream (an epoch number, 1 to 9 digits)"
+        raise SpecError([field_error(("header", "Last-Event-ID"), message)])
+    last = int(given) if given else 0
+    tenant, watcher, timeout = g.tenant, s.watcher, query.timeout
+
+    def stream():
+        sent, deadline = last, time.monotonic() + timeout
+        status = None
+        with watcher.watching(job_id) as changed:
+            while True:
+                with s.db.reading() as session:
+                    job = jobs.get_job(session, tenant, job_id)
+                    rows = jobs.metrics(session, job_id, after=sent)
+                    summary = job_summary(job)
+                for row in rows:
+                    sent = row.epoch
+                    yield _event("epoch", metric_view(row).model_dump_json(), sent)
+                if job.status != status:
+                    status = job.status
+                    yield _event("status", summary.model_dump_json(), sent)
+                if job.status in FINAL_STATUSES:
+                    yield _event("end", summary.model_dump_json(), sent)
+                    return
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                if not changed.wait(min(left, RECHECK_SECONDS)):
+                    yield ": waiting\n\n"
+                changed.clear()
+
+    return Response(
+        stream_with_context(stream()),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _event(kind: str, data: str, event_id: int) -> str:
+    return f"id: {event_id}\nevent: {kind}\ndata: {data}\n\n"
 
 
 @bp.get("/<job_id>/metrics")

@@ -57,6 +57,8 @@ class Operation:
     description: str = ""
     # bodies the view reads itself (streamed): media type -> a model, or a schema
     raw_bodies: dict[str, Any] = field(default_factory=dict)
+    # status -> the media type object of a binary answer (an event stream's itemSchema)
+    media_schemas: dict[int, dict] = field(default_factory=dict)
 
 
 def operation(
@@ -72,6 +74,7 @@ def operation(
     response_headers=None,
     rules=(),
     raw_bodies=None,
+    media_schemas=None,
 ):
     """Declare a view as an API operation (see the module docstring)."""
     op = Operation(
@@ -87,6 +90,7 @@ def operation(
         response_headers or {},
         tuple(rules),
         raw_bodies=raw_bodies or {},
+        media_schemas=media_schemas or {},
     )
 
     def decorate(view):
@@ -389,7 +393,7 @@ def _operation(op: Operation, arguments: list[str], settings: dict) -> dict:
         if status in op.binary:
             media = op.binary[status]
             schema = {"type": "string", "format": "binary", "contentMediaType": media}
-            response["content"] = {media: {"schema": schema}}
+            response["content"] = {media: op.media_schemas.get(status, {"schema": schema})}
         elif model is not None:
             media = PROBLEM_JSON if model is Problem else "application/json"
             response["content"] = {media: {"schema": _ref(model)}}

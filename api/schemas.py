@@ -327,6 +327,16 @@ class ListQuery(BaseModel):
     )
 
 
+class EventsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    timeout: Annotated[float, Field(ge=1, le=60)] = Field(
+        25,
+        description="End the stream after this many seconds without the job ending (an "
+        "EventSource then reconnects with Last-Event-ID)",
+    )
+
+
 class JobQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -260,12 +260,10 @@ def events(session: Session, job_id: str, limit: int = 200) -> list[JobEvent]:
     return list(reversed(session.scalars(newest).all()))
 
 
-def metrics(session: Session, job_id: str) -> list[EpochMetric]:
-    return list(
-        session.scalars(
-            select(EpochMetric).where(EpochMetric.job_id == job_id).order_by(EpochMetric.epoch)
-        )
-    )
+def metrics(session: Session, job_id: str, after: int = 0) -> list[EpochMetric]:
+    """The job's metrics rows, in order; those past epoch ``after`` only."""
+    query = select(EpochMetric).where(EpochMetric.job_id == job_id, EpochMetric.epoch > after)
+    return list(session.scalars(query.order_by(EpochMetric.epoch)))
 
 
 def next_waiting(session: Session, tenant: str) -> str | None:

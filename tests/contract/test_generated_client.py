@@ -93,6 +93,10 @@ def test_submit_poll_metrics_model_predict(gen):
     done = _wait(gen, job.id)
     assert done.status.value == "succeeded" and done.progress.epoch == 40
 
+    stream = _op(gen, "stream_job_events").sync_detailed(job.id, client=client, timeout=5)
+    assert stream.status_code == 200 and b"event: end" in stream.content
+    assert stream.headers["Content-Type"].startswith("text/event-stream")
+
     unchanged = _op(gen, "get_job").sync_detailed(
         job.id,
         client=client,
