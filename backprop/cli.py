@@ -52,6 +52,7 @@ def main(log_level: str | None) -> None:
         level=(log_level or get_settings().log_level).upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
 
 
 @main.command("migrate")
