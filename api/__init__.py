@@ -15,7 +15,7 @@ from backprop.settings import Settings, get_settings
 from store.db import get_database
 from worker.dispatch import Dispatcher
 
-from . import datasets, docs, health, jobs, limits, openapi, problems, usage
+from . import datasets, docs, health, jobs, limits, openapi, problems, usage, webhooks
 from .auth import FailureLimit, TokenCache, authenticate
 from .services import Services
 from .watch import JobWatcher
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(jobs.bp)
     app.register_blueprint(datasets.bp)
     app.register_blueprint(usage.bp)
+    app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(docs.bp)
     app.register_blueprint(docs.docs)

@@ -16,7 +16,8 @@ from redis import RedisError
 from sqlalchemy.exc import IntegrityError
 
 from store import datasets, idempotency, jobs
-from store.models import FINAL_STATUSES, RUNNING, SUCCEEDED
+from store.models import CANCELLED, FINAL_STATUSES, RUNNING, SUCCEEDED
+from worker.webhooks import refusal
 
 from .limits import queue_full
 from .openapi import Rule, operation
@@ -90,6 +91,11 @@ SUBMIT_RULES = (
     Rule("dataset_not_found", "a dataset_id names a data set of this tenant"),
     Rule("init_from", "init_from names a succeeded job of this tenant with the same structure"),
     Rule(
+        "callback_url",
+        "callback_url's host resolves, and not to a private, loopback, link-local or reserved "
+        "address (unless the server allows them)",
+    ),
+    Rule(
         "budget_exceeded",
         "samples x epochs x parameters is at most {max_job_cost:.3g} (MAX_JOB_COST), where "
         "parameters = sum of (n_l + 1) x n_(l+1) over the layers",
@@ -154,6 +160,11 @@ def submit(body: JobCreate):
     key = _idempotency_key()
     # a failure here stores nothing, key included
     prepared = prepare_job(body, s.settings, find_dataset=_find_dataset)
+    if body.callback_url:
+        why = refusal(body.callback_url, s.settings.callback_allow_private_networks)
+        if why is not None:
+            raise SpecError([field_error(("callback_url",), why, "callback_url")])
+        prepared.spec["callback_url"] = body.callback_url
     init = None
     if body.init_from:
         init = _init_weights(body.init_from, body.structure)
@@ -585,6 +596,11 @@ def cancel(job_id: str):
         except jobs.JobConflict as exc:
             raise ApiProblem(409, str(exc), slug="job-finished") from None
         view = _detail(session, job)
+    if view.status == CANCELLED and view.callback_url:  # it ended here, not in a worker
+        try:
+            s.dispatcher.callback(job_id)
+        except (BrokerError, RedisError, OSError):
+            log.warning("job %s: could not queue its callback", job_id)
     return _json(view, 202 if view.status == RUNNING else 200)
 
 

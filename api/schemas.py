@@ -256,6 +256,13 @@ class JobCreate(Strict):
     ] = {}
     options: Options = Options()
     data: TrainingData
+    callback_url: Annotated[str, Field(max_length=2000, pattern=r"^https?://[^\s/?#]+")] | None = (
+        Field(
+            None,
+            description="When the job ends, its final state is POSTed here, signed with the "
+            "tenant's webhook secret (X-Backprop-Signature, X-Backprop-Timestamp)",
+        )
+    )
     init_from: Annotated[str, Field(pattern=DATASET_ID)] | None = Field(
         None,
         description="Start from the weights of this tenant's succeeded job (same structure): "
@@ -439,6 +446,7 @@ class JobOut(JobSummary):
     attempts: int
     cancel_requested: bool
     runtime_seconds: float
+    callback_url: str | None = Field(None, description="Deliveries are in history (callback)")
     gradient_check: GradientCheckOut | None = None
     history: list[JobEventOut]
 
@@ -486,6 +494,13 @@ class UsageOut(Out):
     jobs: StoredOut = Field(description="Jobs, with their inline data, checkpoints and models")
     datasets: StoredOut
     dataset_quota_bytes: int = Field(description="MAX_DATASET_STORAGE_BYTES")
+
+
+class WebhookSecretOut(Out):
+    secret: str = Field(
+        description="The tenant's new signing secret: X-Backprop-Signature is v1= and the "
+        "hex HMAC-SHA256 of '<X-Backprop-Timestamp>.<body>' with it"
+    )
 
 
 class JobList(Out):

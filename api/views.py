@@ -65,6 +65,7 @@ def job_detail(job: Job, history: list[JobEvent]) -> JobOut:
         attempts=job.attempts,
         cancel_requested=job.cancel_requested,
         runtime_seconds=job.runtime_seconds,
+        callback_url=spec.get("callback_url"),
         gradient_check=job.gradient_check,
         history=[
             JobEventOut(at=e.at, kind=e.kind, message=e.message, worker=e.worker) for e in history

@@ -137,6 +137,22 @@ def tokens_revoke(token_id: int) -> None:
     click.echo(f"token {token_id} revoked")
 
 
+@main.group()
+def webhooks() -> None:
+    """The signing secret of a tenant's job callbacks."""
+
+
+@webhooks.command("secret")
+@click.option("--tenant", required=True)
+@click.option("--rotate", is_flag=True, help="Replace it (callbacks signed with the old fail).")
+def webhooks_secret(tenant: str, rotate: bool) -> None:
+    """Show the tenant's secret (made on first use), or a new one with --rotate."""
+    from store import webhooks as store_webhooks
+
+    with _session() as session:
+        click.echo(store_webhooks.secret_for(session, tenant, rotate=rotate))
+
+
 @main.command("reconcile")
 def reconcile_command() -> None:
     """Run one reconciler pass now."""

@@ -104,6 +104,14 @@ class Settings(BaseSettings):
     idempotency_ttl_seconds: int = Field(86_400, gt=0, description="How long submits replay")
     blob_chunk_bytes: int = Field(2**20, ge=1024, description="Size of stored array chunks")
 
+    callback_allow_private_networks: bool = Field(
+        False, description="Allow callback URLs on private, loopback and link-local addresses"
+    )
+    webhook_attempts: int = Field(6, ge=1, description="Deliveries of a callback before giving up")
+    webhook_backoff_seconds: float = Field(
+        2.0, gt=0, description="Wait before a callback's second delivery; doubles each time"
+    )
+
     log_level: str = Field("INFO", description="Python logging level")
 
     @model_validator(mode="after")

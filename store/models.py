@@ -200,6 +200,16 @@ class DatasetChunk(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class WebhookSecret(Base):
+    """The key a tenant's job callbacks are signed with (HMAC-SHA256)."""
+
+    __tablename__ = "webhook_secret"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+
+
 class ApiToken(Base):
     """A bearer token, stored as its SHA-256: the token itself is shown once, at creation."""
 

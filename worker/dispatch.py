@@ -16,6 +16,7 @@ from backprop.settings import Settings
 
 from .celery_app import NEW_PRIORITY, RESUME_PRIORITY, TRAIN_TASK, make_celery
 from .notify import broker_redis
+from .webhooks import DELIVER_TASK
 
 MARKER = "backprop:waiting:"
 
@@ -24,6 +25,7 @@ class Dispatcher:
     def __init__(self, settings: Settings):
         self.celery = make_celery(settings)
         self.queue = settings.training_queue
+        self.control_queue = settings.control_queue
         self.timeout = settings.broker_timeout_seconds
         # A marker outlives its message only when a worker died holding a message it had not
         # started yet (a moment's state, with one message per training process): Redis gives
@@ -48,6 +50,10 @@ class Dispatcher:
         except Exception:
             self.taken(job_id)
             raise
+
+    def callback(self, job_id: str) -> None:
+        """Queue the delivery of a finished job's callback (worker.webhooks)."""
+        self.celery.send_task(DELIVER_TASK, args=[job_id], queue=self.control_queue, retry=False)
 
     def mark_waiting(self, job_id: str) -> None:
         """A message for the job is (again) in the queue."""

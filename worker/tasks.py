@@ -18,11 +18,13 @@ from backprop.settings import get_settings
 from store import jobs
 from store.db import get_database
 
+from . import webhooks
 from .celery_app import RECONCILE_TASK, TRAIN_TASK, silence_the_connection_loss_warning
 from .dispatch import Dispatcher
 from .notify import Notifier
 from .reconciler import reconcile as reconcile_jobs
 from .training import run_job
+from .webhooks import DELIVER_TASK
 
 log = get_task_logger(__name__)
 
@@ -100,7 +102,21 @@ def train(job_id: str) -> str:
         notify=_notifier(),
     )
     log.info("job %s: %s %s", job_id, outcome.status, outcome.detail)
+    if outcome.callback:
+        try:
+            _dispatcher().callback(job_id)
+        except Exception:  # the broker is away: the job's state is kept, the callback lost
+            log.warning("job %s: could not queue its callback", job_id, exc_info=True)
     return outcome.status
+
+
+@shared_task(name=DELIVER_TASK, bind=True, ignore_result=True, max_retries=None)
+def deliver_callback(self, job_id: str, attempt: int = 1) -> None:
+    """POST a finished job's final state to its callback_url; retried with backoff."""
+    settings = get_settings()
+    if not webhooks.deliver(_database(), settings, job_id, attempt):
+        countdown = settings.webhook_backoff_seconds * 2 ** (attempt - 1)
+        deliver_callback.apply_async((job_id, attempt + 1), countdown=countdown)
 
 
 @shared_task(name=RECONCILE_TASK, ignore_result=True)

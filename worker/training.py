@@ -157,6 +157,7 @@ class Outcome:
     status: str  # succeeded, failed, cancelled, skipped, lost
     detail: str = ""
     offer: str | None = None  # the tenant's next job waiting without a task message
+    callback: bool = False  # it ended and has a callback_url to deliver to
 
 
 class JobRun:
@@ -346,7 +347,9 @@ def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str, noti
             def check_after() -> None:
                 _check_gradients(store, job, owner, trainer, claimed.arrays, "after", notify)
 
-        return _train(run, trainer, check_after)
+        outcome = _train(run, trainer, check_after)
+        outcome.callback = bool(job.spec.get("callback_url")) and outcome.status in ENDINGS
+        return outcome
     except jobs.LeaseLost:
         log.warning("job %s: lease lost; this worker stopped writing", job_id)
         store(_record, job_id, "lease_lost", "this worker lost the job and stopped", worker)
@@ -372,7 +375,7 @@ def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str, noti
         except jobs.LeaseLost:
             return Outcome("lost")
         notify(job_id)
-        return Outcome(FAILED, "internal_error", offer)
+        return Outcome(FAILED, "internal_error", offer, bool(job.spec.get("callback_url")))
     finally:
         lease.stop()
 
@@ -381,6 +384,7 @@ def _record(session, db, job_id, kind, message, worker) -> None:
     jobs.add_event(session, job_id, kind, message, worker=worker, at=db.now(session))
 
 
+ENDINGS = (SUCCEEDED, FAILED, CANCELLED)
 GRADIENT_CHECK_PARAMETERS = 200  # weights and biases checked, drawn at random
 GRADIENT_CHECK_SAMPLES = 32  # rows of the sample batch, at most
 GRADIENT_CHECK_THRESHOLD = 1e-4  # correct backprop gives about 1e-7; a wrong formula 1e-3+

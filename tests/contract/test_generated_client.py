@@ -245,6 +245,8 @@ def test_data_sets_from_a_form_and_from_json_then_a_job_on_one(gen):
     assert outputs.status_code == 200
     with np.load(io.BytesIO(outputs.parsed.payload.read()), allow_pickle=False) as back:
         assert back["outputs"].shape == (40, 2)
+    secret = _op(gen, "rotate_webhook_secret").sync_detailed(client=client).parsed
+    assert isinstance(secret, models.WebhookSecretOut) and secret.secret.startswith("whsec_")
     usage = _op(gen, "get_usage").sync_detailed(client=client).parsed
     assert isinstance(usage, models.UsageOut) and usage.datasets.count >= 2
     assert _op(gen, "delete_job").sync_detailed(job.id, client=client).status_code == 204

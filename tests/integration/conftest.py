@@ -42,6 +42,9 @@ def stack(test_settings, tmp_path_factory):
         max_queued_jobs_per_tenant=50,
         auth_cache_seconds=1,
         auth_failure_limit="1000/minute",  # the corpus sends many bad tokens from one address
+        callback_allow_private_networks=True,  # the callback tests' receiver is on loopback
+        webhook_backoff_seconds=0.2,
+        webhook_attempts=4,
     )
     worker = start_worker(env, logs, "worker")
     api, base = start_api(env, logs)
