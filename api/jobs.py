@@ -208,6 +208,7 @@ def submit(body: JobCreate):
     except jobs.QueueFull as exc:
         raise queue_full(exc) from None
     except IntegrityError:
+        _data_set_gone(prepared)  # deleted between the check and the insert
         if not key:
             raise
         with s.db.session() as session:  # a concurrent twin with the same key won the race
@@ -218,6 +219,17 @@ def submit(body: JobCreate):
     g.job_id = job.id
     dispatch(job.id)
     return _json(view, 202, {"Location": url_for("jobs.get_job", job_id=job.id)})
+
+
+def _data_set_gone(prepared) -> None:
+    """Raise the submit's 422 when a data set it names no longer exists."""
+    for loc, dataset_id in (
+        (("data", "dataset_id"), prepared.dataset_id),
+        (("options", "validation", "dataset_id"), prepared.val_dataset_id),
+    ):
+        if dataset_id and _find_dataset(dataset_id) is None:
+            message = f"no data set {dataset_id!r} for this tenant (it was just deleted)"
+            raise SpecError([field_error(loc, message, "dataset_not_found")])
 
 
 def _init_weights(source_id: str, structure: list[int]) -> dict[str, np.ndarray]:
