@@ -24,6 +24,7 @@ from .schemas import (
 )
 from .services import services
 from .validation import SpecError, field_error
+from .views import json_response as _json
 
 bp = Blueprint("datasets", __name__, url_prefix="/v1/datasets")
 
@@ -80,12 +81,6 @@ def dataset_view(row) -> DatasetOut:
         bytes=row.bytes,
         sha256=row.sha256,
         created_at=row.created_at,
-    )
-
-
-def _json(model, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(
-        model.model_dump_json(), status=status, mimetype="application/json", headers=headers
     )
 
 

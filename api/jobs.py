@@ -38,6 +38,7 @@ from .schemas import (
 from .services import services
 from .validation import SpecError, field_error, matrix_input, prepare_job
 from .views import job_detail, job_summary, lineage_view, metric_view
+from .views import json_response as _json
 from .watch import RECHECK_SECONDS
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
@@ -128,12 +129,6 @@ LINKS = {
     "Predict": {"operationId": "predict", "parameters": {"job_id": JOB_ID}},
     "CancelJob": {"operationId": "cancelJob", "parameters": {"job_id": JOB_ID}},
 }
-
-
-def _json(model, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(
-        model.model_dump_json(), status=status, mimetype="application/json", headers=headers
-    )
 
 
 def _detail(session, job) -> JobOut:
@@ -532,9 +527,7 @@ def get_model_npz(job_id: str):
 )
 def predict(job_id: str, body: PredictRequest):
     """Outputs of the trained network for a batch of inputs."""
-    s = services()
-    _check_model_ready(job_id)  # the tenant's own, succeeded job, before any cache
-    network = s.models.get(job_id, lambda: _model_arrays(job_id))
+    network = _network(job_id)
     errors: list[dict] = []
     width = network.structure[0]
     inputs, _ = matrix_input(body.inputs, ("inputs",), width, "the network's structure[0]", errors)
@@ -565,8 +558,7 @@ def predict_dataset(job_id: str, body: PredictDatasetRequest):
     Rows are read, predicted and sent a stored chunk at a time, in the data set's order, so
     a data set of any size takes bounded memory."""
     s = services()
-    _check_model_ready(job_id)
-    network = s.models.get(job_id, lambda: _model_arrays(job_id))
+    network = _network(job_id)
     dataset = _find_dataset(body.dataset_id)
     where = ("dataset_id",)
     if dataset is None:
@@ -647,31 +639,33 @@ def _not_found(job_id: str) -> ApiProblem:
     return ApiProblem(404, f"no job {job_id!r} for this tenant", slug="job-not-found")
 
 
-def _check_model_ready(job_id: str) -> None:
-    s = services()
-    with s.db.reading() as session:
-        job = _find(session, job_id)
-        if job.status != SUCCEEDED:
-            raise ApiProblem(
-                409,
-                f"the job is {job.status}; a model exists once it succeeded",
-                slug="model-not-ready",
-            )
-
-
-def _model_arrays(job_id: str) -> dict[str, np.ndarray]:
-    return _model_and_job(job_id)[0]
+def _succeeded(session, job_id: str):
+    """The tenant's job, once it succeeded (404, or 409 before that)."""
+    job = _find(session, job_id)
+    if job.status != SUCCEEDED:
+        raise ApiProblem(
+            409,
+            f"the job is {job.status}; a model exists once it succeeded",
+            slug="model-not-ready",
+        )
+    return job
 
 
 def _model_and_job(job_id: str):
-    """The model of the tenant's succeeded job, and the job (409 before it succeeded)."""
+    """The model of the tenant's succeeded job, and the job."""
+    with services().db.reading() as session:
+        job = _succeeded(session, job_id)
+        return jobs.load_model(session, job_id), job
+
+
+def _network(job_id: str):
+    """The succeeded job's trained network; checked on every call, loaded once (cache)."""
     s = services()
     with s.db.reading() as session:
-        job = _find(session, job_id)
-        if job.status != SUCCEEDED:
-            raise ApiProblem(
-                409,
-                f"the job is {job.status}; a model exists once it succeeded",
-                slug="model-not-ready",
-            )
-        return jobs.load_model(session, job_id), job
+        _succeeded(session, job_id)  # the tenant's own, succeeded job, before any cache
+
+    def load():
+        with s.db.reading() as session:
+            return jobs.load_model(session, job_id)
+
+    return s.models.get(job_id, load)

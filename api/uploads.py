@@ -56,13 +56,8 @@ def _npy_member(builder: DatasetBuilder, name: str, chunks: Iterator[bytes]) -> 
     chunks = iter(chunks)
     for chunk in chunks:  # gather the header: at most a few kB
         head += chunk
-        if len(head) >= 12:
-            try:
-                header_end = _header_length(head, name)
-            except _NeedMore:
-                continue
-            if len(head) >= header_end:
-                break
+        if len(head) >= 12 and len(head) >= (header_end := _header_length(head, name)):
+            break
     else:
         for _ in chunks:
             pass
@@ -89,10 +84,6 @@ def _npy_member(builder: DatasetBuilder, name: str, chunks: Iterator[bytes]) -> 
     for chunk in chunks:
         writer.write(chunk)
     builder.close_member(name)
-
-
-class _NeedMore(Exception):
-    pass
 
 
 def _header_length(head: bytearray, name: str) -> int:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, g
+from flask import Blueprint, g
 
 from store import jobs
 
 from .openapi import operation
 from .schemas import StoredOut, UsageOut
 from .services import services
+from .views import json_response
 
 bp = Blueprint("usage", __name__, url_prefix="/v1/usage")
 
@@ -25,4 +26,4 @@ def get_usage():
         datasets=StoredOut(**used["datasets"]),
         dataset_quota_bytes=s.settings.max_dataset_storage_bytes,
     )
-    return Response(view.model_dump_json(), mimetype="application/json")
+    return json_response(view)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from flask import Response
+from pydantic import BaseModel
+
 from store.models import EpochMetric, Job, JobEvent
 
 from .schemas import (
@@ -15,6 +18,12 @@ from .schemas import (
     OptionsOut,
     Progress,
 )
+
+
+def json_response(model: BaseModel, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(
+        model.model_dump_json(), status=status, mimetype="application/json", headers=headers
+    )
 
 
 def metric_view(row: EpochMetric) -> EpochMetricsOut:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, g
+from flask import Blueprint, g
 
 from store import webhooks
 
 from .openapi import operation
 from .schemas import WebhookSecretOut
 from .services import services
+from .views import json_response
 
 bp = Blueprint("webhooks", __name__, url_prefix="/v1/webhooks")
 
@@ -19,4 +20,4 @@ def rotate_secret():
     """Make a new signing secret for the tenant's callbacks and show it (the old one stops)."""
     with services().db.session() as session:
         secret = webhooks.secret_for(session, g.tenant, rotate=True)
-    return Response(WebhookSecretOut(secret=secret).model_dump_json(), mimetype="application/json")
+    return json_response(WebhookSecretOut(secret=secret))

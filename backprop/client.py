@@ -181,14 +181,15 @@ class Client:
 
     def list(self, *, status: str | None = None, label: str | None = None) -> Iterator[dict]:
         """Every job of the tenant, newest first, page after page."""
-        params: dict = {"limit": 200}
-        if status:
-            params["status"] = status
-        if label:
-            params["label"] = label
+        params = {k: v for k, v in {"status": status, "label": label}.items() if v}
+        return self._pages("/v1/jobs", "jobs", params)
+
+    def _pages(self, path: str, key: str, params: dict) -> Iterator[dict]:
+        """The items of a listing, following next_cursor to its last page."""
+        params = {"limit": 200, **params}
         while True:
-            page = self._json("GET", "/v1/jobs", params=params)
-            yield from page["jobs"]
+            page = self._json("GET", path, params=params)
+            yield from page[key]
             if not page.get("next_cursor"):
                 return
             params["cursor"] = page["next_cursor"]
@@ -294,13 +295,7 @@ class Client:
         )  # fmt: skip
 
     def datasets(self) -> Iterator[dict]:
-        params: dict = {"limit": 200}
-        while True:
-            page = self._json("GET", "/v1/datasets", params=params)
-            yield from page["datasets"]
-            if not page.get("next_cursor"):
-                return
-            params["cursor"] = page["next_cursor"]
+        return self._pages("/v1/datasets", "datasets", {})
 
     def dataset(self, dataset_id: str) -> dict:
         return self._json("GET", f"/v1/datasets/{dataset_id}")

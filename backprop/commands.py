@@ -30,7 +30,7 @@ from .client import ApiError, Client, JobFailed
 from .settings import get_settings
 
 console = Console()
-FINAL_AND_ACTIVE = ("queued", "running", "succeeded", "failed", "cancelled")
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 METRIC_COLUMNS = ("epoch", "cost", "accuracy", "val_cost", "val_accuracy", "seconds")
 
 
@@ -127,6 +127,14 @@ def _scores(metrics: dict | None) -> str:
 # ------------------------------------------------------------------------------ commands
 
 
+def csv_options(command):
+    """How a CSV data file is read: --targets columns, or a --label column."""
+    command = click.option("--label", help="CSV: a class column (one-hot targets).")(command)
+    return click.option(
+        "--targets", "target_columns", help="CSV: the target columns, comma-separated."
+    )(command)
+
+
 def _structure(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",")]
@@ -150,8 +158,7 @@ def _structure(text: str) -> list[int]:
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1))
 @click.option("--dtype", type=click.Choice(["float64", "float32"]))
 @click.option("--validation-split", type=float)
-@click.option("--targets", "target_columns", help="CSV: the target columns, comma-separated.")
-@click.option("--label", help="CSV: a class column (one-hot targets).")
+@csv_options
 @click.option("--name")
 @click.option("--wait", is_flag=True, help="Follow the job with a progress bar until it ends.")
 @connection
@@ -200,9 +207,7 @@ def status_command(client, as_json, job_id):
 
 
 @click.command("list")
-@click.option(
-    "--status", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"])
-)
+@click.option("--status", type=click.Choice(STATUSES))
 @click.option("--label", help="key:value")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @connection
@@ -295,8 +300,7 @@ def datasets_group():
 @datasets_group.command("upload")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--name")
-@click.option("--targets", "target_columns", help="CSV: the target columns, comma-separated.")
-@click.option("--label", help="CSV: a class column (one-hot targets).")
+@csv_options
 @connection
 def datasets_upload(client, as_json, path, name, target_columns, label):
     """Store a .npz (inputs, targets) or .csv file as a data set (streamed)."""

@@ -330,6 +330,7 @@ def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str, noti
         return Outcome("skipped")
     notify(job_id)
     job = claimed.job
+    has_callback = bool(job.spec.get("callback_url"))
 
     lease = LeaseKeeper(store, job_id, owner)
     lease.start()
@@ -348,7 +349,7 @@ def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str, noti
                 _check_gradients(store, job, owner, trainer, claimed.arrays, "after", notify)
 
         outcome = _train(run, trainer, check_after)
-        outcome.callback = bool(job.spec.get("callback_url")) and outcome.status in ENDINGS
+        outcome.callback = has_callback and outcome.status in ENDINGS
         return outcome
     except jobs.LeaseLost:
         log.warning("job %s: lease lost; this worker stopped writing", job_id)
@@ -375,7 +376,7 @@ def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str, noti
         except jobs.LeaseLost:
             return Outcome("lost")
         notify(job_id)
-        return Outcome(FAILED, "internal_error", offer, bool(job.spec.get("callback_url")))
+        return Outcome(FAILED, "internal_error", offer, has_callback)
     finally:
         lease.stop()
 
