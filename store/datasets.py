@@ -400,20 +400,16 @@ def read_member(
     With ``split`` (a boolean per row: True for validation), returns (training rows,
     validation rows) in their original order, each row written once, straight into place.
     """
-    info = dataset.members[member]
-    rows, columns = info["shape"]
-    stored = np.dtype(info["dtype"])
-    dtype = np.dtype(dtype or stored)
+    rows, columns = dataset.members[member]["shape"]
+    dtype = np.dtype(dtype or dataset.members[member]["dtype"])
+    blocks = row_blocks(session, dataset, member)
     if split is None:
         out = np.empty((rows, columns), dtype=dtype)
-        flat = out.reshape(-1)
-        filled = 0
-        for chunk in _chunks(session, dataset.id, member):
-            values = np.frombuffer(chunk, dtype=stored)
-            flat[filled : filled + len(values)] = values
-            filled += len(values)
-        if filled != rows * columns:
-            raise ValueError(f"data set {dataset.id}: {member} is incomplete")
+        row = 0
+        for block in blocks:
+            out[row : row + len(block)] = block
+            row += len(block)
+        _check_complete(dataset, member, row, rows)
         return out
     train = np.empty((rows - int(split.sum()), columns), dtype=dtype)
     val = np.empty((int(split.sum()), columns), dtype=dtype)
@@ -422,16 +418,19 @@ def read_member(
     place[~split] = np.arange(len(train))
     place[split] = np.arange(len(val))
     row = 0
-    for chunk in _chunks(session, dataset.id, member):
-        block = np.frombuffer(chunk, dtype=stored).reshape(-1, columns)
+    for block in blocks:
         where = slice(row, row + len(block))
         to_val = split[where]
         train[place[where][~to_val]] = block[~to_val]
         val[place[where][to_val]] = block[to_val]
         row += len(block)
-    if row != rows:
-        raise ValueError(f"data set {dataset.id}: {member} is incomplete")
+    _check_complete(dataset, member, row, rows)
     return train, val
+
+
+def _check_complete(dataset: Dataset, member: str, read: int, rows: int) -> None:
+    if read != rows:
+        raise ValueError(f"data set {dataset.id}: {member} has {read} of its {rows} rows")
 
 
 class _Pipe(io.RawIOBase):
@@ -485,9 +484,14 @@ def stream_npz(session: Session, dataset: Dataset) -> Iterator[bytes]:
     )
 
 
-def row_blocks(session: Session, dataset: Dataset, member: str, dtype) -> Iterator[np.ndarray]:
-    """The member's rows, a stored chunk at a time (whole rows each), as ``dtype``."""
+def row_blocks(session: Session, dataset: Dataset, member: str, dtype=None) -> Iterator[np.ndarray]:
+    """The member's rows, a stored chunk at a time (whole rows each), as ``dtype`` (by
+    default as stored: views of the chunks, no copy)."""
     info = dataset.members[member]
     columns, stored = info["shape"][1], np.dtype(info["dtype"])
     for chunk in _chunks(session, dataset.id, member):
-        yield np.frombuffer(chunk, dtype=stored).reshape(-1, columns).astype(dtype, copy=False)
+        yield (
+            np.frombuffer(chunk, dtype=stored)
+            .reshape(-1, columns)
+            .astype(dtype or stored, copy=False)
+        )
