@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import uuid
 
 from gunicorn.http import errors
@@ -25,6 +26,9 @@ STATUSES = {
     ),
 }
 DRAIN_BYTES = 1 << 20
+# gunicorn drains at most this much of a body the application did not read before it keeps a
+# connection alive; past it, it closes the connection after the answer
+UNREAD_BODY_BYTES = 64 * 1024
 CLIENT_ERRORS = (
     errors.InvalidRequestLine,
     errors.InvalidRequestMethod,
@@ -58,7 +62,45 @@ def problem_response(status: int, reason: str, detail: str) -> bytes:
     return head.encode("latin-1") + body
 
 
+def leaves_body_unread(environ, status: str) -> bool:
+    """Whether an answer may leave more of the request body unread than gunicorn drains: an
+    error to a chunked body, or to a declared one past UNREAD_BODY_BYTES."""
+    if int(status.split(" ", 1)[0]) < 400:
+        return False
+    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return True
+    length = environ.get("CONTENT_LENGTH") or "0"
+    return length.isdigit() and int(length) > UNREAD_BODY_BYTES
+
+
 class ProblemWorker(ThreadWorker):
+    """Also: an error answered before a large body was read (a 413, a 401 on an upload) says
+    ``Connection: close``. gunicorn closes such a connection after the answer anyway, and a
+    client told keep-alive would send its next request into the closed socket."""
+
+    _serving = threading.local()
+
+    def load_wsgi(self):
+        super().load_wsgi()
+        app = self.wsgi
+
+        def closing_after_unread_body(environ, start_response):
+            def start(status, headers, exc_info=None):
+                if leaves_body_unread(environ, status):
+                    self._serving.request.must_close = True
+                return start_response(status, headers, exc_info)
+
+            return app(environ, start)
+
+        self.wsgi = closing_after_unread_body
+
+    def handle_request(self, req, conn):
+        self._serving.request = req
+        try:
+            return super().handle_request(req, conn)
+        finally:
+            self._serving.request = None
+
     def handle_error(self, req, client, addr, exc):
         known = next((v for kind, v in STATUSES.items() if isinstance(exc, kind)), None)
         if known is None and not isinstance(exc, CLIENT_ERRORS):
