@@ -15,7 +15,9 @@ COPY store ./store
 COPY backprop ./backprop
 COPY migrations ./migrations
 RUN pip install . \
-    && useradd --create-home --uid 10001 backprop
+    && useradd --create-home --uid 10001 backprop \
+    && mkdir -p /var/lib/backprop && chown backprop /var/lib/backprop
+ENV VAR_DIR=/var/lib/backprop
 USER backprop
 
 EXPOSE 8000

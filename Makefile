@@ -26,6 +26,7 @@ run: $(VENV)/.installed-run
 	$(BIN)/backprop dev --port $(PORT)
 
 test: $(VENV)/.installed-dev
+	@bash .ci/install-chromium
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-dev

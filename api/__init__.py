@@ -15,7 +15,7 @@ from backprop.settings import Settings, get_settings
 from store.db import get_database
 from worker.dispatch import Dispatcher
 
-from . import datasets, docs, health, jobs, limits, openapi, problems, usage, webhooks
+from . import dashboard, datasets, docs, health, jobs, limits, openapi, problems, usage, webhooks
 from .auth import FailureLimit, TokenCache, authenticate
 from .services import Services
 from .watch import JobWatcher
@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(docs.bp)
     app.register_blueprint(docs.docs)
+    dashboard.init_app(app, settings)
     return app
 
 

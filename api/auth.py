@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cachetools import TTLCache
-from flask import g, request
+from flask import g, request, session
 from limits import parse
 from limits.errors import StorageError
 from limits.strategies import RateLimiter
@@ -62,13 +62,32 @@ class TokenCache:
                 self._entries[digest] = identity
 
 
+SESSION_METHODS = ("GET", "HEAD")
+
+
 def authenticate() -> None:
     """before_request for /v1: sets g.tenant, or answers 401 with WWW-Authenticate (429
-    when the client's address has failed too often)."""
+    when the client's address has failed too often).
+
+    A read (GET, HEAD) without an Authorization header may instead come from the
+    dashboard's signed session cookie, which keeps the hash of the token signed in with:
+    that is how the dashboard's pages read jobs, models and event streams. Writes always
+    need the bearer token (the dashboard's own forms carry a CSRF token)."""
     if not request.path.startswith("/v1/"):
         return
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
+    header = request.headers.get("Authorization")
+    if header is None and request.method in SESSION_METHODS and session.get("token"):
+        identity = lookup(session["token"])
+        if identity is None:
+            raise ApiProblem(
+                401,
+                "the dashboard's token is expired or revoked: sign in again",
+                slug="unauthorized",
+                headers={"WWW-Authenticate": CHALLENGE},
+            )
+        g.tenant, g.token_id = identity.tenant, identity.token_id
+        return
+    scheme, _, token = (header or "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise ApiProblem(
@@ -77,25 +96,35 @@ def authenticate() -> None:
             slug="unauthorized",
             headers={"WWW-Authenticate": CHALLENGE},
         )
-    s = services()
-    digest = tokens.hash_token(token)
-    identity = s.tokens.get(digest)
-    if identity is None or (identity.expires_at is not None and identity.expires_at <= utcnow()):
-        failures = s.auth_failures
-        failures.check(request.remote_addr)
-        with s.db.reading() as session:
-            row = tokens.authenticate(session, token)
-            identity = row and Identity(row.tenant, row.id, row.expires_at)
-        if identity is None:
-            failures.count(request.remote_addr)
-            raise ApiProblem(
-                401,
-                "the token is unknown, expired or revoked",
-                slug="unauthorized",
-                headers={"WWW-Authenticate": f'{CHALLENGE}, error="invalid_token"'},
-            )
-        s.tokens.put(digest, identity)
+    failures = services().auth_failures
+    identity = lookup(tokens.hash_token(token), before_database=failures.check)
+    if identity is None:
+        failures.count(request.remote_addr)
+        raise ApiProblem(
+            401,
+            "the token is unknown, expired or revoked",
+            slug="unauthorized",
+            headers={"WWW-Authenticate": f'{CHALLENGE}, error="invalid_token"'},
+        )
     g.tenant, g.token_id = identity.tenant, identity.token_id
+
+
+def lookup(digest: str, before_database: Callable[[str | None], None] | None = None):
+    """The live Identity of a token's hash, from this process's cache or the database (after
+    ``before_database`` of the client's address, which may refuse); None when unknown,
+    expired or revoked."""
+    s = services()
+    identity = s.tokens.get(digest)
+    if identity is not None and (identity.expires_at is None or identity.expires_at > utcnow()):
+        return identity
+    if before_database is not None:
+        before_database(request.remote_addr)
+    with s.db.reading() as db_session:
+        row = tokens.by_digest(db_session, digest)
+        identity = row and Identity(row.tenant, row.id, row.expires_at)
+    if identity is not None:
+        s.tokens.put(digest, identity)
+    return identity
 
 
 class FailureLimit:

@@ -151,8 +151,16 @@ def submit(body: JobCreate):
     The job is stored before the answer, with its data, and trained once by a worker. Poll
     its Location (getJob, with ?wait= to long poll) until its status is succeeded, failed or
     cancelled."""
+    accepted = accept(body, _idempotency_key())
+    if isinstance(accepted, Response):  # the stored answer of an earlier submit
+        return accepted
+    return _json(accepted, 202, {"Location": url_for("jobs.get_job", job_id=accepted.id)})
+
+
+def accept(body: JobCreate, key: str | None = None) -> JobOut | Response:
+    """Store and dispatch the tenant's job: its view, or the replayed answer of an earlier
+    submit with the same Idempotency-Key. Raises SpecError, ApiProblem (the queue quota)."""
     s = services()
-    key = _idempotency_key()
     # a failure here stores nothing, key included
     prepared = prepare_job(body, s.settings, find_dataset=_find_dataset)
     if body.callback_url:
@@ -213,7 +221,7 @@ def submit(body: JobCreate):
         return replay
     g.job_id = job.id
     dispatch(job.id)
-    return _json(view, 202, {"Location": url_for("jobs.get_job", job_id=job.id)})
+    return view
 
 
 def _data_set_gone(prepared) -> None:
@@ -591,6 +599,13 @@ def predict_dataset(job_id: str, body: PredictDatasetRequest):
 @operation("cancelJob", responses={200: JobOut, 202: JobOut, 409: None})
 def cancel(job_id: str):
     """Cancel: a queued job at once (200), a running one at its next mini-batch (202)."""
+    view = cancel_job(job_id)
+    return _json(view, 202 if view.status == RUNNING else 200)
+
+
+def cancel_job(job_id: str) -> JobOut:
+    """Cancel the tenant's job (404, or 409 once it ended); a job that ends here, not in a
+    worker, has its callback queued here."""
     s = services()
     with s.db.session() as session:
         try:
@@ -605,7 +620,7 @@ def cancel(job_id: str):
             s.dispatcher.callback(job_id)
         except (BrokerError, RedisError, OSError):
             log.warning("job %s: could not queue its callback", job_id)
-    return _json(view, 202 if view.status == RUNNING else 200)
+    return view
 
 
 @bp.delete("/<job_id>")

@@ -66,8 +66,8 @@ def problem(
     return Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON, headers=headers)
 
 
-def validation_problem(exc: ValidationError, where: tuple = ()) -> Response:
-    """A pydantic error as a 422 naming each field."""
+def validation_errors(exc: ValidationError, where: tuple = ()) -> list[dict]:
+    """A pydantic error as FieldError dicts, one per bad field."""
     details = exc.errors(include_url=False, include_input=False, include_context=False)
     errors = []
     for error in details:
@@ -76,6 +76,12 @@ def validation_problem(exc: ValidationError, where: tuple = ()) -> Response:
         if error["type"] == "model_type":  # not the class name, what the client must send
             msg = "expected a JSON object"
         errors.append(field_error(loc, msg, error["type"]))
+    return errors
+
+
+def validation_problem(exc: ValidationError, where: tuple = ()) -> Response:
+    """A pydantic error as a 422 naming each field."""
+    errors = validation_errors(exc, where)
     summary = "; ".join(f"{e['field'] or 'body'}: {e['msg']}" for e in errors[:5])
     if len(errors) > 5:
         summary += f"; and {len(errors) - 5} more"

@@ -437,15 +437,15 @@ class JobSummary(Out):
     finished_at: datetime | None = None
     updated_at: datetime
     error: JobErrorOut | None = None
+    metrics: EpochMetricsOut | None = Field(None, description="The latest finished epoch")
+    runtime_seconds: float = Field(description="Seconds of training so far, over all attempts")
 
 
 class JobOut(JobSummary):
     options: OptionsOut
     data: DataSummary
-    metrics: EpochMetricsOut | None = Field(None, description="The latest finished epoch")
     attempts: int
     cancel_requested: bool
-    runtime_seconds: float
     callback_url: str | None = Field(None, description="Deliveries are in history (callback)")
     gradient_check: GradientCheckOut | None = None
     history: list[JobEventOut]

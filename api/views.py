@@ -56,6 +56,8 @@ def _summary_fields(job: Job) -> dict:
         finished_at=job.finished_at,
         updated_at=job.updated_at,
         error=error,
+        metrics=EpochMetricsOut(**latest) if (latest := job.latest_metrics) else None,
+        runtime_seconds=job.runtime_seconds,
     )
 
 
@@ -65,15 +67,12 @@ def job_summary(job: Job) -> JobSummary:
 
 def job_detail(job: Job, history: list[JobEvent]) -> JobOut:
     spec = job.spec
-    latest = job.latest_metrics
     return JobOut(
         **_summary_fields(job),
         options=OptionsOut(**spec["options"]),
         data=DataSummary(**spec["data"]),
-        metrics=EpochMetricsOut(**latest) if latest else None,
         attempts=job.attempts,
         cancel_requested=job.cancel_requested,
-        runtime_seconds=job.runtime_seconds,
         callback_url=spec.get("callback_url"),
         gradient_check=job.gradient_check,
         history=[

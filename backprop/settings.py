@@ -9,6 +9,7 @@ these defaults. The defaults make a working single machine (``make run``); produ
 from __future__ import annotations
 
 import os
+import secrets
 from functools import lru_cache
 from pathlib import Path
 
@@ -112,6 +113,16 @@ class Settings(BaseSettings):
         2.0, gt=0, description="Wait before a callback's second delivery; doubles each time"
     )
 
+    secret_key: str = Field(
+        "",
+        description="Signs the dashboard's session cookies; empty means a random key kept in "
+        "VAR_DIR/secret_key (enough for one machine; set it when API processes span machines)",
+    )
+    session_hours: float = Field(12.0, gt=0, description="How long a dashboard sign-in lasts")
+    cookie_secure: bool = Field(
+        False, description="Send the dashboard's cookie over HTTPS only (set it behind TLS)"
+    )
+
     log_level: str = Field("INFO", description="Python logging level")
 
     @model_validator(mode="after")
@@ -136,6 +147,26 @@ class Settings(BaseSettings):
     @property
     def limiter_storage_url(self) -> str:
         return self.rate_limit_storage_url or self.redis_url
+
+    def session_key(self) -> str:
+        """SECRET_KEY, or the machine's own key in VAR_DIR/secret_key, made once."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.var_dir / "secret_key"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            # written aside, then linked into place: concurrent API processes agree on the
+            # first key linked, and none reads a half-written file
+            draft = path.with_name(f"secret_key.{os.getpid()}")
+            draft.write_text(secrets.token_urlsafe(48))
+            draft.chmod(0o600)
+            try:
+                os.link(draft, path)
+            except FileExistsError:
+                pass
+            finally:
+                draft.unlink()
+        return path.read_text().strip()
 
 
 @lru_cache(maxsize=1)

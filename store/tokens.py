@@ -47,7 +47,11 @@ def create_token(
 
 def authenticate(session: Session, token: str) -> ApiToken | None:
     """The live token row for a presented token, or None (unknown, revoked or expired)."""
-    digest = hash_token(token)
+    return by_digest(session, hash_token(token))
+
+
+def by_digest(session: Session, digest: str) -> ApiToken | None:
+    """The live token row of a token's hash (as a dashboard session keeps it), or None."""
     row = session.scalars(select(ApiToken).where(ApiToken.token_hash == digest)).first()
     # the lookup is by hash, so timing reveals nothing of the token; compare anyway
     if row is None or not hmac.compare_digest(row.token_hash, digest):

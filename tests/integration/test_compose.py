@@ -75,6 +75,7 @@ def test_each_compose_service_command_runs_a_job(pg_database, redis_url, tmp_pat
         "REDIS_URL": redis_url,
         "TRAINING_QUEUE": queue,
         "CONTROL_QUEUE": control,
+        "VAR_DIR": str(tmp_path / "var"),  # the image's volume
     }
     processes = []
     try:

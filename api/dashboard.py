@@ -1,0 +1,292 @@
+"""The dashboard at /: sign in with a token, follow the tenant's jobs live, read a job's
+curves, weights, options, gradient check and history, cancel it, download its model, and
+submit a job on a stored data set or a small CSV.
+
+Pages are rendered here from the same views as the API. What changes while a page is open
+is read by ``static/dashboard/dashboard.js`` from the API itself (``/v1/jobs``, the job's
+event stream, its model), authenticated by the session cookie (see ``api.auth``). The
+cookie is signed with SECRET_KEY, HttpOnly and SameSite=Lax, and holds the hash of the
+token signed in with, never the token. Every form carries a CSRF token (Flask-WTF); no
+script or style comes from anywhere but this app.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from datetime import timedelta
+
+import numpy as np
+from flask import (
+    Blueprint,
+    Flask,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from pydantic import ValidationError
+
+from backprop.settings import Settings
+from store import datasets, jobs
+from store.models import FINAL_STATUSES
+from store.tokens import hash_token
+
+from . import auth
+from . import jobs as job_api
+from .datasets import dataset_view
+from .problems import ApiProblem, validation_errors
+from .schemas import JobCreate
+from .services import services
+from .validation import SpecError
+from .views import job_detail, job_summary, metric_view
+
+bp = Blueprint(
+    "dashboard",
+    __name__,
+    template_folder="templates",
+    static_folder="static/dashboard",
+    static_url_path="/static/dashboard",
+)
+csrf = CSRFProtect()
+
+PAGE_SIZE = 50
+MAX_CSV_ROWS = 10_000
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    app.secret_key = settings.session_key()
+    app.config.update(
+        SESSION_COOKIE_NAME="backprop_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.cookie_secure,
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.session_hours),
+        # only the dashboard's forms are checked: the API takes bearer tokens, not cookies,
+        # for anything that changes state
+        WTF_CSRF_CHECK_DEFAULT=False,
+        WTF_CSRF_TIME_LIMIT=None,  # a form's token lives as long as the session
+    )
+    csrf.init_app(app)
+    app.register_blueprint(bp)
+
+
+@bp.before_request
+def _identify():
+    if request.endpoint == "dashboard.static":
+        return None
+    if request.method == "POST":
+        csrf.protect()
+    g.tenant = None
+    digest = session.get("token")
+    if digest:
+        identity = auth.lookup(digest)
+        if identity is None:  # revoked or expired since sign-in
+            session.clear()
+        else:
+            g.tenant = identity.tenant
+    return None
+
+
+@bp.after_request
+def _headers(response):
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    if request.endpoint != "dashboard.static":
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _error_page(title: str, message: str, status: int):
+    return render_template("dashboard/error.html", title=title, message=message), status
+
+
+@bp.errorhandler(CSRFError)
+def _csrf_failed(exc: CSRFError):
+    message = f"The form has expired or did not come from this page ({exc.description})."
+    return _error_page("Form refused", message, 400)
+
+
+def signed_in(view):
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        if g.tenant is None:
+            return redirect(url_for(".sign_in", next=request.path))
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+@bp.route("/sign-in", methods=["GET", "POST"])
+def sign_in():
+    target = _local(request.values.get("next"))
+    if request.method == "GET":
+        return render_template("dashboard/sign_in.html", next=target)
+    token = request.form.get("token", "").strip()
+    failures = services().auth_failures
+    try:
+        identity = token and auth.lookup(hash_token(token), before_database=failures.check)
+    except ApiProblem as exc:  # too many failures from this address
+        return render_template("dashboard/sign_in.html", next=target, error=exc.detail), 429
+    if not identity:
+        failures.count(request.remote_addr)
+        error = "That token is unknown, expired or revoked."
+        return render_template("dashboard/sign_in.html", next=target, error=error), 401
+    session.clear()  # a new session for a new sign-in: nothing carries over
+    session["token"] = hash_token(token)
+    session.permanent = True
+    return redirect(target)
+
+
+def _local(target: str | None) -> str:
+    """A path of this site to go back to after sign-in, never another site's."""
+    if target and target.startswith("/") and not target.startswith("//"):
+        return target
+    return url_for(".job_list")
+
+
+@bp.post("/sign-out")
+def sign_out():
+    session.clear()
+    return redirect(url_for(".sign_in"))
+
+
+@bp.get("/")
+@signed_in
+def job_list():
+    with services().db.reading() as db_session:
+        page = jobs.list_jobs(db_session, g.tenant, limit=PAGE_SIZE)
+        summaries = [job_summary(j) for j in page.jobs]
+    return render_template("dashboard/jobs.html", jobs=summaries, page_size=PAGE_SIZE)
+
+
+@bp.get("/jobs/<job_id>")
+@signed_in
+def job_page(job_id: str):
+    with services().db.reading() as db_session:
+        try:
+            job = jobs.get_job(db_session, g.tenant, job_id)
+        except jobs.JobNotFound:
+            message = f"There is no job {job_id!r} for {g.tenant}."
+            return render_template(
+                "dashboard/error.html", title="No such job", message=message
+            ), 404
+        view = job_detail(job, jobs.events(db_session, job.id))
+        rows = [metric_view(m).model_dump() for m in jobs.metrics(db_session, job.id)]
+    return render_template(
+        "dashboard/job.html",
+        job=view,
+        metrics=rows,
+        final=view.status in FINAL_STATUSES,
+    )
+
+
+@bp.post("/jobs/<job_id>/cancel")
+@signed_in
+def cancel(job_id: str):
+    try:
+        job_api.cancel_job(job_id)
+    except ApiProblem as exc:
+        return _error_page("Not cancelled", exc.detail, exc.status)
+    return redirect(url_for(".job_page", job_id=job_id))
+
+
+@bp.route("/submit", methods=["GET", "POST"])
+@signed_in
+def submit():
+    with services().db.reading() as db_session:
+        rows, _ = datasets.list_datasets(db_session, g.tenant, PAGE_SIZE, None)
+        stored = [dataset_view(row) for row in rows]
+    form = request.form if request.method == "POST" else {}
+    if request.method == "GET":
+        return render_template("dashboard/submit.html", datasets=stored, form=form, errors=[])
+    try:
+        body = JobCreate.model_validate(_job_from_form(form))
+        accepted = job_api.accept(body)
+    except ValidationError as exc:
+        errors = validation_errors(exc)
+    except SpecError as exc:
+        errors = exc.errors
+    except ApiProblem as exc:  # the queue quota
+        errors = [{"field": "", "msg": exc.detail}]
+    else:
+        return redirect(url_for(".job_page", job_id=accepted.id))
+    page = render_template("dashboard/submit.html", datasets=stored, form=form, errors=errors)
+    return page, 422
+
+
+class _FormError(ValueError):
+    pass
+
+
+def _job_from_form(form) -> dict:
+    """The JSON job the form describes: what a client would POST to /v1/jobs."""
+    job: dict = {
+        "structure": _numbers(form.get("structure", ""), int),
+        "epochs": _number(form.get("epochs", ""), int),
+        "learning_rate": _number(form.get("learning_rate", ""), float),
+        "options": {"verify_gradients": form.get("verify_gradients") == "on"},
+    }
+    if form.get("name", "").strip():
+        job["name"] = form["name"].strip()
+    if form.get("seed", "").strip():
+        job["seed"] = _number(form["seed"], int)
+    if form.get("validation_split", "").strip():
+        job["options"]["validation_split"] = _number(form["validation_split"], float)
+    data: dict = {"batch_size": _number(form.get("batch_size", "") or "10", int)}
+    if form.get("source") == "dataset":
+        data["dataset_id"] = form.get("dataset_id", "")
+    else:
+        data.update(_csv_data(form.get("csv", ""), job["structure"]))
+    job["data"] = data
+    return job
+
+
+def _number(text: str, kind):
+    """A form's text as the number JSON would carry; left as text when it is none, for
+    pydantic to name the field and what it expected."""
+    try:
+        return kind(text.strip())
+    except ValueError:
+        return text
+
+
+def _numbers(text: str, kind) -> list | str:
+    try:
+        return [kind(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        return text
+
+
+def _csv_data(text: str, structure) -> dict:
+    """Inline rows of a CSV: the first structure[0] columns are inputs, the rest targets."""
+    if not text.strip():
+        raise SpecError([_csv_error("paste rows of numbers, or choose a stored data set")])
+    try:
+        rows = np.loadtxt(io.StringIO(text), delimiter=",", ndmin=2, max_rows=MAX_CSV_ROWS + 1)
+    except ValueError as exc:
+        raise SpecError([_csv_error(f"not a CSV of numbers: {exc}")]) from None
+    if len(rows) > MAX_CSV_ROWS:
+        raise SpecError([_csv_error(f"at most {MAX_CSV_ROWS} rows here; upload a data set")])
+    if not isinstance(structure, list) or len(structure) < 2:
+        return {"inputs": rows.tolist(), "targets": []}  # the structure's error says why
+    width = structure[0] + structure[-1]
+    if rows.shape[1] != width:
+        message = (
+            f"expected {width} columns per row (structure[0] = {structure[0]} inputs, then "
+            f"structure[-1] = {structure[-1]} targets), got {rows.shape[1]}"
+        )
+        raise SpecError([_csv_error(message)])
+    return {"inputs": rows[:, : structure[0]].tolist(), "targets": rows[:, structure[0] :].tolist()}
+
+
+def _csv_error(message: str) -> dict:
+    return {"field": "csv", "loc": ["csv"], "msg": message, "type": "value_error"}

@@ -1,0 +1,262 @@
+"""The dashboard in a real headless Chromium (Debian's package, driven by Playwright for
+Python through executable_path: no browser download) against the live stack: sign in, a
+running job's progress moving in the list, its chart gaining one point per finished epoch,
+cancel, a job submitted from the form, CSRF, and the cookie's flags. The job page of the
+form's job is saved as docs/images/dashboard-job.png, the README's screenshot."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOT = ROOT / "docs" / "images" / "dashboard-job.png"
+# as root, in a machine without a display or a network beyond loopback
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium_path() -> str:
+    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        pytest.fail(
+            "no Chromium: install Debian's chromium package (.ci/install-chromium does, and "
+            "make test runs it), or set CHROMIUM to its path"
+        )
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def errors():
+    """Script errors of every page: the suite fails on any (a CSP refusal included)."""
+    found: list[str] = []
+    yield found
+    assert found == []
+
+
+@pytest.fixture(scope="module")
+def signed_in(browser, stack, errors):
+    """A browser context signed in as alice through the form."""
+    context = browser.new_context(viewport={"width": 1200, "height": 1000}, base_url=stack.base)
+    page = context.new_page()
+    watch(page, errors)
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/sign-in\?next=/$"))
+    page.fill("input[name=token]", stack.tokens["alice"])
+    page.click("button[type=submit]")
+    expect(page).to_have_url(f"{stack.base}/")
+    expect(page.locator("#tenant")).to_have_text("alice")
+    yield context
+    context.close()
+
+
+SUBRESOURCES = ("script", "stylesheet", "image", "font", "fetch", "xhr", "eventsource")
+
+
+def watch(page: Page, errors: list[str]) -> None:
+    """Record script errors, refusals (CSP's among them) and failed subresources; a page's
+    own status (a 401 sign-in, a 404 job) is the tests' to check."""
+    page.on("pageerror", lambda exc: errors.append(f"{page.url}: {exc}"))
+
+    def console(message):
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            errors.append(f"{page.url}: {message.text}")
+
+    def response(answer):
+        if answer.status >= 400 and answer.request.resource_type in SUBRESOURCES:
+            errors.append(f"{answer.url}: {answer.status}")
+
+    page.on("console", console)
+    page.on("response", response)
+
+
+def slow_job(epochs: int = 400) -> dict:
+    """About a tenth of a second per epoch: long enough to watch, and cancelled by the tests."""
+    rng = np.random.default_rng(5)
+    inputs = rng.random((200, 32)).round(3)
+    targets = np.eye(2)[rng.integers(0, 2, 200)]
+    return {
+        "name": "slow",
+        "structure": [32, 512, 512, 2],
+        "epochs": epochs,
+        "learning_rate": 0.05,
+        "seed": 3,
+        "data": {"inputs": inputs.tolist(), "targets": targets.tolist(), "batch_size": 1},
+    }
+
+
+def points(page: Page, chart: str = "#cost-chart") -> int:
+    return int(page.locator(chart).get_attribute("data-points"))
+
+
+def test_sign_in_keeps_the_token_out_of_the_url_and_the_script(browser, stack, errors):
+    context = browser.new_context(base_url=stack.base)
+    page = context.new_page()
+    watch(page, errors)
+    page.goto("/sign-in")
+    page.fill("input[name=token]", "bpj_made-up")
+    page.click("button[type=submit]")
+    expect(page.locator("#sign-in-error")).to_contain_text("unknown, expired or revoked")
+    page.fill("input[name=token]", stack.tokens["bob"])
+    page.click("button[type=submit]")
+    expect(page.locator("#tenant")).to_have_text("bob")
+    assert stack.tokens["bob"] not in page.url
+    (cookie,) = [c for c in context.cookies() if c["name"] == "backprop_session"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+    assert stack.tokens["bob"] not in cookie["value"]
+    assert page.evaluate("document.cookie") == ""  # HttpOnly: no script reads it
+    # the cookie reads the API for the dashboard, but never writes through it
+    assert page.request.get("/v1/jobs").status == 200
+    refused = page.request.post("/v1/jobs", data={"structure": [2, 1]})
+    assert refused.status == 401
+    # a form without the CSRF token is refused
+    assert page.request.post("/sign-out", form={}).status == 400
+    page.click("text=Sign out")
+    expect(page).to_have_url(re.compile(r"/sign-in$"))
+    assert page.request.get("/v1/jobs").status == 401
+    context.close()
+
+
+def test_a_running_job_moves_in_the_list_and_its_chart_gains_a_point_per_epoch(signed_in, stack):
+    job = stack.client("alice").submit(slow_job())
+    page = signed_in.new_page()
+    page.goto("/")
+    row = page.locator(f"tr[data-job-id='{job['id']}']")
+    expect(row).to_be_visible(timeout=5000)  # the list found it without a reload
+    progress = row.locator("progress")
+    expect(row.locator(".status")).to_have_text("running", timeout=30_000)
+    first = int(progress.get_attribute("value"))
+    page.wait_for_function(  # the row is redrawn by the list's script, not reloaded
+        "([id, first]) => document.querySelector(`tr[data-job-id='${id}'] progress`).value > first",
+        arg=[job["id"], first],
+        timeout=30_000,
+    )
+    expect(row.locator(".epochs")).not_to_have_text(f"{first}/400")
+
+    row.locator("a").click()
+    expect(page).to_have_url(f"{stack.base}/jobs/{job['id']}")
+    expect(page.locator("#status")).to_have_text("running")
+    seen = []
+    for _ in range(3):  # three growths, each one point per finished epoch
+        before = points(page)
+        page.wait_for_function(
+            "n => Number(document.querySelector('#cost-chart').dataset.points) > n",
+            arg=before,
+            timeout=30_000,
+        )
+        count, dots, shown = page.evaluate(
+            "[Number(document.querySelector('#cost-chart').dataset.points),"
+            " document.querySelectorAll('#cost-chart circle.point').length,"
+            " document.querySelector('#progress').value]"
+        )
+        assert count == dots == shown  # as many points as epochs the page says are done
+        seen.append(count)
+    assert seen == sorted(set(seen))
+
+    page.click("#cancel")
+    expect(page.locator("#status")).to_have_text("cancelled", timeout=30_000)
+    expect(page.locator("#cancel")).to_have_count(0)
+    ended = stack.client("alice").job(job["id"])
+    assert ended["status"] == "cancelled"
+    rows = stack.client("alice").get(f"/v1/jobs/{job['id']}/metrics").json()["metrics"]
+    expect(page.locator("#cost-chart")).to_have_attribute("data-points", str(len(rows)))
+    assert len(rows) == ended["progress"]["epoch"] >= seen[-1]
+    assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1))
+    expect(page.locator("#history")).to_contain_text("cancel")
+    page.close()
+
+
+def two_classes(rows: int = 240) -> str:
+    """A CSV of two interleaved half circles: x1, x2, then the one-hot class."""
+    rng = np.random.default_rng(11)
+    angle = rng.uniform(0, np.pi, rows)
+    label = rng.integers(0, 2, rows)
+    x1 = np.where(label, 1 - np.cos(angle), np.cos(angle)) + rng.normal(0, 0.1, rows)
+    x2 = np.where(label, 0.5 - np.sin(angle), np.sin(angle)) + rng.normal(0, 0.1, rows)
+    table = np.column_stack([x1, x2, np.eye(2)[label]])
+    out = io.StringIO()
+    np.savetxt(out, table, fmt="%.4f", delimiter=",")
+    return out.getvalue()
+
+
+def test_a_job_submitted_from_the_form_trains_and_shows_curves_weights_and_model(signed_in, stack):
+    page = signed_in.new_page()
+    page.goto("/submit")
+    # a bad form first: every error named, nothing stored
+    page.fill("input[name=structure]", "2,8,2")
+    page.fill("textarea[name=csv]", "0,1,0\n1,0,1\n")
+    page.click("#submit-job")
+    expect(page.locator("#form-errors")).to_contain_text("csv")
+    expect(page.locator("#form-errors")).to_contain_text("expected 4 columns")
+    page.fill("input[name=name]", "two half circles")
+    page.fill("input[name=structure]", "2,16,2")
+    page.fill("input[name=epochs]", "60")
+    page.fill("input[name=learning_rate]", "1.5")
+    page.fill("input[name=batch_size]", "8")
+    page.fill("input[name=seed]", "7")
+    page.fill("input[name=validation_split]", "0.25")
+    page.check("input[name=verify_gradients]")
+    page.fill("textarea[name=csv]", two_classes())
+    page.click("#submit-job")
+    expect(page).to_have_url(re.compile(r"/jobs/[0-9a-f-]{36}$"))
+    job_id = page.url.rsplit("/", 1)[1]
+    expect(page.locator("#status")).to_have_text("succeeded", timeout=60_000)
+    expect(page.locator("#cost-chart")).to_have_attribute("data-points", "60")
+    expect(page.locator("#accuracy-chart")).to_have_attribute("data-points", "60")
+    assert page.locator("#accuracy-chart polyline.val").count() == 1
+    expect(page.locator("canvas.heatmap")).to_have_count(2)
+    expect(page.locator("#gradient-check")).to_contain_text("Theory and practice agree")
+
+    job = stack.client("alice").job(job_id)
+    assert job["name"] == "two half circles" and job["structure"] == [2, 16, 2]
+    assert job["options"]["validation_split"] == 0.25 and job["options"]["verify_gradients"]
+    download = page.request.get(page.locator("#download").get_attribute("href"))
+    assert download.status == 200
+    model = np.load(io.BytesIO(download.body()))
+    assert model["W0"].shape == (2, 16) and model["W1"].shape == (16, 2)
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(200)  # the heat maps' last paint
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert SCREENSHOT.stat().st_size > 20_000
+    page.close()
+
+
+def test_a_cancel_without_the_form_token_is_refused_and_another_tenants_job_is_not_found(
+    signed_in, stack
+):
+    job = stack.client("bob").submit({**slow_job(epochs=3), "name": "bob's"})
+    page = signed_in.new_page()
+    response = page.goto(f"/jobs/{job['id']}")
+    assert response.status == 404
+    expect(page.locator("main")).to_contain_text("no job")
+    assert page.request.post(f"/jobs/{job['id']}/cancel", form={}).status == 400
+    mine = stack.client("alice").submit(slow_job(epochs=3))
+    forged = page.request.post(
+        f"/jobs/{mine['id']}/cancel", form={"csrf_token": "forged"}, max_redirects=0
+    )
+    assert forged.status == 400
+    assert stack.client("alice").wait(mine["id"])["status"] == "succeeded"  # not cancelled
+    page.close()
