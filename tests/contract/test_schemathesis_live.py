@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tests.support.stack import ROOT
 
-MAX_SECONDS = int(os.environ.get("CONTRACT_FUZZ_SECONDS", "75"))
+MAX_SECONDS = int(os.environ.get("CONTRACT_FUZZ_SECONDS", "50"))
 SEED = os.environ.get("CONTRACT_FUZZ_SEED", "20261202")
 FIGURES: dict = {}
 CONFIG = Path(__file__).with_name("schemathesis.toml")
