@@ -79,34 +79,24 @@ def authenticate() -> None:
     if header is None and request.method in SESSION_METHODS and session.get("token"):
         identity = lookup(session["token"])
         if identity is None:
-            raise ApiProblem(
-                401,
-                "the dashboard's token is expired or revoked: sign in again",
-                slug="unauthorized",
-                headers={"WWW-Authenticate": CHALLENGE},
-            )
+            raise _unauthorized("the dashboard's token is expired or revoked: sign in again")
         g.tenant, g.token_id = identity.tenant, identity.token_id
         return
     scheme, _, token = (header or "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise ApiProblem(
-            401,
-            "send Authorization: Bearer <token>",
-            slug="unauthorized",
-            headers={"WWW-Authenticate": CHALLENGE},
-        )
+        raise _unauthorized("send Authorization: Bearer <token>")
     failures = services().auth_failures
     identity = lookup(tokens.hash_token(token), before_database=failures.check)
     if identity is None:
         failures.count(request.remote_addr)
-        raise ApiProblem(
-            401,
-            "the token is unknown, expired or revoked",
-            slug="unauthorized",
-            headers={"WWW-Authenticate": f'{CHALLENGE}, error="invalid_token"'},
-        )
+        raise _unauthorized("the token is unknown, expired or revoked", 'error="invalid_token"')
     g.tenant, g.token_id = identity.tenant, identity.token_id
+
+
+def _unauthorized(detail: str, error: str | None = None) -> ApiProblem:
+    challenge = f"{CHALLENGE}, {error}" if error else CHALLENGE
+    return ApiProblem(401, detail, slug="unauthorized", headers={"WWW-Authenticate": challenge})
 
 
 def lookup(digest: str, before_database: Callable[[str | None], None] | None = None):
