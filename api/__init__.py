@@ -15,7 +15,19 @@ from backprop.settings import Settings, get_settings
 from store.db import get_database
 from worker.dispatch import Dispatcher
 
-from . import dashboard, datasets, docs, health, jobs, limits, openapi, problems, usage, webhooks
+from . import (
+    dashboard,
+    datasets,
+    docs,
+    health,
+    jobs,
+    limits,
+    openapi,
+    problems,
+    sweeps,
+    usage,
+    webhooks,
+)
 from .auth import FailureLimit, TokenCache, authenticate
 from .services import Services
 from .watch import JobWatcher
@@ -46,6 +58,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         lambda: limiter.limiter, settings.auth_failure_limit
     )
     app.register_blueprint(jobs.bp)
+    app.register_blueprint(sweeps.bp)
     app.register_blueprint(datasets.bp)
     app.register_blueprint(usage.bp)
     app.register_blueprint(webhooks.bp)

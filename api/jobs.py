@@ -15,7 +15,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis import RedisError
 from sqlalchemy.exc import IntegrityError
 
-from store import datasets, idempotency, jobs
+from store import datasets, idempotency, jobs, sweeps
 from store.models import CANCELLED, FINAL_STATUSES, RUNNING, SUCCEEDED
 from worker.webhooks import refusal
 
@@ -333,6 +333,7 @@ def list_jobs(query: ListQuery):
                 labels=labels,
                 limit=query.limit,
                 cursor=query.cursor,
+                sweep_id=query.sweep,
             )
         except ValueError as exc:
             raise SpecError([field_error(("query", "cursor"), str(exc))]) from None
@@ -487,6 +488,10 @@ def get_model(job_id: str):
     """The trained weights and biases in the seed's shapes, as JSON.
 
     The same arrays as a NumPy .npz file: getJobModelNpz (/model.npz)."""
+    return _json(_model_view(job_id))
+
+
+def _model_view(job_id: str) -> ModelOut:
     arrays, job = _model_and_job(job_id)
     layers = len(arrays["structure"]) - 1
     view = ModelOut(
@@ -500,7 +505,7 @@ def get_model(job_id: str):
         weights=[arrays[f"W{l}"].tolist() for l in range(layers)],
         biases=[arrays[f"b{l}"].tolist() for l in range(layers)],
     )
-    return _json(view)
+    return view
 
 
 @bp.get("/<job_id>/model.npz")
@@ -615,6 +620,11 @@ def cancel_job(job_id: str) -> JobOut:
         except jobs.JobConflict as exc:
             raise ApiProblem(409, str(exc), slug="job-finished") from None
         view = _detail(session, job)
+    if view.sweep_id and view.status == CANCELLED:  # a trial ended here: the sweep moves on
+        with s.db.session() as session:
+            released = sweeps.advance_one(session, s.db, view.sweep_id)
+        for trial_id in released:
+            dispatch(trial_id)
     if view.status == CANCELLED and view.callback_url:  # it ended here, not in a worker
         try:
             s.dispatcher.callback(job_id)

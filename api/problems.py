@@ -89,13 +89,19 @@ def validation_problem(exc: ValidationError, where: tuple = ()) -> Response:
 
 
 MATRIX_FORMS = ("json-rows", "npy-file")  # the tags of schemas.MatrixInput
+DIMENSION_KINDS = ("choice", "uniform", "log_uniform", "int_uniform", "int_log_uniform")
 
 
 def _strip_union_tags(loc: tuple) -> tuple:
     # pydantic names the chosen member of a union in the path: data.arrays.inputs.json-rows[0]
+    if loc and loc[0] == "base":  # a sweep's base job
+        return ("base", *_strip_union_tags(loc[1:]))
+    if len(loc) > 2 and loc[0] == "search" and loc[2] in DIMENSION_KINDS:
+        loc = (*loc[:2], *loc[3:])  # search.<path>.<kind>.<kind>: the kind once
     if len(loc) > 1 and loc[0] == "data" and loc[1] in ("arrays", "batches"):
         loc = (loc[0], *loc[2:])
-    return tuple(part for part in loc if part not in MATRIX_FORMS)
+    # a bad key of a mapping: pydantic adds "[key]" after it; the key is the field
+    return tuple(part for part in loc if part not in MATRIX_FORMS and part != "[key]")
 
 
 def init_app(app: Flask) -> None:

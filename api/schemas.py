@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -332,6 +333,9 @@ class ListQuery(BaseModel):
         description="next_cursor of the previous page: the page continues after that "
         "position (creation time in microseconds, then job id)",
     )
+    sweep: Annotated[str, Field(pattern=DATASET_ID)] | None = Field(
+        None, description="Only the trials of this sweep"
+    )
 
 
 class EventsQuery(BaseModel):
@@ -439,6 +443,24 @@ class JobSummary(Out):
     error: JobErrorOut | None = None
     metrics: EpochMetricsOut | None = Field(None, description="The latest finished epoch")
     runtime_seconds: float = Field(description="Seconds of training so far, over all attempts")
+    sweep_id: str | None = Field(None, description="The sweep this job is a trial of")
+    trial: int | None = Field(None, description="Its trial number in the sweep (1, 2, ...)")
+    stopped_early: bool = Field(
+        False, description="The sweep's early stopping (ASHA) ended it at a rung; its model is kept"
+    )
+
+
+class RungOut(Out):
+    """ASHA's decision for a trial that reached a rung, with the figures behind it."""
+
+    rung: int = Field(description="0 at min_epochs, k at min_epochs x reduction_factor^k")
+    epoch: int
+    value: float | None = Field(description="The trial's objective at that epoch")
+    competitors: int = Field(description="Trials that had reached this rung, itself included")
+    keep: int = Field(description="How many of them continue: max(1, competitors // factor)")
+    cutoff: float | None = Field(description="The keep-th best value: continuing needs it")
+    better: int | None = Field(description="Competitors with a better value than this trial")
+    decision: Literal["continue", "stop"]
 
 
 class JobOut(JobSummary):
@@ -448,6 +470,8 @@ class JobOut(JobSummary):
     cancel_requested: bool
     callback_url: str | None = Field(None, description="Deliveries are in history (callback)")
     gradient_check: GradientCheckOut | None = None
+    params: dict[str, Any] | None = Field(None, description="A trial's searched values, by path")
+    rungs: list[RungOut] | None = Field(None, description="A trial's ASHA decisions")
     history: list[JobEventOut]
 
 
@@ -574,3 +598,251 @@ class Problem(Out):
     instance: str | None = None
     request_id: str | None = None
     errors: list[FieldError] | None = None
+
+
+# ------------------------------------------------------------------------------ sweeps
+
+
+def _ordered(bounds: list) -> list:
+    if not bounds[0] < bounds[1]:
+        raise ValueError(f"expected [low, high] with low < high, got {bounds}")
+    return bounds
+
+
+def _positive(bounds: list) -> list:
+    if bounds[0] <= 0:
+        raise ValueError(f"a log scale needs low > 0, got {bounds[0]}")
+    return bounds
+
+
+Bounds = Annotated[list[float], Field(min_length=2, max_length=2), AfterValidator(_ordered)]
+IntBounds = Annotated[list[JsonInt], Field(min_length=2, max_length=2), AfterValidator(_ordered)]
+ChoiceValue = (
+    bool
+    | int
+    | float
+    | Annotated[str, Field(max_length=100)]
+    | Annotated[list[PositiveInt], Field(min_length=2, max_length=64)]
+)
+
+
+class ChoiceDimension(Strict):
+    choice: Annotated[list[ChoiceValue], Field(min_length=1, max_length=100)] = Field(
+        description="Values to choose from (a structure takes lists of layer sizes)"
+    )
+
+
+class UniformDimension(Strict):
+    uniform: Bounds = Field(description="[low, high]: any float between, bounds included")
+
+
+class LogUniformDimension(Strict):
+    log_uniform: Annotated[Bounds, AfterValidator(_positive)] = Field(
+        description="[low, high] with low > 0: uniform in the logarithm"
+    )
+
+
+class IntUniformDimension(Strict):
+    int_uniform: IntBounds = Field(description="[low, high]: any integer between, included")
+
+
+class IntLogUniformDimension(Strict):
+    int_log_uniform: Annotated[IntBounds, AfterValidator(_positive)] = Field(
+        description="[low, high] with low > 0: integers, uniform in the logarithm"
+    )
+
+
+DIMENSION_KINDS = ("choice", "uniform", "log_uniform", "int_uniform", "int_log_uniform")
+
+
+def _dimension_kind(value: Any) -> str | None:
+    if isinstance(value, dict) and len(value) == 1:
+        (name,) = value
+        return name if name in DIMENSION_KINDS else None
+    if isinstance(value, BaseModel):
+        return next(iter(type(value).model_fields))
+    return None
+
+
+Dimension = Annotated[
+    Annotated[ChoiceDimension, Tag("choice")]
+    | Annotated[UniformDimension, Tag("uniform")]
+    | Annotated[LogUniformDimension, Tag("log_uniform")]
+    | Annotated[IntUniformDimension, Tag("int_uniform")]
+    | Annotated[IntLogUniformDimension, Tag("int_log_uniform")],
+    Discriminator(
+        _dimension_kind,
+        custom_error_type="dimension",
+        custom_error_message="expected one key: choice, uniform, log_uniform, int_uniform or "
+        "int_log_uniform, e.g. {\"log_uniform\": [0.01, 10]}",
+    ),
+]
+SearchPath = Annotated[
+    str, Field(pattern=r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*(\[[0-9]{1,3}\])?$")
+]
+
+
+class SweepObjective(Strict):
+    metric: Literal["val_accuracy", "val_cost", "accuracy", "cost"] = Field(
+        description="A trial's metric at its last epoch"
+    )
+    goal: Literal["max", "min"] | None = Field(
+        None, description="max or min; accuracies default to max, costs to min"
+    )
+
+
+class AshaOptions(Strict):
+    """Asynchronous successive halving: at epochs min_epochs x reduction_factor^k (rungs),
+    a trial continues only if it is among the best 1/reduction_factor of the trials that
+    reached that rung; the others end succeeded, stopped early, with their model."""
+
+    method: Literal["asha"] = "asha"
+    min_epochs: PositiveInt = Field(1, description="The first rung")
+    reduction_factor: json_int(ge=2, le=100) = Field(3, description="Keep 1 in this many")
+
+
+class SweepCreate(Strict):
+    """A hyperparameter search: trials are jobs made from ``base`` with values from ``search``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "digits-width-rate",
+                    "base": {
+                        "structure": [64, 30, 10],
+                        "epochs": 30,
+                        "learning_rate": 3.0,
+                        "data": {
+                            "dataset_id": "00000000-0000-4000-8000-000000000000",
+                            "batch_size": 10,
+                        },
+                        "options": {"validation_split": 0.2},
+                    },
+                    "search": {
+                        "learning_rate": {"log_uniform": [0.05, 10]},
+                        "structure[1]": {"choice": [16, 32, 64, 128]},
+                        "options.l2": {"uniform": [0, 0.001]},
+                        "data.batch_size": {"choice": [10, 32]},
+                    },
+                    "method": "random",
+                    "trials": 27,
+                    "seed": 7,
+                    "objective": {"metric": "val_accuracy", "goal": "max"},
+                    "early_stopping": {"method": "asha", "min_epochs": 3, "reduction_factor": 3},
+                    "max_parallel": 4,
+                }
+            ]
+        }
+    )
+
+    name: Annotated[Text, Field(max_length=200)] | None = None
+    labels: Annotated[
+        dict[LabelKey, LabelValue],
+        Field(max_length=20, json_schema_extra=_keys_by_pattern),
+    ] = {}
+    base: JobCreate = Field(
+        description="The job every trial starts from; it trains on a stored data set"
+    )
+    search: Annotated[
+        dict[SearchPath, Dimension],
+        Field(min_length=1, max_length=20, json_schema_extra=_keys_by_pattern),
+    ] = Field(
+        description="Field paths of the job (learning_rate, epochs, seed, structure, "
+        "structure[i], options.*, data.batch_size, data.shuffle) and what to try there"
+    )
+    method: Literal["grid", "random", "tpe"] = Field(
+        "random",
+        description="grid: every combination of the choices, in order; random: independent "
+        "draws; tpe: Optuna's model-based sampler on the finished trials",
+    )
+    trials: PositiveInt | None = Field(
+        None, description="How many trials; a grid's size by default (random and tpe: 10)"
+    )
+    seed: json_int(ge=0, le=2**32 - 1) | None = Field(
+        None, description="The same seed gives the same trial values (chosen when omitted)"
+    )
+    objective: SweepObjective
+    early_stopping: AshaOptions | None = None
+    max_parallel: PositiveInt = Field(4, description="Trials queued or running at once")
+
+
+class SweepQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: Annotated[int, Field(ge=1, le=200)] = Field(50, description="Leaderboard rows")
+    offset: Annotated[int, Field(ge=0, le=100_000)] = Field(
+        0, description="Leaderboard rows to skip"
+    )
+
+
+class SweepListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+    cursor: Annotated[str, Field(pattern=r"^[0-9]{1,17}\.[0-9a-f]{32}$")] | None = Field(
+        None, description="next_cursor of the previous page"
+    )
+
+
+class TrialOut(Out):
+    trial: int
+    job_id: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    params: dict[str, Any] = Field(description="The searched values, by path")
+    objective: float | None = Field(description="The objective metric at its latest epoch")
+    progress: Progress
+    stopped_early: bool
+    rungs: list[RungOut]
+    runtime_seconds: float
+
+
+class SweepCounts(Out):
+    pending: int = Field(description="Trials not released yet")
+    queued: int
+    running: int
+    succeeded: int
+    failed: int
+    cancelled: int
+
+
+class SweepEpochs(Out):
+    run: int = Field(description="Epochs the trials trained")
+    full: int = Field(description="Epochs they would train without early stopping")
+    saved: float = Field(description="1 - run / full: the share of compute early stopping saved")
+
+
+class ObjectiveOut(Out):
+    metric: str
+    goal: Literal["max", "min"]
+
+
+class SweepSummary(Out):
+    id: str
+    name: str | None = None
+    labels: dict[str, str]
+    status: Literal["running", "succeeded", "failed", "cancelled"]
+    method: Literal["grid", "random", "tpe"]
+    trials: int
+    max_parallel: int
+    seed: int
+    objective: ObjectiveOut
+    early_stopping: AshaOptions | None = None
+    search: dict[str, dict[str, list[Any]]]
+    counts: SweepCounts
+    best: TrialOut | None = Field(None, description="The best succeeded trial so far")
+    epochs: SweepEpochs
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+
+
+class SweepOut(SweepSummary):
+    leaderboard: list[TrialOut] = Field(description="Trials, best objective first")
+    leaderboard_total: int
+    next_offset: int | None = Field(None, description="offset of the next leaderboard page")
+
+
+class SweepList(Out):
+    sweeps: list[SweepSummary]
+    next_cursor: str | None = None

@@ -5,7 +5,8 @@ from __future__ import annotations
 from flask import Response
 from pydantic import BaseModel
 
-from store.models import EpochMetric, Job, JobEvent
+from store import sweeps
+from store.models import EpochMetric, Job, JobEvent, Sweep
 
 from .schemas import (
     DataSummary,
@@ -15,8 +16,14 @@ from .schemas import (
     JobOut,
     JobSummary,
     Lineage,
+    ObjectiveOut,
     OptionsOut,
     Progress,
+    SweepCounts,
+    SweepEpochs,
+    SweepOut,
+    SweepSummary,
+    TrialOut,
 )
 
 
@@ -58,6 +65,9 @@ def _summary_fields(job: Job) -> dict:
         error=error,
         metrics=EpochMetricsOut(**latest) if (latest := job.latest_metrics) else None,
         runtime_seconds=job.runtime_seconds,
+        sweep_id=job.sweep_id,
+        trial=job.trial,
+        stopped_early=bool(job.stopped_early),
     )
 
 
@@ -75,6 +85,8 @@ def job_detail(job: Job, history: list[JobEvent]) -> JobOut:
         cancel_requested=job.cancel_requested,
         callback_url=spec.get("callback_url"),
         gradient_check=job.gradient_check,
+        params=job.params,
+        rungs=job.rungs,
         history=[
             JobEventOut(at=e.at, kind=e.kind, message=e.message, worker=e.worker) for e in history
         ],
@@ -107,4 +119,61 @@ def lineage_view(job: Job) -> Lineage:
         metrics=EpochMetricsOut(**latest) if latest else None,
         gradient_check=job.gradient_check,
         finished_at=job.finished_at,
+    )
+
+
+def trial_view(sweep: Sweep, job: Job) -> TrialOut:
+    return TrialOut(
+        trial=job.trial,
+        job_id=job.id,
+        status=job.status,
+        params=job.params or {},
+        objective=sweeps.objective(job, sweep.spec["objective"]["metric"]),
+        progress=Progress(epoch=job.epoch, epochs=job.epochs),
+        stopped_early=bool(job.stopped_early),
+        rungs=job.rungs or [],
+        runtime_seconds=job.runtime_seconds,
+    )
+
+
+def _sweep_fields(session, sweep: Sweep, trials: list[Job]) -> dict:
+    spec = sweep.spec
+    best = sweeps.best_trial(sweep, trials)
+    run = sum(t.epoch for t in trials)
+    full = sum(t.epochs for t in trials)
+    return dict(
+        id=sweep.id,
+        name=sweep.name,
+        labels=sweep.labels,
+        status=sweep.status,
+        method=spec["method"],
+        trials=sweep.trials,
+        max_parallel=sweep.max_parallel,
+        seed=spec["seed"],
+        objective=ObjectiveOut(**spec["objective"]),
+        early_stopping=spec.get("early_stopping"),
+        search=spec["search"],
+        counts=SweepCounts(**sweeps.counts(session, sweep)),
+        best=trial_view(sweep, best) if best else None,
+        epochs=SweepEpochs(run=run, full=full, saved=1 - run / full if full else 0.0),
+        created_at=sweep.created_at,
+        updated_at=sweep.updated_at,
+        finished_at=sweep.finished_at,
+    )
+
+
+def sweep_summary(session, sweep: Sweep) -> SweepSummary:
+    return SweepSummary(**_sweep_fields(session, sweep, sweeps.trials_of(session, sweep.id)))
+
+
+def sweep_detail(session, sweep: Sweep, *, limit: int = 50, offset: int = 0) -> SweepOut:
+    trials = sweeps.trials_of(session, sweep.id)
+    ranked = sweeps.ranking(sweep, trials)
+    page = ranked[offset : offset + limit]
+    more = offset + limit < len(ranked)
+    return SweepOut(
+        **_sweep_fields(session, sweep, trials),
+        leaderboard=[trial_view(sweep, t) for t in page],
+        leaderboard_total=len(ranked),
+        next_offset=offset + limit if more else None,
     )

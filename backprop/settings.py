@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     )
     max_running_jobs_per_tenant: int = Field(4, ge=1, description="Running jobs per tenant")
     max_queued_jobs_per_tenant: int = Field(100, ge=1, description="Queued jobs per tenant")
+    max_sweep_trials: int = Field(1000, ge=1, description="Most trials of a sweep")
+    max_sweep_parallel: int = Field(
+        32, ge=1, description="Largest max_parallel of a sweep (trials queued or running at once)"
+    )
     rate_limit: str = Field(
         "600/minute", description="Requests per tenant, all its tokens together (limits syntax)"
     )

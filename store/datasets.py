@@ -27,7 +27,7 @@ import numpy as np
 from sqlalchemy import func, insert, or_, select
 from sqlalchemy.orm import Session
 
-from .models import QUEUED, RUNNING, Dataset, DatasetChunk, Job, utcnow
+from .models import QUEUED, RUNNING, Dataset, DatasetChunk, Job, Sweep, utcnow
 
 MEMBERS = ("inputs", "targets")
 
@@ -342,8 +342,9 @@ def list_datasets(session: Session, tenant: str, limit: int, cursor: tuple | Non
 
 
 def jobs_using(session: Session, dataset_id: str) -> list[str]:
-    """Queued or running jobs that train on it (or validate on it)."""
-    return list(
+    """Queued or running jobs that train on it (or validate on it), and running sweeps
+    (``sweep <id>``) that will make more."""
+    busy = list(
         session.scalars(
             select(Job.id).where(
                 or_(Job.dataset_id == dataset_id, Job.val_dataset_id == dataset_id),
@@ -351,6 +352,13 @@ def jobs_using(session: Session, dataset_id: str) -> list[str]:
             )
         )
     )
+    sweeps = session.scalars(
+        select(Sweep.id).where(
+            or_(Sweep.dataset_id == dataset_id, Sweep.val_dataset_id == dataset_id),
+            Sweep.status == RUNNING,
+        )
+    )
+    return busy + [f"sweep {sweep_id}" for sweep_id in sweeps]
 
 
 def delete_dataset(session: Session, tenant: str, dataset_id: str) -> None:
@@ -360,8 +368,13 @@ def delete_dataset(session: Session, tenant: str, dataset_id: str) -> None:
     busy = jobs_using(session, dataset_id)
     if busy:
         raise DatasetInUse(busy)
-    for column in (Job.dataset_id, Job.val_dataset_id):
-        session.query(Job).filter(column == dataset_id).update(
+    for model, column in (
+        (Job, Job.dataset_id),
+        (Job, Job.val_dataset_id),
+        (Sweep, Sweep.dataset_id),
+        (Sweep, Sweep.val_dataset_id),
+    ):
+        session.query(model).filter(column == dataset_id).update(
             {column: None}, synchronize_session=False
         )
     session.query(DatasetChunk).filter(DatasetChunk.dataset_id == dataset_id).delete()

@@ -91,6 +91,9 @@ def create_job(
     dataset_id: str | None = None,
     val_dataset_id: str | None = None,
     init: dict[str, np.ndarray] | None = None,
+    sweep_id: str | None = None,
+    trial: int | None = None,
+    params: dict | None = None,
 ) -> Job:
     """Store a validated job and its data in the caller's transaction, status queued.
 
@@ -124,6 +127,10 @@ def create_job(
         dispatch_count=1 if dispatching else 0,
         dataset_id=dataset_id,
         val_dataset_id=val_dataset_id,
+        sweep_id=sweep_id,
+        trial=trial,
+        params=params,
+        stopped_early=False,
     )
     session.add(job)
     session.flush()
@@ -227,9 +234,12 @@ def list_jobs(
     labels: dict[str, str] | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    sweep_id: str | None = None,
 ) -> Page:
     """The tenant's jobs, newest first; ``cursor`` continues after the last page's end."""
     query = select(Job).where(Job.tenant == tenant)
+    if sweep_id is not None:
+        query = query.where(Job.sweep_id == sweep_id)
     if statuses:
         query = query.where(Job.status.in_(statuses))
     if cursor:
@@ -716,6 +726,7 @@ def finish(
     checkpoint: dict[str, np.ndarray] | None = None,
     chunk_bytes: int = 2**20,
     worker: str | None = None,
+    stopped_early: bool = False,
 ) -> str | None:
     """End the job (succeeded with its model, failed or cancelled) and release the lease.
 
@@ -733,6 +744,7 @@ def finish(
         runtime_seconds=runtime_seconds,
         error_type=error_type,
         error_message=message or None if status == FAILED else None,
+        stopped_early=stopped_early,
         **_progress(metrics),
     )
     tenant = session.execute(

@@ -65,6 +65,7 @@ class Job(Base):
         Index("ix_job_tenant_created", "tenant", "created_at", "id"),
         Index("ix_job_status_lease", "status", "lease_expires_at"),
         Index("ix_job_tenant_status", "tenant", "status"),
+        Index("ix_job_sweep_trial", "sweep_id", "trial", unique=True),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -93,6 +94,13 @@ class Job(Base):
     # cannot be deleted while a queued or running job names it here
     dataset_id: Mapped[str | None] = mapped_column(ForeignKey("dataset.id"), index=True)
     val_dataset_id: Mapped[str | None] = mapped_column(ForeignKey("dataset.id"), index=True)
+    # a sweep's trial: its sweep, its number there (1, 2, ...), the searched values it was
+    # given, ASHA's decision at each rung it reached, and whether ASHA stopped it
+    sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweep.id"))
+    trial: Mapped[int | None] = mapped_column(Integer)
+    params: Mapped[dict[str, Any] | None]
+    rungs: Mapped[list[Any] | None] = mapped_column(JSON)
+    stopped_early: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     error_type: Mapped[str | None] = mapped_column(String(32))
     error_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
@@ -103,6 +111,40 @@ class Job(Base):
     metrics: Mapped[list[EpochMetric]] = relationship(
         back_populates="job", order_by="EpochMetric.epoch", cascade="all, delete-orphan"
     )
+
+
+# sweep.status values: running until every trial has ended, then succeeded (a trial
+# succeeded) or failed (none did); cancelled on request
+SWEEP_STATUSES = (RUNNING, SUCCEEDED, FAILED, CANCELLED)
+
+
+class Sweep(Base):
+    """A hyperparameter search: the base job, the space, and how many trials are released.
+
+    Trials are job rows (``job.sweep_id``); ``released`` counts those made so far, so that a
+    deleted trial is not made again. ``spec`` holds the request as validated (``base`` the
+    base job's stored spec, ``search``, ``method``, ``objective``, ``early_stopping``).
+    """
+
+    __tablename__ = "sweep"
+    __table_args__ = (Index("ix_sweep_tenant_created", "tenant", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(200))
+    labels: Mapped[dict[str, Any]]
+    spec: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16))
+    trials: Mapped[int] = mapped_column(Integer)
+    max_parallel: Mapped[int] = mapped_column(Integer)
+    released: Mapped[int] = mapped_column(Integer, default=0)
+    best_job_id: Mapped[str | None] = mapped_column(String(36))
+    # the data sets its trials train on: not deleted while the sweep runs
+    dataset_id: Mapped[str | None] = mapped_column(ForeignKey("dataset.id"), index=True)
+    val_dataset_id: Mapped[str | None] = mapped_column(ForeignKey("dataset.id"), index=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
 
 
 class JobEvent(Base):

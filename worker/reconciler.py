@@ -5,8 +5,9 @@ whose lease expired go back to the queue; queued jobs whose task message is miss
 sent because the broker was down at submit, lost in a Redis restart, or taken by a worker
 that died) are sent again. A queued job whose message still waits in the queue (its marker
 is there, see ``worker/dispatch.py``) is left alone, however long it waits. Sending twice is
-harmless anyway: the claim lets one worker in. Expired idempotency records are deleted on
-the way.
+harmless anyway: the claim lets one worker in. Running sweeps whose trials ended outside a
+worker (cancelled while queued, ended by a lease expiry) release their next trials here.
+Expired idempotency records are deleted on the way.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 from dataclasses import dataclass
 
 from backprop.settings import Settings
-from store import idempotency, jobs
+from store import idempotency, jobs, sweeps
 from store.db import Database
 
 log = logging.getLogger("backprop.reconciler")
@@ -27,6 +28,7 @@ class Report:
     sent: int = 0
     send_failed: int = 0
     purged_keys: int = 0  # idempotency records past their 24 hours
+    released: int = 0  # sweeps' trials released here (their last trial ended outside a worker)
     waiting: int = 0  # queued long, but their message is still in the queue: not re-sent
 
 
@@ -57,8 +59,17 @@ def reconcile(db: Database, settings: Settings, dispatcher) -> Report:
         with db.session() as session:
             jobs.mark_dispatched(session, db, job_id, "re-sent by the reconciler")
         report.sent += 1
+    with db.session() as session:  # trials cancelled while queued, or lost, move sweeps on
+        released = sweeps.advance_running(session, db)
+    for job_id in released:
+        try:
+            dispatcher.send(job_id)
+        except Exception:  # recorded as dispatched: re-sent by a later round
+            report.send_failed += 1
+            break
+        report.released += 1
     with db.session() as session:
         report.purged_keys = idempotency.purge_expired(session, db)
-    if report.requeued or report.sent or report.send_failed:
+    if report.requeued or report.sent or report.send_failed or report.released:
         log.info("reconciler: %s", report)
     return report

@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
@@ -30,7 +30,8 @@ from core import (
     TrainingConfig,
     gradient_check,
 )
-from store import jobs
+import tuning
+from store import jobs, sweeps
 from store.db import Database, is_outage
 from store.models import CANCELLED, FAILED, SUCCEEDED
 
@@ -158,6 +159,7 @@ class Outcome:
     detail: str = ""
     offer: str | None = None  # the tenant's next job waiting without a task message
     callback: bool = False  # it ended and has a callback_url to deliver to
+    released: list[str] = field(default_factory=list)  # a sweep's next trials, to dispatch
 
 
 class JobRun:
@@ -191,6 +193,14 @@ class JobRun:
         self.started = self.last_flush = self.last_checkpoint = time.monotonic()
         self.pending: list[dict] = []  # finished epochs' metrics not yet written
         self.stop_reason: str | None = None
+        self.released: list[str] = []  # trials released when this one ended
+        # a sweep's trial under ASHA: judged at the end of each rung epoch
+        trial = job.spec.get("sweep") or {}
+        asha = trial.get("early_stopping")
+        self.metric = trial.get("objective", {}).get("metric")
+        self.rungs = set()
+        if asha:
+            self.rungs = set(tuning.rungs(asha["min_epochs"], asha["reduction_factor"], job.epochs))
 
     def runtime(self) -> float:
         return self.previous_runtime + time.monotonic() - self.started
@@ -204,6 +214,8 @@ class JobRun:
 
     def on_epoch(self, trainer: Trainer, metrics) -> bool:
         self.pending.append(metrics.as_dict())
+        if metrics.epoch in self.rungs:
+            return self._judge(metrics)
         now = time.monotonic()
         if now - self.last_checkpoint >= self.settings.checkpoint_seconds:
             self.checkpoint()
@@ -227,6 +239,18 @@ class JobRun:
         self.last_flush = time.monotonic()
         self.notify(self.job_id)
 
+    def _judge(self, metrics) -> bool:
+        """ASHA at a rung: the epoch's rows are written, then the sweep decides (from the
+        database, so trials on any host are compared); True stops the trial here."""
+        self.flush()
+        value = metrics.as_dict()[self.metric]
+        decision = self.store(sweeps.judge, self.job_id, self.owner, metrics.epoch, value)
+        if decision["decision"] == "stop":
+            self.stop_reason = "pruned"
+            self.stopped_at = decision
+            return True
+        return self._should_stop()
+
     def checkpoint(self) -> None:
         if not self.trainer.network.parameters_finite():
             return  # diverging inside the epoch: the last good checkpoint stays
@@ -241,15 +265,23 @@ class JobRun:
         return self.stop_reason is not None
 
     def finish(
-        self, status: str, *, error_type=None, message="", model=None, keep_position=False
+        self,
+        status: str,
+        *,
+        error_type=None,
+        message="",
+        model=None,
+        keep_position=False,
+        stopped_early=False,
     ) -> str | None:
         """End the job with the buffered rows; ``keep_position`` checkpoints a stopped run
-        (for a later look or a resubmit). Returns the tenant's next waiting job."""
+        (for a later look or a resubmit). Returns the tenant's next waiting job; a sweep's
+        next trials are in ``released``."""
         state = None
         if keep_position and self.trainer.network.parameters_finite():
             state = self.trainer.state_dict()
-        offer = self.store(
-            jobs.finish,
+        ended = self.store(
+            sweeps.end_job,
             self.job_id,
             self.owner,
             status=status,
@@ -261,10 +293,12 @@ class JobRun:
             runtime_seconds=self.runtime(),
             chunk_bytes=self.settings.blob_chunk_bytes,
             worker=self.worker,
+            stopped_early=stopped_early,
         )
         self.pending = []
+        self.released = ended.released
         self.notify(self.job_id)
-        return offer
+        return ended.offer
 
 
 def run_job(
@@ -277,11 +311,12 @@ def run_job(
     ``notify(job_id)`` tells pollers that the job changed (``worker.notify``).
     """
     outcome = _run_job(job_id, db=db, settings=settings, worker=worker, notify=notify)
-    if send is not None and outcome.offer:
-        try:
-            send(outcome.offer)
-        except Exception:  # the reconciler offers it later anyway
-            log.warning("job %s: could not offer the tenant's next job", job_id, exc_info=True)
+    if send is not None:
+        for next_id in outcome.released + ([outcome.offer] if outcome.offer else []):
+            try:
+                send(next_id)
+            except Exception:  # the reconciler sends it later anyway
+                log.warning("job %s: could not send job %s", job_id, next_id, exc_info=True)
     return outcome
 
 
@@ -350,6 +385,7 @@ def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str, noti
 
         outcome = _train(run, trainer, check_after)
         outcome.callback = has_callback and outcome.status in ENDINGS
+        outcome.released = run.released
         return outcome
     except jobs.LeaseLost:
         log.warning("job %s: lease lost; this worker stopped writing", job_id)
@@ -363,8 +399,8 @@ def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str, noti
         log.exception("job %s: unexpected error while training", job_id)
         message = f"{type(exc).__name__} in the worker; the operators' log has the details"
         try:
-            offer = store(
-                jobs.finish,
+            ended = store(
+                sweeps.end_job,
                 job_id,
                 owner,
                 status=FAILED,
@@ -376,7 +412,7 @@ def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str, noti
         except jobs.LeaseLost:
             return Outcome("lost")
         notify(job_id)
-        return Outcome(FAILED, "internal_error", offer, has_callback)
+        return Outcome(FAILED, "internal_error", ended.offer, has_callback, ended.released)
     finally:
         lease.stop()
 
@@ -436,6 +472,16 @@ def _train(run: JobRun, trainer: Trainer, check_after: Callable | None = None) -
         return Outcome(SUCCEEDED, offer=offer)
     if run.stop_reason == "lease_lost":
         raise jobs.LeaseLost(run.job_id)
+    if run.stop_reason == "pruned":  # ASHA: a poor trial ends here, with its model
+        decision = run.stopped_at
+        offer = run.finish(
+            SUCCEEDED,
+            message=f"{trainer.epoch} epochs: stopped early at rung {decision['rung']} "
+            f"(the best {decision['keep']} of {decision['competitors']} continue)",
+            model=trainer.network.to_arrays(),
+            stopped_early=True,
+        )
+        return Outcome(SUCCEEDED, "stopped_early", offer)
     if run.stop_reason == "cancel":
         offer = run.finish(
             CANCELLED, message=f"cancelled in epoch {trainer.epoch + 1}", keep_position=True

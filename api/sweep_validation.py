@@ -1,0 +1,242 @@
+"""Rules a sweep must pass at submit: its base is a valid job, and so is every trial its space
+can produce. Nothing is stored for a sweep that fails here; every error names its field
+(``base.<field>`` or ``search.<path>``) and what was expected.
+
+Every trial is checked by checking the corners of the space: each combination of the
+choices and of the ends of the ranges, prepared as a job exactly as a submit prepares one.
+A job's rules are bounds on single fields and a compute budget that grows with epochs,
+widths and samples, so a value between two valid ends is valid too.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+import tuning
+from backprop.settings import Settings
+
+from .problems import validation_errors
+from .schemas import DatasetData, JobCreate, SweepCreate, ValidationSet
+from .validation import PreparedJob, SpecError, dotted, field_error, prepare_job
+
+MAX_CORNERS = 4096  # combinations checked at submit
+MAX_ERRORS = 10
+
+
+@dataclass(frozen=True)
+class PreparedSweep:
+    spec: dict  # what store.sweeps keeps: the base job's spec, the space, the method, ...
+    trials: int
+    base: PreparedJob
+
+
+def prepare_sweep(body: SweepCreate, settings: Settings, find_dataset) -> PreparedSweep:
+    """Check the sweep and every trial it can make; raises SpecError."""
+    errors: list[dict] = []
+    base = body.base
+    if not isinstance(base.data, DatasetData):
+        message = (
+            "a sweep's trials train on a stored data set: upload it (POST /v1/datasets) "
+            "and give data.dataset_id"
+        )
+        errors.append(field_error(("base", "data"), message, "sweep_data"))
+    if isinstance(base.options.validation, ValidationSet):
+        message = "give a stored data set (dataset_id) or options.validation_split"
+        errors.append(field_error(("base", "options", "validation"), message, "sweep_data"))
+    if base.init_from is not None:
+        message = "a sweep's trials start from their seeds; init_from is for single jobs"
+        errors.append(field_error(("base", "init_from"), message, "sweep_data"))
+    search = {path: dimension.model_dump() for path, dimension in body.search.items()}
+    _check_paths(search, base, errors)
+    trials = _check_counts(body, search, settings, errors)
+    if errors:
+        raise SpecError(errors)
+
+    datasets: dict[str, object] = {}
+
+    def cached(dataset_id: str):  # the corners ask for the same data sets again and again
+        if dataset_id not in datasets:
+            datasets[dataset_id] = find_dataset(dataset_id)
+        return datasets[dataset_id]
+
+    try:
+        prepared = prepare_job(base, settings, find_dataset=cached)
+    except SpecError as exc:
+        raise SpecError([_under(("base",), e) for e in exc.errors]) from None
+    goal = body.objective.goal or ("max" if "accuracy" in body.objective.metric else "min")
+    dataset = cached(prepared.dataset_id)
+    _check_objective(body, search, dataset, errors)
+    _check_corners(body, search, settings, cached, errors)
+    if body.early_stopping is not None:
+        least = min(_values(search, base, "epochs", base.epochs))
+        if body.early_stopping.min_epochs >= least:
+            message = (
+                f"min_epochs {body.early_stopping.min_epochs} is not below the trials' "
+                f"{least} epochs: no trial would reach a rung"
+            )
+            errors.append(field_error(("early_stopping", "min_epochs"), message, "sweep"))
+    if errors:
+        raise SpecError(errors[:MAX_ERRORS])
+    base_spec = dict(prepared.spec)
+    if base.callback_url:
+        base_spec["callback_url"] = base.callback_url
+    spec = {
+        "base": base_spec,
+        "base_seed": base.seed,
+        "search": search,
+        "method": body.method,
+        "seed": body.seed if body.seed is not None else secrets.randbits(32),
+        "objective": {"metric": body.objective.metric, "goal": goal},
+        "early_stopping": body.early_stopping and body.early_stopping.model_dump(),
+        "dataset": {
+            "samples": int(dataset.samples),
+            "class_counts": dataset.members["targets"].get("class_counts"),
+        },
+    }
+    return PreparedSweep(spec, trials, prepared)
+
+
+def _under(prefix: tuple, error: dict) -> dict:
+    loc = (*prefix, *error["loc"])
+    return {**error, "loc": list(loc), "field": dotted(loc)}
+
+
+def _check_paths(search: dict, base: JobCreate, errors: list[dict]) -> None:
+    layers = len(base.structure)
+    for path in search:
+        where = ("search", path)
+        try:
+            loc = tuning.location(path)
+        except ValueError as exc:
+            errors.append(field_error(where, str(exc), "search_path"))
+            continue
+        if loc[0] == "structure" and len(loc) == 2:
+            if "structure" in search:
+                message = "search structure or its layers, not both"
+                errors.append(field_error(where, message, "search_path"))
+            elif not 0 < loc[1] < layers - 1:
+                message = (
+                    f"the base has hidden layers structure[1] to structure[{layers - 2}]; "
+                    "structure[0] and structure[-1] are the data's columns"
+                    if layers > 2
+                    else "the base's structure has no hidden layer to search"
+                )
+                errors.append(field_error(where, message, "search_path"))
+        if tuning.takes_integers(path) and tuning.kind(search[path]) in ("uniform", "log_uniform"):
+            message = f"{path} takes integers: use int_uniform, int_log_uniform or choice"
+            errors.append(field_error(where, message, "search_path"))
+
+
+def _check_counts(body: SweepCreate, search: dict, settings: Settings, errors) -> int:
+    trials = body.trials
+    if body.method == "grid":
+        ranges = [p for p, d in search.items() if tuning.is_numeric(d)]
+        for path in ranges:
+            message = "a grid takes choices only: {\"choice\": [...]}"
+            errors.append(field_error(("search", path), message, "search_grid"))
+        if ranges:
+            return 0
+        size = tuning.grid_size(search)
+        if trials is None:
+            trials = size
+        elif trials > size:
+            message = f"the grid has {size} points; trials may be at most that"
+            errors.append(field_error(("trials",), message, "search_grid"))
+    elif trials is None:
+        trials = 10
+    if trials > settings.max_sweep_trials:
+        message = f"at most {settings.max_sweep_trials} trials (MAX_SWEEP_TRIALS), got {trials}"
+        errors.append(field_error(("trials",), message, "limit_exceeded"))
+    if body.max_parallel > settings.max_sweep_parallel:
+        message = (
+            f"at most {settings.max_sweep_parallel} (MAX_SWEEP_PARALLEL), got {body.max_parallel}"
+        )
+        errors.append(field_error(("max_parallel",), message, "limit_exceeded"))
+    corners = tuning.corner_count(search)
+    if corners > MAX_CORNERS:
+        message = (
+            f"the space has {corners} combinations of choices and range ends; at most "
+            f"{MAX_CORNERS} are checked at submit: fewer choices, or ranges instead"
+        )
+        errors.append(field_error(("search",), message, "search_size"))
+    return trials
+
+
+def _values(search: dict, base: JobCreate, path: str, default) -> list:
+    dimension = search.get(path)
+    if dimension is None:
+        return [default]
+    return list(dimension[tuning.kind(dimension)])
+
+
+def _check_objective(body: SweepCreate, search: dict, dataset, errors: list[dict]) -> None:
+    metric, options = body.objective.metric, body.base.options
+    where = ("objective", "metric")
+    if metric.startswith("val_") and options.validation is None:
+        splits = _values(search, body.base, "options.validation_split", options.validation_split)
+        if any(split is None for split in splits):
+            message = (
+                f"{metric} needs a validation set: options.validation_split or "
+                "options.validation in the base"
+            )
+            errors.append(field_error(where, message, "sweep_objective"))
+    if "accuracy" in metric and dataset is not None:
+        if not dataset.members["targets"].get("one_hot"):
+            message = f"{metric} needs one-hot targets (classes); this data set has none"
+            errors.append(field_error(where, message, "sweep_objective"))
+
+
+def _check_corners(body, search: dict, settings: Settings, find_dataset, errors) -> None:
+    """Prepare every corner of the space as a job; the first failure per path is reported."""
+    base_json = body.base.model_dump(mode="json", exclude_unset=True)
+    reported: set[str] = set()
+    for corner in tuning.corners(search):
+        found = _corner_errors(tuning.apply(base_json, corner), settings, find_dataset)
+        for error in found:
+            path = _blame(error["loc"], corner, base_json)
+            if path in reported:
+                continue
+            reported.add(path)
+            values = ", ".join(f"{p} = {v!r}" for p, v in corner.items())
+            message = f"the trial with {values} is not a valid job: {error['field']}: {error['msg']}"
+            errors.append(field_error(("search", path), message, error["type"]))
+        if len(reported) >= MAX_ERRORS:
+            return
+
+
+def _corner_errors(body: dict, settings: Settings, find_dataset) -> list[dict]:
+    try:
+        job = JobCreate.model_validate(body)
+    except ValidationError as exc:
+        return validation_errors(exc)
+    try:
+        prepare_job(job, settings, find_dataset=find_dataset)
+    except SpecError as exc:
+        return exc.errors
+    return []
+
+
+def _blame(loc: list, corner: dict, base_json: dict) -> str:
+    """The searched path an error of a corner belongs to: the one at (or above) the field,
+    else the first whose value there differs from the base's."""
+    for path in corner:
+        where = list(tuning.location(path))
+        if loc[: len(where)] == where or where[: len(loc)] == loc:
+            return path
+    for path, value in corner.items():
+        if _at(base_json, tuning.location(path)) != value:
+            return path
+    return next(iter(corner))
+
+
+def _at(body: dict, loc: tuple):
+    node = body
+    for key in loc:
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node

@@ -1,0 +1,192 @@
+"""/v1/sweeps: submit, read, list and cancel hyperparameter searches, and the best model.
+
+Handlers parse, delegate to ``store.sweeps`` (the rules) and ``api.sweep_validation`` (the
+checks at submit), and shape the answer. Trials are jobs: ``GET /v1/jobs?sweep=<id>``."""
+
+from __future__ import annotations
+
+from flask import Blueprint, g, url_for
+
+from store import sweeps
+from worker.webhooks import refusal
+
+from .jobs import _find_dataset, _model_view, dispatch
+from .limits import queue_full
+from .openapi import Rule, operation
+from .problems import ApiProblem
+from .schemas import (
+    ModelOut,
+    SweepCreate,
+    SweepList,
+    SweepListQuery,
+    SweepOut,
+    SweepQuery,
+)
+from .services import services
+from .sweep_validation import prepare_sweep
+from .validation import SpecError, field_error
+from .views import json_response as _json
+from .views import sweep_detail, sweep_summary
+
+bp = Blueprint("sweeps", __name__, url_prefix="/v1/sweeps")
+
+SWEEP_ID = "$response.body#/id"
+LINKS = {
+    "GetSweep": {"operationId": "getSweep", "parameters": {"sweep_id": SWEEP_ID}},
+    "CancelSweep": {"operationId": "cancelSweep", "parameters": {"sweep_id": SWEEP_ID}},
+    "GetSweepBestModel": {
+        "operationId": "getSweepBestModel",
+        "parameters": {"sweep_id": SWEEP_ID},
+    },
+}
+SWEEP_RULES = (
+    Rule(
+        "search_path",
+        "every key of search is a searchable field of a job (learning_rate, epochs, seed, "
+        "structure, structure[i] for a hidden layer i, options.*, data.batch_size, "
+        "data.shuffle), and structure is not searched with its layers",
+    ),
+    Rule("search_grid", "method grid takes choices only, and at most the grid's size of trials"),
+    Rule(
+        "search_size",
+        "the space has at most 4096 combinations of choices and range ends (each is checked)",
+    ),
+    Rule(
+        "sweep_data",
+        "the base trains on a stored data set (data.dataset_id), validates on a stored one or "
+        "a split, and has no init_from",
+    ),
+    Rule(
+        "sweep_objective",
+        "a val_ metric needs a validation set in every trial, an accuracy one-hot targets",
+    ),
+    Rule(
+        "limit_exceeded",
+        "trials is at most {max_sweep_trials} (MAX_SWEEP_TRIALS), max_parallel at most "
+        "{max_sweep_parallel} (MAX_SWEEP_PARALLEL)",
+    ),
+    Rule(
+        "base, search",
+        "the base is a valid job (createJob's rules, errors under base.), and so is every "
+        "trial the space can make: a corner that breaks a rule is reported at search.<path>",
+    ),
+)
+
+
+@bp.post("")
+@operation(
+    "createSweep",
+    body=SweepCreate,
+    responses={202: SweepOut},
+    links={202: LINKS},
+    response_headers={
+        202: {
+            "Location": {
+                "description": "The sweep's URL (getSweep)",
+                "required": True,
+                "schema": {"type": "string"},
+            }
+        }
+    },
+    rules=SWEEP_RULES,
+)
+def submit(body: SweepCreate):
+    """Start a hyperparameter search (202 with a Location to poll).
+
+    Every trial is a job made from base with values from search, trained on the ordinary
+    workers; at most max_parallel are queued or running at once, and with early_stopping
+    (ASHA) poor trials end at a rung. Poll the Location until its status is succeeded,
+    failed or cancelled."""
+    s = services()
+    prepared = prepare_sweep(body, s.settings, _find_dataset)
+    if body.base.callback_url:
+        why = refusal(body.base.callback_url, s.settings.callback_allow_private_networks)
+        if why is not None:
+            raise SpecError([field_error(("base", "callback_url"), why, "callback_url")])
+    queued_limit = s.settings.max_queued_jobs_per_tenant
+    with s.db.session() as session:
+        queued = sweeps.jobs.count_jobs(session, g.tenant, "queued")
+        if queued + min(body.max_parallel, prepared.trials) > queued_limit:
+            raise queue_full(sweeps.jobs.QueueFull(queued, queued_limit))
+        sweep, released = sweeps.create_sweep(
+            session,
+            s.db,
+            tenant=g.tenant,
+            name=body.name,
+            labels=body.labels,
+            spec=prepared.spec,
+            trials=prepared.trials,
+            max_parallel=body.max_parallel,
+            dataset_id=prepared.base.dataset_id,
+            val_dataset_id=prepared.base.val_dataset_id,
+        )
+        view = sweep_detail(session, sweep)
+    for job_id in released:
+        dispatch(job_id)
+    return _json(view, 202, {"Location": url_for("sweeps.get_sweep", sweep_id=view.id)})
+
+
+@bp.get("")
+@operation("listSweeps", query=SweepListQuery, responses={200: SweepList})
+def list_sweeps(query: SweepListQuery):
+    """The tenant's sweeps, newest first, a page at a time."""
+    with services().db.reading() as session:
+        found, cursor = sweeps.list_sweeps(
+            session, g.tenant, limit=query.limit, cursor=query.cursor
+        )
+        view = SweepList(sweeps=[sweep_summary(session, s) for s in found], next_cursor=cursor)
+    return _json(view)
+
+
+@bp.get("/<sweep_id>")
+@operation("getSweep", query=SweepQuery, responses={200: SweepOut})
+def get_sweep(sweep_id: str, query: SweepQuery):
+    """Status, trial counts, the best trial, a leaderboard page and the compute saved."""
+    with services().db.reading() as session:
+        sweep = _find(session, sweep_id)
+        view = sweep_detail(session, sweep, limit=query.limit, offset=query.offset)
+    return _json(view)
+
+
+@bp.post("/<sweep_id>/cancel")
+@operation("cancelSweep", responses={200: SweepOut, 202: SweepOut, 409: None})
+def cancel(sweep_id: str):
+    """Cancel: queued trials at once, running ones at their next mini-batch (202 while any
+    runs); finished trials and their models stay."""
+    s = services()
+    with s.db.session() as session:
+        _find(session, sweep_id)
+        try:
+            sweep = sweeps.cancel_sweep(session, s.db, g.tenant, sweep_id)
+        except sweeps.SweepConflict as exc:
+            raise ApiProblem(409, str(exc), slug="sweep-finished") from None
+        session.flush()
+        view = sweep_detail(session, sweep)
+    return _json(view, 202 if view.counts.running else 200)
+
+
+@bp.get("/<sweep_id>/best/model")
+@operation("getSweepBestModel", responses={200: ModelOut, 409: None})
+def best_model(sweep_id: str):
+    """The best succeeded trial's model (as getJobModel); 409 before a trial succeeded."""
+    with services().db.reading() as session:
+        sweep = _find(session, sweep_id)
+        best = sweeps.best_trial(sweep, sweeps.trials_of(session, sweep.id))
+        if best is None:
+            raise ApiProblem(
+                409,
+                f"the sweep is {sweep.status} and no trial has succeeded yet",
+                slug="model-not-ready",
+            )
+        job_id = best.id
+    return _json(_model_view(job_id))
+
+
+def _find(session, sweep_id: str):
+    try:
+        return sweeps.get_sweep(session, g.tenant, sweep_id)
+    except sweeps.SweepNotFound:
+        raise ApiProblem(
+            404, f"no sweep {sweep_id!r} for this tenant", slug="sweep-not-found"
+        ) from None
+

@@ -1,0 +1,378 @@
+"""Everything that reads or changes a sweep: releasing trials, ASHA's rung decisions, ending.
+
+A sweep's trials are ordinary job rows (``job.sweep_id``, ``job.trial``) that run on the
+ordinary queue, claim and lease machinery. This module only decides when the next trial is
+made and with which values, and whether a trial that reached a rung continues:
+
+- ``advance`` releases trials while fewer than ``max_parallel`` are queued or running, and
+  ends the sweep when every trial has ended. It runs where a trial ends (in the worker's
+  transaction that ends the job), at submit, after a cancel, and in the reconciler, so a
+  trial that ends anywhere (a cancel, a lost worker) moves the sweep on.
+- ``judge`` takes ASHA's decision for a trial at a rung, from the other trials' recorded
+  decisions, and records it on the trial.
+
+Both take the sweep's row lock first (an UPDATE of the row: a row lock on PostgreSQL, the
+write lock on SQLite), so decisions and releases of one sweep take turns across workers on
+any number of hosts; the lock order is always sweep, then jobs.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+import tuning
+
+from . import jobs
+from .db import Database
+from .models import (
+    CANCELLED,
+    FAILED,
+    FINAL_STATUSES,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    Dataset,
+    Job,
+    Sweep,
+)
+
+
+class SweepNotFound(LookupError):
+    pass
+
+
+class SweepConflict(Exception):
+    """The sweep is not in a state that allows the operation (cancel an ended sweep)."""
+
+
+ACTIVE = (QUEUED, RUNNING)
+
+
+def create_sweep(
+    session: Session,
+    db: Database,
+    *,
+    tenant: str,
+    name: str | None,
+    labels: dict,
+    spec: dict,
+    trials: int,
+    max_parallel: int,
+    dataset_id: str | None,
+    val_dataset_id: str | None,
+) -> tuple[Sweep, list[str]]:
+    """Store a validated sweep and release its first trials, in the caller's transaction.
+    Returns the sweep and the ids of the trial jobs to dispatch after the commit."""
+    now = db.now(session)
+    sweep = Sweep(
+        id=str(uuid.uuid4()),
+        tenant=tenant,
+        name=name,
+        labels=labels,
+        spec=spec,
+        status=RUNNING,
+        trials=trials,
+        max_parallel=max_parallel,
+        released=0,
+        dataset_id=dataset_id,
+        val_dataset_id=val_dataset_id,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(sweep)
+    session.flush()
+    return sweep, advance(session, db, sweep)
+
+
+def lock(session: Session, db: Database, sweep_id: str) -> Sweep | None:
+    """Take the sweep's row lock (see the module docstring) and read it."""
+    touched = session.execute(
+        update(Sweep)
+        .where(Sweep.id == sweep_id)
+        .values(updated_at=db.now(session))
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not touched:
+        return None
+    return session.get(Sweep, sweep_id, populate_existing=True)
+
+
+def get_sweep(session: Session, tenant: str, sweep_id: str) -> Sweep:
+    if not jobs._is_job_id(sweep_id):
+        raise SweepNotFound(sweep_id)
+    sweep = session.get(Sweep, sweep_id)
+    if sweep is None or sweep.tenant != tenant:
+        raise SweepNotFound(sweep_id)
+    return sweep
+
+
+def trials_of(session: Session, sweep_id: str) -> list[Job]:
+    return list(
+        session.scalars(select(Job).where(Job.sweep_id == sweep_id).order_by(Job.trial))
+    )
+
+
+# ---------------------------------------------------------------------------------- release
+
+
+def advance(session: Session, db: Database, sweep: Sweep) -> list[str]:
+    """Release trials up to max_parallel active ones; end the sweep once all have ended.
+    The caller holds the sweep's lock (or just created it). Returns the new jobs' ids."""
+    if sweep.status != RUNNING:
+        return []
+    trials = trials_of(session, sweep.id)
+    active = sum(1 for t in trials if t.status in ACTIVE)
+    released = []
+    while sweep.released < sweep.trials and active < sweep.max_parallel:
+        job = _release(session, db, sweep, sweep.released + 1, trials)
+        trials.append(job)
+        sweep.released += 1
+        active += 1
+        released.append(job.id)
+    best = best_trial(sweep, trials)
+    sweep.best_job_id = best.id if best else None
+    if sweep.released >= sweep.trials and active == 0:
+        sweep.status = SUCCEEDED if any(t.status == SUCCEEDED for t in trials) else FAILED
+        sweep.finished_at = db.now(session)
+    sweep.updated_at = db.now(session)
+    return released
+
+
+def _release(session: Session, db: Database, sweep: Sweep, number: int, trials) -> Job:
+    spec = sweep.spec
+    params = tuning.sample(
+        spec["method"],
+        spec["search"],
+        number,
+        spec["seed"],
+        goal=spec["objective"]["goal"],
+        past=[_past(t, spec) for t in trials],
+        trials=sweep.trials,
+    )
+    base = spec["base"]
+    seed = base.get("seed")
+    if spec.get("base_seed") is None:  # no seed in the base: each trial its own
+        seed = tuning.derived_seed(spec["seed"], number)
+    trial = tuning.trial_spec(base, params, seed=seed, dataset=spec.get("dataset"))
+    trial["sweep"] = {"id": sweep.id, "trial": number, "objective": spec["objective"]}
+    if spec.get("early_stopping"):
+        trial["sweep"]["early_stopping"] = spec["early_stopping"]
+    name = f"{sweep.name or 'sweep'} #{number}"
+    job = jobs.create_job(
+        session,
+        db,
+        tenant=sweep.tenant,
+        spec=trial,
+        arrays={},
+        name=name[:200],
+        labels=dict(sweep.labels),
+        chunk_bytes=2**20,
+        dispatching=True,
+        dataset_id=sweep.dataset_id,
+        val_dataset_id=sweep.val_dataset_id,
+        sweep_id=sweep.id,
+        trial=number,
+        params=params,
+    )
+    jobs.add_event(session, job.id, "sweep", f"trial {number} of sweep {sweep.id}")
+    return job
+
+
+def objective(job: Job, metric: str) -> float | None:
+    """The trial's objective: the metric of its last finished epoch (its model's)."""
+    latest = job.latest_metrics or {}
+    value = latest.get(metric)
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def _past(job: Job, spec: dict) -> tuning.Past:
+    metric = spec["objective"]["metric"]
+    steps = {d["epoch"]: d["value"] for d in job.rungs or [] if d["value"] is not None}
+    if job.status in ACTIVE:
+        state = "running"
+    elif job.status == SUCCEEDED:
+        state = "pruned" if job.stopped_early else "complete"
+    else:
+        state = "failed"
+    return tuning.Past(job.params or {}, state, objective(job, metric), steps)
+
+
+def best_trial(sweep: Sweep, trials: list[Job]) -> Job | None:
+    ranked = ranking(sweep, [t for t in trials if t.status == SUCCEEDED])
+    return ranked[0] if ranked and objective(ranked[0], _metric(sweep)) is not None else None
+
+
+def _metric(sweep: Sweep) -> str:
+    return sweep.spec["objective"]["metric"]
+
+
+def ranking(sweep: Sweep, trials: list[Job]) -> list[Job]:
+    """Best first by the objective; trials without one yet last, by number."""
+    metric, goal = _metric(sweep), sweep.spec["objective"]["goal"]
+
+    def key(job: Job):
+        value = objective(job, metric)
+        if value is None:
+            return (1, 0.0, job.trial)
+        return (0, -value if goal == "max" else value, job.trial)
+
+    return sorted(trials, key=key)
+
+
+def advance_running(session: Session, db: Database) -> list[str]:
+    """Every running sweep moved on (the reconciler's round): trials that ended outside a
+    worker (cancelled while queued, a lost worker's cancel) release the next ones."""
+    released = []
+    for sweep_id in session.scalars(select(Sweep.id).where(Sweep.status == RUNNING)):
+        sweep = lock(session, db, sweep_id)
+        if sweep is not None:
+            released += advance(session, db, sweep)
+    return released
+
+
+def advance_one(session: Session, db: Database, sweep_id: str) -> list[str]:
+    sweep = lock(session, db, sweep_id)
+    return advance(session, db, sweep) if sweep is not None else []
+
+
+# ---------------------------------------------------------------------------------- trials
+
+
+def end_job(session: Session, db: Database, job_id: str, owner: str, **finish) -> Ended:
+    """``jobs.finish``, and for a trial the sweep moved on in the same transaction (the
+    sweep's lock first): the trial's end and the next trial's release commit together."""
+    sweep_id = session.scalar(select(Job.sweep_id).where(Job.id == job_id))
+    sweep = lock(session, db, sweep_id) if sweep_id else None
+    offer = jobs.finish(session, db, job_id, owner, **finish)
+    released = advance(session, db, sweep) if sweep is not None else []
+    return Ended(offer, released)
+
+
+@dataclass(frozen=True)
+class Ended:
+    offer: str | None  # the tenant's next job waiting without a task message
+    released: list[str]  # trials released by this ending: to dispatch
+
+
+def judge(session: Session, db: Database, job_id: str, owner: str, epoch: int, value) -> dict:
+    """ASHA's decision for the trial at this rung epoch, recorded on it (see the module
+    docstring). A trial resumed after a lost worker reaches the rung again and gets the
+    decision it was given then."""
+    job = session.get(Job, job_id)
+    if job is None or job.lease_owner != owner:
+        raise jobs.LeaseLost(job_id)
+    sweep = lock(session, db, job.sweep_id)
+    session.refresh(job)
+    own = list(job.rungs or [])
+    for decision in own:
+        if decision["epoch"] == epoch:
+            return decision
+    config = sweep.spec["early_stopping"]
+    others = session.scalars(
+        select(Job.rungs).where(
+            Job.sweep_id == sweep.id, Job.id != job_id, Job.rungs.is_not(None)
+        )
+    )
+    decision = tuning.asha_decision(
+        epoch=epoch,
+        value=value,
+        own=own,
+        others=[r for r in others if r],
+        min_epochs=config["min_epochs"],
+        factor=config["reduction_factor"],
+        goal=sweep.spec["objective"]["goal"],
+    )
+    recorded = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.lease_owner == owner, Job.status == RUNNING)
+        .values(rungs=own + [decision])
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not recorded:
+        raise jobs.LeaseLost(job_id)
+    metric = sweep.spec["objective"]["metric"]
+    shown = "none" if decision["value"] is None else f"{decision['value']:.4g}"
+    cutoff = "none" if decision["cutoff"] is None else f"{decision['cutoff']:.4g}"
+    jobs.add_event(
+        session, job_id, "rung",
+        f"rung {decision['rung']} (epoch {epoch}): {metric} {shown}, the best "
+        f"{decision['keep']} of {decision['competitors']} continue (cutoff {cutoff}): "
+        f"{decision['decision']}", at=db.now(session),
+    )  # fmt: skip
+    return decision
+
+
+# ---------------------------------------------------------------------------------- cancel
+
+
+def cancel_sweep(session: Session, db: Database, tenant: str, sweep_id: str) -> Sweep:
+    """Cancel the sweep: queued trials now, running ones at their next mini-batch; finished
+    trials stay. Raises SweepConflict once it ended."""
+    get_sweep(session, tenant, sweep_id)
+    sweep = lock(session, db, sweep_id)
+    if sweep.status != RUNNING:
+        raise SweepConflict(f"the sweep already ended: {sweep.status}")
+    now = db.now(session)
+    sweep.status, sweep.finished_at = CANCELLED, now
+    for trial in trials_of(session, sweep_id):
+        if trial.status in ACTIVE:
+            jobs.request_cancel(session, db, tenant, trial.id)
+    return sweep
+
+
+# ---------------------------------------------------------------------------------- reads
+
+
+def counts(session: Session, sweep: Sweep) -> dict[str, int]:
+    rows = session.execute(
+        select(Job.status, func.count()).where(Job.sweep_id == sweep.id).group_by(Job.status)
+    ).all()
+    found = {status: 0 for status in (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)}
+    found.update({status: int(n) for status, n in rows})
+    found["pending"] = max(sweep.trials - sweep.released, 0) if sweep.status == RUNNING else 0
+    return found
+
+
+def list_sweeps(session: Session, tenant: str, *, limit: int = 50, cursor: str | None = None):
+    """The tenant's sweeps, newest first, a page at a time (the jobs' cursor form)."""
+    query = select(Sweep).where(Sweep.tenant == tenant)
+    if cursor:
+        created_at, sweep_id = jobs.decode_cursor(cursor)
+        query = query.where(
+            (Sweep.created_at < created_at)
+            | ((Sweep.created_at == created_at) & (Sweep.id < sweep_id))
+        )
+    found = list(
+        session.scalars(query.order_by(Sweep.created_at.desc(), Sweep.id.desc()).limit(limit + 1))
+    )
+    more = len(found) > limit
+    found = found[:limit]
+    return found, (jobs.encode_cursor(found[-1]) if more and found else None)
+
+
+def running_sweeps_using(session: Session, dataset_id: str) -> list[str]:
+    """Running sweeps that will make trials on this data set."""
+    return list(
+        session.scalars(
+            select(Sweep.id).where(
+                Sweep.status == RUNNING,
+                (Sweep.dataset_id == dataset_id) | (Sweep.val_dataset_id == dataset_id),
+            )
+        )
+    )
+
+
+def dataset_info(dataset: Dataset) -> dict:
+    """What a trial's spec needs of its data set to recompute its held-out rows."""
+    return {
+        "samples": int(dataset.samples),
+        "class_counts": dataset.members["targets"].get("class_counts"),
+    }
+
+
+__all__ = ["FINAL_STATUSES", "SweepConflict", "SweepNotFound"]

@@ -1,0 +1,337 @@
+"""Sweeps against the real stack: grid, random and TPE trials as jobs, ASHA's decisions,
+cancel, reproducible trial values, and a 422 naming the path for every invalid space."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+import pytest
+
+import tuning
+from tests.faults.conftest import model_weights, reference_weights
+
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+@pytest.fixture(scope="module")
+def classes(stack):
+    """A stored data set: 150 samples of 4 noisy features, 3 one-hot classes."""
+    rng = np.random.RandomState(3)
+    labels = rng.randint(3, size=150)
+    inputs = np.hstack([np.eye(3)[labels], rng.rand(150, 1)]) * 0.6 + rng.rand(150, 4) * 0.4
+    body = {"name": "three-classes", "inputs": inputs.round(4).tolist()}
+    body["targets"] = np.eye(3)[labels].tolist()
+    response = stack.client().post("/v1/datasets", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def base(dataset_id: str, **changes) -> dict:
+    job = {
+        "structure": [4, 6, 3],
+        "epochs": 6,
+        "learning_rate": 2.0,
+        "data": {"dataset_id": dataset_id, "batch_size": 10},
+        "options": {"validation_split": 0.2},
+    }
+    return {**job, **changes}
+
+
+def submit(client, body: dict) -> dict:
+    response = client.post("/v1/sweeps", json=body)
+    assert response.status_code == 202, response.text
+    assert response.headers["Location"] == f"/v1/sweeps/{response.json()['id']}"
+    return response.json()
+
+
+def wait(client, sweep_id: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        sweep = client.get(f"/v1/sweeps/{sweep_id}", params={"limit": 200}).json()
+        if sweep["status"] in FINAL:
+            return sweep
+        assert time.monotonic() < deadline, f"sweep still {sweep['status']}: {sweep['counts']}"
+        time.sleep(0.2)
+
+
+def trials(client, sweep_id: str) -> list[dict]:
+    """The sweep's trial jobs in full, by trial number (GET /v1/jobs?sweep=)."""
+    listed = client.get("/v1/jobs", params={"sweep": sweep_id, "limit": 200}).json()["jobs"]
+    return sorted((client.job(j["id"]) for j in listed), key=lambda j: j["trial"])
+
+
+def most_at_once(intervals) -> int:
+    """The largest number of half-open [start, end) intervals that overlap."""
+    points = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    now = best = 0
+    for _, step in points:
+        now += step
+        best = max(best, now)
+    return best
+
+
+def test_a_grid_runs_every_point_in_order_and_names_the_best(stack, classes):
+    client = stack.client()
+    search = {"learning_rate": {"choice": [0.5, 3.0]}, "structure[1]": {"choice": [3, 8]}}
+    sweep = submit(
+        client,
+        {
+            "name": "grid",
+            "base": base(classes),
+            "search": search,
+            "method": "grid",
+            "objective": {"metric": "val_accuracy"},
+            "max_parallel": 2,
+        },
+    )
+    assert sweep["trials"] == 4 and sweep["objective"] == {"metric": "val_accuracy", "goal": "max"}
+    done = wait(client, sweep["id"])
+    assert done["status"] == "succeeded"
+    assert done["counts"] == {
+        "pending": 0, "queued": 0, "running": 0, "succeeded": 4, "failed": 0, "cancelled": 0
+    }  # fmt: skip
+    jobs = trials(client, sweep["id"])
+    points = list(itertools.product([0.5, 3.0], [3, 8]))
+    assert [(j["params"]["learning_rate"], j["params"]["structure[1]"]) for j in jobs] == points
+    for job in jobs:  # a trial is the base job with its values
+        assert job["sweep_id"] == sweep["id"] and job["status"] == "succeeded"
+        assert job["learning_rate"] == job["params"]["learning_rate"]
+        assert job["structure"] == [4, job["params"]["structure[1]"], 3]
+        assert job["progress"]["epoch"] == 6 and not job["stopped_early"]
+    # the leaderboard: best objective first, and the best trial's model
+    board = [row["objective"] for row in done["leaderboard"]]
+    assert board == sorted(board, reverse=True)
+    assert done["best"]["objective"] == max(j["metrics"]["val_accuracy"] for j in jobs)
+    page = client.get(f"/v1/sweeps/{sweep['id']}", params={"limit": 3}).json()
+    assert len(page["leaderboard"]) == 3 and page["next_offset"] == 3
+    rest = client.get(f"/v1/sweeps/{sweep['id']}", params={"limit": 3, "offset": 3}).json()
+    assert [r["trial"] for r in page["leaderboard"] + rest["leaderboard"]] == [
+        r["trial"] for r in done["leaderboard"]
+    ]
+    model = client.get(f"/v1/sweeps/{sweep['id']}/best/model").json()
+    assert model["job_id"] == done["best"]["job_id"]
+    assert done["epochs"] == {"run": 24, "full": 24, "saved": 0.0}
+    # never more than max_parallel trials queued or running: each was released as one ended
+    spans = [(j["created_at"], j["finished_at"]) for j in jobs]
+    assert most_at_once(spans) <= 2
+    listed = client.get("/v1/sweeps").json()["sweeps"]
+    assert sweep["id"] in [s["id"] for s in listed]
+
+
+def test_random_trials_are_reproducible_from_the_seed_and_bitwise_exact(stack, classes):
+    client = stack.client()
+    body = {
+        "base": base(classes, epochs=3),
+        "search": {
+            "learning_rate": {"log_uniform": [0.1, 5]},
+            "options.l2": {"uniform": [0, 0.001]},
+            "data.batch_size": {"choice": [5, 10, 20]},
+        },
+        "method": "random",
+        "trials": 3,
+        "seed": 11,
+        "objective": {"metric": "val_cost"},
+        "max_parallel": 3,
+    }
+    first, second = submit(client, body), submit(client, body)
+    wait(client, first["id"]), wait(client, second["id"])
+    a, b = trials(client, first["id"]), trials(client, second["id"])
+    assert [j["params"] for j in a] == [j["params"] for j in b]
+    assert [j["params"] for j in a] == [tuning.sample("random", body["search"], k, 11) for k in (1, 2, 3)]
+    assert len({j["params"]["learning_rate"] for j in a}) == 3
+    # each trial has its own seed, from the sweep's, and trains like any job: bit for bit
+    assert len({j["seed"] for j in a}) == 3 and [j["seed"] for j in a] == [j["seed"] for j in b]
+    for job in a[:2]:
+        exact = reference_weights(stack.database_url, job["id"])
+        served = model_weights(client, job["id"])
+        assert all(np.array_equal(x, y) for x, y in zip(exact, served))
+
+
+def test_tpe_samples_from_the_finished_trials_results(stack, classes):
+    client = stack.client()
+    search = {"learning_rate": {"log_uniform": [0.01, 10]}, "structure[1]": {"int_uniform": [2, 12]}}
+    body = {
+        "base": base(classes, epochs=4),
+        "search": search,
+        "method": "tpe",
+        "trials": 6,
+        "seed": 5,
+        "objective": {"metric": "val_cost", "goal": "min"},
+        "max_parallel": 1,  # each trial sees every earlier one finished
+    }
+    done = wait(client, submit(client, body)["id"])
+    assert done["status"] == "succeeded" and done["counts"]["succeeded"] == 6
+    jobs = trials(client, done["id"])
+    # the service's values are what Optuna's TPE gives on the earlier trials' results
+    # (2 random start-up trials here), and those results change them
+    informed = 0
+    for k, job in enumerate(jobs, start=1):
+        past = [
+            tuning.Past(j["params"], "complete", j["metrics"]["val_cost"]) for j in jobs[: k - 1]
+        ]
+        assert job["params"] == tuning.sample("tpe", search, k, 5, goal="min", past=past, trials=6)
+        informed += job["params"] != tuning.sample("tpe", search, k, 5, goal="min", trials=6)
+    assert informed >= 3
+
+
+def test_asha_stops_poor_trials_and_records_the_figures_behind_each_stop(stack, classes):
+    client = stack.client()
+    sweep = submit(
+        client,
+        {
+            "base": base(classes, epochs=9),
+            "search": {"learning_rate": {"log_uniform": [0.001, 20]}},
+            "method": "random",
+            "trials": 9,
+            "seed": 2,
+            "objective": {"metric": "val_accuracy"},
+            "early_stopping": {"min_epochs": 1, "reduction_factor": 3},
+            "max_parallel": 3,
+        },
+    )
+    done = wait(client, sweep["id"])
+    assert done["status"] == "succeeded" and done["counts"]["succeeded"] == 9
+    jobs = trials(client, sweep["id"])
+    stopped = [j for j in jobs if j["stopped_early"]]
+    assert stopped, "no trial was stopped"
+    at_rung: dict[int, list[float]] = {0: [], 1: []}
+    for job in jobs:
+        for decision in job["rungs"]:
+            at_rung[decision["rung"]].append(decision["value"])
+    for job in jobs:
+        assert [d["epoch"] for d in job["rungs"]] == [1, 3][: len(job["rungs"])]
+        for decision in job["rungs"]:
+            n, keep, value = decision["competitors"], decision["keep"], decision["value"]
+            assert keep == max(1, n // 3)
+            assert n <= len(at_rung[decision["rung"]])  # those that reached the rung before
+            assert decision["cutoff"] in at_rung[decision["rung"]]
+            if decision["decision"] == "stop":  # worse than the keep-th best: not in the top
+                assert value < decision["cutoff"] and decision["better"] >= keep
+            else:
+                assert value >= decision["cutoff"] and decision["better"] < keep
+        if job["stopped_early"]:  # ended at its last rung, succeeded, with its model
+            last = job["rungs"][-1]
+            assert last["decision"] == "stop" and job["progress"]["epoch"] == last["epoch"]
+            assert job["status"] == "succeeded"
+            assert any(e["kind"] == "rung" for e in job["history"])
+            assert client.get(f"/v1/jobs/{job['id']}/model").status_code == 200
+        else:
+            assert job["progress"]["epoch"] == 9
+            assert all(d["decision"] == "continue" for d in job["rungs"])
+    assert done["epochs"]["full"] == 81 and done["epochs"]["run"] < 81
+    assert done["epochs"]["run"] == sum(j["progress"]["epoch"] for j in jobs)
+
+
+def test_cancel_stops_queued_and_running_trials_and_keeps_finished_ones(stack, classes):
+    client = stack.client()
+    sweep = submit(
+        client,
+        {
+            "base": base(classes, epochs=400, data={"dataset_id": classes, "batch_size": 1}),
+            "search": {"learning_rate": {"uniform": [0.5, 3]}},
+            "trials": 5,
+            "seed": 1,
+            "objective": {"metric": "cost"},
+            "max_parallel": 2,
+        },
+    )
+    deadline = time.monotonic() + 60
+    while client.get(f"/v1/sweeps/{sweep['id']}").json()["counts"]["running"] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    response = client.post(f"/v1/sweeps/{sweep['id']}/cancel")
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "cancelled"
+    deadline = time.monotonic() + 60
+    while True:
+        jobs = trials(client, sweep["id"])
+        if all(j["status"] in FINAL for j in jobs):
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert len(jobs) == 2 and {j["status"] for j in jobs} == {"cancelled"}  # none released
+    after = client.get(f"/v1/sweeps/{sweep['id']}").json()
+    assert after["status"] == "cancelled" and after["counts"]["pending"] == 0
+    again = client.post(f"/v1/sweeps/{sweep['id']}/cancel")
+    assert again.status_code == 409
+    assert again.headers["Content-Type"] == "application/problem+json"
+    assert client.get(f"/v1/sweeps/{sweep['id']}/best/model").status_code == 409
+
+
+def test_another_tenant_sees_no_sweep(stack, classes):
+    sweep = submit(
+        stack.client(),
+        {
+            "base": base(classes, epochs=2),
+            "search": {"learning_rate": {"choice": [1.0]}},
+            "method": "grid",
+            "objective": {"metric": "cost"},
+        },
+    )
+    other = stack.client("bob")
+    assert other.get(f"/v1/sweeps/{sweep['id']}").status_code == 404
+    assert other.post(f"/v1/sweeps/{sweep['id']}/cancel").status_code == 404
+    assert other.get("/v1/jobs", params={"sweep": sweep["id"]}).json()["jobs"] == []
+    wait(stack.client(), sweep["id"])
+
+
+INVALID = [
+    # (what changes in the request, the field the 422 names)
+    ({"search": {"lerning_rate": {"choice": [1.0]}}}, "search.lerning_rate"),
+    ({"search": {"data.inputs": {"choice": [1.0]}}}, "search.data.inputs"),
+    ({"search": {"name": {"choice": ["a"]}}}, "search.name"),
+    ({"search": {"structure[0]": {"choice": [4]}}}, "search.structure[0]"),
+    ({"search": {"structure[2]": {"choice": [4]}}}, "search.structure[2]"),
+    ({"search": {"options.l2[1]": {"choice": [0.1]}}}, "search.options.l2[1]"),
+    ({"search": {"Learning-Rate": {"choice": [0.1]}}}, "search.Learning-Rate"),
+    ({"search": {"learning_rate": {"normal": [0, 1]}}}, "search.learning_rate"),
+    ({"search": {"learning_rate": {"uniform": [1]}}}, "search.learning_rate.uniform"),
+    ({"search": {"learning_rate": {"uniform": [2, 1]}}}, "search.learning_rate.uniform"),
+    ({"search": {"learning_rate": {"log_uniform": [0, 1]}}}, "search.learning_rate.log_uniform"),
+    ({"search": {"learning_rate": {"uniform": [-1, 1]}}}, "search.learning_rate"),
+    ({"search": {"learning_rate": {"choice": []}}}, "search.learning_rate.choice"),
+    ({"search": {"epochs": {"uniform": [1, 3]}}}, "search.epochs"),
+    ({"search": {"epochs": {"int_uniform": [1, 200000]}}}, "search.epochs"),
+    ({"search": {"structure[1]": {"choice": [4, 100000]}}}, "search.structure[1]"),
+    ({"search": {"structure": {"choice": [[4, 5, 3], [4, 5, 2]]}}}, "search.structure"),
+    ({"search": {"options.activation": {"choice": ["relu", "swish"]}}}, "search.options.activation"),
+    ({"search": {"options.cost": {"choice": ["cross_entropy"]}}, "base": {"options": {"output_activation": "relu"}}}, "search.options.cost"),  # noqa: E501
+    ({"search": {"options.validation_split": {"uniform": [0.1, 1.0]}}}, "search.options.validation_split"),  # noqa: E501
+    ({"search": {"data.batch_size": {"int_uniform": [0, 10]}}}, "search.data.batch_size"),
+    ({"search": {"structure": {"choice": [[4, 8192, 8192, 3]]}}, "base": {"epochs": 100000}}, "search.structure"),  # noqa: E501
+    ({"search": {"structure": {"choice": [[4, 8192, 8192, 3]]}, "epochs": {"choice": [100000]}}}, "search.epochs"),  # noqa: E501
+    ({"method": "grid"}, "search.learning_rate"),
+    ({"method": "grid", "search": {"learning_rate": {"choice": [1.0, 2.0]}}, "trials": 3}, "trials"),  # noqa: E501
+    ({"trials": 100000}, "trials"),
+    ({"max_parallel": 1000}, "max_parallel"),
+    ({"objective": {"metric": "val_accuracy"}, "base": {"options": {}}}, "objective.metric"),
+    ({"early_stopping": {"min_epochs": 6}}, "early_stopping.min_epochs"),
+    ({"base": {"data": {"inputs": [[0, 0, 0, 0]], "targets": [[0, 0, 1]]}}}, "base.data"),
+    ({"base": {"epochs": 0}}, "base.epochs"),
+    ({"base": {"structure": [5, 6, 3]}}, "base.data.dataset_id"),
+]
+
+
+@pytest.mark.parametrize("change, field", INVALID, ids=[f for _, f in INVALID])
+def test_every_invalid_space_gets_a_422_naming_the_path(stack, classes, change, field):
+    client = stack.client()
+    body = {
+        "base": base(classes),
+        "search": {"learning_rate": {"log_uniform": [0.1, 5]}},
+        "trials": 4,
+        "objective": {"metric": "val_accuracy"},
+    }
+    for key, value in change.items():
+        if key == "base":
+            body["base"] = {**body["base"], **value}
+        else:
+            body[key] = value
+    before = len(client.get("/v1/sweeps", params={"limit": 200}).json()["sweeps"])
+    response = client.post("/v1/sweeps", json=body)
+    assert response.status_code == 422, response.text
+    assert response.headers["Content-Type"] == "application/problem+json"
+    fields = [e["field"] for e in response.json()["errors"]]
+    assert field in fields, response.json()
+    assert len(client.get("/v1/sweeps", params={"limit": 200}).json()["sweeps"]) == before
