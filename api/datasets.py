@@ -272,8 +272,8 @@ def delete_dataset(dataset_id: str):
         except datasets.DatasetInUse as exc:
             raise ApiProblem(
                 409,
-                f"queued or running jobs (or running sweeps) use this data set: {', '.join(exc.job_ids[:20])}; "
-                "cancel them or wait for them to end",
+                "queued or running jobs (or running sweeps) use this data set: "
+                f"{', '.join(exc.job_ids[:20])}; cancel them or wait for them to end",
                 slug="dataset-in-use",
             ) from None
     return Response(status=204)

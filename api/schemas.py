@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     Tag,
 )
+from pydantic_core import PydanticCustomError
 
 
 def _integral_float_to_int(value: Any) -> Any:
@@ -211,6 +212,9 @@ def _keys_by_pattern(schema: dict) -> None:
     schema["additionalProperties"] = values
 
 
+# \s means other characters in pydantic's regex (Unicode White_Space: U+0085), JSON Schema's
+# (ECMA-262: U+FEFF) and Python's: naming both makes the set the same everywhere
+CALLBACK_URL = r"^https?://[^\s\x85\ufeff/?#]+"
 LabelKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,63}$")]
 # no control characters (PostgreSQL text cannot hold NUL, and logs should not hold the rest)
 Text = Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f]*$")]
@@ -257,12 +261,10 @@ class JobCreate(Strict):
     ] = {}
     options: Options = Options()
     data: TrainingData
-    callback_url: Annotated[str, Field(max_length=2000, pattern=r"^https?://[^\s/?#]+")] | None = (
-        Field(
-            None,
-            description="When the job ends, its final state is POSTed here, signed with the "
-            "tenant's webhook secret (X-Backprop-Signature, X-Backprop-Timestamp)",
-        )
+    callback_url: Annotated[str, Field(max_length=2000, pattern=CALLBACK_URL)] | None = Field(
+        None,
+        description="When the job ends, its final state is POSTed here, signed with the "
+        "tenant's webhook secret (X-Backprop-Signature, X-Backprop-Timestamp)",
     )
     init_from: Annotated[str, Field(pattern=DATASET_ID)] | None = Field(
         None,
@@ -605,13 +607,15 @@ class Problem(Out):
 
 def _ordered(bounds: list) -> list:
     if not bounds[0] < bounds[1]:
-        raise ValueError(f"expected [low, high] with low < high, got {bounds}")
+        message = "expected [low, high] with low < high, got {bounds}"
+        raise PydanticCustomError("search_range", message, {"bounds": bounds})
     return bounds
 
 
 def _positive(bounds: list) -> list:
     if bounds[0] <= 0:
-        raise ValueError(f"a log scale needs low > 0, got {bounds[0]}")
+        message = "a log scale needs low > 0, got {low}"
+        raise PydanticCustomError("search_range", message, {"low": bounds[0]})
     return bounds
 
 
@@ -674,7 +678,7 @@ Dimension = Annotated[
         _dimension_kind,
         custom_error_type="dimension",
         custom_error_message="expected one key: choice, uniform, log_uniform, int_uniform or "
-        "int_log_uniform, e.g. {\"log_uniform\": [0.01, 10]}",
+        'int_log_uniform, e.g. {"log_uniform": [0.01, 10]}',
     ),
 ]
 SearchPath = Annotated[

@@ -135,7 +135,7 @@ def _check_counts(body: SweepCreate, search: dict, settings: Settings, errors) -
     if body.method == "grid":
         ranges = [p for p, d in search.items() if tuning.is_numeric(d)]
         for path in ranges:
-            message = "a grid takes choices only: {\"choice\": [...]}"
+            message = 'a grid takes choices only: {"choice": [...]}'
             errors.append(field_error(("search", path), message, "search_grid"))
         if ranges:
             return 0
@@ -201,8 +201,10 @@ def _check_corners(body, search: dict, settings: Settings, find_dataset, errors)
                 continue
             reported.add(path)
             values = ", ".join(f"{p} = {v!r}" for p, v in corner.items())
-            message = f"the trial with {values} is not a valid job: {error['field']}: {error['msg']}"
-            errors.append(field_error(("search", path), message, error["type"]))
+            message = (
+                f"the trial with {values} is not a valid job: {error['field']}: {error['msg']}"
+            )
+            errors.append(field_error(("search", path), message, "invalid_trial"))
         if len(reported) >= MAX_ERRORS:
             return
 

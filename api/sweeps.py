@@ -10,7 +10,7 @@ from flask import Blueprint, g, url_for
 from store import sweeps
 from worker.webhooks import refusal
 
-from .jobs import _find_dataset, _model_view, dispatch
+from .jobs import SUBMIT_RULES, _find_dataset, _model_view, dispatch
 from .limits import queue_full
 from .openapi import Rule, operation
 from .problems import ApiProblem
@@ -44,12 +44,19 @@ SWEEP_RULES = (
         "search_path",
         "every key of search is a searchable field of a job (learning_rate, epochs, seed, "
         "structure, structure[i] for a hidden layer i, options.*, data.batch_size, "
-        "data.shuffle), and structure is not searched with its layers",
+        "data.shuffle), structure is not searched with its layers, and integer fields take "
+        "choice, int_uniform or int_log_uniform",
     ),
+    Rule("search_range", "a range is [low, high] with low < high, and low > 0 on a log scale"),
     Rule("search_grid", "method grid takes choices only, and at most the grid's size of trials"),
     Rule(
         "search_size",
         "the space has at most 4096 combinations of choices and range ends (each is checked)",
+    ),
+    Rule(
+        "invalid_trial",
+        "every trial the space can make is a valid job: each combination of the choices and "
+        "the ends of the ranges passes createJob's rules (reported at search.<path>)",
     ),
     Rule(
         "sweep_data",
@@ -61,14 +68,18 @@ SWEEP_RULES = (
         "a val_ metric needs a validation set in every trial, an accuracy one-hot targets",
     ),
     Rule(
-        "limit_exceeded",
-        "trials is at most {max_sweep_trials} (MAX_SWEEP_TRIALS), max_parallel at most "
-        "{max_sweep_parallel} (MAX_SWEEP_PARALLEL)",
+        "sweep",
+        "early_stopping.min_epochs is below the epochs of every trial (or no rung is reached)",
     ),
     Rule(
-        "base, search",
-        "the base is a valid job (createJob's rules, errors under base.), and so is every "
-        "trial the space can make: a corner that breaks a rule is reported at search.<path>",
+        "limit_exceeded",
+        "trials is at most {max_sweep_trials} (MAX_SWEEP_TRIALS), max_parallel at most "
+        "{max_sweep_parallel} (MAX_SWEEP_PARALLEL); and the base within createJob's limits",
+    ),
+    *(
+        Rule(rule.type, f"in the base (errors under base.): {rule.text}")
+        for rule in SUBMIT_RULES
+        if rule.type not in ("npy", "init_from", "idempotency_key_reused")
     ),
 )
 
@@ -189,4 +200,3 @@ def _find(session, sweep_id: str):
         raise ApiProblem(
             404, f"no sweep {sweep_id!r} for this tenant", slug="sweep-not-found"
         ) from None
-

@@ -112,9 +112,7 @@ def get_sweep(session: Session, tenant: str, sweep_id: str) -> Sweep:
 
 
 def trials_of(session: Session, sweep_id: str) -> list[Job]:
-    return list(
-        session.scalars(select(Job).where(Job.sweep_id == sweep_id).order_by(Job.trial))
-    )
+    return list(session.scalars(select(Job).where(Job.sweep_id == sweep_id).order_by(Job.trial)))
 
 
 # ---------------------------------------------------------------------------------- release
@@ -274,9 +272,7 @@ def judge(session: Session, db: Database, job_id: str, owner: str, epoch: int, v
             return decision
     config = sweep.spec["early_stopping"]
     others = session.scalars(
-        select(Job.rungs).where(
-            Job.sweep_id == sweep.id, Job.id != job_id, Job.rungs.is_not(None)
-        )
+        select(Job.rungs).where(Job.sweep_id == sweep.id, Job.id != job_id, Job.rungs.is_not(None))
     )
     decision = tuning.asha_decision(
         epoch=epoch,

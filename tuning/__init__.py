@@ -318,7 +318,9 @@ def asha_decision(
         study.add_trial(optuna.trial.create_trial(state=running, system_attrs=attrs))
     attrs = recorded(own)
     study.add_trial(
-        optuna.trial.create_trial(state=running, system_attrs=attrs, intermediate_values={epoch: value})
+        optuna.trial.create_trial(
+            state=running, system_attrs=attrs, intermediate_values={epoch: value}
+        )
     )
     pruner = optuna.pruners.SuccessiveHalvingPruner(
         min_resource=min_epochs, reduction_factor=factor, min_early_stopping_rate=0

@@ -19,6 +19,7 @@ import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
+import tuning
 from backprop.settings import Settings
 from core import (
     COMPLETED,
@@ -30,7 +31,6 @@ from core import (
     TrainingConfig,
     gradient_check,
 )
-import tuning
 from store import jobs, sweeps
 from store.db import Database, is_outage
 from store.models import CANCELLED, FAILED, SUCCEEDED

@@ -260,6 +260,55 @@ def test_data_sets_from_a_form_and_from_json_then_a_job_on_one(gen):
     assert gone.status_code == 404 and isinstance(gone.parsed, models.Problem)
 
 
+def test_a_sweep_through_the_generated_client(gen):
+    _, _, models, client = gen
+    rng = np.random.default_rng(5)
+    body = models.DatasetCreate.from_dict(
+        {
+            "inputs": rng.random((30, 2)).tolist(),
+            "targets": np.eye(2)[rng.integers(0, 2, 30)].tolist(),
+        }
+    )
+    dataset = _op(gen, "create_dataset").sync_detailed(client=client, body=body).parsed
+    request = {
+        "name": "generated",
+        "base": {**XOR, "structure": [2, 3, 2], "epochs": 3,
+                 "data": {"dataset_id": dataset.id, "batch_size": 5}},
+        "search": {"learning_rate": {"log_uniform": [0.5, 4]}, "structure[1]": {"choice": [2, 4]}},
+        "method": "random",
+        "trials": 2,
+        "seed": 3,
+        "objective": {"metric": "cost"},
+        "early_stopping": {"min_epochs": 1, "reduction_factor": 2},
+    }  # fmt: skip
+    submitted = _op(gen, "create_sweep").sync_detailed(
+        client=client, body=models.SweepCreate.from_dict(request)
+    )
+    assert submitted.status_code == 202, submitted.content
+    sweep = submitted.parsed
+    assert isinstance(sweep, models.SweepOut) and sweep.trials == 2
+    deadline = time.monotonic() + 60
+    while sweep.status.value == "running":
+        assert time.monotonic() < deadline, sweep
+        time.sleep(0.2)
+        sweep = _op(gen, "get_sweep").sync_detailed(sweep.id, client=client, limit=10).parsed
+    assert sweep.status.value == "succeeded" and sweep.counts.succeeded == 2
+    assert sweep.best.objective == min(row.objective for row in sweep.leaderboard)
+    listed = _op(gen, "list_sweeps").sync_detailed(client=client, limit=200).parsed
+    assert sweep.id in {s.id for s in listed.sweeps}
+    trials = _op(gen, "list_jobs").sync_detailed(client=client, sweep=sweep.id).parsed
+    assert sorted(j.trial for j in trials.jobs) == [1, 2]
+    model = _op(gen, "get_sweep_best_model").sync_detailed(sweep.id, client=client).parsed
+    assert isinstance(model, models.ModelOut) and model.job_id == sweep.best.job_id
+    ended = _op(gen, "cancel_sweep").sync_detailed(sweep.id, client=client)
+    assert ended.status_code == 409 and isinstance(ended.parsed, models.Problem)
+    bad = dict(request, search={"structure[0]": {"choice": [3]}})
+    invalid = _op(gen, "create_sweep").sync_detailed(
+        client=client, body=models.SweepCreate.from_dict(bad)
+    )
+    assert invalid.status_code == 422 and invalid.parsed.errors[0].field == "search.structure[0]"
+
+
 def test_health_and_readiness_without_a_token(gen, live):
     package, _, models, _ = gen
     anonymous = package.Client(base_url=live.base)

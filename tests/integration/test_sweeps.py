@@ -139,7 +139,9 @@ def test_random_trials_are_reproducible_from_the_seed_and_bitwise_exact(stack, c
     wait(client, first["id"]), wait(client, second["id"])
     a, b = trials(client, first["id"]), trials(client, second["id"])
     assert [j["params"] for j in a] == [j["params"] for j in b]
-    assert [j["params"] for j in a] == [tuning.sample("random", body["search"], k, 11) for k in (1, 2, 3)]
+    assert [j["params"] for j in a] == [
+        tuning.sample("random", body["search"], k, 11) for k in (1, 2, 3)
+    ]
     assert len({j["params"]["learning_rate"] for j in a}) == 3
     # each trial has its own seed, from the sweep's, and trains like any job: bit for bit
     assert len({j["seed"] for j in a}) == 3 and [j["seed"] for j in a] == [j["seed"] for j in b]
@@ -151,7 +153,10 @@ def test_random_trials_are_reproducible_from_the_seed_and_bitwise_exact(stack, c
 
 def test_tpe_samples_from_the_finished_trials_results(stack, classes):
     client = stack.client()
-    search = {"learning_rate": {"log_uniform": [0.01, 10]}, "structure[1]": {"int_uniform": [2, 12]}}
+    search = {
+        "learning_rate": {"log_uniform": [0.01, 10]},
+        "structure[1]": {"int_uniform": [2, 12]},
+    }
     body = {
         "base": base(classes, epochs=4),
         "search": search,
@@ -296,14 +301,35 @@ INVALID = [
     ({"search": {"epochs": {"int_uniform": [1, 200000]}}}, "search.epochs"),
     ({"search": {"structure[1]": {"choice": [4, 100000]}}}, "search.structure[1]"),
     ({"search": {"structure": {"choice": [[4, 5, 3], [4, 5, 2]]}}}, "search.structure"),
-    ({"search": {"options.activation": {"choice": ["relu", "swish"]}}}, "search.options.activation"),
-    ({"search": {"options.cost": {"choice": ["cross_entropy"]}}, "base": {"options": {"output_activation": "relu"}}}, "search.options.cost"),  # noqa: E501
-    ({"search": {"options.validation_split": {"uniform": [0.1, 1.0]}}}, "search.options.validation_split"),  # noqa: E501
+    (
+        {"search": {"options.activation": {"choice": ["relu", "swish"]}}},
+        "search.options.activation",
+    ),
+    (
+        {
+            "search": {"options.cost": {"choice": ["cross_entropy"]}},
+            "base": {"options": {"output_activation": "relu"}},
+        },
+        "search.options.cost",
+    ),  # noqa: E501
+    (
+        {"search": {"options.validation_split": {"uniform": [0.1, 1.0]}}},
+        "search.options.validation_split",
+    ),  # noqa: E501
     ({"search": {"data.batch_size": {"int_uniform": [0, 10]}}}, "search.data.batch_size"),
-    ({"search": {"structure": {"choice": [[4, 8192, 8192, 3]]}}, "base": {"epochs": 100000}}, "search.structure"),  # noqa: E501
-    ({"search": {"structure": {"choice": [[4, 8192, 8192, 3]]}, "epochs": {"choice": [100000]}}}, "search.epochs"),  # noqa: E501
+    (
+        {"search": {"structure": {"choice": [[4, 8192, 8192, 3]]}}, "base": {"epochs": 100000}},
+        "search.structure",
+    ),  # noqa: E501
+    (
+        {"search": {"structure": {"choice": [[4, 8192, 8192, 3]]}, "epochs": {"choice": [100000]}}},
+        "search.epochs",
+    ),  # noqa: E501
     ({"method": "grid"}, "search.learning_rate"),
-    ({"method": "grid", "search": {"learning_rate": {"choice": [1.0, 2.0]}}, "trials": 3}, "trials"),  # noqa: E501
+    (
+        {"method": "grid", "search": {"learning_rate": {"choice": [1.0, 2.0]}}, "trials": 3},
+        "trials",
+    ),  # noqa: E501
     ({"trials": 100000}, "trials"),
     ({"max_parallel": 1000}, "max_parallel"),
     ({"objective": {"metric": "val_accuracy"}, "base": {"options": {}}}, "objective.metric"),
