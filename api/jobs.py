@@ -277,7 +277,9 @@ def _idempotency_key() -> str | None:
     return key
 
 
-def _lookup(session, key: str) -> Response | None:
+def _lookup(session, key: str, location=None) -> Response | None:
+    """The stored answer of an earlier request with this key, or None. ``location(answer)``
+    gives its Location (a job's URL by default)."""
     s = services()
     try:
         replay = idempotency.lookup(session, s.db, g.tenant, key, g.body_sha256)
@@ -291,7 +293,9 @@ def _lookup(session, key: str) -> Response | None:
         return None
     g.job_id = replay.job_id
     headers = {"Idempotent-Replayed": "true"}
-    if replay.job_id:
+    if location is not None:
+        headers["Location"] = location(replay.response)
+    elif replay.job_id:
         headers["Location"] = url_for("jobs.get_job", job_id=replay.job_id)
     return Response(
         json.dumps(replay.response),

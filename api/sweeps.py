@@ -6,11 +6,20 @@ checks at submit), and shape the answer. Trials are jobs: ``GET /v1/jobs?sweep=<
 from __future__ import annotations
 
 from flask import Blueprint, g, url_for
+from sqlalchemy.exc import IntegrityError
 
-from store import sweeps
+from store import idempotency, sweeps
 from worker.webhooks import refusal
 
-from .jobs import SUBMIT_RULES, _find_dataset, _model_view, dispatch
+from .jobs import (
+    IDEMPOTENCY_HEADER,
+    SUBMIT_RULES,
+    _find_dataset,
+    _idempotency_key,
+    _lookup,
+    _model_view,
+    dispatch,
+)
 from .limits import queue_full
 from .openapi import Rule, operation
 from .problems import ApiProblem
@@ -90,13 +99,19 @@ SWEEP_RULES = (
     body=SweepCreate,
     responses={202: SweepOut},
     links={202: LINKS},
+    headers={"Idempotency-Key": IDEMPOTENCY_HEADER},
     response_headers={
         202: {
             "Location": {
                 "description": "The sweep's URL (getSweep)",
                 "required": True,
                 "schema": {"type": "string"},
-            }
+            },
+            "Idempotent-Replayed": {
+                "description": "true when this is the stored answer of an earlier submit "
+                "with the same Idempotency-Key (no new sweep was made)",
+                "schema": {"type": "string", "enum": ["true"]},
+            },
         }
     },
     rules=SWEEP_RULES,
@@ -109,32 +124,69 @@ def submit(body: SweepCreate):
     (ASHA) poor trials end at a rung. Poll the Location until its status is succeeded,
     failed or cancelled."""
     s = services()
+    key = _idempotency_key()
     prepared = prepare_sweep(body, s.settings, _find_dataset)
     if body.base.callback_url:
         why = refusal(body.base.callback_url, s.settings.callback_allow_private_networks)
         if why is not None:
             raise SpecError([field_error(("base", "callback_url"), why, "callback_url")])
+    try:
+        with s.db.session() as session:
+            if key:
+                replay = _lookup(session, key, location=_location)
+                if replay is not None:
+                    return replay
+            view, released = _store(session, body, prepared, key)
+    except IntegrityError:
+        if not key:
+            raise
+        with s.db.session() as session:  # a concurrent twin with the same key won the race
+            replay = _lookup(session, key, location=_location)
+        if replay is None:
+            raise
+        return replay
+    for job_id in released:
+        dispatch(job_id)
+    return _json(view, 202, {"Location": _location(view.model_dump(mode="json"))})
+
+
+def _store(session, body: SweepCreate, prepared, key: str | None):
+    """The sweep, its first trials and the key's answer, in the caller's transaction."""
+    s = services()
     queued_limit = s.settings.max_queued_jobs_per_tenant
-    with s.db.session() as session:
-        queued = sweeps.jobs.count_jobs(session, g.tenant, "queued")
-        if queued + min(body.max_parallel, prepared.trials) > queued_limit:
-            raise queue_full(sweeps.jobs.QueueFull(queued, queued_limit))
-        sweep, released = sweeps.create_sweep(
+    queued = sweeps.jobs.count_jobs(session, g.tenant, "queued")
+    if queued + min(body.max_parallel, prepared.trials) > queued_limit:
+        raise queue_full(sweeps.jobs.QueueFull(queued, queued_limit))
+    sweep, released = sweeps.create_sweep(
+        session,
+        s.db,
+        tenant=g.tenant,
+        name=body.name,
+        labels=body.labels,
+        spec=prepared.spec,
+        trials=prepared.trials,
+        max_parallel=body.max_parallel,
+        dataset_id=prepared.base.dataset_id,
+        val_dataset_id=prepared.base.val_dataset_id,
+    )
+    view = sweep_detail(session, sweep)
+    if key:
+        idempotency.remember(
             session,
             s.db,
             tenant=g.tenant,
-            name=body.name,
-            labels=body.labels,
-            spec=prepared.spec,
-            trials=prepared.trials,
-            max_parallel=body.max_parallel,
-            dataset_id=prepared.base.dataset_id,
-            val_dataset_id=prepared.base.val_dataset_id,
+            key=key,
+            request_hash=g.body_sha256,
+            status_code=202,
+            response=view.model_dump(mode="json"),
+            job_id=None,
+            ttl_seconds=s.settings.idempotency_ttl_seconds,
         )
-        view = sweep_detail(session, sweep)
-    for job_id in released:
-        dispatch(job_id)
-    return _json(view, 202, {"Location": url_for("sweeps.get_sweep", sweep_id=view.id)})
+    return view, released
+
+
+def _location(answer: dict) -> str:
+    return url_for("sweeps.get_sweep", sweep_id=answer["id"])
 
 
 @bp.get("")

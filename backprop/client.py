@@ -257,6 +257,49 @@ class Client:
     def usage(self) -> dict:
         return self._json("GET", "/v1/usage")
 
+    # ---------------------------------------------------------------------------- sweeps
+
+    def submit_sweep(self, body: dict, *, idempotency_key: str | None = None) -> dict:
+        """Start a sweep (POST /v1/sweeps); a retried submit makes one sweep."""
+        key = idempotency_key or str(uuid.uuid4())
+        return self._json("POST", "/v1/sweeps", json=body, headers={"Idempotency-Key": key})
+
+    def sweep(self, sweep_id: str, *, limit: int = 50, offset: int = 0) -> dict:
+        """The sweep with a page of its leaderboard (best first)."""
+        params = {"limit": limit, "offset": offset}
+        return self._json("GET", f"/v1/sweeps/{sweep_id}", params=params)
+
+    def sweeps(self) -> Iterator[dict]:
+        return self._pages("/v1/sweeps", "sweeps", {})
+
+    def cancel_sweep(self, sweep_id: str) -> dict:
+        return self._json("POST", f"/v1/sweeps/{sweep_id}/cancel")
+
+    def wait_sweep(
+        self,
+        sweep_id: str,
+        timeout: float | None = None,
+        on_update: Callable[[dict], None] | None = None,
+        interval: float = 1.0,
+        limit: int = 50,
+    ) -> dict:
+        """Poll until the sweep ends; ``on_update`` sees every state. TimeoutError after
+        ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            sweep = self.sweep(sweep_id, limit=limit)
+            if on_update:
+                on_update(sweep)
+            if sweep["status"] != "running":
+                return sweep
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"sweep {sweep_id} still running after {timeout} s")
+            time.sleep(interval)
+
+    def best_model(self, sweep_id: str) -> dict:
+        """The best trial's model, as GET /v1/jobs/{id}/model gives it."""
+        return self._json("GET", f"/v1/sweeps/{sweep_id}/best/model")
+
     # ------------------------------------------------------------------------ data sets
 
     def upload(

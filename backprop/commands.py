@@ -5,6 +5,7 @@
     backprop status JOB | list | watch JOB | metrics JOB | model JOB -o model.npz
     backprop predict JOB --inputs x.npy | cancel JOB
     backprop datasets upload digits.npz | datasets list | datasets rm ID
+    backprop sweep submit sweep.json --watch | sweep status ID | sweep watch ID | sweep cancel ID
 
 The service is ``--url`` (``BACKPROP_URL``, default http://127.0.0.1:8000) and the token
 ``--token`` (``BACKPROP_TOKEN``; under ``make run``, its dev token in VAR_DIR/dev-token).
@@ -23,6 +24,8 @@ import click
 import httpx
 import numpy as np
 from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -329,6 +332,108 @@ def datasets_rm(client, as_json, dataset_id):
         click.echo(f"deleted {dataset_id}")
 
 
+@click.group("sweep")
+def sweep_group():
+    """Hyperparameter sweeps: submit, follow a live leaderboard, cancel."""
+
+
+@sweep_group.command("submit")
+@click.argument("sweep_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--watch", "watch", is_flag=True, help="Follow the leaderboard until it ends.")
+@connection
+def sweep_submit(client, as_json, sweep_file, watch):
+    """Start the sweep a JSON file describes (POST /v1/sweeps's body)."""
+    body = json.loads(Path(sweep_file).read_text())
+    sweep = client.submit_sweep(body)
+    if not as_json:
+        console.print(f"sweep {sweep['id']} started: {sweep['trials']} trials")
+    if watch:
+        sweep = _follow_sweep(client, sweep["id"], as_json)
+    _print(sweep, as_json, _sweep_table(sweep))
+
+
+@sweep_group.command("status")
+@click.argument("sweep_id")
+@click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True)
+@connection
+def sweep_status(client, as_json, sweep_id, limit):
+    """The sweep's status, counts and leaderboard."""
+    sweep = client.sweep(sweep_id, limit=limit)
+    _print(sweep, as_json, _sweep_table(sweep))
+
+
+@sweep_group.command("watch")
+@click.argument("sweep_id")
+@click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True)
+@connection
+def sweep_watch(client, as_json, sweep_id, limit):
+    """A live leaderboard until the sweep ends; exit 0 when it succeeded."""
+    sweep = _follow_sweep(client, sweep_id, as_json, limit)
+    _print(sweep, as_json, _sweep_table(sweep))
+    if sweep["status"] != "succeeded":
+        raise click.ClickException(f"sweep {sweep_id} {sweep['status']}")
+
+
+@sweep_group.command("list")
+@connection
+def sweep_list(client, as_json):
+    """The tenant's sweeps, newest first."""
+    rows = list(client.sweeps())
+    table = Table("id", "name", "status", "method", "trials", "succeeded", "best", "created")
+    for s in rows:
+        best = s.get("best") or {}
+        table.add_row(s["id"], s.get("name") or "", s["status"], s["method"], str(s["trials"]),
+                      str(s["counts"]["succeeded"]), _number(best.get("objective")),
+                      str(s["created_at"])[:19])  # fmt: skip
+    _print(rows, as_json, table)
+
+
+@sweep_group.command("cancel")
+@click.argument("sweep_id")
+@connection
+def sweep_cancel(client, as_json, sweep_id):
+    """Cancel the sweep's queued and running trials; finished ones stay."""
+    sweep = client.cancel_sweep(sweep_id)
+    _print(sweep, as_json, _sweep_table(sweep))
+
+
+def _follow_sweep(client: Client, sweep_id: str, as_json: bool, limit: int = 20) -> dict:
+    if as_json:
+        return client.wait_sweep(sweep_id, limit=limit)
+    with Live(console=console, refresh_per_second=4, transient=True) as live:
+        return client.wait_sweep(
+            sweep_id, limit=limit, on_update=lambda s: live.update(_sweep_table(s))
+        )
+
+
+def _number(value) -> str:
+    return "" if value is None else f"{value:.4g}"
+
+
+def _sweep_table(sweep: dict) -> Table:
+    """The leaderboard: best first, with the counts and the compute saved as its title."""
+    counts, epochs = sweep["counts"], sweep["epochs"]
+    done = counts["succeeded"] + counts["failed"] + counts["cancelled"]
+    title = (
+        f"sweep {sweep['id'][:8]} {sweep['status']}: {done}/{sweep['trials']} trials ended, "
+        f"{counts['running']} running; {sweep['objective']['metric']} "
+        f"({sweep['objective']['goal']}); epochs {epochs['run']}/{epochs['full']} "
+        f"({epochs['saved']:.0%} saved)"
+    )
+    paths = [escape(path) for path in sweep["search"]]  # structure[1] is not markup
+    table = Table("trial", "status", "objective", "epoch", "stopped", *paths, title=title)
+    for row in sweep.get("leaderboard", []):
+        values = [_param(row["params"].get(path)) for path in sweep["search"]]
+        table.add_row(str(row["trial"]), row["status"], _number(row["objective"]),
+                      f"{row['progress']['epoch']}/{row['progress']['epochs']}",
+                      "yes" if row["stopped_early"] else "", *values)  # fmt: skip
+    return table
+
+
+def _param(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else escape(str(value))
+
+
 def _job_table(jobs: list[dict]) -> Table:
     table = Table("id", "name", "status", "epoch", "cost", "accuracy", "created")
     for j in jobs:
@@ -354,4 +459,5 @@ def _dataset_table(rows: list[dict]) -> Table:
 
 
 COMMANDS = [submit_command, status_command, list_command, watch_command, metrics_command,
-            model_command, predict_command, cancel_command, datasets_group]  # fmt: skip
+            model_command, predict_command, cancel_command, datasets_group,
+            sweep_group]  # fmt: skip

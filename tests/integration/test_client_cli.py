@@ -84,8 +84,9 @@ def test_a_retried_submit_makes_one_job_and_429s_wait_for_retry_after(stack):
         assert len(list(c.list())) == 1
 
 
-def cli(stack, *args, token="alice", url=None):
+def cli(stack, *args, token="alice", url=None, columns=80):
     env = dict(os.environ, BACKPROP_URL=url or stack.base, BACKPROP_TOKEN=stack.tokens[token])
+    env["COLUMNS"] = str(columns)  # the width tables are drawn for off a terminal
     env["VAR_DIR"] = "/nonexistent"  # no dev token to fall back on
     return subprocess.run([sys.executable, "-m", "backprop.cli", *args], env=env,
                           capture_output=True, text=True, timeout=180)  # fmt: skip
@@ -135,3 +136,40 @@ def test_the_cli_says_what_went_wrong_without_a_traceback(stack, tmp_path):
     assert missing.returncode == 1 and "no job" in missing.stderr
     for run in (bad, failed, unreachable, missing):
         assert "Traceback" not in run.stderr + run.stdout
+
+
+def test_the_cli_runs_a_sweep_with_a_live_leaderboard(stack, tmp_path, client):
+    rng = np.random.default_rng(4)
+    inputs = rng.random((120, 3))
+    np.savez(tmp_path / "sweep.npz", inputs=inputs, targets=np.eye(2)[(inputs[:, 0] > 0.5) * 1])
+    stored = json.loads(
+        cli(stack, "datasets", "upload", str(tmp_path / "sweep.npz"), "--json").stdout
+    )
+    body = {
+        "name": "cli-sweep",
+        "base": {"structure": [3, 4, 2], "epochs": 4, "learning_rate": 2.0,
+                 "data": {"dataset_id": stored["id"], "batch_size": 10},
+                 "options": {"validation_split": 0.25}},
+        "search": {"learning_rate": {"choice": [0.5, 4.0]}, "structure[1]": {"choice": [2, 6]}},
+        "method": "grid",
+        "objective": {"metric": "val_accuracy"},
+    }  # fmt: skip
+    (tmp_path / "sweep.json").write_text(json.dumps(body))
+    done = cli(stack, "sweep", "submit", str(tmp_path / "sweep.json"), "--watch", columns=160)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4/4 trials ended" in done.stdout and "val_accuracy" in done.stdout
+    assert "structure[1]" in done.stdout and "succeeded" in done.stdout
+    sweep_id = done.stdout.split()[1]
+    status = json.loads(cli(stack, "sweep", "status", sweep_id, "--json").stdout)
+    assert status["status"] == "succeeded" and len(status["leaderboard"]) == 4
+    listed = json.loads(cli(stack, "sweep", "list", "--json").stdout)
+    assert sweep_id in [s["id"] for s in listed]
+    ended = cli(stack, "sweep", "cancel", sweep_id)
+    assert ended.returncode == 1 and "already ended" in ended.stderr
+    assert "Traceback" not in ended.stderr
+    # the client: a retried submit (same Idempotency-Key) makes one sweep
+    first = client.submit_sweep(body, idempotency_key="sweep-key-1")
+    again = client.submit_sweep(body, idempotency_key="sweep-key-1")
+    assert again["id"] == first["id"]
+    best = client.wait_sweep(first["id"], timeout=60)["best"]
+    assert client.best_model(first["id"])["job_id"] == best["job_id"]
