@@ -31,8 +31,8 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from pydantic import ValidationError
 
 from backprop.settings import Settings
-from store import datasets, jobs
-from store.models import FINAL_STATUSES
+from store import datasets, jobs, sweeps
+from store.models import FINAL_STATUSES, RUNNING
 from store.tokens import hash_token
 
 from . import auth
@@ -42,7 +42,7 @@ from .problems import ApiProblem, validation_errors
 from .schemas import JobCreate
 from .services import services
 from .validation import SpecError
-from .views import job_detail, job_summary, metric_view
+from .views import job_detail, job_summary, metric_view, sweep_detail, sweep_summary
 
 bp = Blueprint(
     "dashboard",
@@ -197,6 +197,49 @@ def cancel(job_id: str):
     except ApiProblem as exc:
         return _error_page("Not cancelled", exc.detail, exc.status)
     return redirect(url_for(".job_page", job_id=job_id))
+
+
+@bp.get("/sweeps")
+@signed_in
+def sweep_list():
+    with services().db.reading() as db_session:
+        found, _ = sweeps.list_sweeps(db_session, g.tenant, limit=PAGE_SIZE)
+        summaries = [sweep_summary(db_session, s) for s in found]
+    return render_template("dashboard/sweeps.html", sweeps=summaries, page_size=PAGE_SIZE)
+
+
+@bp.get("/sweeps/<sweep_id>")
+@signed_in
+def sweep_page(sweep_id: str):
+    with services().db.reading() as db_session:
+        try:
+            sweep = sweeps.get_sweep(db_session, g.tenant, sweep_id)
+        except sweeps.SweepNotFound:
+            message = f"There is no sweep {sweep_id!r} for {g.tenant}."
+            return render_template(
+                "dashboard/error.html", title="No such sweep", message=message
+            ), 404
+        view = sweep_detail(db_session, sweep, limit=sweeps.MAX_BOARD)
+    return render_template(
+        "dashboard/sweep.html",
+        sweep=view,
+        data=view.model_dump(mode="json"),
+        running=view.status == RUNNING,
+        board=sweeps.MAX_BOARD,
+    )
+
+
+@bp.post("/sweeps/<sweep_id>/cancel")
+@signed_in
+def cancel_sweep(sweep_id: str):
+    with services().db.session() as db_session:
+        try:
+            sweeps.cancel_sweep(db_session, services().db, g.tenant, sweep_id)
+        except sweeps.SweepNotFound:
+            return _error_page("Not cancelled", f"There is no sweep {sweep_id!r}.", 404)
+        except sweeps.SweepConflict as exc:
+            return _error_page("Not cancelled", str(exc), 409)
+    return redirect(url_for(".sweep_page", sweep_id=sweep_id))
 
 
 @bp.route("/submit", methods=["GET", "POST"])

@@ -51,6 +51,7 @@ class SweepConflict(Exception):
 
 
 ACTIVE = (QUEUED, RUNNING)
+MAX_BOARD = 200  # leaderboard rows a page shows at most
 
 
 def create_sweep(

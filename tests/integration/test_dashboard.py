@@ -18,6 +18,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "docs" / "images" / "dashboard-job.png"
+SWEEP_SCREENSHOT = ROOT / "docs" / "images" / "dashboard-sweep.png"
 # as root, in a machine without a display or a network beyond loopback
 CHROMIUM_ARGS = [
     "--headless=new",
@@ -259,4 +260,62 @@ def test_a_cancel_without_the_form_token_is_refused_and_another_tenants_job_is_n
     )
     assert forged.status == 400
     assert stack.client("alice").wait(mine["id"])["status"] == "succeeded"  # not cancelled
+    page.close()
+
+
+def test_a_sweep_page_follows_the_leaderboard_and_draws_the_objective(signed_in, stack):
+    client = stack.client("alice")
+    rng = np.random.default_rng(9)
+    labels = rng.integers(0, 3, 300)
+    inputs = np.hstack([np.eye(3)[labels], rng.random((300, 1))]) * 0.3 + rng.random((300, 4)) * 0.7
+    stored = client.post(
+        "/v1/datasets",
+        json={"inputs": inputs.round(4).tolist(), "targets": np.eye(3)[labels].tolist()},
+    ).json()
+    body = {
+        "name": "browser sweep",
+        "base": {"structure": [4, 32, 3], "epochs": 16, "learning_rate": 1.0,
+                 "data": {"dataset_id": stored["id"], "batch_size": 1},
+                 "options": {"validation_split": 0.25}},
+        "search": {"learning_rate": {"log_uniform": [0.01, 5]},
+                   "structure[1]": {"choice": [8, 32]}},
+        "trials": 8, "seed": 6, "max_parallel": 1,
+        "objective": {"metric": "val_accuracy"},
+        "early_stopping": {"min_epochs": 4, "reduction_factor": 2},
+    }  # fmt: skip
+    sweep = client.post("/v1/sweeps", json=body).json()
+    page = signed_in.new_page()
+    page.goto("/sweeps")
+    page.locator(f"tr[data-sweep-id='{sweep['id']}'] a").click()
+    expect(page).to_have_url(f"{stack.base}/sweeps/{sweep['id']}")
+    page.evaluate("() => { window.sameDocument = true; }")
+    # the leaderboard grows while the page stays the same document (no reload)
+    page.wait_for_function(
+        "() => window.sameDocument && "
+        "document.querySelectorAll('#leaderboard tbody tr[data-status=succeeded]').length >= 1",
+        timeout=30_000,
+    )
+    expect(page.locator("#status")).to_have_text("succeeded", timeout=60_000)
+    page.wait_for_function("() => !window.sameDocument")  # the ended sweep's page, reloaded
+    expect(page.locator("#cancel")).to_have_count(0)
+    done = client.get(f"/v1/sweeps/{sweep['id']}", params={"limit": 200}).json()
+    expect(page.locator("#leaderboard tbody tr")).to_have_count(8)
+    shown = page.eval_on_selector_all(
+        "#leaderboard tbody tr", "rows => rows.map(r => Number(r.dataset.trial))"
+    )
+    assert shown == [row["trial"] for row in done["leaderboard"]]
+    expect(page.locator("#objective-chart")).to_have_attribute("data-points", "8")
+    for path in body["search"]:
+        chart = page.locator(f".param-chart[data-path='{path}']")
+        expect(chart).to_have_attribute("data-points", "8")
+        assert chart.locator("circle.point").count() == 8
+    stopped = sum(row["stopped_early"] for row in done["leaderboard"])
+    assert page.locator("#objective-chart circle.point.val").count() == stopped
+    expect(page.locator("#summary")).to_contain_text("8 of 8 trials ended")
+    SWEEP_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SWEEP_SCREENSHOT), full_page=True)
+    page.click("#best")  # the best trial's page: its values and ASHA's figures
+    expect(page).to_have_url(f"{stack.base}/jobs/{done['best']['job_id']}")
+    expect(page.locator("#trial-of")).to_contain_text(f"Trial {done['best']['trial']} of")
+    expect(page.locator("#rungs tbody tr")).to_have_count(len(done["best"]["rungs"]))
     page.close()

@@ -1,6 +1,7 @@
 // The dashboard's live parts: the job list follows /v1/jobs, a job page follows the job's
-// event stream (/v1/jobs/{id}/events) and draws its curves and weight heat maps. The
-// session cookie authenticates these reads; nothing here writes (forms do, with CSRF).
+// event stream (/v1/jobs/{id}/events) and draws its curves and weight heat maps, a sweep
+// page follows /v1/sweeps/{id} and draws its leaderboard and objective charts. The session
+// cookie authenticates these reads; nothing here writes (forms do, with CSRF).
 "use strict";
 
 (() => {
@@ -8,6 +9,7 @@
   const page = document.body.dataset.page;
   if (page === "jobs") followJobList();
   if (page === "job") followJob();
+  if (page === "sweep") followSweep();
 
   function node(tag, attrs = {}, text = null, ns = null) {
     const element = ns ? document.createElementNS(ns, tag) : document.createElement(tag);
@@ -180,6 +182,125 @@
       for (const r of train) {
         const dot = node("circle", { cx: x(r.epoch), cy: y(r[key]), r: 2.5, class: "point train" }, null, SVG);
         dot.append(node("title", {}, `epoch ${r.epoch}: ${key} ${number(r[key], 6)}`, SVG));
+        svg.append(dot);
+      }
+    }
+  }
+
+  // --- one sweep: its leaderboard, the objective by trial and against each searched value
+  function followSweep() {
+    const root = document.getElementById("sweep");
+    let sweep = JSON.parse(document.getElementById("sweep-data").textContent);
+    draw(sweep);
+    if (root.dataset.running !== "true") return;
+
+    async function refresh() {
+      try {
+        const answer = await fetch(root.dataset.source, { headers: { Accept: "application/json" } });
+        if (answer.status === 401) return location.reload();
+        if (!answer.ok) throw new Error(`HTTP ${answer.status}`);
+        sweep = await answer.json();
+        draw(sweep);
+        if (sweep.status !== "running") return setTimeout(() => location.reload(), 200);
+      } catch (error) {
+        document.getElementById("summary").textContent = "reconnecting…";
+      }
+      setTimeout(refresh, 1000);
+    }
+    setTimeout(refresh, 1000);
+
+    function draw(s) {
+      const badge = document.getElementById("status");
+      badge.textContent = s.status;
+      badge.className = `status status-${s.status}`;
+      root.dataset.status = s.status;
+      const c = s.counts, ended = c.succeeded + c.failed + c.cancelled;
+      document.getElementById("summary").textContent =
+        `${ended} of ${s.trials} trials ended, ${c.running} running, ${c.queued} queued, ` +
+        `${c.pending} not released yet · epochs ${s.epochs.run} of ${s.epochs.full} ` +
+        `(${Math.round(100 * s.epochs.saved)}% saved by early stopping)`;
+      const paths = Object.keys(s.search);
+      const body = document.querySelector("#leaderboard tbody");
+      body.replaceChildren(
+        ...s.leaderboard.map((t, i) => {
+          const tr = node("tr", { "data-trial": t.trial, "data-status": t.status });
+          const link = node("a", { href: root.dataset.jobUrl.replace("JOB_ID", t.job_id) }, `#${t.trial}`);
+          const cell = node("td");
+          cell.append(link);
+          const status = node("td");
+          status.append(node("span", { class: `status status-${t.status}` }, t.status));
+          tr.append(
+            node("td", {}, String(i + 1)),
+            cell,
+            status,
+            node("td", {}, number(t.objective)),
+            node("td", {}, `${t.progress.epoch}/${t.progress.epochs}`),
+            node("td", {}, t.stopped_early ? `at epoch ${t.progress.epoch}` : ""),
+            ...paths.map((p) => node("td", {}, value(t.params[p]))),
+          );
+          return tr;
+        }),
+      );
+      const rows = s.leaderboard.filter((t) => t.objective !== null);
+      const byTrial = rows.map((t) => ({ x: t.trial, y: t.objective, t }));
+      scatter(document.getElementById("objective-chart"), byTrial, s, "trial", "linear");
+      for (const svg of document.querySelectorAll(".param-chart")) {
+        const path = svg.dataset.path, kind = svg.dataset.kind;
+        if (kind === "choice") {
+          const choices = s.search[path].choice.map((v) => JSON.stringify(v));
+          const points = rows.map((t) => ({ x: choices.indexOf(JSON.stringify(t.params[path])), y: t.objective, t }));
+          scatter(svg, points, s, path, "category", s.search[path].choice.map(value));
+        } else {
+          const points = rows.map((t) => ({ x: t.params[path], y: t.objective, t }));
+          scatter(svg, points, s, path, kind.includes("log") ? "log" : "linear");
+        }
+      }
+    }
+
+    function value(v) {
+      return typeof v === "number" && !Number.isInteger(v) ? number(v, 4) : JSON.stringify(v);
+    }
+
+    // objective (y) against x: a trial's number, a searched value (log scale for log_uniform
+    // ranges) or a choice (one column each); hollow points ran to the end, filled stopped early
+    function scatter(svg, points, s, label, scale, categories = null) {
+      const width = 640, height = 260, left = 56, right = 28, top = 12, bottom = 32;
+      svg.replaceChildren();
+      svg.dataset.points = String(points.length);
+      if (!points.length) {
+        svg.append(node("text", { x: width / 2, y: height / 2, class: "placeholder" }, "waiting for the first trial", SVG));
+        return;
+      }
+      const accuracy = s.objective.metric.includes("accuracy");
+      const ys = points.map((p) => p.y);
+      let low = accuracy ? 0 : Math.min(...ys), high = accuracy ? 1 : Math.max(...ys);
+      if (high <= low) high = low + 1;
+      const f = scale === "log" ? Math.log10 : (v) => v;
+      let xs = points.map((p) => f(p.x)), xlow = Math.min(...xs), xhigh = Math.max(...xs);
+      if (scale === "category") [xlow, xhigh] = [-0.5, categories.length - 0.5];
+      if (scale === "linear" && label === "trial") [xlow, xhigh] = [0, s.trials + 1];
+      if (xhigh <= xlow) [xlow, xhigh] = [xlow - 1, xhigh + 1];
+      const x = (v) => left + ((f(v) - xlow) / (xhigh - xlow)) * (width - left - right);
+      const cx = scale === "category" ? (i) => left + ((i - xlow) / (xhigh - xlow)) * (width - left - right) : x;
+      const y = (v) => top + (1 - (v - low) / (high - low)) * (height - top - bottom);
+      for (let i = 0; i <= 4; i++) {
+        const v = low + ((high - low) * i) / 4;
+        svg.append(node("line", { x1: left, x2: width - right, y1: y(v), y2: y(v), class: "grid" }, null, SVG));
+        svg.append(node("text", { x: left - 6, y: y(v) + 4, class: "tick y" }, number(v, 3), SVG));
+      }
+      const ticks = scale === "category"
+        ? categories.map((c, i) => [cx(i), c])
+        : [xlow, (xlow + xhigh) / 2, xhigh].map((v) => {
+            const shown = scale === "log" ? 10 ** v : v;
+            return [left + ((v - xlow) / (xhigh - xlow)) * (width - left - right), number(shown, 3)];
+          });
+      for (const [at, text] of ticks) {
+        svg.append(node("text", { x: at, y: height - 10, class: "tick x" }, text, SVG));
+      }
+      for (const p of points) {
+        const cls = p.t.stopped_early ? "point val" : "point train";
+        const dot = node("circle", { cx: cx(p.x), cy: y(p.y), r: 4, class: cls, "data-trial": p.t.trial }, null, SVG);
+        dot.append(node("title", {}, `trial ${p.t.trial}: ${s.objective.metric} ${number(p.y, 5)}`, SVG));
         svg.append(dot);
       }
     }

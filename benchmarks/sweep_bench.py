@@ -1,0 +1,181 @@
+"""A sweep on digits: ASHA against running every trial to completion, and 2 worker processes
+against 1.
+
+    python benchmarks/sweep_bench.py [--stack postgresql|embedded] [--trials 27] [--json PATH]
+
+The real service as processes (``open_stack`` of ``benchmarks/service_bench.py``: gunicorn,
+a Celery worker, Redis, a fresh database) and scikit-learn's 8x8 digits (1,797 samples,
+inputs / 16, one-hot targets) stored as a data set. The sweep is the one of the README: a
+64-30-10 base of 30 epochs at rate 3.0 on mini-batches of 10 with a validation split of 0.2,
+searching learning_rate (log-uniform 0.05 to 10), structure[1] (16, 32, 64, 128), options.l2
+(uniform 0 to 0.001) and data.batch_size (10, 32); random sampling with seed 7, 27 trials,
+objective val_accuracy, at most 4 trials at once. Each run gets a fresh worker:
+
+- ASHA (min_epochs 3, reduction_factor 3: rungs at epochs 3, 9 and 27) with 2 processes;
+- the same trials without early stopping, 2 processes (the baseline of accuracy and epochs);
+- ASHA with 1 process (the baseline of wall time).
+
+The trials' values depend on the seed alone, so both runs train the same 27 configurations.
+Printed: the best val_accuracy of each run and their difference (ASHA must be within 1
+point), the epochs trained and their ratio (ASHA at most 0.40 of the full run's), and the
+sweeps' wall times (first trial created to the sweep's end, from the database's clock) with
+their ratio (2 processes at most 0.6 of 1). The core's own time for the full run's 27
+trials, one after another in this process, is printed beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from service_bench import log, moment, npy, open_stack  # noqa: E402
+
+SEARCH = {
+    "learning_rate": {"log_uniform": [0.05, 10]},
+    "structure[1]": {"choice": [16, 32, 64, 128]},
+    "options.l2": {"uniform": [0, 0.001]},
+    "data.batch_size": {"choice": [10, 32]},
+}
+ASHA = {"method": "asha", "min_epochs": 3, "reduction_factor": 3}
+
+
+def sweep_body(dataset_id: str, trials: int, early_stopping: dict | None) -> dict:
+    body = {
+        "name": "digits-width-rate",
+        "base": {
+            "structure": [64, 30, 10],
+            "epochs": 30,
+            "learning_rate": 3.0,
+            "data": {"dataset_id": dataset_id, "batch_size": 10},
+            "options": {"validation_split": 0.2},
+        },
+        "search": SEARCH,
+        "method": "random",
+        "trials": trials,
+        "seed": 7,
+        "objective": {"metric": "val_accuracy", "goal": "max"},
+        "max_parallel": 4,
+    }
+    if early_stopping:
+        body["early_stopping"] = early_stopping
+    return body
+
+
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    return data.data / 16.0, np.eye(10)[data.target]
+
+
+def run_sweep(stack, body: dict, processes: int, label: str) -> dict:
+    worker = stack.start_worker(f"sweep-{label}", concurrency=processes)
+    try:
+        client = stack.client()
+        response = client.post("/v1/sweeps", json=body)
+        assert response.status_code == 202, response.text
+        sweep_id = response.json()["id"]
+        while True:
+            sweep = client.get(f"/v1/sweeps/{sweep_id}", params={"limit": 200}).json()
+            if sweep["status"] != "running":
+                break
+            time.sleep(0.25)
+        assert sweep["status"] == "succeeded", sweep["counts"]
+        wall = moment(sweep["finished_at"]) - moment(sweep["created_at"])
+        log(f"{label}: {sweep['counts']['succeeded']} trials in {wall:.1f} s, "
+            f"epochs {sweep['epochs']['run']}/{sweep['epochs']['full']}, "
+            f"best val_accuracy {sweep['best']['objective']:.4f}")  # fmt: skip
+        return {"sweep": sweep, "wall": wall}
+    finally:
+        worker.stop()
+
+
+def core_seconds(stack, sweep: dict) -> float:
+    """The trials of a finished sweep trained one after another in this process, as their
+    stored specs say (``worker.training.build_trainer``)."""
+    from store import jobs
+    from store.db import get_database
+    from store.models import Job
+    from worker.training import build_trainer
+
+    total = 0.0
+    with get_database(stack.database_url).session() as session:
+        trials = session.query(Job).filter_by(sweep_id=sweep["id"]).order_by(Job.trial).all()
+        for job in trials:
+            arrays = jobs.load_dataset_arrays(session, job.spec)
+            trainer = build_trainer(job.spec, arrays)
+            start = time.perf_counter()
+            trainer.run()
+            total += time.perf_counter() - start
+    return total
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stack", choices=("postgresql", "embedded"), default="postgresql")
+    parser.add_argument("--trials", type=int, default=27)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bpj-sweep-bench-") as root:
+        stack = open_stack(args.stack, Path(root))
+        with stack.cleanups:
+            stack.worker.stop()  # each run starts its own
+            inputs, targets = digits()
+            client = stack.client()
+            stored = client.post(
+                "/v1/datasets", json={"name": "digits", "inputs": npy(inputs), "targets": npy(targets)}
+            )
+            assert stored.status_code == 201, stored.text
+            dataset_id = stored.json()["id"]
+            asha = run_sweep(stack, sweep_body(dataset_id, args.trials, ASHA), 2, "asha-2")
+            full = run_sweep(stack, sweep_body(dataset_id, args.trials, None), 2, "full-2")
+            single = run_sweep(stack, sweep_body(dataset_id, args.trials, ASHA), 1, "asha-1")
+            core = core_seconds(stack, full["sweep"])
+    a, f = asha["sweep"], full["sweep"]
+    same = [r["params"] for r in sorted(a["leaderboard"], key=lambda r: r["trial"])] == [
+        r["params"] for r in sorted(f["leaderboard"], key=lambda r: r["trial"])
+    ]
+    figures = {
+        "stack": args.stack,
+        "trials": args.trials,
+        "same_configurations": same,
+        "asha_best_val_accuracy": a["best"]["objective"],
+        "full_best_val_accuracy": f["best"]["objective"],
+        "accuracy_gap_points": 100 * (f["best"]["objective"] - a["best"]["objective"]),
+        "asha_epochs": a["epochs"]["run"],
+        "full_epochs": f["epochs"]["run"],
+        "epochs_ratio": a["epochs"]["run"] / f["epochs"]["run"],
+        "asha_stopped_early": sum(r["stopped_early"] for r in a["leaderboard"]),
+        "wall_asha_2_processes": asha["wall"],
+        "wall_asha_1_process": single["wall"],
+        "wall_ratio_2_to_1": asha["wall"] / single["wall"],
+        "wall_full_2_processes": full["wall"],
+        "core_seconds_full_trials_serial": core,
+    }
+    figures["meets_accuracy"] = figures["accuracy_gap_points"] <= 1.0
+    figures["meets_epochs"] = figures["epochs_ratio"] <= 0.40
+    figures["meets_wall"] = figures["wall_ratio_2_to_1"] <= 0.6
+    print(
+        f"""
+sweep on digits ({args.stack}): {args.trials} random trials (seed 7), max_parallel 4
+  same configurations in both runs: {same}
+  best val_accuracy  ASHA {figures['asha_best_val_accuracy']:.4f}   full {figures['full_best_val_accuracy']:.4f}   gap {figures['accuracy_gap_points']:.2f} points (at most 1)
+  epochs trained     ASHA {figures['asha_epochs']}   full {figures['full_epochs']}   ratio {figures['epochs_ratio']:.3f} (at most 0.40); {figures['asha_stopped_early']} trials stopped early
+  wall time          ASHA 2 processes {figures['wall_asha_2_processes']:.1f} s   1 process {figures['wall_asha_1_process']:.1f} s   ratio {figures['wall_ratio_2_to_1']:.2f} (at most 0.6)
+  full run           2 processes {figures['wall_full_2_processes']:.1f} s; its 27 trials in core alone, one after another: {core:.1f} s
+"""  # noqa: E501
+    )
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0 if figures["meets_accuracy"] and figures["meets_epochs"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
