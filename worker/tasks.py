@@ -7,6 +7,7 @@ import socket
 from dataclasses import asdict
 from functools import lru_cache
 
+import optuna  # noqa: F401  (imported by the parent once: each training process inherits it)
 from billiard.exceptions import WorkerLostError
 from celery import shared_task
 from celery.signals import worker_init, worker_process_init, worker_ready
