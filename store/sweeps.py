@@ -261,29 +261,25 @@ class Ended:
 def judge(session: Session, db: Database, job_id: str, owner: str, epoch: int, value) -> dict:
     """ASHA's decision for the trial at this rung epoch, recorded on it (see the module
     docstring). A trial resumed after a lost worker reaches the rung again and gets the
-    decision it was given then."""
+    decision it was given then.
+
+    The decision is worked out before the sweep's lock is taken, and again under it only if
+    another trial recorded a decision in between: the lock is held for a read and a write,
+    not for Optuna's work, so trials of one sweep on many workers seldom wait for it."""
     job = session.get(Job, job_id)
     if job is None or job.lease_owner != owner:
         raise jobs.LeaseLost(job_id)
-    sweep = lock(session, db, job.sweep_id)
-    session.refresh(job)
     own = list(job.rungs or [])
     for decision in own:
         if decision["epoch"] == epoch:
             return decision
-    config = sweep.spec["early_stopping"]
-    others = session.scalars(
-        select(Job.rungs).where(Job.sweep_id == sweep.id, Job.id != job_id, Job.rungs.is_not(None))
-    )
-    decision = tuning.asha_decision(
-        epoch=epoch,
-        value=value,
-        own=own,
-        others=[r for r in others if r],
-        min_epochs=config["min_epochs"],
-        factor=config["reduction_factor"],
-        goal=sweep.spec["objective"]["goal"],
-    )
+    spec = session.get(Sweep, job.sweep_id).spec  # fixed at submit: no lock needed
+    seen = _recorded(session, job.sweep_id, job_id)
+    decision = _decide(spec, epoch, value, own, seen)
+    lock(session, db, job.sweep_id)
+    now_seen = _recorded(session, job.sweep_id, job_id)
+    if now_seen != seen:  # another trial was judged meanwhile: decide with it
+        decision = _decide(spec, epoch, value, own, now_seen)
     recorded = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.lease_owner == owner, Job.status == RUNNING)
@@ -292,7 +288,7 @@ def judge(session: Session, db: Database, job_id: str, owner: str, epoch: int, v
     ).rowcount
     if not recorded:
         raise jobs.LeaseLost(job_id)
-    metric = sweep.spec["objective"]["metric"]
+    metric = spec["objective"]["metric"]
     shown = "none" if decision["value"] is None else f"{decision['value']:.4g}"
     cutoff = "none" if decision["cutoff"] is None else f"{decision['cutoff']:.4g}"
     jobs.add_event(
@@ -302,6 +298,31 @@ def judge(session: Session, db: Database, job_id: str, owner: str, epoch: int, v
         f"{decision['decision']}", at=db.now(session),
     )  # fmt: skip
     return decision
+
+
+def _recorded(session: Session, sweep_id: str, job_id: str) -> list[list[dict]]:
+    """The other trials' recorded decisions, in a fixed order."""
+    rows = session.execute(
+        select(Job.rungs)
+        .where(Job.sweep_id == sweep_id, Job.id != job_id, Job.rungs.is_not(None))
+        .order_by(Job.trial)
+    ).scalars()
+    return [r for r in rows if r]
+
+
+def _decide(spec: dict, epoch: int, value, own: list[dict], others: list[list[dict]]) -> dict:
+    config = spec["early_stopping"]
+    rung = len(own)
+    return tuning.asha_decision(
+        epoch=epoch,
+        value=value,
+        own=own,
+        # only the trials that reached this rung compete at it
+        others=[r for r in others if any(d["rung"] == rung for d in r)],
+        min_epochs=config["min_epochs"],
+        factor=config["reduction_factor"],
+        goal=spec["objective"]["goal"],
+    )
 
 
 # ---------------------------------------------------------------------------------- cancel
