@@ -37,6 +37,7 @@ bench-service: $(VENV)/.installed-dev
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/service_bench.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/checkpoint_bench.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/dataset_bench.py
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/sweep_bench.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -14,7 +14,11 @@ objective val_accuracy, at most 4 trials at once. Each run gets a fresh worker:
 
 - ASHA (min_epochs 3, reduction_factor 3: rungs at epochs 3, 9 and 27) with 2 processes;
 - the same trials without early stopping, 2 processes (the baseline of accuracy and epochs);
-- ASHA with 1 process (the baseline of wall time).
+- ASHA with 1 process (the baseline of wall time), and the full run with 1 process.
+
+Each of the four runs ``--repeats`` times (3), alternating; the run of median wall time is
+the one reported. ASHA's decisions depend on the order in which trials reach a rung, so its
+epochs vary a little from run to run with 2 processes.
 
 The trials' values depend on the seed alone, so both runs train the same 27 configurations.
 Printed: the best val_accuracy of each run and their difference (ASHA must be within 1
@@ -133,6 +137,11 @@ def run_sweep(stack, body: dict, processes: int | None, label: str) -> dict:
             worker.stop()
 
 
+def _median(runs: list[dict]) -> dict:
+    """The run of median wall time."""
+    return sorted(runs, key=lambda run: run["wall"])[len(runs) // 2]
+
+
 def core_seconds(stack, sweep: dict) -> float:
     """The trials of a finished sweep trained one after another in this process, as their
     stored specs say (``worker.training.build_trainer``)."""
@@ -158,12 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stack", choices=("postgresql", "embedded"), default="postgresql")
     parser.add_argument("--trials", type=int, default=27)
     parser.add_argument("--seeds", default="1,2,3,4,5,6,8,9,10", help="other sweep seeds")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each, the median kept")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     if args.quick:
-        args.trials, seeds = 6, []
+        args.trials, seeds, args.repeats = 6, [], 1
     with tempfile.TemporaryDirectory(prefix="bpj-sweep-bench-") as root:
         stack = open_stack(args.stack, Path(root))
         with stack.cleanups:
@@ -174,10 +184,16 @@ def main(argv: list[str] | None = None) -> int:
             stored = client.post("/v1/datasets", json=data)
             assert stored.status_code == 201, stored.text
             dataset_id = stored.json()["id"]
-            asha = run_sweep(stack, sweep_body(dataset_id, args.trials, ASHA), 2, "asha-2")
-            full = run_sweep(stack, sweep_body(dataset_id, args.trials, None), 2, "full-2")
-            single = run_sweep(stack, sweep_body(dataset_id, args.trials, ASHA), 1, "asha-1")
-            full_single = run_sweep(stack, sweep_body(dataset_id, args.trials, None), 1, "full-1")
+            runs = {"asha-2": [], "asha-1": [], "full-2": [], "full-1": []}
+            for _ in range(args.repeats):  # alternating, so a slow moment hits both sides
+                for label, stopping, processes in (
+                    ("asha-2", ASHA, 2), ("asha-1", ASHA, 1),
+                    ("full-2", None, 2), ("full-1", None, 1),
+                ):  # fmt: skip
+                    body = sweep_body(dataset_id, args.trials, stopping)
+                    runs[label].append(run_sweep(stack, body, processes, label))
+            asha, single = _median(runs["asha-2"]), _median(runs["asha-1"])
+            full, full_single = _median(runs["full-2"]), _median(runs["full-1"])
             core = core_seconds(stack, full["sweep"])
             others = []
             if seeds:
