@@ -138,6 +138,13 @@ def submit(body: SweepCreate):
                     return replay
             view, released = _store(session, body, prepared, key)
     except IntegrityError:
+        for loc, dataset_id in (
+            (("base", "data", "dataset_id"), prepared.base.dataset_id),
+            (("base", "options", "validation", "dataset_id"), prepared.base.val_dataset_id),
+        ):
+            if dataset_id and _find_dataset(dataset_id) is None:  # deleted since the check
+                message = f"no data set {dataset_id!r} for this tenant (it was just deleted)"
+                raise SpecError([field_error(loc, message, "dataset_not_found")]) from None
         if not key:
             raise
         with s.db.session() as session:  # a concurrent twin with the same key won the race
