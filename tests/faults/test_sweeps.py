@@ -97,7 +97,11 @@ def test_a_sweep_keeps_to_max_parallel_and_the_tenant_running_limit(make_stack, 
 
 
 def test_a_worker_sigkilled_mid_sweep_loses_no_trial_and_trains_none_twice(make_stack, fault_db):
-    stack = make_stack(fault_db, worker_concurrency=2)
+    # a message the dead worker had fetched but not started (a trial just released) comes
+    # back after the visibility timeout: short here, so the sweep can finish in the test
+    stack = make_stack(
+        fault_db, worker_concurrency=2, visibility_timeout=4, unacked_restore_seconds=1
+    )
     client = stack.api()
     stack.beat()
     worker = stack.worker("w0")
