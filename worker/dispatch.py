@@ -6,9 +6,18 @@ message. The reconciler re-sends a queued job only when its marker is gone, that
 no message for it can be waiting: a job that merely waits behind busy workers is never sent
 twice. Markers live and die with the messages: a Redis restarted empty or a FLUSHALL loses
 both, and the reconciler then re-sends every queued job.
+
+A message a worker fetched but never started (the worker was killed whole just after
+fetching it) keeps its marker, and Redis gives the message back only after
+VISIBILITY_TIMEOUT. ``stranded`` finds such jobs in the transport's set of fetched,
+unacknowledged messages, so the reconciler sends them again instead of waiting for it.
 """
 
 from __future__ import annotations
+
+import json
+import re
+import time
 
 import redis
 
@@ -19,6 +28,10 @@ from .notify import broker_redis
 from .webhooks import DELIVER_TASK
 
 MARKER = "backprop:waiting:"
+# kombu's Redis transport keeps every fetched, unacknowledged message in this hash (by
+# delivery tag) and the time it was fetched in this sorted set
+UNACKED, UNACKED_INDEX = "unacked", "unacked_index"
+JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class Dispatcher:
@@ -72,6 +85,29 @@ class Dispatcher:
             return set()
         found = self.redis.mget([MARKER + job_id for job_id in job_ids])
         return {job_id for job_id, mark in zip(job_ids, found) if mark is not None}
+
+    def stranded(self, job_ids: list[str], older_than: float) -> set[str]:
+        """Those of the jobs (queued, their marker set) whose training message a worker
+        fetched more than ``older_than`` seconds ago and still holds unacknowledged. A
+        living worker starts a fetched message at once (prefetch one per process) or soon
+        after: held that long by a queued job, the message is with a dead worker (or one
+        that fetched ahead, behind a long job). Sending another is harmless either way:
+        the claim lets one delivery in."""
+        if not job_ids:
+            return set()
+        wanted = set(job_ids)
+        tags = self.redis.zrangebyscore(UNACKED_INDEX, 0, time.time() - older_than)
+        found = set()
+        for raw in self.redis.hmget(UNACKED, tags) if tags else ():
+            try:
+                payload = json.loads(raw)[0]
+                headers = payload.get("headers") or {}
+            except (TypeError, ValueError, IndexError, AttributeError):
+                continue  # not a message of ours
+            if headers.get("task") != TRAIN_TASK:
+                continue
+            found.update(wanted.intersection(JOB_ID.findall(str(headers.get("argsrepr", "")))))
+        return found
 
     def ping(self) -> None:
         """Raises when the broker cannot be reached."""

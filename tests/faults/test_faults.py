@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from backprop.settings import Settings
-from tests.support.stack import Client
+from tests.support.stack import Client, ManagedProcess
 from worker.dispatch import Dispatcher
 
 from .conftest import REPORT, audit, injected, long_job, model_weights, reference_weights
@@ -348,3 +350,31 @@ def test_a_killed_training_process_is_released_and_claimed_again_at_once(make_st
         assert np.array_equal(got, want)
     assert "released and offered again" in worker.output()
     audit(fault_db, [job["id"], later["id"]])
+
+
+def test_a_message_fetched_by_a_worker_killed_whole_is_sent_again_before_the_visibility_timeout(
+    make_stack, fault_db
+):
+    # visibility timeout of an hour: only the reconciler can bring this job back in time
+    stack = make_stack(fault_db, visibility_timeout=3600)
+    client = stack.api()
+    stack.control()
+    stack.beat()
+    job = client.submit(long_job(epochs=2, samples=200))
+    taker = ManagedProcess(
+        "taker", [sys.executable, str(Path(__file__).with_name("fetch_and_hang.py"))],
+        stack.env, stack.tmp / "taker.log",
+    )  # fmt: skip
+    stack.processes.append(taker)
+    taker.start(ready_marker="fetched", timeout=30)
+    assert job["id"] in taker.output()
+    taker.kill()  # the message is with a dead consumer, unacknowledged, its marker set
+    injected()
+    killed = time.monotonic()
+    stack.worker()
+    done = client.wait(job["id"], timeout=60)
+    assert done["status"] == "succeeded"
+    assert time.monotonic() - killed < 30  # not the visibility timeout's hour
+    messages = [e["message"] for e in done["history"] if e["kind"] == "dispatched"]
+    assert "re-sent by the reconciler" in messages
+    audit(fault_db, [job["id"]])
