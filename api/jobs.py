@@ -224,11 +224,12 @@ def accept(body: JobCreate, key: str | None = None) -> JobOut | Response:
     return view
 
 
-def _data_set_gone(prepared) -> None:
-    """Raise the submit's 422 when a data set it names no longer exists."""
+def _data_set_gone(prepared, where: tuple = ()) -> None:
+    """Raise the submit's 422 when a data set it names no longer exists (``where``: the
+    job's place in the request, ``("base",)`` for a sweep's)."""
     for loc, dataset_id in (
-        (("data", "dataset_id"), prepared.dataset_id),
-        (("options", "validation", "dataset_id"), prepared.val_dataset_id),
+        ((*where, "data", "dataset_id"), prepared.dataset_id),
+        ((*where, "options", "validation", "dataset_id"), prepared.val_dataset_id),
     ):
         if dataset_id and _find_dataset(dataset_id) is None:
             message = f"no data set {dataset_id!r} for this tenant (it was just deleted)"

@@ -14,6 +14,7 @@ from worker.webhooks import refusal
 from .jobs import (
     IDEMPOTENCY_HEADER,
     SUBMIT_RULES,
+    _data_set_gone,
     _find_dataset,
     _idempotency_key,
     _lookup,
@@ -138,13 +139,7 @@ def submit(body: SweepCreate):
                     return replay
             view, released = _store(session, body, prepared, key)
     except IntegrityError:
-        for loc, dataset_id in (
-            (("base", "data", "dataset_id"), prepared.base.dataset_id),
-            (("base", "options", "validation", "dataset_id"), prepared.base.val_dataset_id),
-        ):
-            if dataset_id and _find_dataset(dataset_id) is None:  # deleted since the check
-                message = f"no data set {dataset_id!r} for this tenant (it was just deleted)"
-                raise SpecError([field_error(loc, message, "dataset_not_found")]) from None
+        _data_set_gone(prepared.base, ("base",))  # deleted between the check and the insert
         if not key:
             raise
         with s.db.session() as session:  # a concurrent twin with the same key won the race

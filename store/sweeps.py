@@ -242,10 +242,12 @@ def advance_one(session: Session, db: Database, sweep_id: str) -> list[str]:
 # ---------------------------------------------------------------------------------- trials
 
 
-def end_job(session: Session, db: Database, job_id: str, owner: str, **finish) -> Ended:
-    """``jobs.finish``, and for a trial the sweep moved on in the same transaction (the
-    sweep's lock first): the trial's end and the next trial's release commit together."""
-    sweep_id = session.scalar(select(Job.sweep_id).where(Job.id == job_id))
+def end_job(
+    session: Session, db: Database, job_id: str, owner: str, *, sweep_id: str | None, **finish
+) -> Ended:
+    """``jobs.finish``, and for a trial (``sweep_id``) the sweep moved on in the same
+    transaction (the sweep's lock first): the trial's end and the next release commit
+    together."""
     sweep = lock(session, db, sweep_id) if sweep_id else None
     offer = jobs.finish(session, db, job_id, owner, **finish)
     released = advance(session, db, sweep) if sweep is not None else []

@@ -184,6 +184,7 @@ class JobRun:
         notify: Callable[[str], None],
     ):
         self.store, self.job_id, self.owner, self.worker = store, job.id, owner, worker
+        self.sweep_id = job.sweep_id
         self.trainer, self.lease, self.notify = trainer, lease, notify
         self.settings = store.settings
         # the job's own limit, but never beyond the service's (an operator may have lowered it)
@@ -284,6 +285,7 @@ class JobRun:
             sweeps.end_job,
             self.job_id,
             self.owner,
+            sweep_id=self.sweep_id,
             status=status,
             error_type=error_type,
             message=message,
@@ -403,6 +405,7 @@ def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str, noti
                 sweeps.end_job,
                 job_id,
                 owner,
+                sweep_id=job.sweep_id,
                 status=FAILED,
                 error_type="internal_error",
                 message=message,

@@ -4,12 +4,12 @@ worker SIGKILLed mid-sweep loses no trial and trains none twice."""
 from __future__ import annotations
 
 import time
-from datetime import datetime
 
 import numpy as np
 
 from store.db import get_database
 from store.models import Job, JobEvent
+from tests.support.stack import most_at_once
 
 from .conftest import REPORT, audit, injected, model_weights, reference_weights
 
@@ -69,15 +69,6 @@ def trial_rows(database_url: str, sweep_id: str):
                     start = None
             found.append((job.id, job.created_at, job.finished_at, spans))
         return found
-
-
-def most_at_once(intervals: list[tuple[datetime, datetime]]) -> int:
-    points = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
-    now = best = 0
-    for _, step in points:
-        now += step
-        best = max(best, now)
-    return best
 
 
 def test_a_sweep_keeps_to_max_parallel_and_the_tenant_running_limit(make_stack, fault_db):

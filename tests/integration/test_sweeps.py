@@ -11,6 +11,7 @@ import pytest
 
 import tuning
 from tests.faults.conftest import model_weights, reference_weights
+from tests.support.stack import most_at_once
 
 FINAL = ("succeeded", "failed", "cancelled")
 
@@ -60,16 +61,6 @@ def trials(client, sweep_id: str) -> list[dict]:
     """The sweep's trial jobs in full, by trial number (GET /v1/jobs?sweep=)."""
     listed = client.get("/v1/jobs", params={"sweep": sweep_id, "limit": 200}).json()["jobs"]
     return sorted((client.job(j["id"]) for j in listed), key=lambda j: j["trial"])
-
-
-def most_at_once(intervals) -> int:
-    """The largest number of half-open [start, end) intervals that overlap."""
-    points = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
-    now = best = 0
-    for _, step in points:
-        now += step
-        best = max(best, now)
-    return best
 
 
 def test_a_grid_runs_every_point_in_order_and_names_the_best(stack, classes):

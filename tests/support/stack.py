@@ -172,3 +172,13 @@ class Client:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['status']}: {job}")
             time.sleep(0.1)
+
+
+def most_at_once(intervals) -> int:
+    """The largest number of half-open [start, end) intervals that overlap at a moment."""
+    points = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    now = best = 0
+    for _, step in points:
+        now += step
+        best = max(best, now)
+    return best
