@@ -5,7 +5,7 @@ whose lease expired go back to the queue; queued jobs whose task message is miss
 sent because the broker was down at submit, lost in a Redis restart, or taken by a worker
 that died) are sent again. A queued job whose message still waits in the queue (its marker
 is there, see ``worker/dispatch.py``) is left alone, however long it waits. Sending twice is
-harmless anyway: the claim lets one worker in. A queued job whose message a worker fetched
+harmless anyway: the claim lets one worker in. A queued job whose message a worker took
 and never started (killed whole right after fetching it) is sent again too, without waiting
 for VISIBILITY_TIMEOUT (``Dispatcher.stranded``). Running sweeps whose trials ended outside a
 worker (cancelled while queued, ended by a lease expiry) release their next trials here.
@@ -32,7 +32,7 @@ class Report:
     purged_keys: int = 0  # idempotency records past their 24 hours
     released: int = 0  # sweeps' trials released here (their last trial ended outside a worker)
     waiting: int = 0  # queued long, but their message is still in the queue: not re-sent
-    stranded: int = 0  # their message was fetched by a worker that never started it: re-sent
+    stranded: int = 0  # their message went with a dead worker that never started it: re-sent
 
 
 def reconcile(db: Database, settings: Settings, dispatcher) -> Report:
@@ -45,10 +45,10 @@ def reconcile(db: Database, settings: Settings, dispatcher) -> Report:
             session, db, settings.requeue_after_seconds, longest=settings.visibility_timeout
         )
     try:  # a job whose message still waits in the queue is not sent again
-        waiting = dispatcher.waiting(stale)
-        # ... unless a worker fetched it long ago and never started it (it died)
-        stranded = dispatcher.stranded(sorted(waiting), settings.requeue_after_seconds)
-        waiting -= stranded
+        marked = dispatcher.waiting(stale)
+        # ... unless it went with a worker that died before it started it
+        stranded = dispatcher.stranded(marked, settings.requeue_after_seconds)
+        waiting = set(marked) - stranded
         report.stranded = len(stranded)
     except Exception as exc:  # the broker is down: nothing can be sent this round anyway
         log.warning("reconciler: broker unavailable (%s); jobs wait for the next round", exc)

@@ -68,7 +68,7 @@ class TrainRequest(Request):
                 self.acknowledge()
                 return
             try:  # Celery puts the message back in the queue: it waits there again
-                _dispatcher().mark_waiting(self.args[0])
+                _dispatcher().mark_waiting(self.args[0], self.id)
             except Exception:
                 log.warning("job %s: could not mark its message as waiting", self.args[0])
         return super().on_failure(exc_info, send_failed_event, return_ok)

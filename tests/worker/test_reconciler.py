@@ -64,7 +64,7 @@ def test_jobs_that_merely_wait_are_not_sent_again(setup):
         report = reconcile(db, settings, dispatcher)
         assert report.waiting >= 5
     assert dispatch_counts(db, ids) == [1] * 5
-    assert dispatcher.waiting(ids) == set(ids)
+    assert set(dispatcher.waiting(ids)) == set(ids)
 
 
 def test_jobs_whose_messages_are_gone_are_sent_again(setup):
@@ -78,13 +78,42 @@ def test_jobs_whose_messages_are_gone_are_sent_again(setup):
     report = reconcile(db, settings, dispatcher)
     assert report.sent >= 4
     assert dispatch_counts(db, ids) == [2] * 4
-    assert dispatcher.waiting(ids) == set(ids)  # and they are marked as waiting again
+    assert set(dispatcher.waiting(ids)) == set(ids)  # and they are marked as waiting again
 
 
 def test_a_taken_message_clears_its_marker(setup):
     _, _, dispatcher = setup
     job_id = str(uuid.uuid4())
     dispatcher.send(job_id)
-    assert dispatcher.waiting([job_id]) == {job_id}
+    assert set(dispatcher.waiting([job_id])) == {job_id}
     dispatcher.taken(job_id)
-    assert dispatcher.waiting([job_id]) == set()
+    assert dispatcher.waiting([job_id]) == {}
+
+
+def test_jobs_whose_message_went_with_a_dead_worker_are_sent_again(setup):
+    # a worker killed between taking a message off the queue and recording it as fetched
+    # leaves the marker and no message anywhere: nobody would ever deliver it
+    db, settings, dispatcher = setup
+    ids = submit_and_send(db, dispatcher, 3)
+    client = redis.Redis.from_url(settings.redis_url)
+    for key in client.scan_iter(f"{settings.training_queue}*"):
+        client.delete(key)
+    assert set(dispatcher.waiting(ids)) == set(ids)
+    report = reconcile(db, settings, dispatcher)
+    assert report.stranded >= 3
+    assert dispatch_counts(db, ids) == [2] * 3
+    assert set(dispatcher.waiting(ids)) == set(ids)  # the new messages wait in the queue
+    reconcile(db, settings, dispatcher)
+    assert dispatch_counts(db, ids) == [2] * 3  # and are found there: not sent a third time
+
+
+def test_the_queue_is_read_from_its_oldest_message_until_every_one_asked_about_is_found(
+    setup, monkeypatch
+):
+    db, settings, dispatcher = setup
+    monkeypatch.setattr("worker.dispatch.SCAN_CHUNK", 2)
+    ids = submit_and_send(db, dispatcher, 7)  # four chunks of two
+    marked = dispatcher.waiting(ids)
+    assert dispatcher._queued(set(marked.values())) == set(marked.values())
+    assert dispatcher.stranded(marked, settings.requeue_after_seconds) == set()
+    assert dispatcher._queued({"not-a-message-id"}) == set()
