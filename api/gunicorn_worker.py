@@ -79,6 +79,17 @@ class ProblemWorker(ThreadWorker):
     client told keep-alive would send its next request into the closed socket."""
 
     _serving = threading.local()
+    _quitting = False
+
+    def handle_quit(self, sig, frame):
+        """SIGINT or SIGQUIT: stop now. A second one often follows the first (Ctrl-C reaches
+        the whole process group, and the arbiter sends SIGQUIT on SIGINT); run inside the
+        first handler, it would wait forever for the thread pool's shutdown lock that the
+        first one holds, and the process would keep the listening socket. It is ignored."""
+        if self._quitting:
+            return
+        self._quitting = True
+        super().handle_quit(sig, frame)
 
     def load_wsgi(self):
         super().load_wsgi()

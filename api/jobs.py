@@ -37,7 +37,7 @@ from .schemas import (
 )
 from .services import services
 from .validation import SpecError, field_error, matrix_input, prepare_job
-from .views import job_detail, job_summary, lineage_view, metric_view
+from .views import event_stream, job_detail, job_summary, lineage_view, metric_view
 from .views import json_response as _json
 from .watch import RECHECK_SECONDS
 
@@ -440,36 +440,26 @@ def job_events(job_id: str, query: EventsQuery):
     last = int(given) if given else 0
     tenant, watcher, timeout = g.tenant, s.watcher, query.timeout
 
-    def stream():
-        sent, deadline = last, time.monotonic() + timeout
-        status = None
-        with watcher.watching(job_id) as changed:
-            while True:
-                with s.db.reading() as session:
-                    job = jobs.get_job(session, tenant, job_id)
-                    rows = jobs.metrics(session, job_id, after=sent)
-                    summary = job_summary(job)
-                for row in rows:
-                    sent = row.epoch
-                    yield _event("epoch", metric_view(row).model_dump_json(), sent)
-                if job.status != status:
-                    status = job.status
-                    yield _event("status", summary.model_dump_json(), sent)
-                if job.status in FINAL_STATUSES:
-                    yield _event("end", summary.model_dump_json(), sent)
-                    return
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return
-                if not changed.wait(min(left, RECHECK_SECONDS)):
-                    yield ": waiting\n\n"
-                changed.clear()
+    state = {"sent": last, "status": None}
 
-    return Response(
-        stream_with_context(stream()),
-        mimetype="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    def read():
+        with s.db.reading() as session:
+            job = jobs.get_job(session, tenant, job_id)
+            rows = jobs.metrics(session, job_id, after=state["sent"])
+            summary = job_summary(job)
+        events = []
+        for row in rows:
+            state["sent"] = row.epoch
+            events.append(_event("epoch", metric_view(row).model_dump_json(), row.epoch))
+        if job.status != state["status"]:
+            state["status"] = job.status
+            events.append(_event("status", summary.model_dump_json(), state["sent"]))
+        ended = job.status in FINAL_STATUSES
+        if ended:
+            events.append(_event("end", summary.model_dump_json(), state["sent"]))
+        return events, ended
+
+    return event_stream(watcher, job_id, timeout, read)
 
 
 def _event(kind: str, data: str, event_id: int) -> str:
@@ -641,7 +631,8 @@ def cancel_job(job_id: str) -> JobOut:
 @bp.delete("/<job_id>")
 @operation("deleteJob", responses={204: None, 409: None})
 def delete_job(job_id: str):
-    """Delete a finished job and all it stored (409 while it is queued or running).
+    """Delete a finished job and all it stored (409 while it is queued or running, and for
+    a sweep's trial: trials go with their sweep).
 
     Its inline data, checkpoints, metrics, history and model go; a data set it trained on
     stays."""
@@ -651,6 +642,8 @@ def delete_job(job_id: str):
             jobs.delete_job(session, g.tenant, job_id)
         except jobs.JobNotFound:
             raise _not_found(job_id) from None
+        except jobs.TrialOfSweep as exc:
+            raise ApiProblem(409, str(exc), slug="job-is-a-trial") from None
         except jobs.JobConflict as exc:
             raise ApiProblem(409, str(exc), slug="job-not-finished") from None
     s.models.forget(job_id)

@@ -780,6 +780,19 @@ class SweepQuery(BaseModel):
     )
 
 
+class SweepEventsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: Annotated[int, Field(ge=1, le=200)] = Field(
+        10, description="Leaderboard rows in each event"
+    )
+    timeout: Annotated[float, Field(ge=1, le=60)] = Field(
+        25,
+        description="End the stream after this many seconds without the sweep ending (an "
+        "EventSource then reconnects and starts from the current state)",
+    )
+
+
 class SweepListQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

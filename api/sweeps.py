@@ -1,14 +1,16 @@
-"""/v1/sweeps: submit, read, list and cancel hyperparameter searches, and the best model.
+"""/v1/sweeps: submit, read, follow, list, cancel and delete hyperparameter searches, and
+the best model.
 
 Handlers parse, delegate to ``store.sweeps`` (the rules) and ``api.sweep_validation`` (the
 checks at submit), and shape the answer. Trials are jobs: ``GET /v1/jobs?sweep=<id>``."""
 
 from __future__ import annotations
 
-from flask import Blueprint, g, url_for
+from flask import Blueprint, Response, g, url_for
 from sqlalchemy.exc import IntegrityError
 
 from store import idempotency, sweeps
+from store.models import RUNNING
 from worker.webhooks import refusal
 
 from .jobs import (
@@ -27,6 +29,7 @@ from .problems import ApiProblem
 from .schemas import (
     ModelOut,
     SweepCreate,
+    SweepEventsQuery,
     SweepList,
     SweepListQuery,
     SweepOut,
@@ -35,8 +38,8 @@ from .schemas import (
 from .services import services
 from .sweep_validation import prepare_sweep
 from .validation import SpecError, field_error
+from .views import event_stream, sweep_detail, sweep_summary
 from .views import json_response as _json
-from .views import sweep_detail, sweep_summary
 
 bp = Blueprint("sweeps", __name__, url_prefix="/v1/sweeps")
 
@@ -213,6 +216,62 @@ def get_sweep(sweep_id: str, query: SweepQuery):
     return _json(view)
 
 
+@bp.get("/<sweep_id>/events")
+@operation(
+    "streamSweepEvents",
+    query=SweepEventsQuery,
+    responses={200: None},
+    binary={200: "text/event-stream"},
+    media_schemas={
+        200: {  # OpenAPI 3.2's schema of each event of the stream
+            "itemSchema": {
+                "type": "object",
+                "description": "One event; data is JSON text: the sweep as getSweep answers it",
+                "required": ["event", "data"],
+                "properties": {
+                    "event": {"enum": ["sweep", "end"]},
+                    "data": {"type": "string", "contentMediaType": "application/json"},
+                },
+            }
+        }
+    },
+)
+def sweep_events(sweep_id: str, query: SweepEventsQuery):
+    """Server-sent events of a sweep: its state each time it changes.
+
+    Events: `sweep` (data: the sweep as `getSweep` answers it, with the first `limit`
+    leaderboard rows) whenever a trial moved (an epoch, a rung decision, a release, an end),
+    and `end` once the sweep ended and none of its trials still runs; the stream closes.
+    Each event carries the whole state, so a reconnect starts from the current state and
+    misses nothing. The workers' notifications over Redis wake the stream; it also reads
+    the database every couple of seconds, ends after `timeout` seconds, and a comment keeps
+    idle connections open."""
+    s = services()
+    with s.db.reading() as session:
+        _find(session, sweep_id)  # 404 before the stream starts
+    tenant, watcher, timeout, limit = g.tenant, s.watcher, query.timeout, query.limit
+
+    state = {"last": None}
+
+    def read():
+        with s.db.reading() as session:
+            try:
+                sweep = sweeps.get_sweep(session, tenant, sweep_id)
+            except sweeps.SweepNotFound:  # deleted meanwhile
+                return [], True
+            view = sweep_detail(session, sweep, limit=limit)
+        data, events = view.model_dump_json(), []
+        if data != state["last"]:
+            state["last"] = data
+            events.append(f"event: sweep\ndata: {data}\n\n")
+        ended = view.status != RUNNING and not (view.counts.queued or view.counts.running)
+        if ended:
+            events.append(f"event: end\ndata: {data}\n\n")
+        return events, ended
+
+    return event_stream(watcher, sweep_id, timeout, read)
+
+
 @bp.post("/<sweep_id>/cancel")
 @operation("cancelSweep", responses={200: SweepOut, 202: SweepOut, 409: None})
 def cancel(sweep_id: str):
@@ -228,6 +287,23 @@ def cancel(sweep_id: str):
         session.flush()
         view = sweep_detail(session, sweep)
     return _json(view, 202 if view.counts.running else 200)
+
+
+@bp.delete("/<sweep_id>")
+@operation("deleteSweep", responses={204: None, 409: None})
+def delete_sweep(sweep_id: str):
+    """Delete an ended sweep with its trials and all they stored (409 while it runs, or
+    while trials of a cancelled sweep have not stopped yet). A data set it trained on stays."""
+    s = services()
+    with s.db.session() as session:
+        _find(session, sweep_id)
+        try:
+            trial_ids = sweeps.delete_sweep(session, s.db, g.tenant, sweep_id)
+        except sweeps.SweepConflict as exc:
+            raise ApiProblem(409, str(exc), slug="sweep-not-finished") from None
+    for trial_id in trial_ids:
+        s.models.forget(trial_id)
+    return Response(status=204)
 
 
 @bp.get("/<sweep_id>/best/model")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Response
+import time
+from collections.abc import Callable, Iterable
+
+from flask import Response, stream_with_context
 from pydantic import BaseModel
 
 from store import sweeps
@@ -25,11 +28,40 @@ from .schemas import (
     SweepSummary,
     TrialOut,
 )
+from .watch import RECHECK_SECONDS
 
 
 def json_response(model: BaseModel, status: int = 200, headers: dict | None = None) -> Response:
     return Response(
         model.model_dump_json(), status=status, mimetype="application/json", headers=headers
+    )
+
+
+def event_stream(
+    watcher, key: str, timeout: float, read: Callable[[], tuple[Iterable[str], bool]]
+) -> Response:
+    """Server-sent events: each round, ``read()`` gives the round's events and whether the
+    stream ends with them; between rounds the stream waits for a notification about ``key``
+    (at most RECHECK_SECONDS, sending a comment that keeps an idle connection open), and it
+    ends after ``timeout`` seconds."""
+
+    def stream():
+        deadline = time.monotonic() + timeout
+        with watcher.watching(key) as changed:
+            while True:
+                events, ended = read()
+                yield from events
+                left = deadline - time.monotonic()
+                if ended or left <= 0:
+                    return
+                if not changed.wait(min(left, RECHECK_SECONDS)):
+                    yield ": waiting\n\n"
+                changed.clear()
+
+    return Response(
+        stream_with_context(stream()),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 

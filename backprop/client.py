@@ -275,6 +275,10 @@ class Client:
     def cancel_sweep(self, sweep_id: str) -> dict:
         return self._json("POST", f"/v1/sweeps/{sweep_id}/cancel")
 
+    def delete_sweep(self, sweep_id: str) -> None:
+        """Delete an ended sweep with its trials (ApiError 409 while it runs)."""
+        self.request("DELETE", f"/v1/sweeps/{sweep_id}")
+
     def wait_sweep(
         self,
         sweep_id: str,

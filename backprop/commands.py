@@ -397,6 +397,18 @@ def sweep_cancel(client, as_json, sweep_id):
     _print(sweep, as_json, _sweep_table(sweep))
 
 
+@sweep_group.command("delete")
+@click.argument("sweep_id")
+@connection
+def sweep_delete(client, as_json, sweep_id):
+    """Delete an ended sweep with its trials, their metrics and models."""
+    client.delete_sweep(sweep_id)
+    if as_json:
+        _print({"deleted": sweep_id}, True)
+    else:
+        click.echo(f"deleted {sweep_id}")
+
+
 def _follow_sweep(client: Client, sweep_id: str, as_json: bool, limit: int = 20) -> dict:
     if as_json:
         return client.wait_sweep(sweep_id, limit=limit)

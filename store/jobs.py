@@ -57,6 +57,10 @@ class JobConflict(Exception):
     """The job is not in a state that allows the operation (e.g. cancel a finished job)."""
 
 
+class TrialOfSweep(JobConflict):
+    """A sweep's trial is deleted with its sweep, never on its own."""
+
+
 class QueueFull(Exception):
     """The tenant already has ``limit`` queued jobs; ``queued`` is how many."""
 
@@ -306,8 +310,18 @@ def delete_job(session: Session, tenant: str, job_id: str) -> None:
     metrics, history and model; never a data set). Raises JobConflict while it is queued
     or running, JobNotFound for another tenant's."""
     job = get_job(session, tenant, job_id)
+    if job.sweep_id:
+        raise TrialOfSweep(
+            f"the job is trial {job.trial} of sweep {job.sweep_id}: trials go with their "
+            "sweep (DELETE /v1/sweeps/{sweep_id})"
+        )
     if job.status not in FINAL_STATUSES:
         raise JobConflict(f"the job is {job.status}: cancel it first, then delete it")
+    delete_rows(session, job_id)
+
+
+def delete_rows(session: Session, job_id: str) -> None:
+    """Remove a job's row and every row it owns (the caller checked that it may go)."""
     ids = list(session.scalars(select(Blob.id).where(Blob.job_id == job_id)))
     if ids:
         session.execute(delete(BlobChunk).where(BlobChunk.blob_id.in_(ids)))

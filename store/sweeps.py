@@ -37,6 +37,7 @@ from .models import (
     RUNNING,
     SUCCEEDED,
     Dataset,
+    IdempotencyRecord,
     Job,
     Sweep,
 )
@@ -343,6 +344,32 @@ def cancel_sweep(session: Session, db: Database, tenant: str, sweep_id: str) -> 
         if trial.status in ACTIVE:
             jobs.request_cancel(session, db, tenant, trial.id)
     return sweep
+
+
+def delete_sweep(session: Session, db: Database, tenant: str, sweep_id: str) -> list[str]:
+    """Remove an ended sweep with its trials and all they stored (never a data set);
+    returns the trials' ids. Raises SweepConflict while it runs."""
+    get_sweep(session, tenant, sweep_id)
+    sweep = lock(session, db, sweep_id)
+    if sweep.status == RUNNING:
+        raise SweepConflict("the sweep is running: cancel it first, then delete it")
+    trials = trials_of(session, sweep_id)
+    active = sum(1 for trial in trials if trial.status in ACTIVE)
+    if active:  # a cancelled sweep's running trials stop at their next mini-batch
+        raise SweepConflict(f"{active} of its trials have not stopped yet: delete it after")
+    trial_ids = [trial.id for trial in trials]
+    for trial_id in trial_ids:
+        jobs.delete_rows(session, trial_id)
+    # a submit's stored answer names the sweep: a retry with its key makes a new one
+    for record in session.scalars(
+        select(IdempotencyRecord).where(
+            IdempotencyRecord.tenant == tenant, IdempotencyRecord.job_id.is_(None)
+        )
+    ):
+        if (record.response or {}).get("id") == sweep_id:
+            session.delete(record)
+    session.delete(sweep)
+    return trial_ids
 
 
 # ---------------------------------------------------------------------------------- reads

@@ -365,8 +365,10 @@ def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str, noti
     if claimed is None:
         log.info("job %s: not claimable (held, finished or cancelled); message ignored", job_id)
         return Outcome("skipped")
-    notify(job_id)
     job = claimed.job
+    if job.sweep_id:  # a trial's changes are its sweep's too (GET /v1/sweeps/{id}/events)
+        notify = _with_sweep(notify, job.sweep_id)
+    notify(job_id)
     has_callback = bool(job.spec.get("callback_url"))
 
     lease = LeaseKeeper(store, job_id, owner)
@@ -428,6 +430,14 @@ ENDINGS = (SUCCEEDED, FAILED, CANCELLED)
 GRADIENT_CHECK_PARAMETERS = 200  # weights and biases checked, drawn at random
 GRADIENT_CHECK_SAMPLES = 32  # rows of the sample batch, at most
 GRADIENT_CHECK_THRESHOLD = 1e-4  # correct backprop gives about 1e-7; a wrong formula 1e-3+
+
+
+def _with_sweep(notify, sweep_id: str):
+    def both(job_id: str) -> None:
+        notify(job_id)
+        notify(sweep_id)
+
+    return both
 
 
 def _check_gradients(store, job, owner, trainer, arrays, when: str, notify) -> None:

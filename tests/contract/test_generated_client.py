@@ -302,6 +302,13 @@ def test_a_sweep_through_the_generated_client(gen):
     assert isinstance(model, models.ModelOut) and model.job_id == sweep.best.job_id
     ended = _op(gen, "cancel_sweep").sync_detailed(sweep.id, client=client)
     assert ended.status_code == 409 and isinstance(ended.parsed, models.Problem)
+    stream = _op(gen, "stream_sweep_events").sync_detailed(sweep.id, client=client, timeout=5)
+    assert stream.status_code == 200 and stream.content.count(b"event: ") == 2
+    assert stream.content.startswith(b"event: sweep") and b"event: end" in stream.content
+    gone = _op(gen, "delete_sweep").sync_detailed(sweep.id, client=client)
+    assert gone.status_code == 204
+    again = _op(gen, "get_sweep").sync_detailed(sweep.id, client=client)
+    assert again.status_code == 404 and isinstance(again.parsed, models.Problem)
     bad = dict(request, search={"structure[0]": {"choice": [3]}})
     invalid = _op(gen, "create_sweep").sync_detailed(
         client=client, body=models.SweepCreate.from_dict(bad)

@@ -173,3 +173,10 @@ def test_the_cli_runs_a_sweep_with_a_live_leaderboard(stack, tmp_path, client):
     assert again["id"] == first["id"]
     best = client.wait_sweep(first["id"], timeout=60)["best"]
     assert client.best_model(first["id"])["job_id"] == best["job_id"]
+    client.delete_sweep(first["id"])
+    deleted = cli(stack, "sweep", "delete", sweep_id)
+    assert deleted.returncode == 0 and f"deleted {sweep_id}" in deleted.stdout
+    gone = cli(stack, "sweep", "status", sweep_id)
+    assert gone.returncode == 1 and "no sweep" in gone.stderr
+    remaining = [s["id"] for s in client.sweeps()]
+    assert sweep_id not in remaining and first["id"] not in remaining

@@ -7,6 +7,8 @@ import json
 
 import requests
 
+from tests.support.stack import server_sent_events
+
 XOR = {
     "structure": [2, 4, 1],
     "epochs": 3000,
@@ -21,7 +23,7 @@ def events(stack, job_id: str, last: str | None = None, stop_after_epoch: int | 
     headers = {"Authorization": f"Bearer {stack.tokens['alice']}"}
     if last is not None:
         headers["Last-Event-ID"] = last
-    found, fields = [], {}
+    found = []
     with requests.get(
         f"{stack.base}/v1/jobs/{job_id}/events",
         params={"timeout": 60},
@@ -31,15 +33,8 @@ def events(stack, job_id: str, last: str | None = None, stop_after_epoch: int | 
     ) as response:
         assert response.status_code == 200
         assert response.headers["Content-Type"].startswith("text/event-stream")
-        for line in response.iter_lines(decode_unicode=True):
-            if line.startswith(":"):
-                continue
-            if line:
-                key, _, value = line.partition(": ")
-                fields[key] = value
-                continue
+        for fields in server_sent_events(response):
             found.append((fields["id"], fields["event"], json.loads(fields["data"])))
-            fields = {}
             _, kind, data = found[-1]
             if stop_after_epoch and kind == "epoch" and data["epoch"] >= stop_after_epoch:
                 break

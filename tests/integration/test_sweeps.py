@@ -4,14 +4,16 @@ cancel, reproducible trial values, and a 422 naming the path for every invalid s
 from __future__ import annotations
 
 import itertools
+import json
 import time
 
 import numpy as np
 import pytest
+import requests
 
 import tuning
 from tests.faults.conftest import model_weights, reference_weights
-from tests.support.stack import most_at_once
+from tests.support.stack import most_at_once, server_sent_events
 
 FINAL = ("succeeded", "failed", "cancelled")
 
@@ -254,6 +256,99 @@ def test_cancel_stops_queued_and_running_trials_and_keeps_finished_ones(stack, c
     assert again.status_code == 409
     assert again.headers["Content-Type"] == "application/problem+json"
     assert client.get(f"/v1/sweeps/{sweep['id']}/best/model").status_code == 409
+
+
+def sweep_events(stack, sweep_id: str) -> list[tuple[str, dict]]:
+    """(event, data) of a sweep's stream, read as it arrives, until it closes."""
+    with requests.get(
+        f"{stack.base}/v1/sweeps/{sweep_id}/events",
+        params={"timeout": 60, "limit": 3},
+        headers={"Authorization": f"Bearer {stack.tokens['alice']}"},
+        stream=True,
+        timeout=90,
+    ) as response:
+        assert response.status_code == 200, response.text
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        return [(e["event"], json.loads(e["data"])) for e in server_sent_events(response)]
+
+
+def test_a_sweep_s_event_stream_shows_every_trial_end_and_closes_with_the_sweep(stack, classes):
+    client = stack.client()
+    sweep = submit(
+        client,
+        {
+            "base": base(classes, epochs=60, data={"dataset_id": classes, "batch_size": 1}),
+            "search": {"learning_rate": {"choice": [0.5, 1.0, 2.0, 4.0]}},
+            "method": "grid",
+            "objective": {"metric": "cost"},
+            "max_parallel": 1,
+        },
+    )
+    seen = sweep_events(stack, sweep["id"])
+    kinds = [kind for kind, _ in seen]
+    assert kinds[-1] == "end" and set(kinds[:-1]) == {"sweep"}
+    final = seen[-1][1]
+    assert final["status"] == "succeeded" and final["counts"]["succeeded"] == 4
+    assert final == client.get(f"/v1/sweeps/{sweep['id']}", params={"limit": 3}).json()
+    assert len(final["leaderboard"]) == 3 and final["leaderboard_total"] == 4
+    # woken by the workers' notifications: each of the four ends is seen, in order (the
+    # database is read every 2 s otherwise, and a trial takes less than a second)
+    ended = [data["counts"]["succeeded"] for _, data in seen]
+    assert ended == sorted(ended) and set(ended) >= {1, 2, 3, 4}, ended
+    runs = [data["epochs"]["run"] for _, data in seen]
+    assert runs == sorted(runs) and runs[-1] == 240
+    assert len({json.dumps(data) for kind, data in seen if kind == "sweep"}) == len(seen) - 1
+    again = sweep_events(stack, sweep["id"])  # a reconnect starts from the current state
+    assert [kind for kind, _ in again] == ["sweep", "end"] and again[0][1] == final
+    other = requests.get(
+        f"{stack.base}/v1/sweeps/{sweep['id']}/events",
+        headers={"Authorization": f"Bearer {stack.tokens['bob']}"},
+        timeout=30,
+    )
+    assert other.status_code == 404
+    bad = client.get(f"/v1/sweeps/{sweep['id']}/events", params={"limit": 0})
+    assert bad.status_code == 422 and "limit" in bad.text
+
+
+def test_a_sweep_is_deleted_with_its_trials_once_it_ended(stack, classes):
+    client = stack.client()
+    body = {
+        "base": base(classes, epochs=300, data={"dataset_id": classes, "batch_size": 1}),
+        "search": {"learning_rate": {"choice": [1.0, 2.0]}},
+        "method": "grid",
+        "objective": {"metric": "cost"},
+        "max_parallel": 1,
+    }
+    key = {"Idempotency-Key": f"delete-{time.time_ns()}"}
+    response = client.post("/v1/sweeps", json=body, headers=key)
+    assert response.status_code == 202, response.text
+    sweep = response.json()
+    running = client.delete(f"/v1/sweeps/{sweep['id']}")
+    assert running.status_code == 409, running.text
+    assert running.headers["Content-Type"] == "application/problem+json"
+    assert running.json()["type"].endswith("sweep-not-finished")
+    first = client.get("/v1/jobs", params={"sweep": sweep["id"]}).json()["jobs"][0]
+    alone = client.delete(f"/v1/jobs/{first['id']}")  # a trial goes with its sweep only
+    assert alone.status_code == 409 and alone.json()["type"].endswith("job-is-a-trial")
+    assert stack.client("bob").delete(f"/v1/sweeps/{sweep['id']}").status_code == 404
+
+    client.post(f"/v1/sweeps/{sweep['id']}/cancel")
+    deadline = time.monotonic() + 60
+    while any(j["status"] not in FINAL for j in trials(client, sweep["id"])):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    ids = [j["id"] for j in trials(client, sweep["id"])]
+    assert client.delete(f"/v1/sweeps/{sweep['id']}").status_code == 204
+    assert client.get(f"/v1/sweeps/{sweep['id']}").status_code == 404
+    assert client.delete(f"/v1/sweeps/{sweep['id']}").status_code == 404
+    assert all(client.get(f"/v1/jobs/{job_id}").status_code == 404 for job_id in ids)
+    assert client.get("/v1/jobs", params={"sweep": sweep["id"]}).json()["jobs"] == []
+    assert sweep["id"] not in [s["id"] for s in client.get("/v1/sweeps").json()["sweeps"]]
+    assert client.get(f"/v1/datasets/{classes}").status_code == 200  # the data set stays
+    retry = client.post("/v1/sweeps", json=body, headers=key)  # no replay of a deleted sweep
+    assert retry.status_code == 202 and retry.json()["id"] != sweep["id"]
+    assert "Idempotent-Replayed" not in retry.headers
+    client.post(f"/v1/sweeps/{retry.json()['id']}/cancel")
 
 
 def test_another_tenant_sees_no_sweep(stack, classes):

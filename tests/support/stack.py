@@ -153,6 +153,9 @@ class Client:
     def post(self, path, **kw):
         return self.request("POST", path, **kw)
 
+    def delete(self, path, **kw):
+        return self.request("DELETE", path, **kw)
+
     def submit(self, spec: dict) -> dict:
         response = self.post("/v1/jobs", json=spec)
         assert response.status_code == 202, response.text
@@ -172,6 +175,21 @@ class Client:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['status']}: {job}")
             time.sleep(0.1)
+
+
+def server_sent_events(response):
+    """The events of a text/event-stream response as they arrive: a dict of each event's
+    fields (id, event, data), comments left out."""
+    fields = {}
+    for line in response.iter_lines(decode_unicode=True):
+        if line.startswith(":"):
+            continue
+        if line:
+            key, _, value = line.partition(": ")
+            fields[key] = value
+            continue
+        yield fields
+        fields = {}
 
 
 def most_at_once(intervals) -> int:

@@ -194,20 +194,21 @@
     draw(sweep);
     if (root.dataset.running !== "true") return;
 
-    async function refresh() {
-      try {
-        const answer = await fetch(root.dataset.source, { headers: { Accept: "application/json" } });
-        if (answer.status === 401) return location.reload();
-        if (!answer.ok) throw new Error(`HTTP ${answer.status}`);
-        sweep = await answer.json();
-        draw(sweep);
-        if (sweep.status !== "running") return setTimeout(() => location.reload(), 200);
-      } catch (error) {
-        document.getElementById("summary").textContent = "reconnecting…";
-      }
-      setTimeout(refresh, 1000);
-    }
-    setTimeout(refresh, 1000);
+    // each event carries the whole sweep; EventSource reconnects by itself when the stream
+    // times out, and the first event after a reconnect is the current state
+    const source = new EventSource(root.dataset.events);
+    source.addEventListener("sweep", (event) => {
+      sweep = JSON.parse(event.data);
+      draw(sweep);
+    });
+    source.addEventListener("end", (event) => {
+      source.close();
+      draw(JSON.parse(event.data));
+      setTimeout(() => location.reload(), 200); // the final page
+    });
+    source.onerror = () => {
+      document.getElementById("summary").textContent = "reconnecting…";
+    };
 
     function draw(s) {
       const badge = document.getElementById("status");
