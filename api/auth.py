@@ -63,6 +63,7 @@ class TokenCache:
 
 
 SESSION_METHODS = ("GET", "HEAD")
+SESSION_COOKIE = "backprop_session"  # the dashboard's signed session
 
 
 def authenticate() -> None:

@@ -64,7 +64,7 @@ CONTENT_SECURITY_POLICY = (
 def init_app(app: Flask, settings: Settings) -> None:
     app.secret_key = settings.session_key()
     app.config.update(
-        SESSION_COOKIE_NAME="backprop_session",
+        SESSION_COOKIE_NAME=auth.SESSION_COOKIE,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.cookie_secure,

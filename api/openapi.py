@@ -28,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from .auth import SESSION_COOKIE, SESSION_METHODS
 from .problems import PROBLEM_JSON, ApiProblem, validation_problem
 from .schemas import Problem
 
@@ -294,7 +295,7 @@ def build_document(
 
     paths: dict[str, dict] = {}
     for path, method, op, arguments in operations:
-        paths.setdefault(path, {})[method] = _operation(op, arguments, settings)
+        paths.setdefault(path, {})[method] = _operation(op, arguments, settings, method)
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version, "description": description},
@@ -302,7 +303,17 @@ def build_document(
         "components": {
             "schemas": defs.get("$defs", {}),
             "headers": ALWAYS | RATE_LIMIT | RETRY_AFTER | WWW_AUTHENTICATE,
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer"},
+                "dashboardSession": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": SESSION_COOKIE,
+                    "description": "The dashboard's signed session, set by signing in at "
+                    "/sign-in with a token: reads (GET, HEAD) only; every write needs the "
+                    "bearer token",
+                },
+            },
         },
     }
 
@@ -318,7 +329,7 @@ def _ref(model) -> dict:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
-def _operation(op: Operation, arguments: list[str], settings: dict) -> dict:
+def _operation(op: Operation, arguments: list[str], settings: dict, method: str) -> dict:
     doc: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary}
     text = op.description
     if op.rules:
@@ -370,7 +381,11 @@ def _operation(op: Operation, arguments: list[str], settings: dict) -> dict:
                 for media, m in op.raw_bodies.items()
             },
         }
-    doc["security"] = [{"bearerAuth": []}] if op.secure else []
+    doc["security"] = []
+    if op.secure:
+        doc["security"] = [{"bearerAuth": []}]
+        if method.upper() in SESSION_METHODS:  # the dashboard's pages read through the API
+            doc["security"].append({"dashboardSession": []})
 
     errors = dict(COMMON)
     if op.secure:

@@ -18,6 +18,7 @@ from api import create_app
 from store import jobs
 from store.db import get_database
 from store.models import Job
+from store.tokens import hash_token
 from tests.conftest import make_token
 from tests.support.stack import ROOT
 
@@ -328,6 +329,31 @@ def test_openapi_documents_every_status_with_problem_schemas(make_client):
     assert "404" in document["paths"]["/v1/jobs/{job_id}"]["get"]["responses"]
     assert document["paths"]["/healthz"]["get"]["security"] == []
     assert client.get("/docs/").status_code == 200
+
+
+def test_the_dashboard_session_is_documented_where_it_is_accepted(make_client, test_settings):
+    app, client, _ = make_client()
+    document = client.get("/openapi.json").json
+    scheme = document["components"]["securitySchemes"]["dashboardSession"]
+    assert scheme["type"] == "apiKey" and scheme["in"] == "cookie"
+    assert scheme["name"] == app.config["SESSION_COOKIE_NAME"]
+    for path, item in document["paths"].items():
+        for method, op in item.items():
+            names = [name for alternative in op["security"] for name in alternative]
+            if not names:  # open: health, readiness, the document itself
+                continue
+            want = ["bearerAuth", "dashboardSession"] if method == "get" else ["bearerAuth"]
+            assert names == want, (method, path, names)
+    # and so it behaves: a signed-in browser's cookie reads, never writes
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    browser = app.test_client()
+    with browser.session_transaction() as session:
+        session["token"] = hash_token(make_token(test_settings.database_url, tenant))
+    assert browser.get("/v1/jobs").status_code == 200
+    assert browser.get("/v1/sweeps").status_code == 200
+    refused = browser.post("/v1/jobs", json={"structure": [2, 1]})
+    assert refused.status_code == 401 and "Bearer" in refused.headers["WWW-Authenticate"]
+    assert app.test_client().get("/v1/jobs").status_code == 401  # no cookie, no token
 
 
 def _walk(node):
