@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -42,6 +43,16 @@ class ApiError(Exception):
         self.errors = problem.get("errors") or []
         self.request_id = problem.get("request_id")
         super().__init__(f"{status}: {self.detail}")
+
+
+def _api_error(response: httpx.Response) -> ApiError:
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = {"detail": response.text[:500]}
+    error = ApiError(response.status_code, problem)
+    error.retry_after = response.headers.get("Retry-After")
+    return error
 
 
 class JobFailed(Exception):
@@ -131,16 +142,35 @@ class Client:
         def once() -> httpx.Response:
             response = self.http.request(method, path, **kwargs)
             if response.status_code >= 400:
-                try:
-                    problem = response.json()
-                except ValueError:
-                    problem = {"detail": response.text[:500]}
-                error = ApiError(response.status_code, problem)
-                error.retry_after = response.headers.get("Retry-After")
-                raise error
+                raise _api_error(response)
             return response
 
         return self._retrying(once)()
+
+    def _events(self, path: str, params: dict) -> Iterator[tuple[str, dict]]:
+        """(event, data) of one server-sent event stream, as they arrive, until it closes;
+        opened with the retries of ``request``."""
+
+        def open_stream() -> httpx.Response:
+            response = self.http.send(
+                self.http.build_request("GET", path, params=params), stream=True
+            )
+            if response.status_code >= 400:
+                response.read()
+                response.close()
+                raise _api_error(response)
+            return response
+
+        response = self._retrying(open_stream)()
+        try:
+            kind = None
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    kind = line[len("event: ") :]
+                elif line.startswith("data: "):
+                    yield kind, json.loads(line[len("data: ") :])
+        finally:
+            response.close()
 
     def _json(self, method: str, path: str, **kwargs):
         response = self.request(method, path, **kwargs)
@@ -287,18 +317,23 @@ class Client:
         interval: float = 1.0,
         limit: int = 50,
     ) -> dict:
-        """Poll until the sweep ends; ``on_update`` sees every state. TimeoutError after
-        ``timeout`` seconds."""
+        """Follow the sweep's event stream until it ended and no trial still runs;
+        ``on_update`` sees every state. TimeoutError after ``timeout`` seconds; a dropped
+        stream is opened again after ``interval`` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            sweep = self.sweep(sweep_id, limit=limit)
-            if on_update:
-                on_update(sweep)
-            if sweep["status"] != "running":
-                return sweep
-            if deadline is not None and time.monotonic() >= deadline:
+            left = 25.0 if deadline is None else min(25.0, deadline - time.monotonic())
+            if left <= 0:
                 raise TimeoutError(f"sweep {sweep_id} still running after {timeout} s")
-            time.sleep(interval)
+            params = {"limit": limit, "timeout": f"{max(left, 1.0):.1f}"}
+            try:
+                for kind, sweep in self._events(f"/v1/sweeps/{sweep_id}/events", params):
+                    if on_update:
+                        on_update(sweep)
+                    if kind == "end":
+                        return sweep
+            except (httpx.TransportError, ValueError):  # dropped or cut short: open it again
+                time.sleep(interval)
 
     def best_model(self, sweep_id: str) -> dict:
         """The best trial's model, as GET /v1/jobs/{id}/model gives it."""

@@ -171,7 +171,12 @@ def test_the_cli_runs_a_sweep_with_a_live_leaderboard(stack, tmp_path, client):
     first = client.submit_sweep(body, idempotency_key="sweep-key-1")
     again = client.submit_sweep(body, idempotency_key="sweep-key-1")
     assert again["id"] == first["id"]
-    best = client.wait_sweep(first["id"], timeout=60)["best"]
+    states = []  # the event stream's states, the last one with no trial running
+    best = client.wait_sweep(first["id"], timeout=60, on_update=states.append)["best"]
+    assert states and states[-1]["status"] == "succeeded" and states[-1]["counts"]["running"] == 0
+    with pytest.raises(ApiError) as unknown:
+        client.wait_sweep(str(uuid.uuid4()), timeout=10)
+    assert unknown.value.status == 404
     assert client.best_model(first["id"])["job_id"] == best["job_id"]
     client.delete_sweep(first["id"])
     deleted = cli(stack, "sweep", "delete", sweep_id)
