@@ -28,9 +28,11 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from store.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER
+
 from .auth import SESSION_COOKIE, SESSION_METHODS
 from .problems import PROBLEM_JSON, ApiProblem, validation_problem
-from .schemas import Problem
+from .schemas import CallbackPayload, Problem
 
 
 @dataclass(frozen=True)
@@ -283,7 +285,7 @@ def build_document(
             path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
             operations.append((path, methods[0].lower(), op, list(rule.arguments)))
 
-    models = {Problem}
+    models = {Problem, CallbackPayload}
     for _, _, op, _ in operations:
         models |= {m for m in (op.body, op.query, *op.responses.values()) if m is not None}
         models |= {m for m in op.raw_bodies.values() if isinstance(m, type)}
@@ -300,6 +302,7 @@ def build_document(
         "openapi": "3.1.0",
         "info": {"title": title, "version": version, "description": description},
         "paths": paths,
+        "webhooks": _webhooks(),
         "components": {
             "schemas": defs.get("$defs", {}),
             "headers": ALWAYS | RATE_LIMIT | RETRY_AFTER | WWW_AUTHENTICATE,
@@ -315,6 +318,43 @@ def build_document(
                 },
             },
         },
+    }
+
+
+def _webhooks() -> dict:
+    """What the service POSTs to a job's callback_url (worker/webhooks.py)."""
+    return {
+        "jobFinished": {
+            "post": {
+                "operationId": "jobFinished",
+                "summary": "A job ended: its final state, sent to the job's callback_url",
+                "description": "Signed: the signature header is `v1=` and the hex HMAC-SHA256 of "
+                "`<timestamp>.<body>` with the tenant's webhook secret (POST /v1/webhooks/secret). "
+                "Any 2xx answer is a delivery; other answers and no answer are retried with a "
+                "doubling backoff, WEBHOOK_ATTEMPTS times in all. Redirects are not followed.",
+                "parameters": [
+                    {
+                        "name": TIMESTAMP_HEADER,
+                        "in": "header",
+                        "required": True,
+                        "description": "Unix seconds when it was signed",
+                        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                    },
+                    {
+                        "name": SIGNATURE_HEADER,
+                        "in": "header",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^v1=[0-9a-f]{64}$"},
+                    },
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref(CallbackPayload)}},
+                },
+                "responses": {"2XX": {"description": "Received; not sent again"}},
+                "security": [],
+            }
+        }
     }
 
 

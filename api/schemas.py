@@ -452,6 +452,25 @@ class JobSummary(Out):
     )
 
 
+class CallbackPayload(Out):
+    """The body of a job's callback: its final state, POSTed once to ``callback_url``."""
+
+    id: str
+    name: str | None = None
+    labels: dict[str, str]
+    status: Literal["succeeded", "failed", "cancelled"]
+    progress: Progress
+    metrics: EpochMetricsOut | None = Field(None, description="The last finished epoch")
+    error: JobErrorOut | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime
+    runtime_seconds: float = Field(description="Seconds of training, over all attempts")
+    sweep_id: str | None = Field(None, description="The sweep this job is a trial of")
+    trial: int | None = None
+    stopped_early: bool = False
+
+
 class RungOut(Out):
     """ASHA's decision for a trial that reached a rung, with the figures behind it."""
 

@@ -35,7 +35,7 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 def payload(job: Job) -> dict:
-    """A callback's body: the job's final state."""
+    """A callback's body: the job's final state (``api.schemas.CallbackPayload``)."""
     return {
         "id": job.id,
         "name": job.name,
@@ -44,5 +44,15 @@ def payload(job: Job) -> dict:
         "progress": {"epoch": job.epoch, "epochs": job.epochs},
         "metrics": job.latest_metrics,
         "error": {"type": job.error_type, "message": job.error_message} if job.error_type else None,
-        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "runtime_seconds": job.runtime_seconds,
+        "sweep_id": job.sweep_id,
+        "trial": job.trial,
+        "stopped_early": bool(job.stopped_early),
     }
+
+
+def _iso(moment) -> str | None:
+    return moment.isoformat() if moment else None

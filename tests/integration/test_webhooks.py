@@ -10,11 +10,13 @@ import json
 import threading
 import time
 import uuid
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from api import create_app
+from api.schemas import CallbackPayload
 from backprop.settings import Settings
 from tests.conftest import make_token
 
@@ -104,6 +106,19 @@ def test_a_finished_job_is_posted_signed_to_its_callback(stack, receiver):
     sent = json.loads(body)
     assert sent["id"] == job["id"] and sent["status"] == "succeeded"
     assert sent["progress"] == {"epoch": 20, "epochs": 20}
+    # the body is the document's jobFinished webhook, and agrees with the job as served
+    document = client.get("/openapi.json").json()
+    schema = document["webhooks"]["jobFinished"]["post"]["requestBody"]["content"]
+    assert schema["application/json"]["schema"]["$ref"].endswith("/CallbackPayload")
+    payload = CallbackPayload.model_validate(sent)
+    served = client.job(job["id"])
+    for field in ("created_at", "started_at", "finished_at"):
+        assert getattr(payload, field) == datetime.fromisoformat(
+            served[field].replace("Z", "+00:00")
+        )
+    assert payload.runtime_seconds == served["runtime_seconds"]
+    assert payload.metrics.model_dump() == served["metrics"]
+    assert (payload.sweep_id, payload.trial, payload.stopped_early) == (None, None, False)
     assert attempts(client, job["id"], 1)[0].startswith("attempt 1: HTTP 200")
     # a tampered body does not verify
     with pytest.raises(AssertionError):
