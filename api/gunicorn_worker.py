@@ -13,6 +13,7 @@ import threading
 import uuid
 
 from gunicorn.http import errors
+from gunicorn.workers.base import Worker
 from gunicorn.workers.gthread import ThreadWorker
 
 from .problems import PROBLEM_JSON
@@ -82,14 +83,16 @@ class ProblemWorker(ThreadWorker):
     _quitting = False
 
     def handle_quit(self, sig, frame):
-        """SIGINT or SIGQUIT: stop now. A second one often follows the first (Ctrl-C reaches
-        the whole process group, and the arbiter sends SIGQUIT on SIGINT); run inside the
-        first handler, it would wait forever for the thread pool's shutdown lock that the
-        first one holds, and the process would keep the listening socket. It is ignored."""
+        """SIGINT or SIGQUIT: stop now, taking no lock. gunicorn's threaded worker shuts its
+        thread pool down here, which takes the pool's lock; a signal that arrives while the
+        main thread holds that lock (handing a request to the pool) then waits forever, and
+        the process keeps the listening socket, so the next start cannot bind it. The
+        pool's threads are stopped at exit instead. A second signal (Ctrl-C reaches the
+        whole process group, and the arbiter sends SIGQUIT on SIGINT) is ignored."""
         if self._quitting:
             return
         self._quitting = True
-        super().handle_quit(sig, frame)
+        Worker.handle_quit(self, sig, frame)  # not ThreadWorker's: no tpool.shutdown()
 
     def load_wsgi(self):
         super().load_wsgi()

@@ -1,4 +1,4 @@
-"""The API's gunicorn worker stops on the first SIGINT/SIGQUIT, whatever follows it."""
+"""The API's gunicorn worker stops on a SIGINT/SIGQUIT whenever it arrives, and once."""
 
 from __future__ import annotations
 
@@ -10,29 +10,48 @@ from types import SimpleNamespace
 from api.gunicorn_worker import ProblemWorker
 
 
-def test_a_second_quit_signal_during_the_first_does_not_hang_the_worker():
-    worker = ProblemWorker.__new__(ProblemWorker)  # the handler's state only, no arbiter
-    worker.alive, worker.cfg = True, SimpleNamespace(worker_int=lambda w: None)
-    worker.tpool = pool = ThreadPoolExecutor(1)
-    shutdown = pool.shutdown
-
-    def shutdown_hit_by_a_signal(wait=True, **kwargs):
-        # the second signal's handler runs while the first holds the pool's shutdown lock
-        with pool._shutdown_lock:
-            worker.handle_quit(signal.SIGQUIT, None)
-        shutdown(wait=wait, **kwargs)
-
-    pool.shutdown = shutdown_hit_by_a_signal
+def quit_in_a_thread(worker, interrupted) -> list:
+    """Run ``interrupted`` (the code a signal lands in) in a thread; the exit codes seen."""
     exits = []
 
-    def first_signal():
+    def run():
         try:
-            worker.handle_quit(signal.SIGINT, None)
+            interrupted()
         except SystemExit as exc:
             exits.append(exc.code)
 
-    handler = threading.Thread(target=first_signal, daemon=True)
+    handler = threading.Thread(target=run, daemon=True)
     handler.start()
     handler.join(timeout=10)
-    assert not handler.is_alive(), "the handler waits forever for the shutdown lock"
-    assert exits == [0] and worker.alive is False
+    assert not handler.is_alive(), "the quit signal's handler waits forever for a lock"
+    return exits
+
+
+def worker_with_a_pool(worker_int=lambda w: None) -> ProblemWorker:
+    worker = ProblemWorker.__new__(ProblemWorker)  # the handler's state only, no arbiter
+    worker.alive, worker.cfg = True, SimpleNamespace(worker_int=worker_int)
+    worker.tpool = ThreadPoolExecutor(1)
+    return worker
+
+
+def test_a_quit_signal_while_a_request_is_handed_to_the_pool_stops_the_worker():
+    worker = worker_with_a_pool()
+
+    def submitting():
+        with worker.tpool._shutdown_lock:  # held by ThreadPoolExecutor.submit: the signal lands
+            worker.handle_quit(signal.SIGQUIT, None)
+
+    assert quit_in_a_thread(worker, submitting) == [0]
+    assert worker.alive is False
+
+
+def test_a_second_quit_signal_during_the_first_is_ignored():
+    calls = []
+
+    def worker_int(w):  # gunicorn's hook, run by the first handler: the second signal lands
+        calls.append("int")
+        w.handle_quit(signal.SIGINT, None)
+
+    worker = worker_with_a_pool(worker_int)
+    assert quit_in_a_thread(worker, lambda: worker.handle_quit(signal.SIGINT, None)) == [0]
+    assert calls == ["int"]
