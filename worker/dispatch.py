@@ -24,7 +24,7 @@ from kombu.utils.uuid import uuid
 
 from backprop.settings import Settings
 
-from .celery_app import NEW_PRIORITY, RESUME_PRIORITY, TRAIN_TASK, celery_config, make_celery
+from .celery_app import NEW_PRIORITY, RESUME_PRIORITY, TRAIN_TASK, make_celery
 from .notify import broker_redis
 from .webhooks import DELIVER_TASK
 
@@ -57,11 +57,11 @@ class Dispatcher:
         # such a message back after VISIBILITY_TIMEOUT, which is when the marker expires too.
         self.marker_seconds = settings.visibility_timeout
         self.redis = broker_redis(settings)
-        # kombu's Redis transport keeps a list per priority step: "<queue>" for the first,
-        # "<queue>\x06\x16<step>" for the others
-        steps = celery_config(settings)["broker_transport_options"]["priority_steps"]
+        # kombu's Redis transport keeps a list per priority step (celery_app's
+        # priority_steps): "<queue>" for the first, "<queue>\x06\x16<step>" for the others
         self.queue_keys = [
-            f"{self.queue}\x06\x16{step}" if step else self.queue for step in sorted(steps)
+            f"{self.queue}\x06\x16{step}" if step else self.queue
+            for step in (RESUME_PRIORITY, NEW_PRIORITY)
         ]
 
     def send(self, job_id: str, *, first: bool = False) -> None:
