@@ -94,6 +94,15 @@ class ProblemWorker(ThreadWorker):
         self._quitting = True
         Worker.handle_quit(self, sig, frame)  # not ThreadWorker's: no tpool.shutdown()
 
+    def murder_keepalived(self, force=False):
+        """A kept-alive connection whose next request has arrived is served, not closed, when
+        its keep-alive time runs out. gunicorn closes expired connections after each wait for
+        events, so a request that arrived after the wait returned was closed unread, and its
+        client, told the connection stays open, got no answer."""
+        if not force:
+            self.wait_for_and_dispatch_events(timeout=0)
+        super().murder_keepalived(force)
+
     def load_wsgi(self):
         super().load_wsgi()
         app = self.wsgi

@@ -10,7 +10,30 @@ from backprop.cli import migrate
 from backprop.settings import Settings
 from store import tokens
 from store.db import get_database
-from tests.support import services
+from tests.support import services, stack
+
+LOG_TAIL_CHARS = 4000
+FIRST_PROCESS = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    item.stash[FIRST_PROCESS] = len(stack.STARTED)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test's report ends with the last lines of the logs of the service processes
+    (gunicorn, workers, beat) it started or found running: what the servers saw is there
+    when CI fails."""
+    report = yield
+    if report.failed:
+        first = item.stash.get(FIRST_PROCESS, 0)
+        for number, process in enumerate(stack.STARTED):
+            if number >= first or process.alive:
+                tail = process.output()[-LOG_TAIL_CHARS:]
+                report.sections.append((f"log of {process.name} ({process.log_path})", tail))
+    return report
 
 
 @pytest.fixture(scope="session")

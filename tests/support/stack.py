@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util import Retry
 
 from backprop.dev import api_argv, worker_argv
 
@@ -18,6 +20,9 @@ from .services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 FINAL = ("succeeded", "failed", "cancelled")
+# the processes started since the running test began: a failing test's report carries the end
+# of each one's log (tests/conftest.py)
+STARTED: list[ManagedProcess] = []
 
 
 def _own_group_dies_with_us() -> None:
@@ -57,6 +62,7 @@ class ManagedProcess:
             preexec_fn=_own_group_dies_with_us,
         )
         log.close()
+        STARTED.append(self)
         if ready_marker:
             self.wait_for_output(ready_marker, timeout, offset)
         return self
@@ -133,13 +139,27 @@ def start_api(env: dict, log_dir: Path, name: str = "api") -> tuple[ManagedProce
     raise RuntimeError(f"api did not start:\n{api.output()[-3000:]}")
 
 
+def _session() -> requests.Session:
+    """A session that sends a GET once more when its connection broke before an answer came:
+    a server may close a kept-alive connection just as the next request goes out on it, and
+    HTTP lets a client retry an idempotent request then (RFC 9112, section 9.3.1). Nothing
+    else is sent twice, and no answer is retried for its status."""
+    retry = Retry(
+        total=1, connect=1, read=1, status=0, other=0, redirect=0,
+        allowed_methods={"GET", "HEAD"}, raise_on_status=False,
+    )  # fmt: skip
+    session = requests.Session()
+    session.mount("http://", HTTPAdapter(max_retries=retry))
+    return session
+
+
 @dataclass
 class Client:
     """requests with a base URL and a bearer token; helpers for polling jobs."""
 
     base: str
     token: str | None = None
-    session: requests.Session = field(default_factory=requests.Session)
+    session: requests.Session = field(default_factory=_session)
 
     def request(self, method: str, path: str, **kwargs) -> requests.Response:
         headers = kwargs.pop("headers", {})
