@@ -98,12 +98,13 @@ def api_argv(bind: str, workers: int = 2, threads: int = 32) -> list[str]:
 
     Threaded workers (gunicorn's gthread, answering its own refusals as problem+json): a
     long poll waits in a thread of its own instead of holding a whole process, and clients
-    keep their connections alive between requests.
+    keep their connections alive between requests. No control socket: gunicorn's default
+    one is a single path in the user's home, which every instance on the host would share.
     """
     return [
         sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers),
         "--worker-class", "api.gunicorn_worker.ProblemWorker", "--threads", str(threads),
-        "--timeout", "120", "api:create_app()",
+        "--timeout", "120", "--no-control-socket", "api:create_app()",
     ]  # fmt: skip
 
 
