@@ -239,6 +239,7 @@ def cancel_sweep(sweep_id: str):
             return _error_page("Not cancelled", f"There is no sweep {sweep_id!r}.", 404)
         except sweeps.SweepConflict as exc:
             return _error_page("Not cancelled", str(exc), 409)
+    job_api.sweep_call_back(sweep_id)
     return redirect(url_for(".sweep_page", sweep_id=sweep_id))
 
 

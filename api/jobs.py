@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from store import datasets, idempotency, jobs, sweeps
 from store.models import CANCELLED, FINAL_STATUSES, RUNNING, SUCCEEDED
-from worker.webhooks import refusal
+from worker.webhooks import queue_sweep_callbacks, refusal
 
 from .limits import queue_full
 from .openapi import Rule, operation
@@ -320,6 +320,16 @@ def dispatch(job_id: str) -> None:
             jobs.record_dispatch_failure(session, s.db, job_id, type(exc).__name__)
 
 
+def sweep_call_back(sweep_id: str) -> None:
+    """Queue the sweep's callback if it ended here with none of its trials running (a
+    cancel of the sweep or of its last trial); one left waiting is queued by the reconciler."""
+    s = services()
+    try:
+        queue_sweep_callbacks(s.db, s.dispatcher, [sweep_id])
+    except Exception as exc:  # the database is away: the reconciler queues it
+        log.warning("sweep %s: its callback waits for the reconciler (%s)", sweep_id, exc)
+
+
 @bp.get("")
 @operation("listJobs", query=ListQuery, responses={200: JobList})
 def list_jobs(query: ListQuery):
@@ -620,6 +630,7 @@ def cancel_job(job_id: str) -> JobOut:
             released = sweeps.advance_one(session, s.db, view.sweep_id)
         for trial_id in released:
             dispatch(trial_id)
+        sweep_call_back(view.sweep_id)
     if view.status == CANCELLED and view.callback_url:  # it ended here, not in a worker
         try:
             s.dispatcher.callback(job_id)

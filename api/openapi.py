@@ -28,11 +28,17 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from store.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from store.webhooks import (
+    EVENT_HEADER,
+    JOB_ENDED,
+    SIGNATURE_HEADER,
+    SWEEP_ENDED,
+    TIMESTAMP_HEADER,
+)
 
 from .auth import SESSION_COOKIE, SESSION_METHODS
 from .problems import PROBLEM_JSON, ApiProblem, validation_problem
-from .schemas import CallbackPayload, Problem
+from .schemas import CallbackPayload, Problem, SweepCallbackPayload
 
 
 @dataclass(frozen=True)
@@ -285,7 +291,7 @@ def build_document(
             path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
             operations.append((path, methods[0].lower(), op, list(rule.arguments)))
 
-    models = {Problem, CallbackPayload}
+    models = {Problem, CallbackPayload, SweepCallbackPayload}
     for _, _, op, _ in operations:
         models |= {m for m in (op.body, op.query, *op.responses.values()) if m is not None}
         models |= {m for m in op.raw_bodies.values() if isinstance(m, type)}
@@ -322,38 +328,61 @@ def build_document(
 
 
 def _webhooks() -> dict:
-    """What the service POSTs to a job's callback_url (worker/webhooks.py)."""
+    """What the service POSTs to a job's and to a sweep's callback_url (worker/webhooks.py)."""
     return {
-        "jobFinished": {
-            "post": {
-                "operationId": "jobFinished",
-                "summary": "A job ended: its final state, sent to the job's callback_url",
-                "description": "Signed: the signature header is `v1=` and the hex HMAC-SHA256 of "
-                "`<timestamp>.<body>` with the tenant's webhook secret (POST /v1/webhooks/secret). "
-                "Any 2xx answer is a delivery; other answers and no answer are retried with a "
-                "doubling backoff, WEBHOOK_ATTEMPTS times in all. Redirects are not followed.",
-                "parameters": [
-                    {
-                        "name": TIMESTAMP_HEADER,
-                        "in": "header",
-                        "required": True,
-                        "description": "Unix seconds when it was signed",
-                        "schema": {"type": "string", "pattern": "^[0-9]+$"},
-                    },
-                    {
-                        "name": SIGNATURE_HEADER,
-                        "in": "header",
-                        "required": True,
-                        "schema": {"type": "string", "pattern": "^v1=[0-9a-f]{64}$"},
-                    },
-                ],
-                "requestBody": {
+        "jobFinished": _webhook(
+            "jobFinished",
+            "A job ended: its final state, sent to the job's callback_url",
+            JOB_ENDED,
+            CallbackPayload,
+        ),
+        "sweepFinished": _webhook(
+            "sweepFinished",
+            "A sweep ended and none of its trials still runs: its state, sent to the "
+            "sweep's callback_url",
+            SWEEP_ENDED,
+            SweepCallbackPayload,
+        ),
+    }
+
+
+def _webhook(operation_id: str, summary: str, event: str, body) -> dict:
+    return {
+        "post": {
+            "operationId": operation_id,
+            "summary": summary,
+            "description": "Signed: the signature header is `v1=` and the hex HMAC-SHA256 of "
+            "`<timestamp>.<body>` with the tenant's webhook secret (POST /v1/webhooks/secret). "
+            "Any 2xx answer is a delivery; other answers and no answer are retried with a "
+            "doubling backoff, WEBHOOK_ATTEMPTS times in all. Redirects are not followed.",
+            "parameters": [
+                {
+                    "name": TIMESTAMP_HEADER,
+                    "in": "header",
                     "required": True,
-                    "content": {"application/json": {"schema": _ref(CallbackPayload)}},
+                    "description": "Unix seconds when it was signed",
+                    "schema": {"type": "string", "pattern": "^[0-9]+$"},
                 },
-                "responses": {"2XX": {"description": "Received; not sent again"}},
-                "security": [],
-            }
+                {
+                    "name": SIGNATURE_HEADER,
+                    "in": "header",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^v1=[0-9a-f]{64}$"},
+                },
+                {
+                    "name": EVENT_HEADER,
+                    "in": "header",
+                    "required": True,
+                    "description": "Which callback this is",
+                    "schema": {"type": "string", "const": event},
+                },
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref(body)}},
+            },
+            "responses": {"2XX": {"description": "Received; not sent again"}},
+            "security": [],
         }
     }
 

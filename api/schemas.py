@@ -191,9 +191,12 @@ class DatasetData(Strict):
 
 
 def _data_form(value: Any) -> str:
-    if isinstance(value, dict) and "batches" in value:
+    """Which form ``data`` takes: from a request's dict, or from a model being serialized."""
+    if isinstance(value, BatchData) or isinstance(value, dict) and "batches" in value:
         return "batches"
-    return "dataset" if isinstance(value, dict) and "dataset_id" in value else "arrays"
+    if isinstance(value, DatasetData) or isinstance(value, dict) and "dataset_id" in value:
+        return "dataset"
+    return "arrays"
 
 
 TrainingData = Annotated[
@@ -788,6 +791,12 @@ class SweepCreate(Strict):
     objective: SweepObjective
     early_stopping: AshaOptions | None = None
     max_parallel: PositiveInt = Field(4, description="Trials queued or running at once")
+    callback_url: Annotated[str, Field(max_length=2000, pattern=CALLBACK_URL)] | None = Field(
+        None,
+        description="Once the sweep ended and none of its trials still runs, its state is "
+        "POSTed here (the sweepFinished webhook), signed as a job's callback is. Trials call "
+        "back only when base has a callback_url",
+    )
 
 
 class SweepQuery(BaseModel):
@@ -873,10 +882,53 @@ class SweepSummary(Out):
     finished_at: datetime | None = None
 
 
+class CallbackAttemptOut(Out):
+    attempt: int
+    at: datetime
+    outcome: str = Field(description="HTTP <status>, no answer (<why>), or refused: <why>")
+    milliseconds: float
+
+
+class SweepCallbackOut(Out):
+    url: str
+    state: Literal["waiting", "queued", "delivered", "failed"] = Field(
+        description="waiting: the sweep runs (or a cancelled sweep's trials are stopping); "
+        "queued: being delivered; delivered: a 2xx came back; failed: WEBHOOK_ATTEMPTS "
+        "attempts got none"
+    )
+    attempts: list[CallbackAttemptOut]
+
+
 class SweepOut(SweepSummary):
+    callback: SweepCallbackOut | None = Field(
+        None, description="The sweep's callback and its deliveries (none without callback_url)"
+    )
     leaderboard: list[TrialOut] = Field(description="Trials, best objective first")
     leaderboard_total: int
     next_offset: int | None = Field(None, description="offset of the next leaderboard page")
+
+
+class BestTrialOut(Out):
+    trial: int
+    job_id: str
+    params: dict[str, Any] = Field(description="The searched values, by path")
+    objective: float | None
+
+
+class SweepCallbackPayload(Out):
+    """The body of a sweep's callback: its state once it ended, POSTed to ``callback_url``."""
+
+    id: str
+    name: str | None = None
+    labels: dict[str, str]
+    status: Literal["succeeded", "failed", "cancelled"]
+    trials: int
+    counts: SweepCounts
+    objective: ObjectiveOut
+    best: BestTrialOut | None = Field(None, description="The best succeeded trial")
+    epochs: SweepEpochs
+    created_at: datetime
+    finished_at: datetime
 
 
 class SweepList(Out):

@@ -22,6 +22,7 @@ from .jobs import (
     _lookup,
     _model_view,
     dispatch,
+    sweep_call_back,
 )
 from .limits import queue_full
 from .openapi import Rule, operation
@@ -89,10 +90,15 @@ SWEEP_RULES = (
         "trials is at most {max_sweep_trials} (MAX_SWEEP_TRIALS), max_parallel at most "
         "{max_sweep_parallel} (MAX_SWEEP_PARALLEL); and the base within createJob's limits",
     ),
+    Rule(
+        "callback_url",
+        "callback_url's and base.callback_url's host resolves, and not to a private, "
+        "loopback, link-local or reserved address (unless the server allows them)",
+    ),
     *(
         Rule(rule.type, f"in the base (errors under base.): {rule.text}")
         for rule in SUBMIT_RULES
-        if rule.type not in ("npy", "init_from", "idempotency_key_reused")
+        if rule.type not in ("npy", "init_from", "idempotency_key_reused", "callback_url")
     ),
 )
 
@@ -130,10 +136,13 @@ def submit(body: SweepCreate):
     s = services()
     key = _idempotency_key()
     prepared = prepare_sweep(body, s.settings, _find_dataset)
-    if body.base.callback_url:
-        why = refusal(body.base.callback_url, s.settings.callback_allow_private_networks)
+    for where, url in ((("base", "callback_url"), body.base.callback_url),
+                       (("callback_url",), body.callback_url)):  # fmt: skip
+        why = refusal(url, s.settings.callback_allow_private_networks) if url else None
         if why is not None:
-            raise SpecError([field_error(("base", "callback_url"), why, "callback_url")])
+            raise SpecError([field_error(where, why, "callback_url")])
+    if body.callback_url:
+        prepared.spec["callback_url"] = body.callback_url
     try:
         with s.db.session() as session:
             if key:
@@ -286,6 +295,7 @@ def cancel(sweep_id: str):
             raise ApiProblem(409, str(exc), slug="sweep-finished") from None
         session.flush()
         view = sweep_detail(session, sweep)
+    sweep_call_back(sweep_id)
     return _json(view, 202 if view.counts.running else 200)
 
 

@@ -22,6 +22,7 @@ from .schemas import (
     ObjectiveOut,
     OptionsOut,
     Progress,
+    SweepCallbackOut,
     SweepCounts,
     SweepEpochs,
     SweepOut,
@@ -203,8 +204,14 @@ def sweep_detail(session, sweep: Sweep, *, limit: int = 50, offset: int = 0) -> 
     ranked = sweeps.ranking(sweep, trials)
     page = ranked[offset : offset + limit]
     more = offset + limit < len(ranked)
+    url = sweep.spec.get("callback_url")
     return SweepOut(
         **_sweep_fields(session, sweep, trials),
+        callback=SweepCallbackOut(
+            url=url, state=sweep.callback_state, attempts=sweep.callbacks or []
+        )
+        if url
+        else None,
         leaderboard=[trial_view(sweep, t) for t in page],
         leaderboard_total=len(ranked),
         next_offset=offset + limit if more else None,

@@ -145,6 +145,10 @@ class Sweep(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
+    # its callback (spec's callback_url), once it ended: "waiting" until the sweep ends,
+    # "queued" once its delivery was queued, then "delivered" or "failed"; None without one
+    callback_state: Mapped[str | None] = mapped_column(String(16))
+    callbacks: Mapped[list[Any] | None] = mapped_column(JSON)  # its delivery attempts
 
 
 class JobEvent(Base):

@@ -10,6 +10,8 @@ made and with which values, and whether a trial that reached a rung continues:
   trial that ends anywhere (a cancel, a lost worker) moves the sweep on.
 - ``judge`` takes ASHA's decision for a trial at a rung, from the other trials' recorded
   decisions, and records it on the trial.
+- ``take_due_callbacks`` marks the ended sweeps whose callback waits as queued, each once,
+  for the caller to queue their delivery (``worker.webhooks.queue_sweep_callbacks``).
 
 Both take the sweep's row lock first (an UPDATE of the row: a row lock on PostgreSQL, the
 write lock on SQLite), so decisions and releases of one sweep take turns across workers on
@@ -22,7 +24,7 @@ import math
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
 import tuning
@@ -52,6 +54,9 @@ class SweepConflict(Exception):
 
 
 ACTIVE = (QUEUED, RUNNING)
+# a sweep's callback_state
+CALLBACK_WAITING, CALLBACK_QUEUED = "waiting", "queued"
+CALLBACK_DELIVERED, CALLBACK_FAILED = "delivered", "failed"
 MAX_BOARD = 200  # leaderboard rows a page shows at most
 
 
@@ -85,6 +90,8 @@ def create_sweep(
         val_dataset_id=val_dataset_id,
         created_at=now,
         updated_at=now,
+        callback_state=CALLBACK_WAITING if spec.get("callback_url") else None,
+        callbacks=[],
     )
     session.add(sweep)
     session.flush()
@@ -344,6 +351,49 @@ def cancel_sweep(session: Session, db: Database, tenant: str, sweep_id: str) -> 
         if trial.status in ACTIVE:
             jobs.request_cancel(session, db, tenant, trial.id)
     return sweep
+
+
+# --------------------------------------------------------------------------------- callbacks
+
+
+def take_due_callbacks(session: Session, sweep_ids: list[str] | None = None) -> list[str]:
+    """The ended sweeps (of ``sweep_ids``, or all) whose callback waits and none of whose
+    trials still runs (a cancelled sweep's stop at their next mini-batch), now marked queued:
+    one conditional UPDATE, so each sweep's callback is taken once, whoever asks."""
+    still_running = exists().where(Job.sweep_id == Sweep.id, Job.status.in_(ACTIVE))
+    statement = (
+        update(Sweep)
+        .where(Sweep.callback_state == CALLBACK_WAITING, Sweep.status != RUNNING)
+        .where(~still_running)
+        .values(callback_state=CALLBACK_QUEUED)
+        .returning(Sweep.id)
+        .execution_options(synchronize_session=False)
+    )
+    if sweep_ids is not None:
+        statement = statement.where(Sweep.id.in_(sweep_ids))
+    return list(session.scalars(statement))
+
+
+def callback_not_queued(session: Session, sweep_id: str) -> None:
+    """Its delivery could not be queued (the broker is away): the reconciler tries again."""
+    session.execute(
+        update(Sweep)
+        .where(Sweep.id == sweep_id, Sweep.callback_state == CALLBACK_QUEUED)
+        .values(callback_state=CALLBACK_WAITING)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def record_callback(
+    session: Session, sweep_id: str, attempt: dict, *, delivered: bool, last: bool
+) -> None:
+    """One delivery attempt of the sweep's callback; the last one (or a delivery) ends it."""
+    sweep = session.get(Sweep, sweep_id)
+    if sweep is None:
+        return
+    sweep.callbacks = [*(sweep.callbacks or []), attempt]
+    if delivered or last:
+        sweep.callback_state = CALLBACK_DELIVERED if delivered else CALLBACK_FAILED
 
 
 def delete_sweep(session: Session, db: Database, tenant: str, sweep_id: str) -> list[str]:

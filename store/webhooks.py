@@ -1,4 +1,4 @@
-"""Job callbacks: each tenant's signing secret, and what a callback says."""
+"""Callbacks of jobs and sweeps: each tenant's signing secret, and what a callback says."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ import secrets
 
 from sqlalchemy.orm import Session
 
-from .models import Job, WebhookSecret, utcnow
+from . import sweeps
+from .models import Job, Sweep, WebhookSecret, utcnow
 
 SIGNATURE_HEADER = "X-Backprop-Signature"
 TIMESTAMP_HEADER = "X-Backprop-Timestamp"
+EVENT_HEADER = "X-Backprop-Event"  # which callback it is: JOB_ENDED or SWEEP_ENDED
+JOB_ENDED, SWEEP_ENDED = "job.ended", "sweep.ended"
 
 
 def secret_for(session: Session, tenant: str, rotate: bool = False) -> str:
@@ -51,6 +54,34 @@ def payload(job: Job) -> dict:
         "sweep_id": job.sweep_id,
         "trial": job.trial,
         "stopped_early": bool(job.stopped_early),
+    }
+
+
+def sweep_payload(session: Session, sweep: Sweep) -> dict:
+    """A sweep's callback body: its state as it ended (``api.schemas.SweepCallbackPayload``)."""
+    trials = sweeps.trials_of(session, sweep.id)
+    metric = sweep.spec["objective"]["metric"]
+    best = sweeps.best_trial(sweep, trials)
+    run, full = sum(t.epoch for t in trials), sum(t.epochs for t in trials)
+    return {
+        "id": sweep.id,
+        "name": sweep.name,
+        "labels": sweep.labels,
+        "status": sweep.status,
+        "trials": sweep.trials,
+        "counts": sweeps.counts(session, sweep),
+        "objective": sweep.spec["objective"],
+        "best": None
+        if best is None
+        else {
+            "trial": best.trial,
+            "job_id": best.id,
+            "params": best.params or {},
+            "objective": sweeps.objective(best, metric),
+        },
+        "epochs": {"run": run, "full": full, "saved": 1 - run / full if full else 0.0},
+        "created_at": _iso(sweep.created_at),
+        "finished_at": _iso(sweep.finished_at),
     }
 
 

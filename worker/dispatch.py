@@ -26,7 +26,7 @@ from backprop.settings import Settings
 
 from .celery_app import NEW_PRIORITY, RESUME_PRIORITY, TRAIN_TASK, make_celery
 from .notify import broker_redis
-from .webhooks import DELIVER_TASK
+from .webhooks import DELIVER_SWEEP_TASK, DELIVER_TASK
 
 MARKER = "backprop:waiting:"
 # kombu's Redis transport keeps every fetched, unacknowledged message in this hash (by
@@ -87,6 +87,12 @@ class Dispatcher:
     def callback(self, job_id: str) -> None:
         """Queue the delivery of a finished job's callback (worker.webhooks)."""
         self.celery.send_task(DELIVER_TASK, args=[job_id], queue=self.control_queue, retry=False)
+
+    def sweep_callback(self, sweep_id: str) -> None:
+        """Queue the delivery of an ended sweep's callback (worker.webhooks)."""
+        self.celery.send_task(
+            DELIVER_SWEEP_TASK, args=[sweep_id], queue=self.control_queue, retry=False
+        )
 
     def mark_waiting(self, job_id: str, task_id: str) -> None:
         """The message ``task_id`` for the job is (again) in the queue."""

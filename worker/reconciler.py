@@ -8,8 +8,9 @@ is there, see ``worker/dispatch.py``) is left alone, however long it waits. Send
 harmless anyway: the claim lets one worker in. A queued job whose message a worker took
 and never started (killed whole right after fetching it) is sent again too, without waiting
 for VISIBILITY_TIMEOUT (``Dispatcher.stranded``). Running sweeps whose trials ended outside a
-worker (cancelled while queued, ended by a lease expiry) release their next trials here.
-Expired idempotency records are deleted on the way.
+worker (cancelled while queued, ended by a lease expiry) release their next trials here, and
+ended sweeps whose callback still waits (the broker was away) have it queued. Expired
+idempotency records are deleted on the way.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from backprop.settings import Settings
 from store import idempotency, jobs, sweeps
 from store.db import Database
 
+from .webhooks import queue_sweep_callbacks
+
 log = logging.getLogger("backprop.reconciler")
 
 
@@ -31,6 +34,7 @@ class Report:
     send_failed: int = 0
     purged_keys: int = 0  # idempotency records past their 24 hours
     released: int = 0  # sweeps' trials released here (their last trial ended outside a worker)
+    sweep_callbacks: int = 0  # ended sweeps' callbacks queued here (they still waited)
     waiting: int = 0  # queued long, but their message is still in the queue: not re-sent
     stranded: int = 0  # their message went with a dead worker that never started it: re-sent
 
@@ -75,8 +79,15 @@ def reconcile(db: Database, settings: Settings, dispatcher) -> Report:
             report.send_failed += 1
             break
         report.released += 1
+    report.sweep_callbacks = queue_sweep_callbacks(db, dispatcher)
     with db.session() as session:
         report.purged_keys = idempotency.purge_expired(session, db)
-    if report.requeued or report.sent or report.send_failed or report.released:
+    if (
+        report.requeued
+        or report.sent
+        or report.send_failed
+        or report.released
+        or report.sweep_callbacks
+    ):
         log.info("reconciler: %s", report)
     return report

@@ -25,7 +25,7 @@ from .dispatch import Dispatcher
 from .notify import Notifier
 from .reconciler import reconcile as reconcile_jobs
 from .training import run_job
-from .webhooks import DELIVER_TASK
+from .webhooks import DELIVER_SWEEP_TASK, DELIVER_TASK
 
 log = get_task_logger(__name__)
 
@@ -108,16 +108,32 @@ def train(job_id: str) -> str:
             _dispatcher().callback(job_id)
         except Exception:  # the broker is away: the job's state is kept, the callback lost
             log.warning("job %s: could not queue its callback", job_id, exc_info=True)
+    if outcome.sweep_id and outcome.status not in ("skipped", "lost"):
+        try:  # the trial's end may have ended its sweep
+            webhooks.queue_sweep_callbacks(_database(), _dispatcher(), [outcome.sweep_id])
+        except Exception:  # the database is away: the reconciler queues it
+            log.warning("sweep %s: its callback waits", outcome.sweep_id, exc_info=True)
     return outcome.status
 
 
 @shared_task(name=DELIVER_TASK, bind=True, ignore_result=True, max_retries=None)
 def deliver_callback(self, job_id: str, attempt: int = 1) -> None:
     """POST a finished job's final state to its callback_url; retried with backoff."""
+    _deliver(deliver_callback, webhooks.deliver, job_id, attempt)
+
+
+@shared_task(name=DELIVER_SWEEP_TASK, bind=True, ignore_result=True, max_retries=None)
+def deliver_sweep_callback(self, sweep_id: str, attempt: int = 1) -> None:
+    """POST an ended sweep's state to its callback_url; retried with backoff."""
+    _deliver(deliver_sweep_callback, webhooks.deliver_sweep, sweep_id, attempt)
+
+
+def _deliver(task, deliver, target_id: str, attempt: int) -> None:
+    """One attempt; the next is queued after WEBHOOK_BACKOFF_SECONDS, doubling each time."""
     settings = get_settings()
-    if not webhooks.deliver(_database(), settings, job_id, attempt):
+    if not deliver(_database(), settings, target_id, attempt):
         countdown = settings.webhook_backoff_seconds * 2 ** (attempt - 1)
-        deliver_callback.apply_async((job_id, attempt + 1), countdown=countdown)
+        task.apply_async((target_id, attempt + 1), countdown=countdown)
 
 
 @shared_task(name=RECONCILE_TASK, ignore_result=True)

@@ -160,6 +160,7 @@ class Outcome:
     offer: str | None = None  # the tenant's next job waiting without a task message
     callback: bool = False  # it ended and has a callback_url to deliver to
     released: list[str] = field(default_factory=list)  # a sweep's next trials, to dispatch
+    sweep_id: str | None = None  # a trial's sweep, which its end may have ended
 
 
 class JobRun:
@@ -390,6 +391,7 @@ def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str, noti
         outcome = _train(run, trainer, check_after)
         outcome.callback = has_callback and outcome.status in ENDINGS
         outcome.released = run.released
+        outcome.sweep_id = job.sweep_id
         return outcome
     except jobs.LeaseLost:
         log.warning("job %s: lease lost; this worker stopped writing", job_id)
@@ -417,7 +419,9 @@ def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str, noti
         except jobs.LeaseLost:
             return Outcome("lost")
         notify(job_id)
-        return Outcome(FAILED, "internal_error", ended.offer, has_callback, ended.released)
+        return Outcome(
+            FAILED, "internal_error", ended.offer, has_callback, ended.released, job.sweep_id
+        )
     finally:
         lease.stop()
 

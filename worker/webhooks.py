@@ -1,4 +1,5 @@
-"""Delivering a job's callback: a signed POST of its final state to ``callback_url``.
+"""Delivering callbacks: a signed POST of a job's final state to its ``callback_url``, and
+of a sweep's state, once it ended, to the sweep's ``callback_url``.
 
 A callback is a request the service makes on a user's behalf, so its URL must be http(s)
 and, unless CALLBACK_ALLOW_PRIVATE_NETWORKS, must not resolve to a private, loopback,
@@ -6,7 +7,12 @@ link-local or otherwise reserved address: checked at submit and again, after DNS
 resolution, before every delivery, and the delivery connects to the address that was
 checked (no second lookup a rebinding name could answer differently). Redirects are not
 followed. A delivery that fails (no answer, or not a 2xx) is retried with a doubling
-backoff, WEBHOOK_ATTEMPTS times in all; every attempt is in the job's history.
+backoff, WEBHOOK_ATTEMPTS times in all; every attempt is in the job's history (a sweep's:
+in its ``callbacks``). ``X-Backprop-Event`` says which of the two a callback is.
+
+A sweep's callback is due once, when the sweep ends (``store.sweeps.take_due_callbacks``):
+its delivery is queued where the sweep may have ended (a trial's end in the worker, a cancel
+in the API) and, for one that a crash or the broker left waiting, by the reconciler.
 """
 
 from __future__ import annotations
@@ -14,17 +20,21 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import logging
 import socket
 import time
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
-from store import jobs, webhooks
-from store.models import FINAL_STATUSES, Job
+from store import jobs, sweeps, webhooks
+from store.models import FINAL_STATUSES, Job, Sweep
 
 DELIVER_TASK = "backprop.deliver_callback"
+DELIVER_SWEEP_TASK = "backprop.deliver_sweep_callback"
 TIMEOUT_SECONDS = 10.0
+
+log = logging.getLogger(__name__)
 
 
 def refusal(url: str, allow_private: bool) -> str | None:
@@ -71,7 +81,8 @@ def pinned_request(url: str, address: str, **options) -> httpx.Request:
 
 
 def deliver(db, settings, job_id: str, attempt: int) -> bool:
-    """One delivery attempt; True when it is done (delivered, or nothing to deliver)."""
+    """One delivery attempt of a job's callback; True when it is done (delivered, given
+    up, or nothing to deliver). Every attempt is in the job's history."""
     with db.session() as session:
         job = session.get(Job, job_id)
         if job is None or job.status not in FINAL_STATUSES:
@@ -81,6 +92,60 @@ def deliver(db, settings, job_id: str, attempt: int) -> bool:
             return True
         secret = webhooks.secret_for(session, job.tenant)
         body = json.dumps(webhooks.payload(job)).encode()
+    outcome, delivered, took = _post(settings, url, secret, body, webhooks.JOB_ENDED)
+    last = attempt >= settings.webhook_attempts
+    note = "" if delivered or not last else "; giving up"
+    with db.session() as session:
+        jobs.add_event(
+            session, job_id, "callback",
+            f"attempt {attempt}: {outcome} in {took:.0f} ms{note}", at=db.now(session),
+        )  # fmt: skip
+    return delivered or last
+
+
+def deliver_sweep(db, settings, sweep_id: str, attempt: int) -> bool:
+    """One delivery attempt of a sweep's callback, as ``deliver``; the attempts are in the
+    sweep's ``callbacks``."""
+    with db.session() as session:
+        sweep = session.get(Sweep, sweep_id)
+        if sweep is None or sweep.callback_state != sweeps.CALLBACK_QUEUED:
+            return True  # deleted, or already delivered or given up
+        secret = webhooks.secret_for(session, sweep.tenant)
+        url = sweep.spec["callback_url"]
+        body = json.dumps(webhooks.sweep_payload(session, sweep)).encode()
+    outcome, delivered, took = _post(settings, url, secret, body, webhooks.SWEEP_ENDED)
+    last = attempt >= settings.webhook_attempts
+    with db.session() as session:
+        entry = {
+            "attempt": attempt,
+            "at": db.now(session).isoformat(),
+            "outcome": outcome,
+            "milliseconds": round(took, 1),
+        }
+        sweeps.record_callback(session, sweep_id, entry, delivered=delivered, last=last)
+    return delivered or last
+
+
+def queue_sweep_callbacks(db, dispatcher, sweep_ids: list[str] | None = None) -> int:
+    """Queue the delivery of each ended sweep's callback (of ``sweep_ids``, or all) that
+    waits: where a sweep may have ended, and in every reconciler round for the ones a crash
+    or the broker left waiting. Each is queued once; returns how many were."""
+    with db.session() as session:
+        due = sweeps.take_due_callbacks(session, sweep_ids)
+    for number, sweep_id in enumerate(due):
+        try:
+            dispatcher.sweep_callback(sweep_id)
+        except Exception:  # the broker is away: a later reconciler round queues them
+            log.warning("sweep %s: could not queue its callback", sweep_id, exc_info=True)
+            with db.session() as session:
+                for unsent in due[number:]:
+                    sweeps.callback_not_queued(session, unsent)
+            return number
+    return len(due)
+
+
+def _post(settings, url: str, secret: str, body: bytes, event: str) -> tuple[str, bool, float]:
+    """POST the signed body to the URL's checked address: (outcome, delivered, ms)."""
     started = time.monotonic()
     address, why = resolve(url, settings.callback_allow_private_networks)
     if why is not None:
@@ -90,6 +155,7 @@ def deliver(db, settings, job_id: str, attempt: int) -> bool:
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "backprop-jobs",
+            webhooks.EVENT_HEADER: event,
             webhooks.TIMESTAMP_HEADER: stamp,
             webhooks.SIGNATURE_HEADER: webhooks.sign(secret, stamp, body),
         }
@@ -100,12 +166,4 @@ def deliver(db, settings, job_id: str, attempt: int) -> bool:
             outcome = f"HTTP {answer.status_code}"
         except httpx.HTTPError as exc:
             outcome, delivered = f"no answer ({type(exc).__name__})", False
-    took = (time.monotonic() - started) * 1000
-    last = attempt >= settings.webhook_attempts
-    note = "" if delivered or not last else "; giving up"
-    with db.session() as session:
-        jobs.add_event(
-            session, job_id, "callback",
-            f"attempt {attempt}: {outcome} in {took:.0f} ms{note}", at=db.now(session),
-        )  # fmt: skip
-    return delivered or last
+    return outcome, delivered, (time.monotonic() - started) * 1000

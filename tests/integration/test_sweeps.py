@@ -423,6 +423,8 @@ INVALID = [
     ({"base": {"data": {"inputs": [[0, 0, 0, 0]], "targets": [[0, 0, 1]]}}}, "base.data"),
     ({"base": {"epochs": 0}}, "base.epochs"),
     ({"base": {"structure": [5, 6, 3]}}, "base.data.dataset_id"),
+    ({"callback_url": "ftp://example.com/hook"}, "callback_url"),
+    ({"base": {"callback_url": "ftp://example.com/hook"}}, "base.callback_url"),
 ]
 
 

@@ -1,6 +1,8 @@
-"""Job callbacks through the live stack, to a real HTTP receiver on this machine: signed
-with the tenant's secret, retried with backoff, every attempt in the job's history; private
-addresses refused where the setting does not allow them; redirects never followed."""
+"""Job and sweep callbacks through the live stack, to a real HTTP receiver on this machine:
+signed with the tenant's secret, retried with backoff, every attempt in the job's history
+(a sweep's: in its callback); a sweep's sent once, when it ended and none of its trials
+still runs; private addresses refused where the setting does not allow them; redirects
+never followed."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from api import create_app
-from api.schemas import CallbackPayload
+from api.schemas import CallbackPayload, SweepCallbackPayload
 from backprop.settings import Settings
 from tests.conftest import make_token
 
@@ -169,3 +171,123 @@ def test_a_private_address_is_refused_at_submit_unless_allowed(stack):
     assert unknown.status_code == 422 and "does not resolve" in unknown.json["detail"]
     not_http = client.post("/v1/jobs", json={**XOR, "callback_url": "ftp://example.com/"})
     assert not_http.status_code == 422
+    # a sweep's own callback_url and its base's are checked the same way, at submit
+    data = {"inputs": XOR["data"]["inputs"], "targets": XOR["data"]["targets"]}
+    dataset_id = client.post("/v1/datasets", json=data).json["id"]
+    sweep = sweep_body(dataset_id)
+    for field, body in (
+        ("callback_url", {**sweep, "callback_url": "http://127.0.0.1:9/hook"}),
+        ("base.callback_url", {**sweep, "base": {**sweep["base"], "callback_url": "http://localhost/"}}),
+    ):  # fmt: skip
+        refused = client.post("/v1/sweeps", json=body)
+        assert refused.status_code == 422, (field, refused.json)
+        assert [(e["field"], e["type"]) for e in refused.json["errors"]] == [
+            (field, "callback_url")
+        ]
+    assert client.get("/v1/sweeps").json["sweeps"] == []  # nothing stored
+
+
+def xor_data_set(client) -> str:
+    body = {"inputs": XOR["data"]["inputs"], "targets": XOR["data"]["targets"]}
+    response = client.post("/v1/datasets", json=body)
+    assert response.status_code in (200, 201), response.text  # 200: stored already
+    return response.json()["id"]
+
+
+def sweep_body(dataset_id: str, **changes) -> dict:
+    return {
+        "base": {**XOR, "epochs": 30, "data": {"dataset_id": dataset_id, "batch_size": 4}},
+        "search": {"learning_rate": {"choice": [0.5, 2.0, 4.0]}},
+        "method": "grid",
+        "objective": {"metric": "cost", "goal": "min"},
+        "max_parallel": 2,
+        **changes,
+    }
+
+
+def ended_sweep(client, sweep_id: str, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        sweep = client.get(f"/v1/sweeps/{sweep_id}").json()
+        callback = sweep["callback"]
+        if callback["state"] in ("delivered", "failed") or time.monotonic() > deadline:
+            return sweep
+        time.sleep(0.1)
+
+
+def test_an_ended_sweep_is_posted_signed_once_and_its_trials_call_back_on_their_own(
+    stack, receiver
+):
+    client = stack.client()
+    secret = client.post("/v1/webhooks/secret").json()["secret"]
+    for_trials, for_sweep = receiver(), receiver(statuses=(503, 200))
+    body = sweep_body(xor_data_set(client), callback_url=for_sweep.url + "/sweep")
+    body["base"]["callback_url"] = for_trials.url + "/trial"
+    response = client.post("/v1/sweeps", json=body)
+    assert response.status_code == 202, response.text
+    sweep_id = response.json()["id"]
+    assert response.json()["callback"] == {
+        "url": for_sweep.url + "/sweep", "state": "waiting", "attempts": [],
+    }  # fmt: skip
+    for_sweep.wait_for(2)  # a 503, then the delivery
+    sweep = ended_sweep(client, sweep_id)
+    assert sweep["status"] == "succeeded" and sweep["callback"]["state"] == "delivered"
+    outcomes = [a["outcome"] for a in sweep["callback"]["attempts"]]
+    assert outcomes == ["HTTP 503", "HTTP 200"]
+    for headers, sent, _ in for_sweep.calls:
+        verify(secret, headers, sent)
+        assert headers["X-Backprop-Event"] == "sweep.ended"
+    assert for_sweep.calls[0][1] == for_sweep.calls[1][1]  # the same state, sent again
+    # the body is the document's sweepFinished webhook and agrees with the sweep as served
+    document = client.get("/openapi.json").json()
+    schema = document["webhooks"]["sweepFinished"]["post"]["requestBody"]["content"]
+    assert schema["application/json"]["schema"]["$ref"].endswith("/SweepCallbackPayload")
+    payload = SweepCallbackPayload.model_validate(json.loads(for_sweep.calls[1][1]))
+    assert payload.id == sweep_id and payload.status == "succeeded"
+    assert payload.counts.model_dump() == sweep["counts"]
+    assert payload.epochs.model_dump() == sweep["epochs"]
+    assert payload.best.job_id == sweep["best"]["job_id"]
+    assert payload.best.objective == sweep["best"]["objective"]
+    assert payload.best.params == sweep["best"]["params"]
+    assert payload.finished_at == datetime.fromisoformat(
+        sweep["finished_at"].replace("Z", "+00:00")
+    )
+    # each trial called back on its own, as a job of the sweep
+    for_trials.wait_for(3)
+    trial_calls = [json.loads(sent) for _, sent, _ in for_trials.calls]
+    assert sorted(c["trial"] for c in trial_calls) == [1, 2, 3]
+    assert {c["sweep_id"] for c in trial_calls} == {sweep_id}
+    assert {h["X-Backprop-Event"] for h, _, _ in for_trials.calls} == {"job.ended"}
+    time.sleep(1.0)  # nothing more comes: the sweep called back once
+    assert len(for_sweep.calls) == 2 and len(for_trials.calls) == 3
+
+
+def test_a_cancelled_sweep_calls_back_once_its_running_trials_stopped(stack, receiver):
+    client = stack.client()
+    target = receiver()
+    body = sweep_body(xor_data_set(client), callback_url=target.url)
+    body["base"]["epochs"] = 20_000
+    body["base"]["data"]["batch_size"] = 1
+    sweep_id = client.post("/v1/sweeps", json=body).json()["id"]
+    deadline = time.monotonic() + 60
+    while client.get(f"/v1/sweeps/{sweep_id}").json()["counts"]["running"] < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    cancelled = client.post(f"/v1/sweeps/{sweep_id}/cancel")
+    assert cancelled.status_code == 202, cancelled.text
+    assert cancelled.json()["callback"]["state"] == "waiting"  # a trial is still stopping
+    target.wait_for(1)
+    payload = SweepCallbackPayload.model_validate(json.loads(target.calls[0][1]))
+    assert payload.status == "cancelled"
+    assert payload.counts.running == payload.counts.queued == 0  # every trial had stopped
+    assert payload.counts.cancelled >= 1
+    assert ended_sweep(client, sweep_id)["callback"]["state"] == "delivered"
+    time.sleep(1.0)
+    assert len(target.calls) == 1
+
+
+def test_a_sweep_without_a_callback_url_has_no_callback(stack):
+    client = stack.client()
+    response = client.post("/v1/sweeps", json=sweep_body(xor_data_set(client)))
+    assert response.status_code == 202, response.text
+    assert response.json()["callback"] is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import timedelta
 
@@ -11,11 +12,12 @@ import redis
 from sqlalchemy import update
 
 from backprop.settings import Settings
-from store import jobs
+from store import jobs, sweeps
 from store.db import get_database
-from store.models import Job, utcnow
+from store.models import Job, Sweep, utcnow
 from worker.dispatch import MARKER, Dispatcher
 from worker.reconciler import reconcile
+from worker.webhooks import DELIVER_SWEEP_TASK
 
 SPEC = {"structure": [2, 1], "epochs": 1, "learning_rate": 1.0, "options": {}, "data": {}}
 
@@ -25,7 +27,7 @@ def setup(database_url, redis_url):
     queue = f"reconcile-test-{uuid.uuid4().hex[:8]}"
     settings = Settings(
         database_url=database_url, redis_url=redis_url, training_queue=queue,
-        requeue_after_seconds=1,
+        control_queue=f"{queue}-control", requeue_after_seconds=1,
     )  # fmt: skip
     dispatcher = Dispatcher(settings)
     yield get_database(database_url), settings, dispatcher
@@ -117,3 +119,55 @@ def test_the_queue_is_read_from_its_oldest_message_until_every_one_asked_about_i
     assert dispatcher._queued(set(marked.values())) == set(marked.values())
     assert dispatcher.stranded(marked, settings.requeue_after_seconds) == set()
     assert dispatcher._queued({"not-a-message-id"}) == set()
+
+
+def ended_sweep(db, status: str, *, running_trial: bool = False) -> str:
+    """A sweep row that ended with its callback waiting (the broker was away when it ended),
+    and a trial still running if asked (a cancelled sweep's trial not stopped yet)."""
+    now = utcnow()
+    sweep_id = str(uuid.uuid4())
+    with db.session() as s:
+        s.add(
+            Sweep(
+                id=sweep_id, tenant=f"r-{uuid.uuid4().hex[:6]}", name=None, labels={},
+                spec={"callback_url": "http://127.0.0.1:9/hook"}, status=status, trials=1,
+                max_parallel=1, released=1, created_at=now, updated_at=now, finished_at=now,
+                callback_state=sweeps.CALLBACK_WAITING, callbacks=[],
+            )
+        )  # fmt: skip
+        if running_trial:
+            job = jobs.create_job(
+                s, db, tenant="r-trial", spec=SPEC, name=None, labels={},
+                arrays={"inputs": np.zeros((1, 2)), "targets": np.ones((1, 1))},
+                chunk_bytes=1024,
+            )  # fmt: skip
+            s.execute(
+                update(Job).where(Job.id == job.id).values(sweep_id=sweep_id, status="running")
+            )
+    return sweep_id
+
+
+def callback_state(db, sweep_id: str) -> str:
+    with db.session() as s:
+        return s.get(Sweep, sweep_id).callback_state
+
+
+def test_an_ended_sweep_s_waiting_callback_is_queued_once_and_not_before_its_trials_stop(setup):
+    db, settings, dispatcher = setup
+    ended = ended_sweep(db, "succeeded")
+    stopping = ended_sweep(db, "cancelled", running_trial=True)
+    report = reconcile(db, settings, dispatcher)
+    assert report.sweep_callbacks >= 1
+    assert callback_state(db, ended) == sweeps.CALLBACK_QUEUED
+    assert callback_state(db, stopping) == sweeps.CALLBACK_WAITING  # its trial still runs
+    client = redis.Redis.from_url(settings.redis_url)
+    queued = [json.loads(m) for m in client.lrange(settings.control_queue, 0, -1)]
+    ours = [m["headers"] for m in queued if ended in m["headers"]["argsrepr"]]
+    assert len(ours) == 1 and ours[0]["task"] == DELIVER_SWEEP_TASK
+    reconcile(db, settings, dispatcher)  # taken once: not queued again
+    queued = client.lrange(settings.control_queue, 0, -1)
+    assert sum(ended.encode() in m for m in queued) == 1
+    with db.session() as s:  # once its trial stopped, the cancelled sweep's turn comes
+        s.execute(update(Job).where(Job.sweep_id == stopping).values(status="cancelled"))
+    reconcile(db, settings, dispatcher)
+    assert callback_state(db, stopping) == sweeps.CALLBACK_QUEUED
