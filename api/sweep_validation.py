@@ -31,6 +31,7 @@ class PreparedSweep:
     spec: dict  # what store.sweeps keeps: the base job's spec, the space, the method, ...
     trials: int
     base: PreparedJob
+    searched_datasets: list[str]  # data.dataset_id's choices: kept while the sweep runs
 
 
 def prepare_sweep(body: SweepCreate, settings: Settings, find_dataset) -> PreparedSweep:
@@ -78,6 +79,13 @@ def prepare_sweep(body: SweepCreate, settings: Settings, find_dataset) -> Prepar
                 f"{least} epochs: no trial would reach a rung"
             )
             errors.append(field_error(("early_stopping", "min_epochs"), message, "sweep"))
+    searched = list(dict.fromkeys(_values(search, base, "data.dataset_id", None)))
+    searched = [dataset_id for dataset_id in searched if dataset_id is not None]
+    if not errors:  # every choice was found by the corners' checks
+        for dataset_id in searched:
+            _check_objective(
+                body, search, cached(dataset_id), errors, ("search", "data.dataset_id")
+            )
     if errors:
         raise SpecError(errors[:MAX_ERRORS])
     base_spec = dict(prepared.spec)
@@ -91,12 +99,20 @@ def prepare_sweep(body: SweepCreate, settings: Settings, find_dataset) -> Prepar
         "seed": body.seed if body.seed is not None else secrets.randbits(32),
         "objective": {"metric": body.objective.metric, "goal": goal},
         "early_stopping": body.early_stopping and body.early_stopping.model_dump(),
-        "dataset": {
-            "samples": int(dataset.samples),
-            "class_counts": dataset.members["targets"].get("class_counts"),
-        },
+        "dataset": _info(dataset),
     }
-    return PreparedSweep(spec, trials, prepared)
+    if searched:
+        spec["datasets"] = {dataset_id: _info(cached(dataset_id)) for dataset_id in searched}
+    return PreparedSweep(spec, trials, prepared, searched)
+
+
+def _info(dataset) -> dict:
+    """What a trial's spec needs of its data set (``tuning.trial_spec``)."""
+    return {
+        "samples": int(dataset.samples),
+        "class_counts": dataset.members["targets"].get("class_counts"),
+        "sha256": dataset.sha256,
+    }
 
 
 def _under(prefix: tuple, error: dict) -> dict:
@@ -125,6 +141,9 @@ def _check_paths(search: dict, base: JobCreate, errors: list[dict]) -> None:
                     else "the base's structure has no hidden layer to search"
                 )
                 errors.append(field_error(where, message, "search_path"))
+        if path in tuning.CHOICE_FIELDS and tuning.kind(search[path]) != "choice":
+            message = f'{path} takes choices only: {{"choice": [...]}}'
+            errors.append(field_error(where, message, "search_path"))
         if tuning.takes_integers(path) and tuning.kind(search[path]) in ("uniform", "log_uniform"):
             message = f"{path} takes integers: use int_uniform, int_log_uniform or choice"
             errors.append(field_error(where, message, "search_path"))
@@ -172,9 +191,10 @@ def _values(search: dict, base: JobCreate, path: str, default) -> list:
     return list(dimension[tuning.kind(dimension)])
 
 
-def _check_objective(body: SweepCreate, search: dict, dataset, errors: list[dict]) -> None:
+def _check_objective(
+    body: SweepCreate, search: dict, dataset, errors: list[dict], where=("objective", "metric")
+) -> None:
     metric, options = body.objective.metric, body.base.options
-    where = ("objective", "metric")
     if metric.startswith("val_") and options.validation is None:
         splits = _values(search, body.base, "options.validation_split", options.validation_split)
         if any(split is None for split in splits):
@@ -185,7 +205,7 @@ def _check_objective(body: SweepCreate, search: dict, dataset, errors: list[dict
             errors.append(field_error(where, message, "sweep_objective"))
     if "accuracy" in metric and dataset is not None:
         if not dataset.members["targets"].get("one_hot"):
-            message = f"{metric} needs one-hot targets (classes); this data set has none"
+            message = f"{metric} needs one-hot targets (classes); data set {dataset.id} has none"
             errors.append(field_error(where, message, "sweep_objective"))
 
 

@@ -58,8 +58,9 @@ SWEEP_RULES = (
         "search_path",
         "every key of search is a searchable field of a job (learning_rate, epochs, seed, "
         "structure, structure[i] for a hidden layer i, options.*, data.batch_size, "
-        "data.shuffle), structure is not searched with its layers, and integer fields take "
-        "choice, int_uniform or int_log_uniform",
+        "data.shuffle, data.dataset_id), structure is not searched with its layers, integer "
+        "fields take choice, int_uniform or int_log_uniform, and data.dataset_id a choice of "
+        "the tenant's data sets",
     ),
     Rule("search_range", "a range is [low, high] with low < high, and low > 0 on a log scale"),
     Rule("search_grid", "method grid takes choices only, and at most the grid's size of trials"),
@@ -152,6 +153,7 @@ def submit(body: SweepCreate):
             view, released = _store(session, body, prepared, key)
     except IntegrityError:
         _data_set_gone(prepared.base, ("base",))  # deleted between the check and the insert
+        _searched_data_set_gone(prepared.searched_datasets)
         if not key:
             raise
         with s.db.session() as session:  # a concurrent twin with the same key won the race
@@ -162,6 +164,14 @@ def submit(body: SweepCreate):
     for job_id in released:
         dispatch(job_id)
     return _json(view, 202, {"Location": _location(view.model_dump(mode="json"))})
+
+
+def _searched_data_set_gone(dataset_ids: list[str]) -> None:
+    for dataset_id in dataset_ids:
+        if _find_dataset(dataset_id) is None:
+            message = f"no data set {dataset_id!r} for this tenant (it was just deleted)"
+            where = ("search", "data.dataset_id")
+            raise SpecError([field_error(where, message, "dataset_not_found")])
 
 
 def _store(session, body: SweepCreate, prepared, key: str | None):
@@ -182,6 +192,7 @@ def _store(session, body: SweepCreate, prepared, key: str | None):
         max_parallel=body.max_parallel,
         dataset_id=prepared.base.dataset_id,
         val_dataset_id=prepared.base.val_dataset_id,
+        searched_datasets=prepared.searched_datasets,
     )
     view = sweep_detail(session, sweep)
     if key:

@@ -27,7 +27,7 @@ import numpy as np
 from sqlalchemy import func, insert, or_, select
 from sqlalchemy.orm import Session
 
-from .models import QUEUED, RUNNING, Dataset, DatasetChunk, Job, Sweep, utcnow
+from .models import QUEUED, RUNNING, Dataset, DatasetChunk, Job, Sweep, SweepDataset, utcnow
 
 MEMBERS = ("inputs", "targets")
 
@@ -352,9 +352,14 @@ def jobs_using(session: Session, dataset_id: str) -> list[str]:
             )
         )
     )
+    searched = select(SweepDataset.sweep_id).where(SweepDataset.dataset_id == dataset_id)
     sweeps = session.scalars(
         select(Sweep.id).where(
-            or_(Sweep.dataset_id == dataset_id, Sweep.val_dataset_id == dataset_id),
+            or_(
+                Sweep.dataset_id == dataset_id,
+                Sweep.val_dataset_id == dataset_id,
+                Sweep.id.in_(searched),
+            ),
             Sweep.status == RUNNING,
         )
     )
@@ -377,6 +382,7 @@ def delete_dataset(session: Session, tenant: str, dataset_id: str) -> None:
         session.query(model).filter(column == dataset_id).update(
             {column: None}, synchronize_session=False
         )
+    session.query(SweepDataset).filter(SweepDataset.dataset_id == dataset_id).delete()
     session.query(DatasetChunk).filter(DatasetChunk.dataset_id == dataset_id).delete()
     session.delete(dataset)
 

@@ -151,6 +151,18 @@ class Sweep(Base):
     callbacks: Mapped[list[Any] | None] = mapped_column(JSON)  # its delivery attempts
 
 
+class SweepDataset(Base):
+    """A data set a sweep searches (``data.dataset_id``): kept while the sweep runs, as the
+    base's is by ``sweep.dataset_id``."""
+
+    __tablename__ = "sweep_dataset"
+
+    sweep_id: Mapped[str] = mapped_column(
+        ForeignKey("sweep.id", ondelete="CASCADE"), primary_key=True
+    )
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("dataset.id"), primary_key=True, index=True)
+
+
 class JobEvent(Base):
     """The job's history: queued, claimed by whom, checkpoints, lease lost, resumed, ended."""
 

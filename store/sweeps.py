@@ -24,7 +24,7 @@ import math
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session
 
 import tuning
@@ -38,10 +38,10 @@ from .models import (
     QUEUED,
     RUNNING,
     SUCCEEDED,
-    Dataset,
     IdempotencyRecord,
     Job,
     Sweep,
+    SweepDataset,
 )
 
 
@@ -72,9 +72,11 @@ def create_sweep(
     max_parallel: int,
     dataset_id: str | None,
     val_dataset_id: str | None,
+    searched_datasets: list[str] = (),
 ) -> tuple[Sweep, list[str]]:
     """Store a validated sweep and release its first trials, in the caller's transaction.
-    Returns the sweep and the ids of the trial jobs to dispatch after the commit."""
+    ``searched_datasets`` (data.dataset_id's choices) are kept while it runs. Returns the
+    sweep and the ids of the trial jobs to dispatch after the commit."""
     now = db.now(session)
     sweep = Sweep(
         id=str(uuid.uuid4()),
@@ -94,6 +96,8 @@ def create_sweep(
         callbacks=[],
     )
     session.add(sweep)
+    session.flush()
+    session.add_all(SweepDataset(sweep_id=sweep.id, dataset_id=d) for d in searched_datasets)
     session.flush()
     return sweep, advance(session, db, sweep)
 
@@ -165,7 +169,9 @@ def _release(session: Session, db: Database, sweep: Sweep, number: int, trials) 
     seed = base.get("seed")
     if spec.get("base_seed") is None:  # no seed in the base: each trial its own
         seed = tuning.derived_seed(spec["seed"], number)
-    trial = tuning.trial_spec(base, params, seed=seed, dataset=spec.get("dataset"))
+    dataset_id = params.get("data.dataset_id", sweep.dataset_id)
+    dataset = spec.get("datasets", {}).get(dataset_id, spec.get("dataset"))
+    trial = tuning.trial_spec(base, params, seed=seed, dataset=dataset)
     trial["sweep"] = {"id": sweep.id, "trial": number, "objective": spec["objective"]}
     if spec.get("early_stopping"):
         trial["sweep"]["early_stopping"] = spec["early_stopping"]
@@ -180,7 +186,7 @@ def _release(session: Session, db: Database, sweep: Sweep, number: int, trials) 
         labels=dict(sweep.labels),
         chunk_bytes=2**20,
         dispatching=True,
-        dataset_id=sweep.dataset_id,
+        dataset_id=dataset_id,
         val_dataset_id=sweep.val_dataset_id,
         sweep_id=sweep.id,
         trial=number,
@@ -418,6 +424,7 @@ def delete_sweep(session: Session, db: Database, tenant: str, sweep_id: str) -> 
     ):
         if (record.response or {}).get("id") == sweep_id:
             session.delete(record)
+    session.execute(delete(SweepDataset).where(SweepDataset.sweep_id == sweep_id))
     session.delete(sweep)
     return trial_ids
 
@@ -450,26 +457,6 @@ def list_sweeps(session: Session, tenant: str, *, limit: int = 50, cursor: str |
     more = len(found) > limit
     found = found[:limit]
     return found, (jobs.encode_cursor(found[-1]) if more and found else None)
-
-
-def running_sweeps_using(session: Session, dataset_id: str) -> list[str]:
-    """Running sweeps that will make trials on this data set."""
-    return list(
-        session.scalars(
-            select(Sweep.id).where(
-                Sweep.status == RUNNING,
-                (Sweep.dataset_id == dataset_id) | (Sweep.val_dataset_id == dataset_id),
-            )
-        )
-    )
-
-
-def dataset_info(dataset: Dataset) -> dict:
-    """What a trial's spec needs of its data set to recompute its held-out rows."""
-    return {
-        "samples": int(dataset.samples),
-        "class_counts": dataset.members["targets"].get("class_counts"),
-    }
 
 
 __all__ = ["FINAL_STATUSES", "SweepConflict", "SweepNotFound"]

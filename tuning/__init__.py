@@ -30,8 +30,8 @@ KINDS = ("choice", "uniform", "log_uniform", "int_uniform", "int_log_uniform")
 METHODS = ("grid", "random", "tpe")
 METRICS = ("val_accuracy", "val_cost", "accuracy", "cost")
 
-# the job fields a sweep may search; the data itself, names, labels, callbacks and
-# starting weights are what a sweep holds fixed
+# the job fields a sweep may search: stored data sets among them (data.dataset_id); inline
+# data, names, labels, callbacks and starting weights are what a sweep holds fixed
 SEARCHABLE = (
     "learning_rate",
     "epochs",
@@ -51,7 +51,10 @@ SEARCHABLE = (
     "options.early_stopping.min_delta",
     "data.batch_size",
     "data.shuffle",
+    "data.dataset_id",
 )
+# fields that take choices only (a range of ids means nothing)
+CHOICE_FIELDS = ("data.dataset_id",)
 # fields that take integers: a float range cannot search them
 INTEGER_FIELDS = (
     "epochs",
@@ -131,9 +134,9 @@ def trial_spec(base: dict, params: dict, *, seed: int, dataset: dict | None) -> 
     """The stored spec of a trial: the base's spec (as ``api.validation`` prepared it) with
     the trial's values, and what follows from them recomputed (batches, held-out rows).
 
-    ``dataset`` is the training data set's {"samples", "class_counts"} (for a searched
-    validation_split). ``tests/api/test_sweeps.py`` checks this against preparing the
-    trial's request from scratch."""
+    ``dataset`` is the trial's training data set's {"samples", "class_counts", "sha256"}
+    (for a searched validation_split or data.dataset_id). ``tests/api/test_sweeps.py``
+    checks this against preparing the trial's request from scratch."""
     spec = apply(base, params)
     if "seed" not in params:
         spec["seed"] = seed
@@ -142,6 +145,8 @@ def trial_spec(base: dict, params: dict, *, seed: int, dataset: dict | None) -> 
         early.setdefault("min_delta", 0.0)
     layout = spec["data"]
     if layout["form"] == "dataset" and dataset is not None:
+        if "sha256" in dataset:
+            layout["dataset_sha256"] = dataset["sha256"]
         fraction = spec["options"].get("validation_split")
         held = 0
         if fraction:

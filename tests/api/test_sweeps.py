@@ -78,3 +78,47 @@ def test_the_space_of_the_issue_has_valid_corners_and_reproducible_draws():
     for draw in draws:
         assert 0.05 <= draw["learning_rate"] <= 10 and draw["structure[1]"] in (16, 32, 64, 128)
     assert tuning.rungs(3, 3, 30) == [3, 9, 27] and tuning.rungs(1, 2, 8) == [1, 2, 4]
+
+
+SMALLER = SimpleNamespace(
+    id="0b7e2a4c-3f1d-4c2e-8a11-9e5d6c7b8a90",
+    sha256="cd" * 32,
+    samples=500,
+    members={
+        "inputs": DATASET.members["inputs"] | {"shape": [500, 64]},
+        "targets": DATASET.members["targets"] | {"shape": [500, 10], "class_counts": [50] * 10},
+    },
+)
+
+
+def test_a_trial_on_a_searched_data_set_equals_a_fresh_prepare_on_that_data_set():
+    settings = Settings()
+    stored = {d.id: d for d in (DATASET, SMALLER)}
+    space = {
+        "data.dataset_id": {"choice": [DATASET.id, SMALLER.id]},
+        "options.validation_split": {"uniform": [0.1, 0.3]},
+        "data.batch_size": {"choice": [10, 32]},
+    }
+    prepared = prepare_job(JobCreate.model_validate(BASE), settings, stored.get)
+    infos = {
+        d.id: {
+            "samples": d.samples,
+            "class_counts": d.members["targets"]["class_counts"],
+            "sha256": d.sha256,
+        }
+        for d in stored.values()
+    }
+    seen = set()
+    for trial in range(1, 21):
+        params = tuning.sample("random", space, trial, 7)
+        chosen = params["data.dataset_id"]
+        seen.add(chosen)
+        made = tuning.trial_spec(prepared.spec, params, seed=5, dataset=infos[chosen])
+        fresh = prepare_job(
+            JobCreate.model_validate(dict(tuning.apply(BASE, params), seed=5)),
+            settings,
+            stored.get,
+        )
+        assert made == fresh.spec, params
+        assert made["data"]["dataset_sha256"] == stored[chosen].sha256
+    assert seen == set(stored)  # both data sets were drawn

@@ -18,14 +18,34 @@ from tests.support.stack import most_at_once, server_sent_events
 FINAL = ("succeeded", "failed", "cancelled")
 
 
+def store_classes(stack, name: str, samples: int, seed: int) -> str:
+    """A stored data set: noisy features of 3 one-hot classes, 4 columns."""
+    rng = np.random.RandomState(seed)
+    labels = rng.randint(3, size=samples)
+    noise = rng.rand(samples, 1)
+    inputs = np.hstack([np.eye(3)[labels], noise]) * 0.6 + rng.rand(samples, 4) * 0.4
+    body = {"name": name, "inputs": inputs.round(4).tolist()}
+    body["targets"] = np.eye(3)[labels].tolist()
+    response = stack.client().post("/v1/datasets", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
 @pytest.fixture(scope="module")
 def classes(stack):
-    """A stored data set: 150 samples of 4 noisy features, 3 one-hot classes."""
-    rng = np.random.RandomState(3)
-    labels = rng.randint(3, size=150)
-    inputs = np.hstack([np.eye(3)[labels], rng.rand(150, 1)]) * 0.6 + rng.rand(150, 4) * 0.4
-    body = {"name": "three-classes", "inputs": inputs.round(4).tolist()}
-    body["targets"] = np.eye(3)[labels].tolist()
+    return store_classes(stack, "three-classes", 150, 3)
+
+
+@pytest.fixture(scope="module")
+def fewer(stack):
+    """A second data set of the same width: 90 other samples."""
+    return store_classes(stack, "fewer", 90, 4)
+
+
+@pytest.fixture(scope="module")
+def wider(stack):
+    """A data set of 5 input columns: it does not fit a 4-input base."""
+    body = {"inputs": [[0.1 * k] * 5 for k in range(10)], "targets": [[1, 0, 0]] * 10}
     response = stack.client().post("/v1/datasets", json=body)
     assert response.status_code == 201, response.text
     return response.json()["id"]
@@ -351,6 +371,42 @@ def test_a_sweep_is_deleted_with_its_trials_once_it_ended(stack, classes):
     client.post(f"/v1/sweeps/{retry.json()['id']}/cancel")
 
 
+def test_a_sweep_searches_stored_data_sets_and_keeps_them_while_it_runs(stack, classes, fewer):
+    client = stack.client()
+    body = {
+        "base": base(classes),
+        "search": {"data.dataset_id": {"choice": [classes, fewer]}},
+        "method": "grid",
+        "objective": {"metric": "val_accuracy"},
+    }
+    sweep = wait(client, submit(client, body)["id"])
+    assert sweep["status"] == "succeeded", sweep
+    made = trials(client, sweep["id"])
+    assert [j["params"]["data.dataset_id"] for j in made] == [classes, fewer]
+    for job, samples in zip(made, (150, 90)):
+        stored = client.get(f"/v1/datasets/{job['params']['data.dataset_id']}").json()
+        assert job["data"]["dataset_id"] == stored["id"]
+        assert job["data"]["dataset_sha256"] == stored["sha256"]
+        held = job["data"]["validation_samples"]  # a stratified split of 0.2 of this one
+        assert job["data"]["samples"] + held == samples and 0.15 < held / samples < 0.25
+        assert job["metrics"]["val_accuracy"] is not None
+    # a searched data set is kept while a sweep that may train on it runs
+    slow = dict(body, max_parallel=1)
+    slow["base"] = base(classes, epochs=400, data={"dataset_id": classes, "batch_size": 1})
+    running = submit(client, slow)
+    refused = client.delete(f"/v1/datasets/{fewer}")
+    assert refused.status_code == 409, refused.text
+    assert running["id"] in refused.json()["detail"]
+    client.post(f"/v1/sweeps/{running['id']}/cancel")
+    wait(client, running["id"])
+    deadline = time.monotonic() + 60
+    while any(j["status"] not in FINAL for j in trials(client, running["id"])):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert client.delete(f"/v1/datasets/{fewer}").status_code == 204  # ended: it may go
+    assert client.get(f"/v1/sweeps/{sweep['id']}").json()["status"] == "succeeded"
+
+
 def test_another_tenant_sees_no_sweep(stack, classes):
     sweep = submit(
         stack.client(),
@@ -424,13 +480,20 @@ INVALID = [
     ({"base": {"epochs": 0}}, "base.epochs"),
     ({"base": {"structure": [5, 6, 3]}}, "base.data.dataset_id"),
     ({"callback_url": "ftp://example.com/hook"}, "callback_url"),
+    (
+        {"search": {"data.dataset_id": {"choice": ["00000000-0000-4000-8000-000000000000"]}}},
+        "search.data.dataset_id",
+    ),
+    ({"search": {"data.dataset_id": {"uniform": [0, 1]}}}, "search.data.dataset_id"),
+    ({"search": {"data.dataset_id": {"choice": ["WIDER"]}}}, "search.data.dataset_id"),
     ({"base": {"callback_url": "ftp://example.com/hook"}}, "base.callback_url"),
 ]
 
 
 @pytest.mark.parametrize("change, field", INVALID, ids=[f for _, f in INVALID])
-def test_every_invalid_space_gets_a_422_naming_the_path(stack, classes, change, field):
+def test_every_invalid_space_gets_a_422_naming_the_path(stack, classes, wider, change, field):
     client = stack.client()
+    change = json.loads(json.dumps(change).replace("WIDER", wider))
     body = {
         "base": base(classes),
         "search": {"learning_rate": {"log_uniform": [0.1, 5]}},
