@@ -238,25 +238,32 @@ def _data_set_gone(prepared, where: tuple = ()) -> None:
 
 def _init_weights(source_id: str, structure: list[int]) -> dict[str, np.ndarray]:
     """The weights a job starts from: those of the tenant's succeeded job of this structure."""
-    where = ("init_from",)
     with services().db.reading() as session:
-        try:
-            source = jobs.get_job(session, g.tenant, source_id)
-        except jobs.JobNotFound:
-            message = f"no job {source_id!r} for this tenant"
-            raise SpecError([field_error(where, message, "init_from")]) from None
-        if source.status != SUCCEEDED:
-            message = f"the job is {source.status}; only a succeeded job's weights start others"
-            raise SpecError([field_error(where, message, "init_from")])
-        if source.spec["structure"] != structure:
-            message = (
-                f"the job's structure is {source.spec['structure']}, this one's {structure}: "
-                "weights carry over between equal structures only"
-            )
-            raise SpecError([field_error(where, message, "init_from")])
-        model = jobs.load_model(session, source_id)
-    layers = len(structure) - 1
-    return {k: model[k] for l in range(layers) for k in (f"W{l}", f"b{l}")}
+        why = _init_refusal(session, source_id, structure)
+        if why is not None:
+            raise SpecError([field_error(("init_from",), why, "init_from")])
+        return jobs.start_weights(session, source_id, structure)
+
+
+def init_refusal(source_id: str, structure: list[int]) -> str | None:
+    """Why a job of this structure may not start from that job's weights, or None."""
+    with services().db.reading() as session:
+        return _init_refusal(session, source_id, structure)
+
+
+def _init_refusal(session, source_id: str, structure: list[int]) -> str | None:
+    try:
+        source = jobs.get_job(session, g.tenant, source_id)
+    except jobs.JobNotFound:
+        return f"no job {source_id!r} for this tenant"
+    if source.status != SUCCEEDED:
+        return f"the job is {source.status}; only a succeeded job's weights start others"
+    if source.spec["structure"] != structure:
+        return (
+            f"the job's structure is {source.spec['structure']}, this one's {structure}: "
+            "weights carry over between equal structures only"
+        )
+    return None
 
 
 def _find_dataset(dataset_id: str):

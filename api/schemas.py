@@ -775,8 +775,8 @@ class SweepCreate(Strict):
         Field(min_length=1, max_length=20, json_schema_extra=_keys_by_pattern),
     ] = Field(
         description="Field paths of the job (learning_rate, epochs, seed, structure, "
-        "structure[i], options.*, data.batch_size, data.shuffle, data.dataset_id) and what "
-        "to try there"
+        "structure[i], options.*, data.batch_size, data.shuffle, data.dataset_id, "
+        "init_from) and what to try there"
     )
     method: Literal["grid", "random", "tpe"] = Field(
         "random",

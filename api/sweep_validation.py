@@ -34,8 +34,13 @@ class PreparedSweep:
     searched_datasets: list[str]  # data.dataset_id's choices: kept while the sweep runs
 
 
-def prepare_sweep(body: SweepCreate, settings: Settings, find_dataset) -> PreparedSweep:
-    """Check the sweep and every trial it can make; raises SpecError."""
+def prepare_sweep(
+    body: SweepCreate, settings: Settings, find_dataset, check_init=None
+) -> PreparedSweep:
+    """Check the sweep and every trial it can make; raises SpecError.
+
+    ``check_init(job_id, structure)`` says why a trial may not start from that job's
+    weights (``init_from``), or None."""
     errors: list[dict] = []
     base = body.base
     if not isinstance(base.data, DatasetData):
@@ -47,9 +52,6 @@ def prepare_sweep(body: SweepCreate, settings: Settings, find_dataset) -> Prepar
     if isinstance(base.options.validation, ValidationSet):
         message = "give a stored data set (dataset_id) or options.validation_split"
         errors.append(field_error(("base", "options", "validation"), message, "sweep_data"))
-    if base.init_from is not None:
-        message = "a sweep's trials start from their seeds; init_from is for single jobs"
-        errors.append(field_error(("base", "init_from"), message, "sweep_data"))
     search = {path: dimension.model_dump() for path, dimension in body.search.items()}
     _check_paths(search, base, errors)
     trials = _check_counts(body, search, settings, errors)
@@ -70,7 +72,13 @@ def prepare_sweep(body: SweepCreate, settings: Settings, find_dataset) -> Prepar
     goal = body.objective.goal or ("max" if "accuracy" in body.objective.metric else "min")
     dataset = cached(prepared.dataset_id)
     _check_objective(body, search, dataset, errors)
-    _check_corners(body, search, settings, cached, errors)
+    starts = _init_checker(check_init)
+    shaped = any(tuning.location(path)[0] in ("structure", "init_from") for path in search)
+    if base.init_from is not None and not shaped:  # else each corner's pair is checked
+        why = starts(base.init_from, base.structure)
+        if why is not None:
+            errors.append(field_error(("base", "init_from"), why, "init_from"))
+    _check_corners(body, search, settings, cached, errors, starts if shaped else None)
     if body.early_stopping is not None:
         least = min(_values(search, base, "epochs", base.epochs))
         if body.early_stopping.min_epochs >= least:
@@ -91,6 +99,8 @@ def prepare_sweep(body: SweepCreate, settings: Settings, find_dataset) -> Prepar
     base_spec = dict(prepared.spec)
     if base.callback_url:
         base_spec["callback_url"] = base.callback_url
+    if base.init_from:
+        base_spec["init_from"] = base.init_from
     spec = {
         "base": base_spec,
         "base_seed": base.seed,
@@ -209,12 +219,28 @@ def _check_objective(
             errors.append(field_error(where, message, "sweep_objective"))
 
 
-def _check_corners(body, search: dict, settings: Settings, find_dataset, errors) -> None:
-    """Prepare every corner of the space as a job; the first failure per path is reported."""
+def _init_checker(check_init):
+    """check_init, asked once per job and structure."""
+    answers: dict[tuple, str | None] = {}
+
+    def starts(job_id: str, structure: list[int]) -> str | None:
+        key = (job_id, tuple(structure))
+        if key not in answers:
+            answers[key] = check_init(job_id, structure) if check_init else None
+        return answers[key]
+
+    return starts
+
+
+def _check_corners(
+    body, search: dict, settings: Settings, find_dataset, errors, starts=None
+) -> None:
+    """Prepare every corner of the space as a job; the first failure per path is reported.
+    ``starts``: also check each corner's init_from against its structure."""
     base_json = body.base.model_dump(mode="json", exclude_unset=True)
     reported: set[str] = set()
     for corner in tuning.corners(search):
-        found = _corner_errors(tuning.apply(base_json, corner), settings, find_dataset)
+        found = _corner_errors(tuning.apply(base_json, corner), settings, find_dataset, starts)
         for error in found:
             path = _blame(error["loc"], corner, base_json)
             if path in reported:
@@ -229,7 +255,7 @@ def _check_corners(body, search: dict, settings: Settings, find_dataset, errors)
             return
 
 
-def _corner_errors(body: dict, settings: Settings, find_dataset) -> list[dict]:
+def _corner_errors(body: dict, settings: Settings, find_dataset, starts=None) -> list[dict]:
     try:
         job = JobCreate.model_validate(body)
     except ValidationError as exc:
@@ -238,7 +264,8 @@ def _corner_errors(body: dict, settings: Settings, find_dataset) -> list[dict]:
         prepare_job(job, settings, find_dataset=find_dataset)
     except SpecError as exc:
         return exc.errors
-    return []
+    why = starts(job.init_from, job.structure) if starts and job.init_from else None
+    return [field_error(("init_from",), why, "init_from")] if why else []
 
 
 def _blame(loc: list, corner: dict, base_json: dict) -> str:

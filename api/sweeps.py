@@ -22,6 +22,7 @@ from .jobs import (
     _lookup,
     _model_view,
     dispatch,
+    init_refusal,
     sweep_call_back,
 )
 from .limits import queue_full
@@ -58,9 +59,9 @@ SWEEP_RULES = (
         "search_path",
         "every key of search is a searchable field of a job (learning_rate, epochs, seed, "
         "structure, structure[i] for a hidden layer i, options.*, data.batch_size, "
-        "data.shuffle, data.dataset_id), structure is not searched with its layers, integer "
-        "fields take choice, int_uniform or int_log_uniform, and data.dataset_id a choice of "
-        "the tenant's data sets",
+        "data.shuffle, data.dataset_id, init_from), structure is not searched with its "
+        "layers, integer fields take choice, int_uniform or int_log_uniform, and "
+        "data.dataset_id and init_from a choice of the tenant's data sets and jobs",
     ),
     Rule("search_range", "a range is [low, high] with low < high, and low > 0 on a log scale"),
     Rule("search_grid", "method grid takes choices only, and at most the grid's size of trials"),
@@ -75,8 +76,13 @@ SWEEP_RULES = (
     ),
     Rule(
         "sweep_data",
-        "the base trains on a stored data set (data.dataset_id), validates on a stored one or "
-        "a split, and has no init_from",
+        "the base trains on a stored data set (data.dataset_id) and validates on a stored "
+        "one or a split",
+    ),
+    Rule(
+        "init_from",
+        "base.init_from, and each init_from searched, names a succeeded job of this tenant "
+        "with the trial's structure",
     ),
     Rule(
         "sweep_objective",
@@ -136,7 +142,7 @@ def submit(body: SweepCreate):
     failed or cancelled."""
     s = services()
     key = _idempotency_key()
-    prepared = prepare_sweep(body, s.settings, _find_dataset)
+    prepared = prepare_sweep(body, s.settings, _find_dataset, init_refusal)
     for where, url in ((("base", "callback_url"), body.base.callback_url),
                        (("callback_url",), body.callback_url)):  # fmt: skip
         why = refusal(url, s.settings.callback_allow_private_networks) if url else None

@@ -38,6 +38,7 @@ from .models import (
     IdempotencyRecord,
     Job,
     JobEvent,
+    Sweep,
     UTCDateTime,
     utcnow,
 )
@@ -305,10 +306,28 @@ def load_model(session: Session, job_id: str) -> dict[str, np.ndarray]:
     return blobs.read_arrays(session, blob)
 
 
+def start_weights(session: Session, job_id: str, structure: list[int]) -> dict[str, np.ndarray]:
+    """The weights a job starting from this one's model takes (``init_from``)."""
+    model = load_model(session, job_id)
+    return {k: model[k] for n in range(len(structure) - 1) for k in (f"W{n}", f"b{n}")}
+
+
+def sweeps_starting_from(session: Session, tenant: str, job_ids: list[str]) -> list[str]:
+    """The tenant's running sweeps whose trials start from one of these jobs' weights."""
+    wanted, found = set(job_ids), []
+    running = select(Sweep.id, Sweep.spec).where(Sweep.tenant == tenant, Sweep.status == RUNNING)
+    for sweep_id, spec in session.execute(running):
+        sources = {spec["base"].get("init_from")}
+        sources.update(spec["search"].get("init_from", {}).get("choice", []))
+        if sources & wanted:
+            found.append(sweep_id)
+    return found
+
+
 def delete_job(session: Session, tenant: str, job_id: str) -> None:
     """Remove a finished job with everything it stored (its inline data, checkpoints,
     metrics, history and model; never a data set). Raises JobConflict while it is queued
-    or running, JobNotFound for another tenant's."""
+    or running or a running sweep starts trials from it, JobNotFound for another tenant's."""
     job = get_job(session, tenant, job_id)
     if job.sweep_id:
         raise TrialOfSweep(
@@ -317,6 +336,12 @@ def delete_job(session: Session, tenant: str, job_id: str) -> None:
         )
     if job.status not in FINAL_STATUSES:
         raise JobConflict(f"the job is {job.status}: cancel it first, then delete it")
+    starting = sweeps_starting_from(session, tenant, [job_id])
+    if starting:
+        raise JobConflict(
+            f"running sweep {starting[0]} starts its trials from this job's weights: "
+            "delete it once the sweep ended"
+        )
     delete_rows(session, job_id)
 
 

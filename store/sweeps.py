@@ -176,6 +176,8 @@ def _release(session: Session, db: Database, sweep: Sweep, number: int, trials) 
     if spec.get("early_stopping"):
         trial["sweep"]["early_stopping"] = spec["early_stopping"]
     name = f"{sweep.name or 'sweep'} #{number}"
+    source = trial.get("init_from")  # its weights, copied as a submit copies them
+    init = jobs.start_weights(session, source, trial["structure"]) if source else None
     job = jobs.create_job(
         session,
         db,
@@ -188,6 +190,7 @@ def _release(session: Session, db: Database, sweep: Sweep, number: int, trials) 
         dispatching=True,
         dataset_id=dataset_id,
         val_dataset_id=sweep.val_dataset_id,
+        init=init,
         sweep_id=sweep.id,
         trial=number,
         params=params,
@@ -414,6 +417,12 @@ def delete_sweep(session: Session, db: Database, tenant: str, sweep_id: str) -> 
     if active:  # a cancelled sweep's running trials stop at their next mini-batch
         raise SweepConflict(f"{active} of its trials have not stopped yet: delete it after")
     trial_ids = [trial.id for trial in trials]
+    starting = jobs.sweeps_starting_from(session, tenant, trial_ids)
+    if starting:
+        raise SweepConflict(
+            f"running sweep {starting[0]} starts its trials from one of this sweep's: "
+            "delete it once that sweep ended"
+        )
     for trial_id in trial_ids:
         jobs.delete_rows(session, trial_id)
     # a submit's stored answer names the sweep: a retry with its key makes a new one

@@ -30,8 +30,8 @@ KINDS = ("choice", "uniform", "log_uniform", "int_uniform", "int_log_uniform")
 METHODS = ("grid", "random", "tpe")
 METRICS = ("val_accuracy", "val_cost", "accuracy", "cost")
 
-# the job fields a sweep may search: stored data sets among them (data.dataset_id); inline
-# data, names, labels, callbacks and starting weights are what a sweep holds fixed
+# the job fields a sweep may search, stored data sets (data.dataset_id) and starting weights
+# (init_from) among them; inline data, names, labels and callbacks a sweep holds fixed
 SEARCHABLE = (
     "learning_rate",
     "epochs",
@@ -52,9 +52,10 @@ SEARCHABLE = (
     "data.batch_size",
     "data.shuffle",
     "data.dataset_id",
+    "init_from",
 )
 # fields that take choices only (a range of ids means nothing)
-CHOICE_FIELDS = ("data.dataset_id",)
+CHOICE_FIELDS = ("data.dataset_id", "init_from")
 # fields that take integers: a float range cannot search them
 INTEGER_FIELDS = (
     "epochs",

@@ -142,13 +142,13 @@ def long_job(epochs=12, samples=4000, seed=5) -> dict:
 
 
 def reference_weights(database_url: str, job_id: str) -> list[np.ndarray]:
-    """The uninterrupted run: core on the stored spec and data, in this process."""
+    """The uninterrupted run: core on the stored spec, data and starting weights (of
+    init_from), in this process; a checkpoint is not used."""
     db = get_database(database_url)
     with db.session() as session:
-        spec = session.get(Job, job_id).spec
-        arrays = store_jobs.load_data(session, job_id)
-        if spec["data"]["form"] == "dataset":
-            arrays |= store_jobs.load_dataset_arrays(session, spec)
+        job = session.get(Job, job_id)
+        spec = job.spec
+        arrays, _ = store_jobs.load_data_and_checkpoint(session, job)
     trainer = build_trainer(spec, arrays)
     trainer.run()
     return trainer.network.W_n + trainer.network.B_n

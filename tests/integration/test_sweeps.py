@@ -12,6 +12,9 @@ import pytest
 import requests
 
 import tuning
+from store import jobs as store_jobs
+from store.db import get_database
+from store.models import Job
 from tests.faults.conftest import model_weights, reference_weights
 from tests.support.stack import most_at_once, server_sent_events
 
@@ -407,6 +410,50 @@ def test_a_sweep_searches_stored_data_sets_and_keeps_them_while_it_runs(stack, c
     assert client.get(f"/v1/sweeps/{sweep['id']}").json()["status"] == "succeeded"
 
 
+def test_trials_start_from_finished_jobs_weights_and_keep_them_from_deletion(stack, classes):
+    client = stack.client()
+    sources = [client.submit(base(classes, seed=seed)) for seed in (1, 2)]
+    sources = [client.wait(job["id"]) for job in sources]
+    assert [job["status"] for job in sources] == ["succeeded"] * 2
+    first, second = (job["id"] for job in sources)
+    body = {
+        "base": base(classes, epochs=3, init_from=first),
+        "search": {"init_from": {"choice": [first, second]}},
+        "method": "grid",
+        "objective": {"metric": "val_cost"},
+    }
+    sweep = wait(client, submit(client, body)["id"])
+    assert sweep["status"] == "succeeded", sweep
+    made = trials(client, sweep["id"])
+    lineage = [client.get(f"/v1/jobs/{j['id']}/model").json()["lineage"] for j in made]
+    started = [(j["params"]["init_from"], line["init_from"]) for j, line in zip(made, lineage)]
+    assert started == [(first, first), (second, second)]
+    db = get_database(stack.database_url)
+    for job, source in zip(made, (first, second)):
+        with db.session() as session:  # the trial keeps a copy of the weights it started from
+            row = session.get(Job, job["id"])
+            start = store_jobs.load_data_and_checkpoint(session, row)[0]["init"]
+        served = model_weights(client, source)
+        layers = len(served) // 2
+        assert all(np.array_equal(start[f"W{n}"], served[n]) for n in range(layers))
+        assert all(np.array_equal(start[f"b{n}"], served[layers + n]) for n in range(layers))
+        exact = reference_weights(stack.database_url, job["id"])  # and trains from it exactly
+        assert all(np.array_equal(x, y) for x, y in zip(exact, model_weights(client, job["id"])))
+    # a job a running sweep starts trials from stays until the sweep ended
+    slow = dict(body, max_parallel=1)
+    slow["base"] = base(classes, epochs=400, data={"dataset_id": classes, "batch_size": 1})
+    running = submit(client, slow)
+    refused = client.delete(f"/v1/jobs/{second}")
+    assert refused.status_code == 409 and running["id"] in refused.json()["detail"], refused.text
+    client.post(f"/v1/sweeps/{running['id']}/cancel")
+    wait(client, running["id"])
+    deadline = time.monotonic() + 60
+    while any(j["status"] not in FINAL for j in trials(client, running["id"])):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert client.delete(f"/v1/jobs/{second}").status_code == 204
+
+
 def test_another_tenant_sees_no_sweep(stack, classes):
     sweep = submit(
         stack.client(),
@@ -480,6 +527,12 @@ INVALID = [
     ({"base": {"epochs": 0}}, "base.epochs"),
     ({"base": {"structure": [5, 6, 3]}}, "base.data.dataset_id"),
     ({"callback_url": "ftp://example.com/hook"}, "callback_url"),
+    ({"base": {"init_from": "00000000-0000-4000-8000-000000000000"}}, "base.init_from"),
+    (
+        {"search": {"init_from": {"choice": ["00000000-0000-4000-8000-000000000000"]}}},
+        "search.init_from",
+    ),
+    ({"search": {"init_from": {"uniform": [0, 1]}}}, "search.init_from"),
     (
         {"search": {"data.dataset_id": {"choice": ["00000000-0000-4000-8000-000000000000"]}}},
         "search.data.dataset_id",
