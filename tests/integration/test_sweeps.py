@@ -374,17 +374,29 @@ def test_a_sweep_is_deleted_with_its_trials_once_it_ended(stack, classes):
     client.post(f"/v1/sweeps/{retry.json()['id']}/cancel")
 
 
-def test_a_sweep_searches_stored_data_sets_and_keeps_them_while_it_runs(stack, classes, fewer):
-    client = stack.client()
-    body = {
-        "base": base(classes),
-        "search": {"data.dataset_id": {"choice": [classes, fewer]}},
-        "method": "grid",
-        "objective": {"metric": "val_accuracy"},
-    }
+def grid(client, base_body: dict, search: dict, metric: str):
+    """A grid sweep run to its end: (its request, its final state, its trials)."""
+    body = {"base": base_body, "search": search, "method": "grid", "objective": {"metric": metric}}
     sweep = wait(client, submit(client, body)["id"])
     assert sweep["status"] == "succeeded", sweep
-    made = trials(client, sweep["id"])
+    return body, sweep, trials(client, sweep["id"])
+
+
+def cancel_and_settle(client, sweep_id: str) -> None:
+    """Cancel the sweep and wait until each of its trials stopped."""
+    client.post(f"/v1/sweeps/{sweep_id}/cancel")
+    wait(client, sweep_id)
+    deadline = time.monotonic() + 60
+    while any(j["status"] not in FINAL for j in trials(client, sweep_id)):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+def test_a_sweep_searches_stored_data_sets_and_keeps_them_while_it_runs(stack, classes, fewer):
+    client = stack.client()
+    body, sweep, made = grid(
+        client, base(classes), {"data.dataset_id": {"choice": [classes, fewer]}}, "val_accuracy"
+    )
     assert [j["params"]["data.dataset_id"] for j in made] == [classes, fewer]
     for job, samples in zip(made, (150, 90)):
         stored = client.get(f"/v1/datasets/{job['params']['data.dataset_id']}").json()
@@ -400,12 +412,7 @@ def test_a_sweep_searches_stored_data_sets_and_keeps_them_while_it_runs(stack, c
     refused = client.delete(f"/v1/datasets/{fewer}")
     assert refused.status_code == 409, refused.text
     assert running["id"] in refused.json()["detail"]
-    client.post(f"/v1/sweeps/{running['id']}/cancel")
-    wait(client, running["id"])
-    deadline = time.monotonic() + 60
-    while any(j["status"] not in FINAL for j in trials(client, running["id"])):
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    cancel_and_settle(client, running["id"])
     assert client.delete(f"/v1/datasets/{fewer}").status_code == 204  # ended: it may go
     assert client.get(f"/v1/sweeps/{sweep['id']}").json()["status"] == "succeeded"
 
@@ -416,15 +423,12 @@ def test_trials_start_from_finished_jobs_weights_and_keep_them_from_deletion(sta
     sources = [client.wait(job["id"]) for job in sources]
     assert [job["status"] for job in sources] == ["succeeded"] * 2
     first, second = (job["id"] for job in sources)
-    body = {
-        "base": base(classes, epochs=3, init_from=first),
-        "search": {"init_from": {"choice": [first, second]}},
-        "method": "grid",
-        "objective": {"metric": "val_cost"},
-    }
-    sweep = wait(client, submit(client, body)["id"])
-    assert sweep["status"] == "succeeded", sweep
-    made = trials(client, sweep["id"])
+    body, sweep, made = grid(
+        client,
+        base(classes, epochs=3, init_from=first),
+        {"init_from": {"choice": [first, second]}},
+        "val_cost",
+    )
     lineage = [client.get(f"/v1/jobs/{j['id']}/model").json()["lineage"] for j in made]
     started = [(j["params"]["init_from"], line["init_from"]) for j, line in zip(made, lineage)]
     assert started == [(first, first), (second, second)]
@@ -445,12 +449,7 @@ def test_trials_start_from_finished_jobs_weights_and_keep_them_from_deletion(sta
     running = submit(client, slow)
     refused = client.delete(f"/v1/jobs/{second}")
     assert refused.status_code == 409 and running["id"] in refused.json()["detail"], refused.text
-    client.post(f"/v1/sweeps/{running['id']}/cancel")
-    wait(client, running["id"])
-    deadline = time.monotonic() + 60
-    while any(j["status"] not in FINAL for j in trials(client, running["id"])):
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    cancel_and_settle(client, running["id"])
     assert client.delete(f"/v1/jobs/{second}").status_code == 204
 
 
