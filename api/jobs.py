@@ -662,6 +662,8 @@ def delete_job(job_id: str):
             raise _not_found(job_id) from None
         except jobs.TrialOfSweep as exc:
             raise ApiProblem(409, str(exc), slug="job-is-a-trial") from None
+        except jobs.JobInUse as exc:
+            raise ApiProblem(409, str(exc), slug="job-in-use") from None
         except jobs.JobConflict as exc:
             raise ApiProblem(409, str(exc), slug="job-not-finished") from None
     s.models.forget(job_id)

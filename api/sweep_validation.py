@@ -71,10 +71,13 @@ def prepare_sweep(
         raise SpecError([_under(("base",), e) for e in exc.errors]) from None
     goal = body.objective.goal or ("max" if "accuracy" in body.objective.metric else "min")
     dataset = cached(prepared.dataset_id)
-    _check_objective(body, search, dataset, errors)
+    if "data.dataset_id" not in search:  # else the searched ones are checked below
+        _check_objective(body, search, dataset, errors)
     starts = _init_checker(check_init)
+    # with structure or init_from searched, each corner's pair is checked (a searched
+    # init_from replaces the base's, which is then neither checked nor kept)
     shaped = any(tuning.location(path)[0] in ("structure", "init_from") for path in search)
-    if base.init_from is not None and not shaped:  # else each corner's pair is checked
+    if base.init_from is not None and not shaped:
         why = starts(base.init_from, base.structure)
         if why is not None:
             errors.append(field_error(("base", "init_from"), why, "init_from"))
@@ -99,7 +102,7 @@ def prepare_sweep(
     base_spec = dict(prepared.spec)
     if base.callback_url:
         base_spec["callback_url"] = base.callback_url
-    if base.init_from:
+    if base.init_from and "init_from" not in search:  # a searched one replaces it
         base_spec["init_from"] = base.init_from
     spec = {
         "base": base_spec,
@@ -151,9 +154,11 @@ def _check_paths(search: dict, base: JobCreate, errors: list[dict]) -> None:
                     else "the base's structure has no hidden layer to search"
                 )
                 errors.append(field_error(where, message, "search_path"))
-        if path in tuning.CHOICE_FIELDS and tuning.kind(search[path]) != "choice":
-            message = f'{path} takes choices only: {{"choice": [...]}}'
-            errors.append(field_error(where, message, "search_path"))
+        if path in tuning.CHOICE_FIELDS:
+            values = search[path].get("choice")
+            if values is None or not all(isinstance(v, str) for v in values):
+                message = f'{path} takes a choice of ids: {{"choice": ["<id>", ...]}}'
+                errors.append(field_error(where, message, "search_path"))
         if tuning.takes_integers(path) and tuning.kind(search[path]) in ("uniform", "log_uniform"):
             message = f"{path} takes integers: use int_uniform, int_log_uniform or choice"
             errors.append(field_error(where, message, "search_path"))

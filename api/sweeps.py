@@ -157,6 +157,10 @@ def submit(body: SweepCreate):
                 if replay is not None:
                     return replay
             view, released = _store(session, body, prepared, key)
+    except sweeps.SourceGone as exc:  # deleted between the check and the insert
+        message = f"{exc.source_id!r} was just deleted"
+        kind = "init_from" if exc.field[-1] == "init_from" else "dataset_not_found"
+        raise SpecError([field_error(exc.field, message, kind)]) from None
     except IntegrityError:
         _data_set_gone(prepared.base, ("base",))  # deleted between the check and the insert
         _searched_data_set_gone(prepared.searched_datasets)
@@ -307,12 +311,12 @@ def cancel(sweep_id: str):
     with s.db.session() as session:
         _find(session, sweep_id)
         try:
-            sweep = sweeps.cancel_sweep(session, s.db, g.tenant, sweep_id)
+            sweeps.cancel_sweep(session, s.db, g.tenant, sweep_id)
         except sweeps.SweepConflict as exc:
             raise ApiProblem(409, str(exc), slug="sweep-finished") from None
-        session.flush()
-        view = sweep_detail(session, sweep)
-    sweep_call_back(sweep_id)
+    sweep_call_back(sweep_id)  # ended with no trial running: its callback is queued
+    with s.db.reading() as session:
+        view = sweep_detail(session, _find(session, sweep_id))
     return _json(view, 202 if view.counts.running else 200)
 
 

@@ -50,6 +50,10 @@ class LeaseLost(Exception):
     """This worker no longer holds the job: another claimed it, or it ended."""
 
 
+class JobInUse(Exception):
+    """A running sweep starts its trials from this job's weights."""
+
+
 class JobNotFound(LookupError):
     pass
 
@@ -157,8 +161,9 @@ def create_job(
     return job
 
 
-def mark_dispatched(session: Session, db: Database, job_id: str, message: str = "") -> None:
-    """Record a message sent for a queued job (nothing, if the job moved on meanwhile)."""
+def mark_dispatched(session: Session, db: Database, job_id: str, message: str = "") -> bool:
+    """Record a message about to be sent for a queued job, before it is sent (a worker may
+    start it at once); False, recording nothing, if the job moved on meanwhile."""
     now = db.now(session)
     sent = session.execute(
         update(Job)
@@ -167,6 +172,7 @@ def mark_dispatched(session: Session, db: Database, job_id: str, message: str = 
     ).rowcount
     if sent:
         add_event(session, job_id, "dispatched", message, at=now)
+    return bool(sent)
 
 
 def record_dispatch_failure(session: Session, db: Database, job_id: str, error: str) -> None:
@@ -312,6 +318,18 @@ def start_weights(session: Session, job_id: str, structure: list[int]) -> dict[s
     return {k: model[k] for n in range(len(structure) - 1) for k in (f"W{n}", f"b{n}")}
 
 
+def lock_rows(session: Session, job_ids: list[str]) -> None:
+    """Lock the jobs' rows (an UPDATE that changes nothing: a row lock on PostgreSQL, the
+    write lock on SQLite) before checking who needs them (``store.sweeps._hold``)."""
+    if job_ids:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(job_ids))
+            .values(status=Job.status)
+            .execution_options(synchronize_session=False)
+        )
+
+
 def sweeps_starting_from(session: Session, tenant: str, job_ids: list[str]) -> list[str]:
     """The tenant's running sweeps whose trials start from one of these jobs' weights."""
     wanted, found = set(job_ids), []
@@ -336,9 +354,10 @@ def delete_job(session: Session, tenant: str, job_id: str) -> None:
         )
     if job.status not in FINAL_STATUSES:
         raise JobConflict(f"the job is {job.status}: cancel it first, then delete it")
+    lock_rows(session, [job_id])
     starting = sweeps_starting_from(session, tenant, [job_id])
     if starting:
-        raise JobConflict(
+        raise JobInUse(
             f"running sweep {starting[0]} starts its trials from this job's weights: "
             "delete it once the sweep ended"
         )

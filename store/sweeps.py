@@ -38,6 +38,7 @@ from .models import (
     QUEUED,
     RUNNING,
     SUCCEEDED,
+    Dataset,
     IdempotencyRecord,
     Job,
     Sweep,
@@ -51,6 +52,14 @@ class SweepNotFound(LookupError):
 
 class SweepConflict(Exception):
     """The sweep is not in a state that allows the operation (cancel an ended sweep)."""
+
+
+class SourceGone(LookupError):
+    """A data set or a job the sweep's trials need was deleted while it was being stored."""
+
+    def __init__(self, field: tuple, source_id: str):
+        self.field, self.source_id = field, source_id
+        super().__init__(f"{'.'.join(field)}: {source_id} is gone")
 
 
 ACTIVE = (QUEUED, RUNNING)
@@ -76,7 +85,10 @@ def create_sweep(
 ) -> tuple[Sweep, list[str]]:
     """Store a validated sweep and release its first trials, in the caller's transaction.
     ``searched_datasets`` (data.dataset_id's choices) are kept while it runs. Returns the
-    sweep and the ids of the trial jobs to dispatch after the commit."""
+    sweep and the ids of the trial jobs to dispatch after the commit. Raises SourceGone
+    when a data set or an init_from job it needs was deleted since it was checked."""
+    sources = _sources(spec, dataset_id, val_dataset_id, searched_datasets)
+    _hold(session, sources)  # PostgreSQL: share locks before the row that needs them
     now = db.now(session)
     sweep = Sweep(
         id=str(uuid.uuid4()),
@@ -97,9 +109,36 @@ def create_sweep(
     )
     session.add(sweep)
     session.flush()
+    _hold(session, sources)  # SQLite: checked again under the write lock the insert took
     session.add_all(SweepDataset(sweep_id=sweep.id, dataset_id=d) for d in searched_datasets)
     session.flush()
     return sweep, advance(session, db, sweep)
+
+
+def _sources(spec: dict, dataset_id, val_dataset_id, searched_datasets) -> list[tuple]:
+    """(field, model, id) of every data set and init_from job the trials may need."""
+    found = [
+        (("base", "data", "dataset_id"), Dataset, dataset_id),
+        (("base", "options", "validation", "dataset_id"), Dataset, val_dataset_id),
+        (("base", "init_from"), Job, spec["base"].get("init_from")),
+    ]
+    found += [(("search", "data.dataset_id"), Dataset, d) for d in searched_datasets]
+    searched_jobs = spec["search"].get("init_from", {}).get("choice", [])
+    found += [(("search", "init_from"), Job, job_id) for job_id in searched_jobs]
+    return [source for source in found if source[2]]
+
+
+def _hold(session: Session, sources: list[tuple]) -> None:
+    """Share-lock each source row, or raise SourceGone. A delete of a data set or a job
+    first locks its row and then looks for running sweeps that need it (``datasets.
+    delete_dataset``, ``jobs.delete_job``), so the two take turns: either the delete sees
+    this sweep (409), or this sees the row gone (422)."""
+    for field, model, source_id in sources:
+        held = session.scalar(
+            select(model.id).where(model.id == source_id).with_for_update(read=True)
+        )
+        if held is None:
+            raise SourceGone(field, source_id)
 
 
 def lock(session: Session, db: Database, sweep_id: str) -> Sweep | None:
@@ -365,16 +404,25 @@ def cancel_sweep(session: Session, db: Database, tenant: str, sweep_id: str) -> 
 # --------------------------------------------------------------------------------- callbacks
 
 
-def take_due_callbacks(session: Session, sweep_ids: list[str] | None = None) -> list[str]:
+def take_due_callbacks(
+    session: Session, db: Database, sweep_ids: list[str] | None = None, stale_before=None
+) -> list[str]:
     """The ended sweeps (of ``sweep_ids``, or all) whose callback waits and none of whose
     trials still runs (a cancelled sweep's stop at their next mini-batch), now marked queued:
-    one conditional UPDATE, so each sweep's callback is taken once, whoever asks."""
+    one conditional UPDATE, so each sweep's callback is taken once, whoever asks.
+
+    ``stale_before``: also those queued with no delivery attempt since then (their task
+    was lost with a process or the broker); such a callback may then be sent twice."""
     still_running = exists().where(Job.sweep_id == Sweep.id, Job.status.in_(ACTIVE))
+    due = Sweep.callback_state == CALLBACK_WAITING
+    if stale_before is not None:
+        stale = (Sweep.callback_state == CALLBACK_QUEUED) & (Sweep.updated_at < stale_before)
+        due = due | stale
     statement = (
         update(Sweep)
-        .where(Sweep.callback_state == CALLBACK_WAITING, Sweep.status != RUNNING)
+        .where(due, Sweep.status != RUNNING)
         .where(~still_running)
-        .values(callback_state=CALLBACK_QUEUED)
+        .values(callback_state=CALLBACK_QUEUED, updated_at=db.now(session))
         .returning(Sweep.id)
         .execution_options(synchronize_session=False)
     )
@@ -394,13 +442,14 @@ def callback_not_queued(session: Session, sweep_id: str) -> None:
 
 
 def record_callback(
-    session: Session, sweep_id: str, attempt: dict, *, delivered: bool, last: bool
+    session: Session, db: Database, sweep_id: str, attempt: dict, *, delivered: bool, last: bool
 ) -> None:
     """One delivery attempt of the sweep's callback; the last one (or a delivery) ends it."""
     sweep = session.get(Sweep, sweep_id)
     if sweep is None:
         return
     sweep.callbacks = [*(sweep.callbacks or []), attempt]
+    sweep.updated_at = db.now(session)  # an attempt: its delivery is alive
     if delivered or last:
         sweep.callback_state = CALLBACK_DELIVERED if delivered else CALLBACK_FAILED
 
@@ -417,6 +466,7 @@ def delete_sweep(session: Session, db: Database, tenant: str, sweep_id: str) -> 
     if active:  # a cancelled sweep's running trials stop at their next mini-batch
         raise SweepConflict(f"{active} of its trials have not stopped yet: delete it after")
     trial_ids = [trial.id for trial in trials]
+    jobs.lock_rows(session, trial_ids)  # then a sweep submitted from one of them is seen
     starting = jobs.sweeps_starting_from(session, tenant, trial_ids)
     if starting:
         raise SweepConflict(

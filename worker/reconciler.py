@@ -22,7 +22,7 @@ from backprop.settings import Settings
 from store import idempotency, jobs, sweeps
 from store.db import Database
 
-from .webhooks import queue_sweep_callbacks
+from .webhooks import queue_sweep_callbacks, stale_callback_seconds
 
 log = logging.getLogger("backprop.reconciler")
 
@@ -61,14 +61,17 @@ def reconcile(db: Database, settings: Settings, dispatcher) -> Report:
     report.waiting = len(waiting)
     # a job whose lease just expired goes out now; the others by age
     for job_id in dict.fromkeys(requeued + [j for j in stale if j not in waiting]):
+        with db.session() as session:  # recorded first: a worker may start it at once
+            if not jobs.mark_dispatched(session, db, job_id, "re-sent by the reconciler"):
+                continue  # it moved on meanwhile
         try:
             dispatcher.send(job_id)
         except Exception as exc:  # the broker is down: the next round tries again
+            with db.session() as session:
+                jobs.record_dispatch_failure(session, db, job_id, type(exc).__name__)
             report.send_failed += 1
             log.warning("reconciler: broker unavailable (%s); jobs wait for the next round", exc)
             break
-        with db.session() as session:
-            jobs.mark_dispatched(session, db, job_id, "re-sent by the reconciler")
         report.sent += 1
     with db.session() as session:  # trials cancelled while queued, or lost, move sweeps on
         released = sweeps.advance_running(session, db)
@@ -79,7 +82,9 @@ def reconcile(db: Database, settings: Settings, dispatcher) -> Report:
             report.send_failed += 1
             break
         report.released += 1
-    report.sweep_callbacks = queue_sweep_callbacks(db, dispatcher)
+    report.sweep_callbacks = queue_sweep_callbacks(
+        db, dispatcher, stale_seconds=stale_callback_seconds(settings)
+    )
     with db.session() as session:
         report.purged_keys = idempotency.purge_expired(session, db)
     if (

@@ -23,6 +23,7 @@ import json
 import logging
 import socket
 import time
+from datetime import timedelta
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
@@ -33,6 +34,14 @@ from store.models import FINAL_STATUSES, Job, Sweep
 DELIVER_TASK = "backprop.deliver_callback"
 DELIVER_SWEEP_TASK = "backprop.deliver_sweep_callback"
 TIMEOUT_SECONDS = 10.0
+
+
+def stale_callback_seconds(settings) -> float:
+    """How long a queued sweep callback may go without an attempt before the reconciler
+    queues it again: well past the longest wait between two attempts."""
+    longest = settings.webhook_backoff_seconds * 2 ** max(settings.webhook_attempts - 2, 0)
+    return max(600.0, 2 * (longest + TIMEOUT_SECONDS))
+
 
 log = logging.getLogger(__name__)
 
@@ -122,16 +131,22 @@ def deliver_sweep(db, settings, sweep_id: str, attempt: int) -> bool:
             "outcome": outcome,
             "milliseconds": round(took, 1),
         }
-        sweeps.record_callback(session, sweep_id, entry, delivered=delivered, last=last)
+        sweeps.record_callback(session, db, sweep_id, entry, delivered=delivered, last=last)
     return delivered or last
 
 
-def queue_sweep_callbacks(db, dispatcher, sweep_ids: list[str] | None = None) -> int:
+def queue_sweep_callbacks(
+    db, dispatcher, sweep_ids: list[str] | None = None, stale_seconds: float | None = None
+) -> int:
     """Queue the delivery of each ended sweep's callback (of ``sweep_ids``, or all) that
-    waits: where a sweep may have ended, and in every reconciler round for the ones a crash
-    or the broker left waiting. Each is queued once; returns how many were."""
+    waits: where a sweep may have ended, and in every reconciler round for the ones the
+    broker left waiting; with ``stale_seconds``, again for a delivery queued that long ago
+    with no attempt since (its task was lost). Returns how many were queued."""
     with db.session() as session:
-        due = sweeps.take_due_callbacks(session, sweep_ids)
+        stale = None
+        if stale_seconds is not None:
+            stale = db.now(session) - timedelta(seconds=stale_seconds)
+        due = sweeps.take_due_callbacks(session, db, sweep_ids, stale_before=stale)
     for number, sweep_id in enumerate(due):
         try:
             dispatcher.sweep_callback(sweep_id)

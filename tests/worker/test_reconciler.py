@@ -171,3 +171,20 @@ def test_an_ended_sweep_s_waiting_callback_is_queued_once_and_not_before_its_tri
         s.execute(update(Job).where(Job.sweep_id == stopping).values(status="cancelled"))
     reconcile(db, settings, dispatcher)
     assert callback_state(db, stopping) == sweeps.CALLBACK_QUEUED
+
+
+def test_a_sweep_callback_queued_long_ago_with_no_attempt_is_queued_again(setup):
+    db, settings, dispatcher = setup
+    lost = ended_sweep(db, "succeeded")
+    fresh = ended_sweep(db, "succeeded")
+    reconcile(db, settings, dispatcher)
+    assert callback_state(db, lost) == callback_state(db, fresh) == sweeps.CALLBACK_QUEUED
+    client = redis.Redis.from_url(settings.redis_url)
+    client.delete(settings.control_queue)  # both tasks lost, as with a broker restarted empty
+    with db.session() as s:  # one was queued long ago and never attempted
+        s.execute(
+            update(Sweep).where(Sweep.id == lost).values(updated_at=utcnow() - timedelta(hours=1))
+        )
+    reconcile(db, settings, dispatcher)
+    queued = client.lrange(settings.control_queue, 0, -1)
+    assert [sum(i.encode() in m for m in queued) for i in (lost, fresh)] == [1, 0]
