@@ -61,6 +61,14 @@ def next_claim_after(database_url: str, job_id: str, moment: datetime) -> dateti
         return first.at if first else None
 
 
+def ended_before(database_url: str, job_id: str, moment: datetime) -> bool:
+    with get_database(database_url).session() as session:
+        ends = session.query(JobEvent).filter(
+            JobEvent.job_id == job_id, JobEvent.kind == "succeeded", JobEvent.at <= moment
+        )
+        return ends.first() is not None
+
+
 def test_sixty_jobs_survive_repeated_sigkills_bit_for_bit(make_stack, fault_db):
     # a lease of 4 s: a killed worker (nobody left to tell) costs at most that plus a beat
     stack = make_stack(fault_db, lease_seconds=4, heartbeat_seconds=0.3, worker_concurrency=2)
@@ -112,6 +120,8 @@ def test_sixty_jobs_survive_repeated_sigkills_bit_for_bit(make_stack, fault_db):
     waits = []
     for job_id, moment in child_kills:
         claimed = next_claim_after(fault_db, job_id, moment)
+        if claimed is None and ended_before(fault_db, job_id, moment):
+            continue  # it ended between the look-up and the kill: its process had moved on
         assert claimed is not None, f"{job_id} was never claimed again after its kill"
         waits.append((claimed - moment).total_seconds())
     dispatches = needless = 0
@@ -144,7 +154,7 @@ def test_sixty_jobs_survive_repeated_sigkills_bit_for_bit(make_stack, fault_db):
         "needless_resends": needless,
         "worker_down_s": round(down, 2),
     }
-    assert child_kills, "no training process was killed while holding a job"
+    assert waits, "no training process was killed while holding a job"
     assert max(waits) < 10, REPORT["soak"]  # LEASE_SECONDS (4) is not what brought them back
     # a worker killed between taking a message and claiming its job takes the message with
     # it (Redis gives it back only after VISIBILITY_TIMEOUT), so that job needs a new one;
