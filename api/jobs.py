@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from store import datasets, idempotency, jobs, sweeps
 from store.models import CANCELLED, FINAL_STATUSES, RUNNING, SUCCEEDED
-from worker.webhooks import queue_sweep_callbacks, refusal
+from worker.webhooks import queue_job_callbacks, queue_sweep_callbacks, refusal
 
 from .limits import queue_full
 from .openapi import Rule, operation
@@ -330,11 +330,15 @@ def dispatch(job_id: str) -> None:
 def sweep_call_back(sweep_id: str) -> None:
     """Queue the sweep's callback if it ended here with none of its trials running (a
     cancel of the sweep or of its last trial); one left waiting is queued by the reconciler."""
+    _call_back(queue_sweep_callbacks, sweep_id)
+
+
+def _call_back(queue, target_id: str) -> None:
     s = services()
     try:
-        queue_sweep_callbacks(s.db, s.dispatcher, [sweep_id])
+        queue(s.db, s.dispatcher, [target_id])
     except Exception as exc:  # the database is away: the reconciler queues it
-        log.warning("sweep %s: its callback waits for the reconciler (%s)", sweep_id, exc)
+        log.warning("%s: its callback waits for the reconciler (%s)", target_id, exc)
 
 
 @bp.get("")
@@ -639,10 +643,7 @@ def cancel_job(job_id: str) -> JobOut:
             dispatch(trial_id)
         sweep_call_back(view.sweep_id)
     if view.status == CANCELLED and view.callback_url:  # it ended here, not in a worker
-        try:
-            s.dispatcher.callback(job_id)
-        except (BrokerError, RedisError, OSError):
-            log.warning("job %s: could not queue its callback", job_id)
+        _call_back(queue_job_callbacks, job_id)
     return view
 
 

@@ -493,6 +493,13 @@ class JobOut(JobSummary):
     attempts: int
     cancel_requested: bool
     callback_url: str | None = Field(None, description="Deliveries are in history (callback)")
+    callback_state: Literal["waiting", "queued", "delivered", "failed"] | None = Field(
+        None,
+        description="waiting: the job has not ended (or its delivery waits for the broker); "
+        "queued: being delivered; delivered: a 2xx came back; failed: WEBHOOK_ATTEMPTS "
+        "attempts got none. None without callback_url (or for a job stored before "
+        "callbacks were kept on the job)",
+    )
     gradient_check: GradientCheckOut | None = None
     params: dict[str, Any] | None = Field(None, description="A trial's searched values, by path")
     rungs: list[RungOut] | None = Field(None, description="A trial's ASHA decisions")

@@ -117,6 +117,7 @@ def job_detail(job: Job, history: list[JobEvent]) -> JobOut:
         attempts=job.attempts,
         cancel_requested=job.cancel_requested,
         callback_url=spec.get("callback_url"),
+        callback_state=job.callback_state,
         gradient_check=job.gradient_check,
         params=job.params,
         rungs=job.rungs,

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, aliased
 
 from core import validation_rows
 
-from . import blobs, datasets
+from . import blobs, callbacks, datasets
 from .db import Database
 from .models import (
     CANCELLED,
@@ -140,6 +140,7 @@ def create_job(
         trial=trial,
         params=params,
         stopped_early=False,
+        callback_state=callbacks.WAITING if spec.get("callback_url") else None,
     )
     session.add(job)
     session.flush()
@@ -173,6 +174,31 @@ def mark_dispatched(session: Session, db: Database, job_id: str, message: str = 
     if sent:
         add_event(session, job_id, "dispatched", message, at=now)
     return bool(sent)
+
+
+def take_due_callbacks(
+    session: Session, db: Database, job_ids: list[str] | None = None, stale_before=None
+) -> list[str]:
+    """The ended jobs (of ``job_ids``, or all) whose callback is due, now marked queued,
+    each once (``store.callbacks.take_due``)."""
+    ended = Job.status.in_(FINAL_STATUSES)
+    return callbacks.take_due(session, db, Job, ended, job_ids, stale_before)
+
+
+def callback_not_queued(session: Session, job_id: str) -> None:
+    callbacks.not_queued(session, Job, job_id)
+
+
+def record_callback(
+    session: Session, db: Database, job_id: str, message: str, *, delivered: bool, last: bool
+) -> None:
+    """One delivery attempt of the job's callback, in its history; the last one (or a
+    delivery) settles it."""
+    job = session.get(Job, job_id)
+    if job is None:
+        return
+    add_event(session, job_id, "callback", message, at=db.now(session))
+    callbacks.attempted(session, db, job, delivered=delivered, last=last)
 
 
 def record_dispatch_failure(session: Session, db: Database, job_id: str, error: str) -> None:

@@ -66,6 +66,7 @@ class Job(Base):
         Index("ix_job_status_lease", "status", "lease_expires_at"),
         Index("ix_job_tenant_status", "tenant", "status"),
         Index("ix_job_sweep_trial", "sweep_id", "trial", unique=True),
+        Index("ix_job_callback_state", "callback_state"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -103,6 +104,11 @@ class Job(Base):
     stopped_early: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     error_type: Mapped[str | None] = mapped_column(String(32))
     error_message: Mapped[str | None] = mapped_column(Text)
+    # its callback (spec's callback_url): "waiting" until it is queued after the job ended,
+    # then "queued", "delivered" or "failed" (store/callbacks.py); None without one. The
+    # attempts are in its history; callback_at is when it was last queued or attempted
+    callback_state: Mapped[str | None] = mapped_column(String(16))
+    callback_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -147,7 +153,9 @@ class Sweep(Base):
     finished_at: Mapped[datetime | None]
     # its callback (spec's callback_url), once it ended: "waiting" until the sweep ends,
     # "queued" once its delivery was queued, then "delivered" or "failed"; None without one
+    # (store/callbacks.py); callback_at is when it was last queued or attempted
     callback_state: Mapped[str | None] = mapped_column(String(16))
+    callback_at: Mapped[datetime | None]
     callbacks: Mapped[list[Any] | None] = mapped_column(JSON)  # its delivery attempts
 
 

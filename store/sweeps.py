@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 import tuning
 
-from . import jobs
+from . import callbacks, jobs
 from .db import Database
 from .models import (
     CANCELLED,
@@ -63,9 +63,6 @@ class SourceGone(LookupError):
 
 
 ACTIVE = (QUEUED, RUNNING)
-# a sweep's callback_state
-CALLBACK_WAITING, CALLBACK_QUEUED = "waiting", "queued"
-CALLBACK_DELIVERED, CALLBACK_FAILED = "delivered", "failed"
 MAX_BOARD = 200  # leaderboard rows a page shows at most
 
 
@@ -104,7 +101,7 @@ def create_sweep(
         val_dataset_id=val_dataset_id,
         created_at=now,
         updated_at=now,
-        callback_state=CALLBACK_WAITING if spec.get("callback_url") else None,
+        callback_state=callbacks.WAITING if spec.get("callback_url") else None,
         callbacks=[],
     )
     session.add(sweep)
@@ -407,38 +404,16 @@ def cancel_sweep(session: Session, db: Database, tenant: str, sweep_id: str) -> 
 def take_due_callbacks(
     session: Session, db: Database, sweep_ids: list[str] | None = None, stale_before=None
 ) -> list[str]:
-    """The ended sweeps (of ``sweep_ids``, or all) whose callback waits and none of whose
-    trials still runs (a cancelled sweep's stop at their next mini-batch), now marked queued:
-    one conditional UPDATE, so each sweep's callback is taken once, whoever asks.
-
-    ``stale_before``: also those queued with no delivery attempt since then (their task
-    was lost with a process or the broker); such a callback may then be sent twice."""
+    """The ended sweeps (of ``sweep_ids``, or all) whose callback is due, none of whose
+    trials still runs (a cancelled sweep's stop at their next mini-batch), now marked
+    queued, each once (``store.callbacks.take_due``)."""
     still_running = exists().where(Job.sweep_id == Sweep.id, Job.status.in_(ACTIVE))
-    due = Sweep.callback_state == CALLBACK_WAITING
-    if stale_before is not None:
-        stale = (Sweep.callback_state == CALLBACK_QUEUED) & (Sweep.updated_at < stale_before)
-        due = due | stale
-    statement = (
-        update(Sweep)
-        .where(due, Sweep.status != RUNNING)
-        .where(~still_running)
-        .values(callback_state=CALLBACK_QUEUED, updated_at=db.now(session))
-        .returning(Sweep.id)
-        .execution_options(synchronize_session=False)
-    )
-    if sweep_ids is not None:
-        statement = statement.where(Sweep.id.in_(sweep_ids))
-    return list(session.scalars(statement))
+    ended = (Sweep.status != RUNNING) & ~still_running
+    return callbacks.take_due(session, db, Sweep, ended, sweep_ids, stale_before)
 
 
 def callback_not_queued(session: Session, sweep_id: str) -> None:
-    """Its delivery could not be queued (the broker is away): the reconciler tries again."""
-    session.execute(
-        update(Sweep)
-        .where(Sweep.id == sweep_id, Sweep.callback_state == CALLBACK_QUEUED)
-        .values(callback_state=CALLBACK_WAITING)
-        .execution_options(synchronize_session=False)
-    )
+    callbacks.not_queued(session, Sweep, sweep_id)
 
 
 def record_callback(
@@ -449,9 +424,7 @@ def record_callback(
     if sweep is None:
         return
     sweep.callbacks = [*(sweep.callbacks or []), attempt]
-    sweep.updated_at = db.now(session)  # an attempt: its delivery is alive
-    if delivered or last:
-        sweep.callback_state = CALLBACK_DELIVERED if delivered else CALLBACK_FAILED
+    callbacks.attempted(session, db, sweep, delivered=delivered, last=last)
 
 
 def delete_sweep(session: Session, db: Database, tenant: str, sweep_id: str) -> list[str]:

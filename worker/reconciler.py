@@ -22,7 +22,7 @@ from backprop.settings import Settings
 from store import idempotency, jobs, sweeps
 from store.db import Database
 
-from .webhooks import queue_sweep_callbacks, stale_callback_seconds
+from .webhooks import queue_job_callbacks, queue_sweep_callbacks, stale_callback_seconds
 
 log = logging.getLogger("backprop.reconciler")
 
@@ -34,6 +34,7 @@ class Report:
     send_failed: int = 0
     purged_keys: int = 0  # idempotency records past their 24 hours
     released: int = 0  # sweeps' trials released here (their last trial ended outside a worker)
+    job_callbacks: int = 0  # ended jobs' callbacks queued here (they still waited)
     sweep_callbacks: int = 0  # ended sweeps' callbacks queued here (they still waited)
     waiting: int = 0  # queued long, but their message is still in the queue: not re-sent
     stranded: int = 0  # their message went with a dead worker that never started it: re-sent
@@ -82,9 +83,9 @@ def reconcile(db: Database, settings: Settings, dispatcher) -> Report:
             report.send_failed += 1
             break
         report.released += 1
-    report.sweep_callbacks = queue_sweep_callbacks(
-        db, dispatcher, stale_seconds=stale_callback_seconds(settings)
-    )
+    stale_seconds = stale_callback_seconds(settings)
+    report.job_callbacks = queue_job_callbacks(db, dispatcher, stale_seconds=stale_seconds)
+    report.sweep_callbacks = queue_sweep_callbacks(db, dispatcher, stale_seconds=stale_seconds)
     with db.session() as session:
         report.purged_keys = idempotency.purge_expired(session, db)
     if (
@@ -92,6 +93,7 @@ def reconcile(db: Database, settings: Settings, dispatcher) -> Report:
         or report.sent
         or report.send_failed
         or report.released
+        or report.job_callbacks
         or report.sweep_callbacks
     ):
         log.info("reconciler: %s", report)

@@ -105,9 +105,9 @@ def train(job_id: str) -> str:
     log.info("job %s: %s %s", job_id, outcome.status, outcome.detail)
     if outcome.callback:
         try:
-            _dispatcher().callback(job_id)
-        except Exception:  # the broker is away: the job's state is kept, the callback lost
-            log.warning("job %s: could not queue its callback", job_id, exc_info=True)
+            webhooks.queue_job_callbacks(_database(), _dispatcher(), [job_id])
+        except Exception:  # the database is away: the reconciler queues it
+            log.warning("job %s: its callback waits", job_id, exc_info=True)
     if outcome.sweep_id and outcome.status not in ("skipped", "lost"):
         try:  # the trial's end may have ended its sweep
             webhooks.queue_sweep_callbacks(_database(), _dispatcher(), [outcome.sweep_id])

@@ -10,9 +10,10 @@ followed. A delivery that fails (no answer, or not a 2xx) is retried with a doub
 backoff, WEBHOOK_ATTEMPTS times in all; every attempt is in the job's history (a sweep's:
 in its ``callbacks``). ``X-Backprop-Event`` says which of the two a callback is.
 
-A sweep's callback is due once, when the sweep ends (``store.sweeps.take_due_callbacks``):
-its delivery is queued where the sweep may have ended (a trial's end in the worker, a cancel
-in the API) and, for one that a crash or the broker left waiting, by the reconciler.
+A callback is due once, when its job or sweep ended (``store.callbacks``): its delivery is
+queued where that happened (the worker, a cancel in the API) and, for one that a crash or
+the broker left waiting, or whose queued task was lost, by the reconciler. So a callback
+comes at least once: a receiver ignores a repeat of an ``id``.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
-from store import jobs, sweeps, webhooks
-from store.models import FINAL_STATUSES, Job, Sweep
+from store import callbacks, jobs, sweeps, webhooks
+from store.models import Job, Sweep
 
 DELIVER_TASK = "backprop.deliver_callback"
 DELIVER_SWEEP_TASK = "backprop.deliver_sweep_callback"
@@ -37,7 +38,7 @@ TIMEOUT_SECONDS = 10.0
 
 
 def stale_callback_seconds(settings) -> float:
-    """How long a queued sweep callback may go without an attempt before the reconciler
+    """How long a queued callback may go without an attempt before the reconciler
     queues it again: well past the longest wait between two attempts."""
     longest = settings.webhook_backoff_seconds * 2 ** max(settings.webhook_attempts - 2, 0)
     return max(600.0, 2 * (longest + TIMEOUT_SECONDS))
@@ -94,21 +95,17 @@ def deliver(db, settings, job_id: str, attempt: int) -> bool:
     up, or nothing to deliver). Every attempt is in the job's history."""
     with db.session() as session:
         job = session.get(Job, job_id)
-        if job is None or job.status not in FINAL_STATUSES:
-            return True
-        url = job.spec.get("callback_url")
-        if not url:
-            return True
+        if job is None or job.callback_state != callbacks.QUEUED:
+            return True  # deleted, or already delivered or given up
+        url = job.spec["callback_url"]
         secret = webhooks.secret_for(session, job.tenant)
         body = json.dumps(webhooks.payload(job)).encode()
     outcome, delivered, took = _post(settings, url, secret, body, webhooks.JOB_ENDED)
     last = attempt >= settings.webhook_attempts
     note = "" if delivered or not last else "; giving up"
+    message = f"attempt {attempt}: {outcome} in {took:.0f} ms{note}"
     with db.session() as session:
-        jobs.add_event(
-            session, job_id, "callback",
-            f"attempt {attempt}: {outcome} in {took:.0f} ms{note}", at=db.now(session),
-        )  # fmt: skip
+        jobs.record_callback(session, db, job_id, message, delivered=delivered, last=last)
     return delivered or last
 
 
@@ -117,7 +114,7 @@ def deliver_sweep(db, settings, sweep_id: str, attempt: int) -> bool:
     sweep's ``callbacks``."""
     with db.session() as session:
         sweep = session.get(Sweep, sweep_id)
-        if sweep is None or sweep.callback_state != sweeps.CALLBACK_QUEUED:
+        if sweep is None or sweep.callback_state != callbacks.QUEUED:
             return True  # deleted, or already delivered or given up
         secret = webhooks.secret_for(session, sweep.tenant)
         url = sweep.spec["callback_url"]
@@ -135,26 +132,39 @@ def deliver_sweep(db, settings, sweep_id: str, attempt: int) -> bool:
     return delivered or last
 
 
+def queue_job_callbacks(
+    db, dispatcher, job_ids: list[str] | None = None, stale_seconds: float | None = None
+) -> int:
+    """Queue the delivery of each ended job's callback (of ``job_ids``, or all) that waits:
+    where a job ended (the worker, a cancel in the API), and in every reconciler round for
+    the ones a crash or the broker left waiting; with ``stale_seconds``, again for one
+    queued that long ago with no attempt since (its task was lost). Returns how many."""
+    return _queue(db, jobs, dispatcher.callback, job_ids, stale_seconds)
+
+
 def queue_sweep_callbacks(
     db, dispatcher, sweep_ids: list[str] | None = None, stale_seconds: float | None = None
 ) -> int:
-    """Queue the delivery of each ended sweep's callback (of ``sweep_ids``, or all) that
-    waits: where a sweep may have ended, and in every reconciler round for the ones the
-    broker left waiting; with ``stale_seconds``, again for a delivery queued that long ago
-    with no attempt since (its task was lost). Returns how many were queued."""
+    """As ``queue_job_callbacks``, for ended sweeps none of whose trials still runs."""
+    return _queue(db, sweeps, dispatcher.sweep_callback, sweep_ids, stale_seconds)
+
+
+def _queue(db, rows, send, ids: list[str] | None, stale_seconds: float | None) -> int:
+    """Take the due callbacks of ``rows`` (``store.jobs`` or ``store.sweeps``) and queue
+    them; one the broker did not take waits again for a reconciler round."""
     with db.session() as session:
         stale = None
         if stale_seconds is not None:
             stale = db.now(session) - timedelta(seconds=stale_seconds)
-        due = sweeps.take_due_callbacks(session, db, sweep_ids, stale_before=stale)
-    for number, sweep_id in enumerate(due):
+        due = rows.take_due_callbacks(session, db, ids, stale_before=stale)
+    for number, row_id in enumerate(due):
         try:
-            dispatcher.sweep_callback(sweep_id)
+            send(row_id)
         except Exception:  # the broker is away: a later reconciler round queues them
-            log.warning("sweep %s: could not queue its callback", sweep_id, exc_info=True)
+            log.warning("%s: could not queue its callback", row_id, exc_info=True)
             with db.session() as session:
                 for unsent in due[number:]:
-                    sweeps.callback_not_queued(session, unsent)
+                    rows.callback_not_queued(session, unsent)
             return number
     return len(due)
 

@@ -105,6 +105,7 @@ def test_a_finished_job_is_posted_signed_to_its_callback(stack, receiver):
     target = receiver()
     job = client.submit({**XOR, "callback_url": target.url + "/hook"})
     assert job["callback_url"] == target.url + "/hook"
+    assert job["callback_state"] == "waiting"
     target.wait_for(1)
     headers, body, _ = target.calls[0]
     verify(secret, headers, body)
@@ -125,6 +126,10 @@ def test_a_finished_job_is_posted_signed_to_its_callback(stack, receiver):
     assert payload.metrics.model_dump() == served["metrics"]
     assert (payload.sweep_id, payload.trial, payload.stopped_early) == (None, None, False)
     assert attempts(client, job["id"], 1)[0].startswith("attempt 1: HTTP 200")
+    assert client.job(job["id"])["callback_state"] == "delivered"
+    reconcile_round(stack)  # taken once: a reconciler round does not send it again
+    time.sleep(1.0)
+    assert len(target.calls) == 1
     # a tampered body does not verify
     with pytest.raises(AssertionError):
         verify(secret, headers, body.replace(b"succeeded", b"failed"))
@@ -145,6 +150,7 @@ def test_a_failing_receiver_is_retried_with_backoff_and_every_attempt_is_shown(s
     given_up = client.submit({**XOR, "callback_url": never.url})
     messages = attempts(client, given_up["id"], 4)
     assert len(messages) == 4 and messages[-1].endswith("giving up")  # WEBHOOK_ATTEMPTS=4
+    assert client.job(given_up["id"])["callback_state"] == "failed"
 
 
 def test_redirects_are_not_followed(stack, receiver):

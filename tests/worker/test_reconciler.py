@@ -12,12 +12,12 @@ import redis
 from sqlalchemy import update
 
 from backprop.settings import Settings
-from store import jobs, sweeps
+from store import callbacks, jobs
 from store.db import get_database
 from store.models import Job, Sweep, utcnow
 from worker.dispatch import MARKER, Dispatcher
 from worker.reconciler import reconcile
-from worker.webhooks import DELIVER_SWEEP_TASK
+from worker.webhooks import DELIVER_SWEEP_TASK, DELIVER_TASK, queue_job_callbacks
 
 SPEC = {"structure": [2, 1], "epochs": 1, "learning_rate": 1.0, "options": {}, "data": {}}
 
@@ -132,7 +132,7 @@ def ended_sweep(db, status: str, *, running_trial: bool = False) -> str:
                 id=sweep_id, tenant=f"r-{uuid.uuid4().hex[:6]}", name=None, labels={},
                 spec={"callback_url": "http://127.0.0.1:9/hook"}, status=status, trials=1,
                 max_parallel=1, released=1, created_at=now, updated_at=now, finished_at=now,
-                callback_state=sweeps.CALLBACK_WAITING, callbacks=[],
+                callback_state=callbacks.WAITING, callbacks=[],
             )
         )  # fmt: skip
         if running_trial:
@@ -158,8 +158,8 @@ def test_an_ended_sweep_s_waiting_callback_is_queued_once_and_not_before_its_tri
     stopping = ended_sweep(db, "cancelled", running_trial=True)
     report = reconcile(db, settings, dispatcher)
     assert report.sweep_callbacks >= 1
-    assert callback_state(db, ended) == sweeps.CALLBACK_QUEUED
-    assert callback_state(db, stopping) == sweeps.CALLBACK_WAITING  # its trial still runs
+    assert callback_state(db, ended) == callbacks.QUEUED
+    assert callback_state(db, stopping) == callbacks.WAITING  # its trial still runs
     client = redis.Redis.from_url(settings.redis_url)
     queued = [json.loads(m) for m in client.lrange(settings.control_queue, 0, -1)]
     ours = [m["headers"] for m in queued if ended in m["headers"]["argsrepr"]]
@@ -170,7 +170,7 @@ def test_an_ended_sweep_s_waiting_callback_is_queued_once_and_not_before_its_tri
     with db.session() as s:  # once its trial stopped, the cancelled sweep's turn comes
         s.execute(update(Job).where(Job.sweep_id == stopping).values(status="cancelled"))
     reconcile(db, settings, dispatcher)
-    assert callback_state(db, stopping) == sweeps.CALLBACK_QUEUED
+    assert callback_state(db, stopping) == callbacks.QUEUED
 
 
 def test_a_sweep_callback_queued_long_ago_with_no_attempt_is_queued_again(setup):
@@ -178,13 +178,80 @@ def test_a_sweep_callback_queued_long_ago_with_no_attempt_is_queued_again(setup)
     lost = ended_sweep(db, "succeeded")
     fresh = ended_sweep(db, "succeeded")
     reconcile(db, settings, dispatcher)
-    assert callback_state(db, lost) == callback_state(db, fresh) == sweeps.CALLBACK_QUEUED
+    assert callback_state(db, lost) == callback_state(db, fresh) == callbacks.QUEUED
     client = redis.Redis.from_url(settings.redis_url)
     client.delete(settings.control_queue)  # both tasks lost, as with a broker restarted empty
     with db.session() as s:  # one was queued long ago and never attempted
         s.execute(
-            update(Sweep).where(Sweep.id == lost).values(updated_at=utcnow() - timedelta(hours=1))
+            update(Sweep).where(Sweep.id == lost).values(callback_at=utcnow() - timedelta(hours=1))
         )
     reconcile(db, settings, dispatcher)
     queued = client.lrange(settings.control_queue, 0, -1)
     assert [sum(i.encode() in m for m in queued) for i in (lost, fresh)] == [1, 0]
+
+
+def job_with_callback(db, status: str) -> str:
+    """A job with a callback_url, moved to ``status`` as a worker would, its callback not
+    queued (the broker was away, or the worker died, when it ended)."""
+    spec = dict(SPEC, callback_url="http://127.0.0.1:9/hook")
+    with db.session() as s:
+        job = jobs.create_job(
+            s, db, tenant=f"r-{uuid.uuid4().hex[:6]}", spec=spec, name=None, labels={},
+            arrays={"inputs": np.zeros((1, 2)), "targets": np.ones((1, 1))}, chunk_bytes=1024,
+        )  # fmt: skip
+        job_id = job.id
+        s.execute(update(Job).where(Job.id == job_id).values(status=status))
+    return job_id
+
+
+def job_callback_state(db, job_id: str) -> str | None:
+    with db.session() as s:
+        return s.get(Job, job_id).callback_state
+
+
+def test_an_ended_job_s_waiting_callback_is_queued_once_and_not_before_it_ends(setup):
+    db, settings, dispatcher = setup
+    ended = job_with_callback(db, "failed")
+    running = job_with_callback(db, "running")
+    assert job_callback_state(db, ended) == callbacks.WAITING
+    report = reconcile(db, settings, dispatcher)
+    assert report.job_callbacks >= 1
+    assert job_callback_state(db, ended) == callbacks.QUEUED
+    assert job_callback_state(db, running) == callbacks.WAITING
+    client = redis.Redis.from_url(settings.redis_url)
+    queued = [json.loads(m) for m in client.lrange(settings.control_queue, 0, -1)]
+    ours = [m["headers"] for m in queued if ended in m["headers"]["argsrepr"]]
+    assert len(ours) == 1 and ours[0]["task"] == DELIVER_TASK
+    reconcile(db, settings, dispatcher)  # taken once: not queued again
+    queued = client.lrange(settings.control_queue, 0, -1)
+    assert sum(ended.encode() in m for m in queued) == 1
+    assert not any(running.encode() in m for m in queued)
+    with db.session() as s:
+        s.execute(update(Job).where(Job.id == running).values(status="succeeded"))
+    reconcile(db, settings, dispatcher)
+    assert job_callback_state(db, running) == callbacks.QUEUED
+
+
+def test_a_job_callback_queued_long_ago_with_no_attempt_is_queued_again(setup):
+    db, settings, dispatcher = setup
+    lost, fresh = job_with_callback(db, "succeeded"), job_with_callback(db, "cancelled")
+    reconcile(db, settings, dispatcher)
+    client = redis.Redis.from_url(settings.redis_url)
+    client.delete(settings.control_queue)  # both tasks lost, as with a broker restarted empty
+    with db.session() as s:
+        s.execute(
+            update(Job).where(Job.id == lost).values(callback_at=utcnow() - timedelta(hours=1))
+        )
+    reconcile(db, settings, dispatcher)
+    queued = client.lrange(settings.control_queue, 0, -1)
+    assert [sum(i.encode() in m for m in queued) for i in (lost, fresh)] == [1, 0]
+
+
+def test_a_job_callback_the_broker_did_not_take_waits_for_the_next_round(setup):
+    db, settings, dispatcher = setup
+    ended = job_with_callback(db, "succeeded")
+    away = Dispatcher(settings.model_copy(update={"redis_url": "redis://127.0.0.1:9/0"}))
+    assert queue_job_callbacks(db, away, [ended]) == 0
+    assert job_callback_state(db, ended) == callbacks.WAITING
+    assert queue_job_callbacks(db, dispatcher, [ended]) == 1
+    assert job_callback_state(db, ended) == callbacks.QUEUED
