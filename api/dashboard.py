@@ -1,6 +1,6 @@
 """The dashboard at /: sign in with a token, follow the tenant's jobs live, read a job's
-curves, weights, options, gradient check and history, cancel it, download its model, and
-submit a job on a stored data set or a small CSV.
+curves, weights, options, gradient check and history, cancel it, download its model, delete
+it, and submit a job on a stored data set or a small CSV; follow, cancel and delete sweeps.
 
 Pages are rendered here from the same views as the API. What changes while a page is open
 is read by ``static/dashboard/dashboard.js`` from the API itself (``/v1/jobs``, the job's
@@ -37,6 +37,7 @@ from store.tokens import hash_token
 
 from . import auth
 from . import jobs as job_api
+from . import sweeps as sweep_api
 from .datasets import dataset_view
 from .problems import ApiProblem, validation_errors
 from .schemas import JobCreate
@@ -199,6 +200,27 @@ def cancel(job_id: str):
     return redirect(url_for(".job_page", job_id=job_id))
 
 
+@bp.route("/jobs/<job_id>/delete", methods=["GET", "POST"])
+@signed_in
+def delete_job(job_id: str):
+    """A page that asks first, then the delete (DELETE /v1/jobs/{id}'s rules)."""
+    if request.method == "GET":
+        with services().db.reading() as db_session:
+            try:
+                job = jobs.get_job(db_session, g.tenant, job_id)
+            except jobs.JobNotFound:
+                return _error_page("No such job", f"There is no job {job_id!r}.", 404)
+        what = f"job {job.name or job.id}"
+        back = url_for(".job_page", job_id=job_id)
+        goes = "its data, checkpoints, metrics, history and model (a stored data set stays)"
+        return render_template("dashboard/delete.html", what=what, goes=goes, back=back)
+    try:
+        job_api.remove_job(job_id)
+    except ApiProblem as exc:
+        return _error_page("Not deleted", exc.detail, exc.status)
+    return redirect(url_for(".job_list"))
+
+
 @bp.get("/sweeps")
 @signed_in
 def sweep_list():
@@ -241,6 +263,30 @@ def cancel_sweep(sweep_id: str):
             return _error_page("Not cancelled", str(exc), 409)
     job_api.sweep_call_back(sweep_id)
     return redirect(url_for(".sweep_page", sweep_id=sweep_id))
+
+
+@bp.route("/sweeps/<sweep_id>/delete", methods=["GET", "POST"])
+@signed_in
+def delete_sweep(sweep_id: str):
+    """A page that asks first, then the delete (DELETE /v1/sweeps/{id}'s rules)."""
+    if request.method == "GET":
+        with services().db.reading() as db_session:
+            try:
+                sweep = sweeps.get_sweep(db_session, g.tenant, sweep_id)
+            except sweeps.SweepNotFound:
+                return _error_page("No such sweep", f"There is no sweep {sweep_id!r}.", 404)
+        what = f"sweep {sweep.name or sweep.id}"
+        back = url_for(".sweep_page", sweep_id=sweep_id)
+        goes = (
+            f"its {sweep.released} trials with their metrics, checkpoints and models "
+            "(a stored data set stays)"
+        )
+        return render_template("dashboard/delete.html", what=what, goes=goes, back=back)
+    try:
+        sweep_api.remove_sweep(sweep_id)
+    except ApiProblem as exc:
+        return _error_page("Not deleted", exc.detail, exc.status)
+    return redirect(url_for(".sweep_list"))
 
 
 @bp.route("/submit", methods=["GET", "POST"])

@@ -655,6 +655,12 @@ def delete_job(job_id: str):
 
     Its inline data, checkpoints, metrics, history and model go; a data set it trained on
     stays."""
+    remove_job(job_id)
+    return Response(status=204)
+
+
+def remove_job(job_id: str) -> None:
+    """Delete the tenant's finished job (404, or 409 with why it stays)."""
     s = services()
     with s.db.session() as session:
         try:
@@ -668,7 +674,6 @@ def delete_job(job_id: str):
         except jobs.JobConflict as exc:
             raise ApiProblem(409, str(exc), slug="job-not-finished") from None
     s.models.forget(job_id)
-    return Response(status=204)
 
 
 def _find(session, job_id: str):

@@ -325,6 +325,12 @@ def cancel(sweep_id: str):
 def delete_sweep(sweep_id: str):
     """Delete an ended sweep with its trials and all they stored (409 while it runs, or
     while trials of a cancelled sweep have not stopped yet). A data set it trained on stays."""
+    remove_sweep(sweep_id)
+    return Response(status=204)
+
+
+def remove_sweep(sweep_id: str) -> None:
+    """Delete the tenant's ended sweep with its trials (404, or 409 with why it stays)."""
     s = services()
     with s.db.session() as session:
         _find(session, sweep_id)
@@ -334,7 +340,6 @@ def delete_sweep(sweep_id: str):
             raise ApiProblem(409, str(exc), slug="sweep-not-finished") from None
     for trial_id in trial_ids:
         s.models.forget(trial_id)
-    return Response(status=204)
 
 
 @bp.get("/<sweep_id>/best/model")

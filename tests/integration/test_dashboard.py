@@ -1,7 +1,8 @@
 """The dashboard in a real headless Chromium (Debian's package, driven by Playwright for
 Python through executable_path: no browser download) against the live stack: sign in, a
 running job's progress moving in the list, its chart gaining one point per finished epoch,
-cancel, a job submitted from the form, CSRF, and the cookie's flags. The job page of the
+cancel, a job submitted from the form, deletes of a job and of a sweep after asking, CSRF,
+and the cookie's flags. The job page of the
 form's job is saved as docs/images/dashboard-job.png, the README's screenshot."""
 
 from __future__ import annotations
@@ -318,4 +319,62 @@ def test_a_sweep_page_follows_the_leaderboard_and_draws_the_objective(signed_in,
     expect(page).to_have_url(f"{stack.base}/jobs/{done['best']['job_id']}")
     expect(page.locator("#trial-of")).to_contain_text(f"Trial {done['best']['trial']} of")
     expect(page.locator("#rungs tbody tr")).to_have_count(len(done["best"]["rungs"]))
+    page.close()
+
+
+def test_a_finished_job_and_an_ended_sweep_are_deleted_after_asking(signed_in, stack):
+    client = stack.client("alice")
+    done = client.wait(client.submit({**slow_job(epochs=2), "name": "to delete"})["id"])
+    page = signed_in.new_page()
+    page.goto(f"/jobs/{done['id']}")
+    page.click("#delete")  # a page that asks first; keeping it changes nothing
+    expect(page).to_have_url(f"{stack.base}/jobs/{done['id']}/delete")
+    expect(page.locator("#what-goes")).to_contain_text("to delete")
+    page.click("#keep")
+    expect(page).to_have_url(f"{stack.base}/jobs/{done['id']}")
+    assert client.get(f"/v1/jobs/{done['id']}").status_code == 200
+    page.click("#delete")
+    page.click("#confirm-delete")
+    expect(page).to_have_url(f"{stack.base}/")
+    assert client.get(f"/v1/jobs/{done['id']}").status_code == 404
+    expect(page.locator(f"tr[data-job-id='{done['id']}']")).to_have_count(0)
+
+    running = client.submit(slow_job(epochs=400))  # no button, and the delete is refused
+    client.wait(running["id"], statuses=("running",))
+    page.goto(f"/jobs/{running['id']}")
+    expect(page.locator("#cancel")).to_have_count(1)
+    expect(page.locator("#delete")).to_have_count(0)
+    page.goto(f"/jobs/{running['id']}/delete")
+    page.click("#confirm-delete")
+    expect(page.locator("main .error")).to_contain_text("cancel it first")
+    assert client.post(f"/v1/jobs/{running['id']}/cancel").status_code in (200, 202)
+
+    xor = {"inputs": [[0, 0], [0, 1], [1, 0], [1, 1]], "targets": [[0], [1], [1], [0]]}
+    stored = client.post("/v1/datasets", json=xor).json()
+    body = {
+        "name": "sweep to delete",
+        "base": {"structure": [2, 3, 1], "epochs": 3, "learning_rate": 2.0,
+                 "data": {"dataset_id": stored["id"]}},
+        "search": {"learning_rate": {"choice": [1.0, 3.0]}},
+        "method": "grid", "objective": {"metric": "cost"},
+    }  # fmt: skip
+    response = client.post("/v1/sweeps", json=body)
+    assert response.status_code == 202, response.text
+    sweep = response.json()
+    page.goto(f"/sweeps/{sweep['id']}")
+    expect(page.locator("#status")).to_have_text("succeeded", timeout=60_000)
+    trial_ids = [j["id"] for j in client.get(f"/v1/jobs?sweep={sweep['id']}").json()["jobs"]]
+    assert len(trial_ids) == 2
+    page.goto(f"/jobs/{trial_ids[0]}")  # a trial goes with its sweep, never alone
+    expect(page.locator("#trial-of")).to_be_visible()
+    expect(page.locator("#delete")).to_have_count(0)
+    page.goto(f"/sweeps/{sweep['id']}")
+    page.click("#delete")
+    expect(page.locator("#what-goes")).to_contain_text("2 trials")
+    page.click("#confirm-delete")
+    expect(page).to_have_url(f"{stack.base}/sweeps")
+    assert client.get(f"/v1/sweeps/{sweep['id']}").status_code == 404
+    assert [client.get(f"/v1/jobs/{t}").status_code for t in trial_ids] == [404, 404]
+    forged = page.request.post(f"/jobs/{running['id']}/delete", form={}, max_redirects=0)
+    assert forged.status == 400  # no form token: refused
     page.close()
