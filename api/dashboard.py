@@ -254,14 +254,10 @@ def sweep_page(sweep_id: str):
 @bp.post("/sweeps/<sweep_id>/cancel")
 @signed_in
 def cancel_sweep(sweep_id: str):
-    with services().db.session() as db_session:
-        try:
-            sweeps.cancel_sweep(db_session, services().db, g.tenant, sweep_id)
-        except sweeps.SweepNotFound:
-            return _error_page("Not cancelled", f"There is no sweep {sweep_id!r}.", 404)
-        except sweeps.SweepConflict as exc:
-            return _error_page("Not cancelled", str(exc), 409)
-    job_api.sweep_call_back(sweep_id)
+    try:
+        sweep_api.stop_sweep(sweep_id)
+    except ApiProblem as exc:
+        return _error_page("Not cancelled", exc.detail, exc.status)
     return redirect(url_for(".sweep_page", sweep_id=sweep_id))
 
 
@@ -277,10 +273,8 @@ def delete_sweep(sweep_id: str):
                 return _error_page("No such sweep", f"There is no sweep {sweep_id!r}.", 404)
         what = f"sweep {sweep.name or sweep.id}"
         back = url_for(".sweep_page", sweep_id=sweep_id)
-        goes = (
-            f"its {sweep.released} trials with their metrics, checkpoints and models "
-            "(a stored data set stays)"
-        )
+        trials = f"{sweep.released} trial" + ("" if sweep.released == 1 else "s")
+        goes = f"its {trials} with their metrics, checkpoints and models (a stored data set stays)"
         return render_template("dashboard/delete.html", what=what, goes=goes, back=back)
     try:
         sweep_api.remove_sweep(sweep_id)

@@ -327,18 +327,21 @@ def dispatch(job_id: str) -> None:
             jobs.record_dispatch_failure(session, s.db, job_id, type(exc).__name__)
 
 
-def sweep_call_back(sweep_id: str) -> None:
-    """Queue the sweep's callback if it ended here with none of its trials running (a
+def sweep_call_back(sweep_id: str, ended_trials: list[str] | None = None) -> None:
+    """Queue the callbacks of the trials that ended here (a sweep's cancel ends its queued
+    ones at once), and the sweep's if it ended here with none of its trials running (a
     cancel of the sweep or of its last trial); one left waiting is queued by the reconciler."""
-    _call_back(queue_sweep_callbacks, sweep_id)
+    if ended_trials:
+        _call_back(queue_job_callbacks, ended_trials)
+    _call_back(queue_sweep_callbacks, [sweep_id])
 
 
-def _call_back(queue, target_id: str) -> None:
+def _call_back(queue, target_ids: list[str]) -> None:
     s = services()
     try:
-        queue(s.db, s.dispatcher, [target_id])
+        queue(s.db, s.dispatcher, target_ids)
     except Exception as exc:  # the database is away: the reconciler queues it
-        log.warning("%s: its callback waits for the reconciler (%s)", target_id, exc)
+        log.warning("%s: its callback waits for the reconciler (%s)", target_ids[0], exc)
 
 
 @bp.get("")
@@ -643,7 +646,7 @@ def cancel_job(job_id: str) -> JobOut:
             dispatch(trial_id)
         sweep_call_back(view.sweep_id)
     if view.status == CANCELLED and view.callback_url:  # it ended here, not in a worker
-        _call_back(queue_job_callbacks, job_id)
+        _call_back(queue_job_callbacks, [job_id])
     return view
 
 

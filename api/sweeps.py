@@ -307,17 +307,23 @@ def sweep_events(sweep_id: str, query: SweepEventsQuery):
 def cancel(sweep_id: str):
     """Cancel: queued trials at once, running ones at their next mini-batch (202 while any
     runs); finished trials and their models stay."""
+    stop_sweep(sweep_id)
+    with services().db.reading() as session:
+        view = sweep_detail(session, _find(session, sweep_id))
+    return _json(view, 202 if view.counts.running else 200)
+
+
+def stop_sweep(sweep_id: str) -> None:
+    """Cancel the tenant's sweep (404, or 409 once it ended), then queue the callbacks of
+    the trials that ended here and the sweep's own, if none of its trials still runs."""
     s = services()
     with s.db.session() as session:
         _find(session, sweep_id)
         try:
-            sweeps.cancel_sweep(session, s.db, g.tenant, sweep_id)
+            ended = sweeps.cancel_sweep(session, s.db, g.tenant, sweep_id)
         except sweeps.SweepConflict as exc:
             raise ApiProblem(409, str(exc), slug="sweep-finished") from None
-    sweep_call_back(sweep_id)  # ended with no trial running: its callback is queued
-    with s.db.reading() as session:
-        view = sweep_detail(session, _find(session, sweep_id))
-    return _json(view, 202 if view.counts.running else 200)
+    sweep_call_back(sweep_id, ended)
 
 
 @bp.delete("/<sweep_id>")

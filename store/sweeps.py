@@ -383,19 +383,22 @@ def _decide(spec: dict, epoch: int, value, own: list[dict], others: list[list[di
 # ---------------------------------------------------------------------------------- cancel
 
 
-def cancel_sweep(session: Session, db: Database, tenant: str, sweep_id: str) -> Sweep:
+def cancel_sweep(session: Session, db: Database, tenant: str, sweep_id: str) -> list[str]:
     """Cancel the sweep: queued trials now, running ones at their next mini-batch; finished
-    trials stay. Raises SweepConflict once it ended."""
+    trials stay. Returns the ids of the trials it ended (the queued ones). Raises
+    SweepConflict once it ended."""
     get_sweep(session, tenant, sweep_id)
     sweep = lock(session, db, sweep_id)
     if sweep.status != RUNNING:
         raise SweepConflict(f"the sweep already ended: {sweep.status}")
     now = db.now(session)
     sweep.status, sweep.finished_at = CANCELLED, now
+    ended = []
     for trial in trials_of(session, sweep_id):
         if trial.status in ACTIVE:
-            jobs.request_cancel(session, db, tenant, trial.id)
-    return sweep
+            if jobs.request_cancel(session, db, tenant, trial.id).status == CANCELLED:
+                ended.append(trial.id)
+    return ended
 
 
 # --------------------------------------------------------------------------------- callbacks

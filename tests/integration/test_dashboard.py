@@ -378,3 +378,27 @@ def test_a_finished_job_and_an_ended_sweep_are_deleted_after_asking(signed_in, s
     forged = page.request.post(f"/jobs/{running['id']}/delete", form={}, max_redirects=0)
     assert forged.status == 400  # no form token: refused
     page.close()
+
+
+def test_a_running_sweep_is_cancelled_from_its_page(signed_in, stack):
+    client = stack.client("alice")
+    rng = np.random.default_rng(4)
+    rows = {"inputs": rng.random((200, 2)).round(3).tolist(), "targets": [[1]] * 200}
+    stored = client.post("/v1/datasets", json=rows).json()
+    body = {
+        "base": {"structure": [2, 3, 1], "epochs": 5_000, "learning_rate": 2.0,
+                 "data": {"dataset_id": stored["id"], "batch_size": 1}},
+        "search": {"learning_rate": {"choice": [1.0, 2.0, 3.0]}},
+        "method": "grid", "objective": {"metric": "cost"}, "max_parallel": 2,
+    }  # fmt: skip
+    sweep = client.post("/v1/sweeps", json=body).json()
+    page = signed_in.new_page()
+    page.goto(f"/sweeps/{sweep['id']}")
+    page.wait_for_selector("#leaderboard tbody tr[data-status=running]")
+    expect(page.locator("#delete")).to_have_count(0)  # not while it runs
+    page.click("#cancel")
+    expect(page.locator("#status")).to_have_text("cancelled")
+    trials = client.get(f"/v1/jobs?sweep={sweep['id']}").json()["jobs"]
+    assert len(trials) == 2  # the third was never released
+    assert {client.wait(t["id"])["status"] for t in trials} == {"cancelled"}
+    page.close()

@@ -286,10 +286,11 @@ def test_an_ended_sweep_is_posted_signed_once_and_its_trials_call_back_on_their_
 
 def test_a_cancelled_sweep_calls_back_once_its_running_trials_stopped(stack, receiver):
     client = stack.client()
-    target = receiver()
+    target, for_trials = receiver(), receiver()
     body = sweep_body(xor_data_set(client), callback_url=target.url)
     body["base"]["epochs"] = 20_000
     body["base"]["data"]["batch_size"] = 1
+    body["base"]["callback_url"] = for_trials.url  # each trial, the queued ones cancelled too
     sweep_id = client.post("/v1/sweeps", json=body).json()["id"]
     deadline = time.monotonic() + 60
     while client.get(f"/v1/sweeps/{sweep_id}").json()["counts"]["running"] < 1:
@@ -304,9 +305,14 @@ def test_a_cancelled_sweep_calls_back_once_its_running_trials_stopped(stack, rec
     assert payload.counts.running == payload.counts.queued == 0  # every trial had stopped
     assert payload.counts.cancelled >= 1
     assert ended_sweep(client, sweep_id)["callback"]["state"] == "delivered"
+    trials = client.get(f"/v1/jobs?sweep={sweep_id}").json()["jobs"]
+    for_trials.wait_for(len(trials))
     reconcile_round(stack)
     time.sleep(1.0)
     assert len(target.calls) == 1
+    called = sorted(json.loads(body)["id"] for _, body, _ in for_trials.calls)
+    assert called == sorted(t["id"] for t in trials)  # each once
+    assert {client.job(t["id"])["callback_state"] for t in trials} == {"delivered"}
 
 
 def test_a_sweep_without_a_callback_url_has_no_callback(stack):
