@@ -9,7 +9,8 @@
 
 The service is ``--url`` (``BACKPROP_URL``, default http://127.0.0.1:8000) and the token
 ``--token`` (``BACKPROP_TOKEN``; under ``make run``, its dev token in VAR_DIR/dev-token).
-Tables are for people, ``--json`` for scripts. A user's error (a 4xx, an unreachable
+Tables are for people, ``--json`` for scripts (``sweep watch --jsonl``: every state of a
+sweep as a line of JSON while it runs). A user's error (a 4xx, an unreachable
 service, a failed job) prints one message and exits non-zero, never a traceback.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -337,14 +339,25 @@ def sweep_group():
     """Hyperparameter sweeps: submit, follow a live leaderboard, cancel."""
 
 
+JSON_LINES = click.option(
+    "--jsonl",
+    is_flag=True,
+    help="While it runs, print each state as one JSON line (for scripts); the last is its end.",
+)
+
+
 @sweep_group.command("submit")
 @click.argument("sweep_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--watch", "watch", is_flag=True, help="Follow the leaderboard until it ends.")
+@JSON_LINES
 @connection
-def sweep_submit(client, as_json, sweep_file, watch):
+def sweep_submit(client, as_json, sweep_file, watch, jsonl):
     """Start the sweep a JSON file describes (POST /v1/sweeps's body)."""
     body = json.loads(Path(sweep_file).read_text())
     sweep = client.submit_sweep(body)
+    if jsonl:
+        _follow_sweep_lines(client, sweep["id"])
+        return
     if not as_json:
         console.print(f"sweep {sweep['id']} started: {sweep['trials']} trials")
     if watch:
@@ -365,11 +378,15 @@ def sweep_status(client, as_json, sweep_id, limit):
 @sweep_group.command("watch")
 @click.argument("sweep_id")
 @click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True)
+@JSON_LINES
 @connection
-def sweep_watch(client, as_json, sweep_id, limit):
+def sweep_watch(client, as_json, sweep_id, limit, jsonl):
     """A live leaderboard until the sweep ends; exit 0 when it succeeded."""
-    sweep = _follow_sweep(client, sweep_id, as_json, limit)
-    _print(sweep, as_json, _sweep_table(sweep))
+    if jsonl:
+        sweep = _follow_sweep_lines(client, sweep_id, limit)
+    else:
+        sweep = _follow_sweep(client, sweep_id, as_json, limit)
+        _print(sweep, as_json, _sweep_table(sweep))
     if sweep["status"] != "succeeded":
         raise click.ClickException(f"sweep {sweep_id} {sweep['status']}")
 
@@ -416,6 +433,16 @@ def _follow_sweep(client: Client, sweep_id: str, as_json: bool, limit: int = 20)
         return client.wait_sweep(
             sweep_id, limit=limit, on_update=lambda s: live.update(_sweep_table(s))
         )
+
+
+def _follow_sweep_lines(client: Client, sweep_id: str, limit: int = 20) -> dict:
+    """Each state of the sweep's event stream as one line of JSON, flushed as it comes."""
+
+    def line(sweep: dict) -> None:
+        click.echo(json.dumps(sweep, default=str, separators=(",", ":")))
+        sys.stdout.flush()
+
+    return client.wait_sweep(sweep_id, limit=limit, on_update=line)
 
 
 def _number(value) -> str:

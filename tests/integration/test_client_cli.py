@@ -171,6 +171,14 @@ def test_the_cli_runs_a_sweep_with_a_live_leaderboard(stack, tmp_path, client):
     first = client.submit_sweep(body, idempotency_key="sweep-key-1")
     again = client.submit_sweep(body, idempotency_key="sweep-key-1")
     assert again["id"] == first["id"]
+    # JSON lines for scripts: each state as it comes, ended trials never fewer, then the end
+    watched = cli(stack, "sweep", "watch", first["id"], "--jsonl")
+    assert watched.returncode == 0, watched.stderr
+    lines = [json.loads(line) for line in watched.stdout.splitlines()]
+    ended = [x["counts"]["succeeded"] + x["counts"]["failed"] + x["counts"]["cancelled"]
+             for x in lines]  # fmt: skip
+    assert ended == sorted(ended) and ended[-1] == 4
+    assert lines[-1]["status"] == "succeeded" and lines[-1]["counts"]["running"] == 0
     states = []  # the event stream's states, the last one with no trial running
     best = client.wait_sweep(first["id"], timeout=60, on_update=states.append)["best"]
     assert states and states[-1]["status"] == "succeeded" and states[-1]["counts"]["running"] == 0
