@@ -321,6 +321,8 @@ def stop_sweep(sweep_id: str) -> None:
         _find(session, sweep_id)
         try:
             ended = sweeps.cancel_sweep(session, s.db, g.tenant, sweep_id)
+        except sweeps.SweepNotFound:  # deleted meanwhile by another request
+            raise _not_found(sweep_id) from None
         except sweeps.SweepConflict as exc:
             raise ApiProblem(409, str(exc), slug="sweep-finished") from None
     sweep_call_back(sweep_id, ended)
@@ -342,6 +344,8 @@ def remove_sweep(sweep_id: str) -> None:
         _find(session, sweep_id)
         try:
             trial_ids = sweeps.delete_sweep(session, s.db, g.tenant, sweep_id)
+        except sweeps.SweepNotFound:  # deleted meanwhile by another request
+            raise _not_found(sweep_id) from None
         except sweeps.SweepConflict as exc:
             raise ApiProblem(409, str(exc), slug="sweep-not-finished") from None
     for trial_id in trial_ids:
@@ -369,6 +373,8 @@ def _find(session, sweep_id: str):
     try:
         return sweeps.get_sweep(session, g.tenant, sweep_id)
     except sweeps.SweepNotFound:
-        raise ApiProblem(
-            404, f"no sweep {sweep_id!r} for this tenant", slug="sweep-not-found"
-        ) from None
+        raise _not_found(sweep_id) from None
+
+
+def _not_found(sweep_id: str) -> ApiProblem:
+    return ApiProblem(404, f"no sweep {sweep_id!r} for this tenant", slug="sweep-not-found")

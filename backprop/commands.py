@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -356,7 +357,7 @@ def sweep_submit(client, as_json, sweep_file, watch, jsonl):
     body = json.loads(Path(sweep_file).read_text())
     sweep = client.submit_sweep(body)
     if jsonl:
-        _follow_sweep_lines(client, sweep["id"])
+        _ended(_follow_sweep_lines(client, sweep["id"]))
         return
     if not as_json:
         console.print(f"sweep {sweep['id']} started: {sweep['trials']} trials")
@@ -387,8 +388,13 @@ def sweep_watch(client, as_json, sweep_id, limit, jsonl):
     else:
         sweep = _follow_sweep(client, sweep_id, as_json, limit)
         _print(sweep, as_json, _sweep_table(sweep))
+    _ended(sweep)
+
+
+def _ended(sweep: dict) -> None:
+    """Exit 0 when the sweep succeeded, 1 with its status otherwise."""
     if sweep["status"] != "succeeded":
-        raise click.ClickException(f"sweep {sweep_id} {sweep['status']}")
+        raise click.ClickException(f"sweep {sweep['id']} {sweep['status']}")
 
 
 @sweep_group.command("list")
@@ -442,7 +448,11 @@ def _follow_sweep_lines(client: Client, sweep_id: str, limit: int = 20) -> dict:
         click.echo(json.dumps(sweep, default=str, separators=(",", ":")))
         sys.stdout.flush()
 
-    return client.wait_sweep(sweep_id, limit=limit, on_update=line)
+    try:
+        return client.wait_sweep(sweep_id, limit=limit, on_update=line)
+    except BrokenPipeError:  # the reader stopped (| head): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
 
 
 def _number(value) -> str:

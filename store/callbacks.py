@@ -60,5 +60,7 @@ def not_queued(session: Session, model, row_id: str) -> None:
 def attempted(session: Session, db: Database, row, *, delivered: bool, last: bool) -> None:
     """One delivery attempt on ``row``; a delivery, or the last attempt, settles it."""
     row.callback_at = db.now(session)  # an attempt: its delivery is alive
+    if row.callback_state == DELIVERED:  # a second delivery chain's late failure
+        return
     if delivered or last:
         row.callback_state = DELIVERED if delivered else FAILED

@@ -389,6 +389,8 @@ def cancel_sweep(session: Session, db: Database, tenant: str, sweep_id: str) -> 
     SweepConflict once it ended."""
     get_sweep(session, tenant, sweep_id)
     sweep = lock(session, db, sweep_id)
+    if sweep is None:  # deleted by a request that held the lock before this one
+        raise SweepNotFound(sweep_id)
     if sweep.status != RUNNING:
         raise SweepConflict(f"the sweep already ended: {sweep.status}")
     now = db.now(session)
@@ -396,7 +398,11 @@ def cancel_sweep(session: Session, db: Database, tenant: str, sweep_id: str) -> 
     ended = []
     for trial in trials_of(session, sweep_id):
         if trial.status in ACTIVE:
-            if jobs.request_cancel(session, db, tenant, trial.id).status == CANCELLED:
+            try:
+                cancelled = jobs.request_cancel(session, db, tenant, trial.id)
+            except jobs.JobConflict:  # it ended meanwhile (its own cancel, its last epoch)
+                continue
+            if cancelled.status == CANCELLED:
                 ended.append(trial.id)
     return ended
 
@@ -435,6 +441,8 @@ def delete_sweep(session: Session, db: Database, tenant: str, sweep_id: str) -> 
     returns the trials' ids. Raises SweepConflict while it runs."""
     get_sweep(session, tenant, sweep_id)
     sweep = lock(session, db, sweep_id)
+    if sweep is None:  # deleted by a request that held the lock before this one
+        raise SweepNotFound(sweep_id)
     if sweep.status == RUNNING:
         raise SweepConflict("the sweep is running: cancel it first, then delete it")
     trials = trials_of(session, sweep_id)

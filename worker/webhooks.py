@@ -30,7 +30,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import httpx
 
 from store import callbacks, jobs, sweeps, webhooks
-from store.models import Job, Sweep
+from store.models import FINAL_STATUSES, Job, Sweep
 
 DELIVER_TASK = "backprop.deliver_callback"
 DELIVER_SWEEP_TASK = "backprop.deliver_sweep_callback"
@@ -41,7 +41,7 @@ def stale_callback_seconds(settings) -> float:
     """How long a queued callback may go without an attempt before the reconciler
     queues it again: well past the longest wait between two attempts."""
     longest = settings.webhook_backoff_seconds * 2 ** max(settings.webhook_attempts - 2, 0)
-    return max(600.0, 2 * (longest + TIMEOUT_SECONDS))
+    return max(1800.0, 2 * (longest + TIMEOUT_SECONDS))
 
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,10 @@ def resolve(url: str, allow_private: bool) -> tuple[str | None, str | None]:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return None, "expected an http:// or https:// URL with a host"
+    try:
+        httpx.URL(url)  # what the delivery will send
+    except httpx.InvalidURL as exc:
+        return None, f"not a URL that can be called ({exc})"
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         found = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
@@ -95,7 +99,7 @@ def deliver(db, settings, job_id: str, attempt: int) -> bool:
     up, or nothing to deliver). Every attempt is in the job's history."""
     with db.session() as session:
         job = session.get(Job, job_id)
-        if job is None or job.callback_state != callbacks.QUEUED:
+        if job is None or job.callback_state != callbacks.QUEUED and not _queued_before(job):
             return True  # deleted, or already delivered or given up
         url = job.spec["callback_url"]
         secret = webhooks.secret_for(session, job.tenant)
@@ -107,6 +111,16 @@ def deliver(db, settings, job_id: str, attempt: int) -> bool:
     with db.session() as session:
         jobs.record_callback(session, db, job_id, message, delivered=delivered, last=last)
     return delivered or last
+
+
+def _queued_before(job: Job) -> bool:
+    """A delivery queued before callbacks were kept on the job (migration 0010 left the
+    ended jobs' state None): it is delivered, and settles the state."""
+    return (
+        job.callback_state is None
+        and bool(job.spec.get("callback_url"))
+        and (job.status in FINAL_STATUSES)
+    )
 
 
 def deliver_sweep(db, settings, sweep_id: str, attempt: int) -> bool:
@@ -191,4 +205,6 @@ def _post(settings, url: str, secret: str, body: bytes, event: str) -> tuple[str
             outcome = f"HTTP {answer.status_code}"
         except httpx.HTTPError as exc:
             outcome, delivered = f"no answer ({type(exc).__name__})", False
+        except Exception as exc:  # a URL httpx cannot send (InvalidURL): a failed attempt
+            outcome, delivered = f"not sent ({type(exc).__name__})", False
     return outcome, delivered, (time.monotonic() - started) * 1000

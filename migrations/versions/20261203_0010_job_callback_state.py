@@ -31,7 +31,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("callback_at", sa.DateTime(), nullable=True))
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
-        has_url = "(spec::jsonb ->> 'callback_url') IS NOT NULL"
+        has_url = "json_typeof(spec -> 'callback_url') = 'string'"
     else:
         has_url = "json_extract(spec, '$.callback_url') IS NOT NULL"
     op.execute(

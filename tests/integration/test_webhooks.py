@@ -180,6 +180,8 @@ def test_a_private_address_is_refused_at_submit_unless_allowed(stack):
     assert unknown.status_code == 422 and "does not resolve" in unknown.json["detail"]
     not_http = client.post("/v1/jobs", json={**XOR, "callback_url": "ftp://example.com/"})
     assert not_http.status_code == 422
+    control = client.post("/v1/jobs", json={**XOR, "callback_url": "https://example.com/a\x01b"})
+    assert control.status_code == 422 and control.json["errors"][0]["field"] == "callback_url"
     # a sweep's own callback_url and its base's are checked the same way, at submit
     data = {"inputs": XOR["data"]["inputs"], "targets": XOR["data"]["targets"]}
     dataset_id = client.post("/v1/datasets", json=data).json["id"]

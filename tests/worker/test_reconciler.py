@@ -15,6 +15,7 @@ from backprop.settings import Settings
 from store import callbacks, jobs
 from store.db import get_database
 from store.models import Job, Sweep, utcnow
+from worker import webhooks
 from worker.dispatch import MARKER, Dispatcher
 from worker.reconciler import reconcile
 from worker.webhooks import DELIVER_SWEEP_TASK, DELIVER_TASK, queue_job_callbacks
@@ -255,3 +256,28 @@ def test_a_job_callback_the_broker_did_not_take_waits_for_the_next_round(setup):
     assert job_callback_state(db, ended) == callbacks.WAITING
     assert queue_job_callbacks(db, dispatcher, [ended]) == 1
     assert job_callback_state(db, ended) == callbacks.QUEUED
+
+
+def test_a_delivery_queued_before_callbacks_were_kept_on_the_job_still_goes(setup):
+    db, settings, _ = setup
+    legacy = job_with_callback(db, "succeeded")
+    with db.session() as s:  # as migration 0010 left an ended job
+        s.execute(update(Job).where(Job.id == legacy).values(callback_state=None))
+    once = settings.model_copy(
+        update={"webhook_attempts": 1, "callback_allow_private_networks": True}
+    )
+    assert webhooks.deliver(db, once, legacy, 1)  # port 9 refuses: the one attempt fails
+    assert job_callback_state(db, legacy) == callbacks.FAILED
+    with db.session() as s:
+        kinds = [e.kind for e in jobs.events(s, legacy)]
+    assert kinds.count("callback") == 1
+
+
+def test_a_late_failed_attempt_does_not_undo_a_delivery(setup):
+    db, _, _ = setup
+    job_id = job_with_callback(db, "succeeded")
+    with db.session() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(callback_state=callbacks.DELIVERED))
+    with db.session() as s:  # a second chain's last attempt, sent before the first delivered
+        jobs.record_callback(s, db, job_id, "attempt 6: no answer", delivered=False, last=True)
+    assert job_callback_state(db, job_id) == callbacks.DELIVERED
