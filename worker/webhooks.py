@@ -99,7 +99,7 @@ def deliver(db, settings, job_id: str, attempt: int) -> bool:
     up, or nothing to deliver). Every attempt is in the job's history."""
     with db.session() as session:
         job = session.get(Job, job_id)
-        if job is None or job.callback_state != callbacks.QUEUED and not _queued_before(job):
+        if job is None or (job.callback_state != callbacks.QUEUED and not _queued_before(job)):
             return True  # deleted, or already delivered or given up
         url = job.spec["callback_url"]
         secret = webhooks.secret_for(session, job.tenant)
@@ -119,7 +119,7 @@ def _queued_before(job: Job) -> bool:
     return (
         job.callback_state is None
         and bool(job.spec.get("callback_url"))
-        and (job.status in FINAL_STATUSES)
+        and job.status in FINAL_STATUSES
     )
 
 
