@@ -1,6 +1,7 @@
 """The dashboard at /: sign in with a token, follow the tenant's jobs live, read a job's
 curves, weights, options, gradient check and history, cancel it, download its model, delete
-it, and submit a job on a stored data set or a small CSV; follow, cancel and delete sweeps.
+it, and submit a job on a stored data set or a small CSV; follow, cancel and delete sweeps;
+list and delete data sets.
 
 Pages are rendered here from the same views as the API. What changes while a page is open
 is read by ``static/dashboard/dashboard.js`` from the API itself (``/v1/jobs``, the job's
@@ -36,6 +37,7 @@ from store.models import FINAL_STATUSES, RUNNING
 from store.tokens import hash_token
 
 from . import auth
+from . import datasets as dataset_api
 from . import jobs as job_api
 from . import sweeps as sweep_api
 from .datasets import dataset_view
@@ -204,21 +206,14 @@ def cancel(job_id: str):
 @signed_in
 def delete_job(job_id: str):
     """A page that asks first, then the delete (DELETE /v1/jobs/{id}'s rules)."""
-    if request.method == "GET":
-        with services().db.reading() as db_session:
-            try:
-                job = jobs.get_job(db_session, g.tenant, job_id)
-            except jobs.JobNotFound:
-                return _error_page("No such job", f"There is no job {job_id!r}.", 404)
-        what = f"job {job.name or job.id}"
-        back = url_for(".job_page", job_id=job_id)
+
+    def read(db_session):
+        job = jobs.get_job(db_session, g.tenant, job_id)
         goes = "its data, checkpoints, metrics, history and model (a stored data set stays)"
-        return render_template("dashboard/delete.html", what=what, goes=goes, back=back)
-    try:
-        job_api.remove_job(job_id)
-    except ApiProblem as exc:
-        return _error_page("Not deleted", exc.detail, exc.status)
-    return redirect(url_for(".job_list"))
+        return f"job {job.name or job.id}", goes, url_for(".job_page", job_id=job_id)
+
+    remove = functools.partial(job_api.remove_job, job_id)
+    return _ask_then_delete("job", read, jobs.JobNotFound, remove, url_for(".job_list"))
 
 
 @bp.get("/sweeps")
@@ -265,22 +260,64 @@ def cancel_sweep(sweep_id: str):
 @signed_in
 def delete_sweep(sweep_id: str):
     """A page that asks first, then the delete (DELETE /v1/sweeps/{id}'s rules)."""
-    if request.method == "GET":
-        with services().db.reading() as db_session:
-            try:
-                sweep = sweeps.get_sweep(db_session, g.tenant, sweep_id)
-            except sweeps.SweepNotFound:
-                return _error_page("No such sweep", f"There is no sweep {sweep_id!r}.", 404)
-        what = f"sweep {sweep.name or sweep.id}"
-        back = url_for(".sweep_page", sweep_id=sweep_id)
+
+    def read(db_session):
+        sweep = sweeps.get_sweep(db_session, g.tenant, sweep_id)
         trials = f"{sweep.released} trial" + ("" if sweep.released == 1 else "s")
         goes = f"its {trials} with their metrics, checkpoints and models (a stored data set stays)"
-        return render_template("dashboard/delete.html", what=what, goes=goes, back=back)
-    try:
-        sweep_api.remove_sweep(sweep_id)
-    except ApiProblem as exc:
-        return _error_page("Not deleted", exc.detail, exc.status)
-    return redirect(url_for(".sweep_list"))
+        return f"sweep {sweep.name or sweep.id}", goes, url_for(".sweep_page", sweep_id=sweep_id)
+
+    remove = functools.partial(sweep_api.remove_sweep, sweep_id)
+    return _ask_then_delete("sweep", read, sweeps.SweepNotFound, remove, url_for(".sweep_list"))
+
+
+@bp.app_template_filter("dtype_name")
+def _dtype_name(dtype: str) -> str:
+    """An array's dtype as people read it: float64, not <f8."""
+    return np.dtype(dtype).name
+
+
+@bp.get("/datasets")
+@signed_in
+def dataset_list():
+    with services().db.reading() as db_session:
+        rows, _ = datasets.list_datasets(db_session, g.tenant, PAGE_SIZE, None)
+        stored = [dataset_view(row) for row in rows]
+    return render_template("dashboard/datasets.html", datasets=stored, page_size=PAGE_SIZE)
+
+
+@bp.route("/datasets/<dataset_id>/delete", methods=["GET", "POST"])
+@signed_in
+def delete_dataset(dataset_id: str):
+    """A page that asks first, then the delete (DELETE /v1/datasets/{id}'s rules)."""
+
+    def read(db_session):
+        row = datasets.get_dataset(db_session, g.tenant, dataset_id)
+        goes = f"its {row.samples} samples (finished jobs trained on it keep their models)"
+        return f"data set {row.name or row.id}", goes, url_for(".dataset_list")
+
+    remove = functools.partial(dataset_api.remove_dataset, dataset_id)
+    done = url_for(".dataset_list")
+    return _ask_then_delete("data set", read, datasets.DatasetNotFound, remove, done)
+
+
+def _ask_then_delete(kind: str, read, not_found: type[Exception], remove, done: str):
+    """GET: a page that says what goes and asks first (``read(db_session)`` gives what it
+    is, what goes with it, and the page to go back to). POST: ``remove()``, then ``done``,
+    or a page that says why it stays."""
+    if request.method == "POST":
+        try:
+            remove()
+        except ApiProblem as exc:
+            return _error_page("Not deleted", exc.detail, exc.status)
+        return redirect(done)
+    with services().db.reading() as db_session:
+        try:
+            what, goes, back = read(db_session)
+        except not_found:
+            message = f"There is no such {kind} for {g.tenant}."
+            return _error_page(f"No such {kind}", message, 404)
+    return render_template("dashboard/delete.html", what=what, goes=goes, back=back)
 
 
 @bp.route("/submit", methods=["GET", "POST"])

@@ -263,6 +263,12 @@ def get_dataset_data(dataset_id: str):
 @operation("deleteDataset", responses={204: None, 409: None})
 def delete_dataset(dataset_id: str):
     """Delete a data set (409 naming the jobs while a queued or running job uses it)."""
+    remove_dataset(dataset_id)
+    return Response(status=204)
+
+
+def remove_dataset(dataset_id: str) -> None:
+    """Delete the tenant's data set (404, or 409 naming who still uses it)."""
     s = services()
     with s.db.session() as session:
         try:
@@ -276,7 +282,6 @@ def delete_dataset(dataset_id: str):
                 f"{', '.join(exc.job_ids[:20])}; cancel them or wait for them to end",
                 slug="dataset-in-use",
             ) from None
-    return Response(status=204)
 
 
 def _find(session, dataset_id: str):

@@ -1,8 +1,8 @@
 """The dashboard in a real headless Chromium (Debian's package, driven by Playwright for
 Python through executable_path: no browser download) against the live stack: sign in, a
 running job's progress moving in the list, its chart gaining one point per finished epoch,
-cancel, a job submitted from the form, deletes of a job and of a sweep after asking, CSRF,
-and the cookie's flags. The job page of the
+cancel, a job submitted from the form, deletes of a job, a sweep and a data set after
+asking, CSRF, and the cookie's flags. The job page of the
 form's job is saved as docs/images/dashboard-job.png, the README's screenshot."""
 
 from __future__ import annotations
@@ -401,4 +401,42 @@ def test_a_running_sweep_is_cancelled_from_its_page(signed_in, stack):
     trials = client.get(f"/v1/jobs?sweep={sweep['id']}").json()["jobs"]
     assert len(trials) == 2  # the third was never released
     assert {client.wait(t["id"])["status"] for t in trials} == {"cancelled"}
+    page.close()
+
+
+def test_data_sets_are_listed_and_deleted_after_asking_unless_a_job_uses_one(signed_in, stack):
+    client = stack.client("alice")
+    rng = np.random.default_rng(8)
+    rows = {"inputs": rng.random((200, 32)).round(3).tolist(),
+            "targets": np.eye(2)[rng.integers(0, 2, 200)].tolist()}  # fmt: skip
+    spare = client.post("/v1/datasets", json={**rows, "name": "spare rows"}).json()
+    other = {**rows, "targets": rows["targets"][::-1]}  # the same rows again are the same set
+    busy = client.post("/v1/datasets", json={**other, "name": "busy rows"}).json()
+    data = {"dataset_id": busy["id"], "batch_size": 1}
+    job = client.submit({**slow_job(epochs=400), "data": data})
+    page = signed_in.new_page()
+    page.goto("/")
+    page.click("nav >> text=Data sets")
+    expect(page).to_have_url(f"{stack.base}/datasets")
+    row = page.locator(f"tr[data-dataset-id='{spare['id']}']")
+    expect(row).to_contain_text("spare rows")
+    expect(row).to_contain_text("200 × 32 float64")
+    bob = stack.client("bob").post("/v1/datasets", json={**rows, "name": "bob's rows"}).json()
+    page.reload()  # another tenant's data set is neither listed nor deletable
+    expect(page.locator(f"tr[data-dataset-id='{bob['id']}']")).to_have_count(0)
+    assert page.goto(f"/datasets/{bob['id']}/delete").status == 404
+
+    page.goto("/datasets")
+    page.locator(f"tr[data-dataset-id='{busy['id']}'] a.delete").click()
+    page.click("#confirm-delete")  # a queued or running job trains on it: refused, and why
+    expect(page.locator("main .error")).to_contain_text(job["id"])
+    assert client.get(f"/v1/datasets/{busy['id']}").status_code == 200
+    page.goto("/datasets")
+    row.locator("a.delete").click()
+    expect(page.locator("#what-goes")).to_contain_text("200 samples")
+    page.click("#confirm-delete")
+    expect(page).to_have_url(f"{stack.base}/datasets")
+    expect(page.locator(f"tr[data-dataset-id='{spare['id']}']")).to_have_count(0)
+    assert client.get(f"/v1/datasets/{spare['id']}").status_code == 404
+    assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code in (200, 202)
     page.close()
