@@ -24,9 +24,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import func, insert, or_, select
 from sqlalchemy.orm import Session
 
+from .db import lock_rows
 from .models import QUEUED, RUNNING, Dataset, DatasetChunk, Job, Sweep, SweepDataset, utcnow
 
 MEMBERS = ("inputs", "targets")
@@ -370,14 +371,7 @@ def delete_dataset(session: Session, tenant: str, dataset_id: str) -> None:
     """Deletes it and its chunks; raises DatasetInUse while a queued or running job uses it.
     Finished jobs that trained on it keep their models; their ``dataset_id`` stays."""
     dataset = get_dataset(session, tenant, dataset_id)
-    # lock its row first: a sweep being stored that needs it then waits, or is seen
-    # (``store.sweeps._hold``)
-    session.execute(
-        update(Dataset)
-        .where(Dataset.id == dataset_id)
-        .values(bytes=Dataset.bytes)
-        .execution_options(synchronize_session=False)
-    )
+    lock_rows(session, Dataset.bytes, [dataset_id])  # a sweep being stored waits, or is seen
     busy = jobs_using(session, dataset_id)
     if busy:
         raise DatasetInUse(busy)

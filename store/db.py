@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, event, text, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -63,6 +63,20 @@ class Database:
 
     def after_fork(self) -> None:
         self.engine.dispose(close=False)
+
+
+def lock_rows(session: Session, column, ids: list[str]) -> None:
+    """Lock the rows of ``column``'s table with these ids, changing nothing (``column`` is
+    set to itself: a row lock on PostgreSQL, the write lock on SQLite), before checking who
+    needs them (``store.sweeps._hold`` takes the other side)."""
+    if ids:
+        model = column.class_
+        session.execute(
+            update(model)
+            .where(model.id.in_(ids))
+            .values({column: column})
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, aliased
 from core import validation_rows
 
 from . import blobs, callbacks, datasets
-from .db import Database
+from .db import Database, lock_rows
 from .models import (
     CANCELLED,
     FAILED,
@@ -344,18 +344,6 @@ def start_weights(session: Session, job_id: str, structure: list[int]) -> dict[s
     return {k: model[k] for n in range(len(structure) - 1) for k in (f"W{n}", f"b{n}")}
 
 
-def lock_rows(session: Session, job_ids: list[str]) -> None:
-    """Lock the jobs' rows (an UPDATE that changes nothing: a row lock on PostgreSQL, the
-    write lock on SQLite) before checking who needs them (``store.sweeps._hold``)."""
-    if job_ids:
-        session.execute(
-            update(Job)
-            .where(Job.id.in_(job_ids))
-            .values(status=Job.status)
-            .execution_options(synchronize_session=False)
-        )
-
-
 def sweeps_starting_from(session: Session, tenant: str, job_ids: list[str]) -> list[str]:
     """The tenant's running sweeps whose trials start from one of these jobs' weights."""
     wanted, found = set(job_ids), []
@@ -380,7 +368,7 @@ def delete_job(session: Session, tenant: str, job_id: str) -> None:
         )
     if job.status not in FINAL_STATUSES:
         raise JobConflict(f"the job is {job.status}: cancel it first, then delete it")
-    lock_rows(session, [job_id])
+    lock_rows(session, Job.status, [job_id])
     starting = sweeps_starting_from(session, tenant, [job_id])
     if starting:
         raise JobInUse(

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 import tuning
 
 from . import callbacks, jobs
-from .db import Database
+from .db import Database, lock_rows
 from .models import (
     CANCELLED,
     FAILED,
@@ -450,7 +450,7 @@ def delete_sweep(session: Session, db: Database, tenant: str, sweep_id: str) -> 
     if active:  # a cancelled sweep's running trials stop at their next mini-batch
         raise SweepConflict(f"{active} of its trials have not stopped yet: delete it after")
     trial_ids = [trial.id for trial in trials]
-    jobs.lock_rows(session, trial_ids)  # then a sweep submitted from one of them is seen
+    lock_rows(session, Job.status, trial_ids)  # then a sweep submitted from one is seen
     starting = jobs.sweeps_starting_from(session, tenant, trial_ids)
     if starting:
         raise SweepConflict(

@@ -37,14 +37,14 @@ DELIVER_SWEEP_TASK = "backprop.deliver_sweep_callback"
 TIMEOUT_SECONDS = 10.0
 
 
+log = logging.getLogger(__name__)
+
+
 def stale_callback_seconds(settings) -> float:
     """How long a queued callback may go without an attempt before the reconciler
     queues it again: well past the longest wait between two attempts."""
     longest = settings.webhook_backoff_seconds * 2 ** max(settings.webhook_attempts - 2, 0)
     return max(1800.0, 2 * (longest + TIMEOUT_SECONDS))
-
-
-log = logging.getLogger(__name__)
 
 
 def refusal(url: str, allow_private: bool) -> str | None:
