@@ -22,6 +22,7 @@ from . import (
     health,
     jobs,
     limits,
+    metrics,
     openapi,
     problems,
     sweeps,
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     openapi.init_app(app)
     # before_request hooks run in this order: request id, token, rate limit
     _request_ids_and_logs(app)
+    metrics.init_app(app)
     app.before_request(authenticate)
     limiter = limits.init_app(app, settings)
     app.extensions["limiter"] = limiter
@@ -63,6 +65,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(usage.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(docs.bp)
     app.register_blueprint(docs.docs)
     dashboard.init_app(app, settings)

@@ -100,11 +100,13 @@ def api_argv(bind: str, workers: int = 2, threads: int = 32) -> list[str]:
     long poll waits in a thread of its own instead of holding a whole process, and clients
     keep their connections alive between requests. No control socket: gunicorn's default
     one is a single path in the user's home, which every instance on the host would share.
+    Its configuration module gives the workers one metrics directory (``GET /metrics``).
     """
     return [
         sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers),
         "--worker-class", "api.gunicorn_worker.ProblemWorker", "--threads", str(threads),
-        "--timeout", "120", "--no-control-socket", "api:create_app()",
+        "--timeout", "120", "--no-control-socket", "--config", "python:api.gunicorn_conf",
+        "api:create_app()",
     ]  # fmt: skip
 
 
@@ -225,6 +227,12 @@ def wait_for(url: str, programs: list[Program], timeout: float = 60.0) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
 
 
+def _next_metrics_port(env: dict[str, str]) -> dict[str, str]:
+    """The environment of a second worker on this host: its metrics on the next port."""
+    port = get_settings().worker_metrics_port
+    return env | {"WORKER_METRICS_PORT": str(port + 1 if port else 0)}
+
+
 def run_dev(host: str, port: int) -> None:
     from .cli import migrate
 
@@ -250,7 +258,7 @@ def run_dev(host: str, port: int) -> None:
     programs += [
         Program("api", api_argv(f"{host}:{port}"), env),
         Program("worker", worker_argv(settings, "dev@%h", queues=settings.training_queue), env),
-        Program("control", control_argv(settings, "control@%h"), env),
+        Program("control", control_argv(settings, "control@%h"), _next_metrics_port(env)),
         Program("beat", beat_argv(var_dir / "celerybeat-schedule"), env),
     ]
 

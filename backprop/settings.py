@@ -72,6 +72,25 @@ class Settings(BaseSettings):
     broker_timeout_seconds: float = Field(
         2.0, gt=0, description="Connect/publish timeout towards Redis"
     )
+    # --- bounds on every connection: a cut network, a stuck transaction, a lock wait
+    tcp_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A connection whose peer stops answering (a cut network: no reset) fails "
+        "after about this long: TCP keepalives and tcp_user_timeout, on PostgreSQL at both ends",
+    )
+    db_idle_in_transaction_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="PostgreSQL ends a session idle inside a transaction this long, releasing "
+        "its locks (a worker cut off mid-transaction holds none for longer)",
+    )
+    db_lock_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Longest wait for a PostgreSQL lock before the statement fails (a worker "
+        "retries it as an outage, the API answers 503)",
+    )
 
     # --- limits of the API
     max_content_length: int = Field(64 * 2**20, gt=0, description="Largest request body, bytes")
@@ -127,6 +146,22 @@ class Settings(BaseSettings):
         False, description="Send the dashboard's cookie over HTTPS only (set it behind TLS)"
     )
 
+    # --- what operators watch (Prometheus; see the README's "Metrics")
+    metrics_dir: str = Field(
+        "",
+        description="Where the API's and workers' processes keep their metrics for a scrape to "
+        "sum, a directory per instance; empty means VAR_DIR/metrics (local to the host)",
+    )
+    worker_metrics_port: int = Field(
+        9808,
+        ge=0,
+        le=65535,
+        description="Port on which each Celery worker serves its metrics (0: not served)",
+    )
+    worker_metrics_address: str = Field(
+        "0.0.0.0", description="Address the workers' metrics port listens on"
+    )
+
     log_level: str = Field("INFO", description="Python logging level")
 
     @model_validator(mode="after")
@@ -147,6 +182,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.var_dir / 'backprop.sqlite3').resolve()}"
+
+    @property
+    def metrics_root(self) -> Path:
+        return Path(self.metrics_dir) if self.metrics_dir else self.var_dir / "metrics"
 
     @property
     def limiter_storage_url(self) -> str:

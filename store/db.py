@@ -15,6 +15,8 @@ from sqlalchemy import create_engine, event, text, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from backprop.settings import Settings, get_settings
+
 
 class Database:
     def __init__(self, url: str):
@@ -25,9 +27,8 @@ class Database:
             self.engine = create_engine(url, connect_args={"timeout": 30})
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
-            # fail fast while the server is down: the API answers 503, workers retry
             self.engine = create_engine(
-                url, pool_pre_ping=True, connect_args={"connect_timeout": 3}
+                url, pool_pre_ping=True, connect_args=postgres_bounds(get_settings())
             )
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         # reads that need no transaction: no BEGIN and COMMIT round trips around them
@@ -63,6 +64,46 @@ class Database:
 
     def after_fork(self) -> None:
         self.engine.dispose(close=False)
+
+
+def postgres_bounds(settings: Settings) -> dict:
+    """libpq connection arguments that bound every wait on a PostgreSQL connection.
+
+    - ``connect_timeout``: fail fast while the server is down (the API answers 503, workers
+      retry).
+    - TCP keepalives and ``tcp_user_timeout`` at this end: a call whose peer went silent (a
+      cut network drops packets without a reset) fails after about TCP_TIMEOUT_SECONDS
+      instead of waiting out the kernel's retransmissions (15 minutes and more); a worker
+      then sees an outage, and its lease keeper stops it once the lease has run out.
+    - The same at the server's end (``-c`` options, per session): a backend whose client
+      vanished is ended, and so are its locks.
+    - ``idle_in_transaction_session_timeout``: a client cut off inside a transaction holds
+      its row and advisory locks for DB_IDLE_IN_TRANSACTION_SECONDS at most, so the job row
+      it locked is claimable again (``FOR UPDATE SKIP LOCKED`` passes over a locked row).
+    - ``lock_timeout``: nobody waits on another session's lock for longer than
+      DB_LOCK_TIMEOUT_SECONDS; the statement fails as an outage and is retried.
+    Unix-socket connections ignore the TCP arguments.
+    """
+    tcp_ms = int(settings.tcp_timeout_seconds * 1000)
+    idle = max(1, int(settings.tcp_timeout_seconds / 2))
+    interval = max(1, int(settings.tcp_timeout_seconds / 6))
+    server = {
+        "idle_in_transaction_session_timeout": int(settings.db_idle_in_transaction_seconds * 1000),
+        "lock_timeout": int(settings.db_lock_timeout_seconds * 1000),
+        "tcp_user_timeout": tcp_ms,
+        "tcp_keepalives_idle": idle,
+        "tcp_keepalives_interval": interval,
+        "tcp_keepalives_count": 3,
+    }
+    return {
+        "connect_timeout": 3,
+        "keepalives": 1,
+        "keepalives_idle": idle,
+        "keepalives_interval": interval,
+        "keepalives_count": 3,
+        "tcp_user_timeout": tcp_ms,
+        "options": " ".join(f"-c {name}={value}" for name, value in server.items()),
+    }
 
 
 def lock_rows(session: Session, column, ids: list[str]) -> None:

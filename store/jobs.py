@@ -559,6 +559,8 @@ def claim(
     if held.lease_owner == owner:  # a retried claim whose first commit went through
         return session.get(Job, job_id, populate_existing=True)
     if max_running is not None and not db.is_sqlite:
+        # held to the commit: a claim counted before this one committed would not see it.
+        # The caller commits right after (worker.training.claim), before any data loads
         session.execute(
             text("SELECT pg_advisory_xact_lock(hashtext(:tenant))"), {"tenant": held.tenant}
         )

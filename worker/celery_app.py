@@ -16,6 +16,8 @@ from celery.exceptions import CPendingDeprecationWarning
 
 from backprop.settings import Settings, get_settings
 
+from .notify import keepalive_options
+
 
 def silence_the_connection_loss_warning() -> None:
     """Celery 5.x warns at every broker connection loss while
@@ -47,7 +49,12 @@ def celery_config(settings: Settings) -> dict:
         "socket_connect_timeout": settings.broker_timeout_seconds,
         # a broker that accepts connections but never answers must not block forever
         "socket_timeout": 2 * settings.broker_timeout_seconds,
-        "socket_keepalive": True,
+        # a broker gone silent (a cut network, no reset): TCP keepalives end an idle
+        # connection, and kombu drops a BRPOP whose reply is overdue by more than
+        # health_check_interval, so a cut-off worker consumes again within about
+        # 1 + 2 x TCP_TIMEOUT_SECONDS of the heal, whatever the cut's length
+        **keepalive_options(settings),
+        "health_check_interval": max(1, int(settings.tcp_timeout_seconds)),
         "max_retries": 1,
         "interval_start": 0,
         "interval_step": 0.2,

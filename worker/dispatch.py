@@ -46,6 +46,13 @@ def _task_id(raw) -> str | None:
         return None  # not a message of ours
 
 
+def queue_keys(queue: str) -> list[str]:
+    """The Redis lists that hold a queue's messages, one per priority step."""
+    # kombu's Redis transport keeps a list per priority step (celery_app's priority_steps):
+    # "<queue>" for the first, "<queue>\x06\x16<step>" for the others
+    return [f"{queue}\x06\x16{step}" if step else queue for step in (RESUME_PRIORITY, NEW_PRIORITY)]
+
+
 class Dispatcher:
     def __init__(self, settings: Settings):
         self.celery = make_celery(settings)
@@ -57,12 +64,7 @@ class Dispatcher:
         # such a message back after VISIBILITY_TIMEOUT, which is when the marker expires too.
         self.marker_seconds = settings.visibility_timeout
         self.redis = broker_redis(settings)
-        # kombu's Redis transport keeps a list per priority step (celery_app's
-        # priority_steps): "<queue>" for the first, "<queue>\x06\x16<step>" for the others
-        self.queue_keys = [
-            f"{self.queue}\x06\x16{step}" if step else self.queue
-            for step in (RESUME_PRIORITY, NEW_PRIORITY)
-        ]
+        self.queue_keys = queue_keys(self.queue)
 
     def send(self, job_id: str, *, first: bool = False) -> None:
         """Publish the task; raises (kombu's OperationalError or a RedisError) within about a

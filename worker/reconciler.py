@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from backprop import metrics
 from backprop.settings import Settings
 from store import idempotency, jobs, sweeps
 from store.db import Database
@@ -45,6 +46,7 @@ def reconcile(db: Database, settings: Settings, dispatcher) -> Report:
     with db.session() as session:
         requeued = jobs.requeue_expired(session, db)
     report.requeued = len(requeued)
+    metrics.worker_metrics().lease_expiries.inc(len(requeued))
     with db.session() as session:
         stale = jobs.stale_queued(
             session, db, settings.requeue_after_seconds, longest=settings.visibility_timeout
@@ -97,4 +99,5 @@ def reconcile(db: Database, settings: Settings, dispatcher) -> Report:
         or report.sweep_callbacks
     ):
         log.info("reconciler: %s", report)
+    metrics.worker_metrics().reconciler_passes.inc()
     return report

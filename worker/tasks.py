@@ -10,15 +10,23 @@ from functools import lru_cache
 import optuna  # noqa: F401  (imported by the parent once: each training process inherits it)
 from billiard.exceptions import WorkerLostError
 from celery import shared_task
-from celery.signals import worker_init, worker_process_init, worker_ready
+from celery.signals import (
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 from celery.utils.log import get_task_logger
 from celery.worker.request import Request
 from threadpoolctl import threadpool_limits
 
+from backprop import metrics
 from backprop.settings import get_settings
 from store import jobs
 from store.db import get_database
 
+from . import metrics as metrics_port
 from . import webhooks
 from .celery_app import RECONCILE_TASK, TRAIN_TASK, silence_the_connection_loss_warning
 from .dispatch import Dispatcher
@@ -82,6 +90,7 @@ class TrainRequest(Request):
             with _database().session() as session:
                 released = jobs.release_lost(session, _database(), job_id, worker_name(pid), reason)
             if released:
+                metrics.worker_metrics().lease_releases.inc()
                 _dispatcher().send(job_id, first=True)
         except Exception:  # the database or the broker is away: the lease expires instead
             log.warning("job %s: could not release it after %s", job_id, reason, exc_info=True)
@@ -171,3 +180,24 @@ def _reconcile_at_start(**_) -> None:
         reconcile()
     except Exception:
         log.exception("start-up reconcile failed; beat will try again")
+
+
+@worker_init.connect
+def _metrics_directory(**_) -> None:
+    # before the pool forks: every training process writes in the worker's directory
+    metrics_port.start(get_settings())
+
+
+@worker_ready.connect
+def _serve_metrics(**_) -> None:
+    metrics_port.serve(get_settings())
+
+
+@worker_process_shutdown.connect
+def _process_metrics_done(pid=None, **_) -> None:
+    metrics.process_died(pid)
+
+
+@worker_shutdown.connect
+def _stop_serving_metrics(**_) -> None:
+    metrics_port.stop()

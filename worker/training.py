@@ -35,6 +35,8 @@ from store import jobs, sweeps
 from store.db import Database, is_outage
 from store.models import CANCELLED, FAILED, SUCCEEDED
 
+from . import metrics as job_metrics
+
 log = logging.getLogger("backprop.worker")
 
 
@@ -300,6 +302,7 @@ class JobRun:
         )
         self.pending = []
         self.released = ended.released
+        job_metrics.ended(status, self.runtime(), self.trainer.epoch)
         self.notify(self.job_id)
         return ended.offer
 
@@ -330,11 +333,11 @@ class Claimed:
     state: dict[str, np.ndarray] | None
 
 
-def claim_and_load(
-    session, db, job_id: str, owner: str, *, settings: Settings, worker: str
-) -> Claimed | None:
-    """One transaction: the claim, the data and checkpoint, and the resume bookkeeping."""
-    job = jobs.claim(
+def claim(session, db, job_id: str, owner: str, *, settings: Settings, worker: str):
+    """The claim alone, in a transaction of its own: the tenant's advisory lock and the job
+    row's lock are held for the count and the UPDATE only, never while data loads (a worker
+    cut off there would stall every other claim of the tenant)."""
+    return jobs.claim(
         session,
         db,
         job_id,
@@ -344,15 +347,17 @@ def claim_and_load(
         worker=worker,
         max_running=settings.max_running_jobs_per_tenant,
     )
-    if job is None:
-        return None
+
+
+def load_claimed(session, db, job, owner: str, *, worker: str) -> Claimed:
+    """The claimed job's data and checkpoint, and the resume bookkeeping (under the lease)."""
     arrays, state = jobs.load_data_and_checkpoint(session, job)
     if state is not None:
         epoch, batch = int(state["epoch"]), int(state["batch"])
         where = f"epoch {epoch}" + (f", batch {batch}" if batch else "")
-        jobs.prepare_resume(session, db, job_id, owner, epoch)
+        jobs.prepare_resume(session, db, job.id, owner, epoch)
         jobs.add_event(
-            session, job_id, "resumed", f"resumed from the checkpoint at {where}",
+            session, job.id, "resumed", f"resumed from the checkpoint at {where}",
             worker=worker, at=db.now(session),
         )  # fmt: skip
     return Claimed(job, arrays, state)
@@ -362,19 +367,20 @@ def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str, noti
     store = Store(db, settings)
     notify = notify or (lambda _job_id: None)
     owner = f"{worker}#{uuid.uuid4().hex[:8]}"
-    claimed = store(claim_and_load, job_id, owner, settings=settings, worker=worker)
-    if claimed is None:
+    job = store(claim, job_id, owner, settings=settings, worker=worker)
+    if job is None:
         log.info("job %s: not claimable (held, finished or cancelled); message ignored", job_id)
         return Outcome("skipped")
-    job = claimed.job
+    job_metrics.claimed(job)
     if job.sweep_id:  # a trial's changes are its sweep's too (GET /v1/sweeps/{id}/events)
         notify = _with_sweep(notify, job.sweep_id)
     notify(job_id)
     has_callback = bool(job.spec.get("callback_url"))
 
-    lease = LeaseKeeper(store, job_id, owner)
+    lease = LeaseKeeper(store, job_id, owner)  # renewed while the data loads too
     lease.start()
     try:
+        claimed = store(load_claimed, job, owner, worker=worker)
         trainer = build_trainer(job.spec, claimed.arrays)
         if claimed.state is not None:
             trainer.load_state_dict(claimed.state)
@@ -394,8 +400,9 @@ def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str, noti
         outcome.sweep_id = job.sweep_id
         return outcome
     except jobs.LeaseLost:
+        # nothing is written here: the job may have ended elsewhere by now, and its history
+        # already tells (lease_expired or worker_lost, then the next claim)
         log.warning("job %s: lease lost; this worker stopped writing", job_id)
-        store(_record, job_id, "lease_lost", "this worker lost the job and stopped", worker)
         return Outcome("lost")
     except Exception as exc:
         if is_outage(exc):  # the database stayed away: the lease expires, another try resumes
@@ -424,10 +431,6 @@ def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str, noti
         )
     finally:
         lease.stop()
-
-
-def _record(session, db, job_id, kind, message, worker) -> None:
-    jobs.add_event(session, job_id, kind, message, worker=worker, at=db.now(session))
 
 
 ENDINGS = (SUCCEEDED, FAILED, CANCELLED)

@@ -32,6 +32,8 @@ import httpx
 from store import callbacks, jobs, sweeps, webhooks
 from store.models import FINAL_STATUSES, Job, Sweep
 
+from . import metrics as job_metrics
+
 DELIVER_TASK = "backprop.deliver_callback"
 DELIVER_SWEEP_TASK = "backprop.deliver_sweep_callback"
 TIMEOUT_SECONDS = 10.0
@@ -207,4 +209,5 @@ def _post(settings, url: str, secret: str, body: bytes, event: str) -> tuple[str
             outcome, delivered = f"no answer ({type(exc).__name__})", False
         except Exception as exc:  # a URL httpx cannot send (InvalidURL): a failed attempt
             outcome, delivered = f"not sent ({type(exc).__name__})", False
+    job_metrics.webhook_attempt(event, delivered)
     return outcome, delivered, (time.monotonic() - started) * 1000

@@ -150,6 +150,7 @@ def test_rate_limit_per_tenant_answers_429_with_retry_after(make_client, test_se
     assert limited.headers["X-Request-Id"] == "limited-1"
     assert limited.json["request_id"] == "limited-1"
     assert client.get("/healthz").status_code == 200  # health is not rate limited
+    assert client.get("/metrics").status_code == 200  # nor are the operators' metrics
 
 
 def test_made_up_tokens_are_limited_per_address_before_any_database_work(

@@ -316,12 +316,14 @@ def test_a_sweep_through_the_generated_client(gen):
     assert invalid.status_code == 422 and invalid.parsed.errors[0].field == "search.structure[0]"
 
 
-def test_health_and_readiness_without_a_token(gen, live):
+def test_health_readiness_and_metrics_without_a_token(gen, live):
     package, _, models, _ = gen
     anonymous = package.Client(base_url=live.base)
     assert isinstance(_op(gen, "healthz").sync(client=anonymous), models.Health)
     ready = _op(gen, "readyz").sync(client=anonymous)
     assert isinstance(ready, models.Readiness) and ready.status.value == "ready"
+    scraped = _op(gen, "service_metrics").sync_detailed(client=anonymous)
+    assert scraped.status_code == 200 and b'backprop_jobs{status="queued"}' in scraped.content
 
 
 def test_every_generated_operation_is_driven_here(gen):

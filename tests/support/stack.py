@@ -37,6 +37,8 @@ def service_env(**settings) -> dict[str, str]:
     """The environment of a service process: ours plus settings as UPPER_CASE variables."""
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
+    # tests start several workers on one host: none serves metrics unless its test asks
+    env.setdefault("WORKER_METRICS_PORT", "0")
     for name, value in settings.items():
         env[name.upper()] = str(value)
     return env
