@@ -79,7 +79,8 @@ def test_the_api_and_a_worker_count_a_job_as_it_goes(own_stack):
 
     receiver = Receiver()
     try:
-        job = client.submit({**XOR, "epochs": 50, "callback_url": receiver.url + "/done"})
+        # long enough to be scraped while it trains; cancelled once it was
+        job = client.submit({**XOR, "epochs": 100_000, "callback_url": receiver.url + "/done"})
         queued = scrape(api_metrics)
         # the job waits in our training queue's lists: nobody consumes them yet
         assert value(queued, "backprop_queue_depth", queue=env["TRAINING_QUEUE"]) == 1
@@ -94,16 +95,25 @@ def test_the_api_and_a_worker_count_a_job_as_it_goes(own_stack):
         assert value(polled, count, route="/v1/jobs/<job_id>", method="GET", status=200) == 1
 
         worker = start_our_worker()
-        assert client.wait(job["id"])["status"] == "succeeded"
-        delivered = ("backprop_webhook_deliveries_total", frozenset({("event", "job.ended")}))
         worker_metrics = f"http://127.0.0.1:{env['WORKER_METRICS_PORT']}/metrics"
+        running = client.wait(job["id"], statuses=("running",))
+        while running["progress"]["epoch"] == 0:
+            running = client.job(job["id"])
+        # during the job: claimed, not ended; the API counts it running
+        training = scrape(worker_metrics)
+        assert value(training, "backprop_claim_latency_seconds_count", claim="first") == 1
+        assert value(training, "backprop_job_duration_seconds_count", status="cancelled") == 0
+        assert value(scrape(api_metrics), "backprop_jobs", status="running") == 1
+        assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 202
+        assert client.wait(job["id"])["status"] == "cancelled"
+        delivered = ("backprop_webhook_deliveries_total", frozenset({("event", "job.ended")}))
         trained = scrape_until(worker_metrics, lambda samples: delivered in samples)
     finally:
         receiver.server.shutdown()
 
     assert value(trained, "backprop_claim_latency_seconds_count", claim="first") == 1
     assert value(trained, "backprop_claim_latency_seconds_sum", claim="first") > 0
-    assert value(trained, "backprop_job_duration_seconds_count", status="succeeded") == 1
+    assert value(trained, "backprop_job_duration_seconds_count", status="cancelled") == 1
     assert value(trained, "backprop_job_epochs_per_second_count") == 1
     assert value(trained, "backprop_job_epochs_per_second_sum") > 0
     assert value(trained, "backprop_reconciler_passes_total") >= 1  # the one at start-up
@@ -113,7 +123,8 @@ def test_the_api_and_a_worker_count_a_job_as_it_goes(own_stack):
     after = scrape(api_metrics)
     assert value(after, "backprop_queue_depth", queue=env["TRAINING_QUEUE"]) == 0
     assert value(after, "backprop_jobs", status="queued") == 0
-    assert value(after, "backprop_jobs", status="succeeded") == 1
+    assert value(after, "backprop_jobs", status="running") == 0
+    assert value(after, "backprop_jobs", status="cancelled") == 1
 
     # each instance's directory goes with it
     directories = Path(env["VAR_DIR"]) / "metrics"
