@@ -90,6 +90,8 @@ def _request_ids_and_logs(app: Flask) -> None:
         elif response.status_code not in (429, 503):
             response.headers.pop("Retry-After", None)
         response.headers["X-Request-Id"] = g.get("request_id", "")
+        # every answer, /docs and problems included, is taken for what its type says
+        response.headers["X-Content-Type-Options"] = "nosniff"
         # one line per request: never the body, never the token
         took = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
         log.info(
@@ -98,8 +100,16 @@ def _request_ids_and_logs(app: Flask) -> None:
             g.get("tenant", "-"),
             g.get("job_id", "-"),
             request.method,
-            request.path,
+            _printable(request.path),
             response.status_code,
             took,
         )
         return response
+
+
+def _printable(text: str) -> str:
+    """``text`` with every control character escaped (``%0A`` in a path decodes to a line
+    break, which would forge a line of the log)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)

@@ -150,8 +150,16 @@ def sign_in():
 
 
 def _local(target: str | None) -> str:
-    """A path of this site to go back to after sign-in, never another site's."""
-    if target and target.startswith("/") and not target.startswith("//"):
+    """A path of this site to go back to after sign-in, never another site's. Browsers read
+    a backslash as a slash and drop tabs and line breaks, so that ``/\\host``, or a slash,
+    a tab and ``/host``, mean ``//host``: such targets are refused, not repaired."""
+    if (
+        target
+        and target.startswith("/")
+        and not target.replace("\\", "/").startswith("//")
+        and target.isprintable()
+        and not any(c.isspace() for c in target)
+    ):
         return target
     return url_for(".job_list")
 

@@ -22,6 +22,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .files import write_private
 from .settings import get_settings
 
 log = logging.getLogger("backprop.dev")
@@ -193,7 +194,7 @@ def write_dev_env(var_dir: Path, base: str, token: str, env: dict) -> Path:
         f"export REDIS_URL={shlex.quote(env['REDIS_URL'])}",
         f"export VAR_DIR={shlex.quote(str(var_dir.resolve()))}",
     ]
-    path.write_text("\n".join(lines) + "\n")
+    write_private(path, "\n".join(lines) + "\n")  # it holds the token
     return path
 
 
@@ -209,8 +210,7 @@ def ensure_dev_token(var_dir: Path) -> str:
             if tokens.authenticate(session, token) is not None:
                 return token
         token = tokens.create_token(session, "dev", name="make run").token
-    path.write_text(token + "\n")
-    path.chmod(0o600)
+    write_private(path, token + "\n")
     return token
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .files import write_private
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
@@ -201,8 +203,7 @@ class Settings(BaseSettings):
             # written aside, then linked into place: concurrent API processes agree on the
             # first key linked, and none reads a half-written file
             draft = path.with_name(f"secret_key.{os.getpid()}")
-            draft.write_text(secrets.token_urlsafe(48))
-            draft.chmod(0o600)
+            write_private(draft, secrets.token_urlsafe(48))
             try:
                 os.link(draft, path)
             except FileExistsError:

@@ -65,17 +65,41 @@ def resolve(url: str, allow_private: bool) -> tuple[str | None, str | None]:
         return None, f"not a URL that can be called ({exc})"
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None, "the port is not a number from 1 to 65535"
+    if not allow_private and port not in (80, 443) and port < 1024:
+        return None, "the port must be 80, 443 or 1024 and above (the others are services')"
+    try:
         found = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
         addresses = [ipaddress.ip_address(address[0]) for *_, address in found]
     except (OSError, ValueError) as exc:
         return None, f"the host does not resolve ({type(exc).__name__})"
     for ip in addresses if not allow_private else ():
-        if not ip.is_global or ip.is_multicast:
+        if not _public(ip):
+            # which address is not said: the answer would tell what internal names resolve to
             return None, (
-                f"{parts.hostname} resolves to {ip}, a private, loopback, link-local or "
-                "reserved address (CALLBACK_ALLOW_PRIVATE_NETWORKS allows them)"
+                f"{parts.hostname} resolves to a private, loopback, link-local or reserved "
+                "address (CALLBACK_ALLOW_PRIVATE_NETWORKS allows them)"
             )
     return str(addresses[0]), None
+
+
+NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """A global unicast address, and so is any IPv4 address that an IPv6 one carries
+    (mapped ``::ffff:a.b.c.d``, compatible ``::a.b.c.d``, NAT64, 6to4, Teredo), since
+    the network may route it to that IPv4 address."""
+    if not ip.is_global or ip.is_multicast:
+        return False
+    if ip.version == 4:
+        return True
+    low32 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    embedded = [ip.ipv4_mapped, ip.sixtofour, ip.teredo and ip.teredo[1]]
+    if int(ip) >> 32 == 0 or any(ip in network for network in NAT64):
+        embedded.append(low32)
+    return all(_public(inner) for inner in embedded if inner is not None)
 
 
 def pinned_request(url: str, address: str, **options) -> httpx.Request:
@@ -201,7 +225,11 @@ def _post(settings, url: str, secret: str, body: bytes, event: str) -> tuple[str
             webhooks.SIGNATURE_HEADER: webhooks.sign(secret, stamp, body),
         }
         try:
-            with httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=False) as http:
+            # no proxy or certificate settings from the environment: the address checked
+            # is the one called
+            with httpx.Client(
+                timeout=TIMEOUT_SECONDS, follow_redirects=False, trust_env=False
+            ) as http:
                 answer = http.send(pinned_request(url, address, content=body, headers=headers))
             delivered = 200 <= answer.status_code < 300
             outcome = f"HTTP {answer.status_code}"
