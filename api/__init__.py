@@ -10,6 +10,7 @@ import time
 import uuid
 
 from flask import Flask, g, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from backprop.settings import Settings, get_settings
 from store.db import get_database
@@ -29,7 +30,7 @@ from . import (
     usage,
     webhooks,
 )
-from .auth import FailureLimit, TokenCache, authenticate
+from .auth import FailureLimit, KnownTokens, TokenCache, authenticate
 from .services import Services
 from .watch import JobWatcher
 
@@ -47,7 +48,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         dispatcher=Dispatcher(settings),
         watcher=JobWatcher(settings),
         tokens=TokenCache(settings.auth_cache_seconds),
+        known_tokens=KnownTokens(settings.auth_cache_seconds),
     )
+    if settings.trusted_proxies:
+        # the client's address (failure limits, logs) from X-Forwarded-For, as set by this
+        # many proxies in front of the API; without them the header is not believed
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)
     problems.init_app(app)
     openapi.init_app(app)
     # before_request hooks run in this order: request id, token, rate limit

@@ -4,8 +4,11 @@ A token's tenant is kept per process for AUTH_CACHE_SECONDS after a database loo
 hot path of polling clients costs no database round trip for authentication. A revoked
 token therefore stops working within AUTH_CACHE_SECONDS; an expiry is checked on every
 request. Unknown tokens are never cached (there are endlessly many); instead, failed
-lookups are counted per client address (AUTH_FAILURE_LIMIT), and an address past its limit
-gets 429 before any database work, whatever tokens it makes up.
+lookups are counted per client address (AUTH_FAILURE_LIMIT). Past its limit an address's
+tokens are no longer looked up one by one: they are checked against the set of every live
+token (``KnownTokens``, one query at most once a second per process), so made-up tokens cost
+no database work while a valid token from that address is still answered. The client's
+address is the connection's, or X-Forwarded-For's behind TRUSTED_PROXIES proxies.
 
 Authentication runs before the rate limiter, so requests are counted per tenant (all its
 tokens together) and a request with a bad token is never counted against anybody's tenant.
@@ -88,7 +91,7 @@ def authenticate() -> None:
     if scheme.lower() != "bearer" or not token:
         raise _unauthorized("send Authorization: Bearer <token>")
     failures = services().auth_failures
-    identity = lookup(tokens.hash_token(token), before_database=failures.check)
+    identity = lookup(tokens.hash_token(token), failures)
     if identity is None:
         failures.count(request.remote_addr)
         raise _unauthorized("the token is unknown, expired or revoked", 'error="invalid_token"')
@@ -100,22 +103,64 @@ def _unauthorized(detail: str, error: str | None = None) -> ApiProblem:
     return ApiProblem(401, detail, slug="unauthorized", headers={"WWW-Authenticate": challenge})
 
 
-def lookup(digest: str, before_database: Callable[[str | None], None] | None = None):
-    """The live Identity of a token's hash, from this process's cache or the database (after
-    ``before_database`` of the client's address, which may refuse); None when unknown,
-    expired or revoked."""
+def lookup(digest: str, failures: FailureLimit | None = None) -> Identity | None:
+    """The live Identity of a token's hash, from this process's cache or the database; None
+    when unknown, expired or revoked. With ``failures``, a client address past its failure
+    limit is answered from ``KnownTokens`` instead of a lookup of its own, and a miss there
+    is refused (429)."""
     s = services()
     identity = s.tokens.get(digest)
     if identity is not None and (identity.expires_at is None or identity.expires_at > utcnow()):
         return identity
-    if before_database is not None:
-        before_database(request.remote_addr)
-    with s.db.reading() as db_session:
-        row = tokens.by_digest(db_session, digest)
-        identity = row and Identity(row.tenant, row.id, row.expires_at)
+    if failures is not None and failures.exceeded(request.remote_addr):
+        identity = s.known_tokens.get(digest, _live_tokens)
+        if identity is None:
+            raise failures.refusal(request.remote_addr)
+    else:
+        with s.db.reading() as db_session:
+            row = tokens.by_digest(db_session, digest)
+            identity = row and Identity(row.tenant, row.id, row.expires_at)
     if identity is not None:
         s.tokens.put(digest, identity)
     return identity
+
+
+def _live_tokens() -> dict[str, Identity]:
+    with services().db.reading() as db_session:
+        return {
+            digest: Identity(tenant, token_id, expires_at)
+            for digest, tenant, token_id, expires_at in tokens.live(db_session)
+        }
+
+
+class KnownTokens:
+    """Every live token's Identity by hash, loaded in one query: what a lookup from an
+    address past its failure limit is answered from. It is loaded again when a hash is not
+    in it and the last load is a second old or more (so a flood of made-up tokens costs one
+    query a second per process, and a token made since is found within a second), and
+    whenever it is older than ``max_age`` (a revocation takes effect as with the cache)."""
+
+    RELOAD_SECONDS = 1.0
+
+    def __init__(self, max_age: float):
+        self.max_age = max(max_age, self.RELOAD_SECONDS)
+        self._by_digest: dict[str, Identity] = {}
+        self._loaded = -float("inf")
+        self._lock = threading.Lock()
+
+    def get(self, digest: str, load: Callable[[], dict[str, Identity]]) -> Identity | None:
+        with self._lock:
+            age = time.monotonic() - self._loaded
+            if age >= self.max_age or (
+                age >= self.RELOAD_SECONDS and digest not in self._by_digest
+            ):
+                self._by_digest, self._loaded = load(), time.monotonic()
+            identity = self._by_digest.get(digest)
+        if identity is None or (
+            identity.expires_at is not None and identity.expires_at <= utcnow()
+        ):
+            return None
+        return identity
 
 
 class FailureLimit:
@@ -126,16 +171,22 @@ class FailureLimit:
     def __init__(self, strategy: Callable[[], RateLimiter], limit: str):
         self._strategy, self._item = strategy, parse(limit)
 
-    def check(self, address: str | None) -> None:
-        key = address or "unknown"
+    def exceeded(self, address: str | None) -> bool:
+        """True when the address has used up its failures (a storage error says no)."""
         try:
-            if self._strategy().test(self._item, "auth-failures", key):
-                return
-            stats = self._strategy().get_window_stats(self._item, "auth-failures", key)
+            return not self._strategy().test(self._item, "auth-failures", address or "unknown")
         except STORAGE_ERRORS:
-            return
-        wait = max(1, int(stats.reset_time - time.time()) + 1)
-        raise ApiProblem(
+            return False
+
+    def refusal(self, address: str | None) -> ApiProblem:
+        try:
+            stats = self._strategy().get_window_stats(
+                self._item, "auth-failures", address or "unknown"
+            )
+            wait = max(1, int(stats.reset_time - time.time()) + 1)
+        except STORAGE_ERRORS:
+            wait = 60
+        return ApiProblem(
             429,
             f"too many failed authentications from this address (the limit is "
             f"{self._item}); retry in {wait} s with a valid token",

@@ -136,7 +136,7 @@ def sign_in():
     token = request.form.get("token", "").strip()
     failures = services().auth_failures
     try:
-        identity = token and auth.lookup(hash_token(token), before_database=failures.check)
+        identity = token and auth.lookup(hash_token(token), failures)
     except ApiProblem as exc:  # too many failures from this address
         return render_template("dashboard/sign_in.html", next=target, error=exc.detail), 429
     if not identity:

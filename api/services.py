@@ -17,7 +17,7 @@ from worker.dispatch import Dispatcher
 from .watch import JobWatcher
 
 if TYPE_CHECKING:
-    from .auth import FailureLimit, TokenCache
+    from .auth import FailureLimit, KnownTokens, TokenCache
 
 
 class ModelCache:
@@ -50,6 +50,7 @@ class Services:
     dispatcher: Dispatcher
     watcher: JobWatcher
     tokens: TokenCache
+    known_tokens: KnownTokens
     auth_failures: FailureLimit | None = None  # set once the rate limiter exists
     models: ModelCache = field(default_factory=ModelCache)
 

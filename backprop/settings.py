@@ -121,6 +121,12 @@ class Settings(BaseSettings):
         "30/minute",
         description="Failed token lookups per client address; past it 429 before any database work",
     )
+    trusted_proxies: int = Field(
+        0,
+        ge=0,
+        description="Proxies in front of the API whose X-Forwarded-For names the client "
+        "(0: the connection's address is the client's)",
+    )
     auth_cache_seconds: float = Field(
         5.0,
         ge=0,

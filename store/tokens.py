@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from .models import ApiToken, utcnow
@@ -60,6 +60,16 @@ def by_digest(session: Session, digest: str) -> ApiToken | None:
     if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
         return None
     return row
+
+
+def live(session: Session) -> list[tuple[str, str, int, datetime | None]]:
+    """(hash, tenant, id, expires_at) of every token neither revoked nor expired."""
+    now = utcnow()
+    query = select(ApiToken.token_hash, ApiToken.tenant, ApiToken.id, ApiToken.expires_at).where(
+        ApiToken.revoked_at.is_(None),
+        or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),
+    )
+    return [tuple(row) for row in session.execute(query)]
 
 
 def list_tokens(session: Session, tenant: str | None = None) -> list[ApiToken]:

@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 import uuid
 
 import numpy as np
@@ -153,13 +154,14 @@ def test_rate_limit_per_tenant_answers_429_with_retry_after(make_client, test_se
     assert client.get("/metrics").status_code == 200  # nor are the operators' metrics
 
 
-def test_made_up_tokens_are_limited_per_address_before_any_database_work(
+def test_made_up_tokens_are_limited_per_address_and_never_lock_a_valid_token_out(
     make_client, test_settings
 ):
-    app, client, _ = make_client(auth_failure_limit="10/minute")
+    app, client, tenant = make_client(auth_failure_limit="10/minute")
     address = f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.7"
     client.environ_base["REMOTE_ADDR"] = address
     assert client.get("/v1/jobs").status_code == 200  # the tenant's own token, now cached
+    never_used = make_token(test_settings.database_url, tenant)  # in no cache of this app
     engine = get_database(test_settings.database_url).engine
     lookups = []
 
@@ -168,6 +170,7 @@ def test_made_up_tokens_are_limited_per_address_before_any_database_work(
             lookups.append(statement)
 
     event.listen(engine, "before_cursor_execute", on_statement)
+    started = time.monotonic()
     try:
         answers = [
             client.get("/v1/jobs", headers={"Authorization": f"Bearer bogus-{i}"})
@@ -175,18 +178,51 @@ def test_made_up_tokens_are_limited_per_address_before_any_database_work(
         ]
     finally:
         event.remove(engine, "before_cursor_execute", on_statement)
+    took = time.monotonic() - started
     statuses = [a.status_code for a in answers]
     assert statuses == [401] * 10 + [429] * 30
-    assert len(lookups) == 10  # the 30 refused ones cost no database work
+    # the 30 refused ones cost no lookup of their own: one load of the live tokens a second
+    assert len(lookups) <= 10 + 1 + int(took)
     refused = answers[-1]
     assert refused.mimetype == "application/problem+json"
     assert refused.json["type"] == "/problems/too-many-auth-failures"
     assert 1 <= int(refused.headers["Retry-After"]) <= 61
-    # a valid, already cached token from that address still works; another address is free
+    # a valid token from that address is answered, cached or not; another address is free
     assert client.get("/v1/jobs").status_code == 200
-    fresh = app.test_client()
-    fresh.environ_base["REMOTE_ADDR"] = "10.255.255.1"
-    assert fresh.get("/v1/jobs", headers={"Authorization": "Bearer bogus"}).status_code == 401
+    fresh = {"Authorization": f"Bearer {never_used}"}
+    assert client.get("/v1/jobs", headers=fresh).status_code == 200
+    other = app.test_client()
+    other.environ_base["REMOTE_ADDR"] = "10.255.255.1"
+    assert other.get("/v1/jobs", headers={"Authorization": "Bearer bogus"}).status_code == 401
+
+
+def test_behind_a_trusted_proxy_failures_count_per_forwarded_client(make_client):
+    app, client, _ = make_client(auth_failure_limit="3/minute", trusted_proxies=1)
+    proxy = {"REMOTE_ADDR": "10.0.0.2"}  # every request comes from the proxy
+    attacker = {
+        "X-Forwarded-For": f"198.51.100.{uuid.uuid4().int % 250}",
+        "Authorization": "Bearer x",
+    }
+    statuses = [
+        client.get("/v1/jobs", headers=attacker, environ_base=proxy).status_code for _ in range(5)
+    ]
+    assert statuses == [401] * 3 + [429] * 2
+    # another client behind the same proxy is counted apart
+    bystander = {"X-Forwarded-For": f"203.0.113.{uuid.uuid4().int % 250}"}
+    bystander["Authorization"] = "Bearer y"
+    assert client.get("/v1/jobs", headers=bystander, environ_base=proxy).status_code == 401
+    # without a trusted proxy the header is not believed: the connection's address counts
+    _, direct, _ = make_client(auth_failure_limit="3/minute")
+    lying = {"REMOTE_ADDR": f"10.9.{uuid.uuid4().int % 250}.1"}
+    answers = [
+        direct.get(
+            "/v1/jobs",
+            headers={"X-Forwarded-For": f"192.0.2.{i}", "Authorization": "Bearer z"},
+            environ_base=lying,
+        ).status_code
+        for i in range(5)
+    ]
+    assert answers == [401] * 3 + [429] * 2
 
 
 def test_retry_after_rides_only_on_answers_that_ask_for_a_wait(make_client):
