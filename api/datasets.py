@@ -124,8 +124,9 @@ def create_dataset(query: DatasetUploadQuery):
     The same arrays uploaded again by the tenant answer 200 with `Deduplicated: true` and
     the data set stored first."""
     s = services()
-    request.max_content_length = s.settings.max_dataset_bytes
     mimetype = request.mimetype
+    if mimetype != "application/json":  # the JSON form is parsed whole: the JSON limit holds
+        request.max_content_length = s.settings.max_dataset_bytes
     if mimetype not in UPLOAD_BODIES:
         raise ApiProblem(
             415,
@@ -138,8 +139,15 @@ def create_dataset(query: DatasetUploadQuery):
     labels = body.labels if body else {}
     try:
         with s.db.session() as session:
+            left = s.settings.max_dataset_storage_bytes - datasets.stored_bytes(session, g.tenant)
             builder = datasets.DatasetBuilder(
-                session, g.tenant, name, labels, s.settings.blob_chunk_bytes
+                session,
+                g.tenant,
+                name,
+                labels,
+                s.settings.blob_chunk_bytes,
+                max_columns=s.settings.max_layer_width,
+                max_bytes=max(0, min(s.settings.max_dataset_bytes, left)),
             )
             try:
                 classes = _read_body(builder, mimetype, body, query)
@@ -197,7 +205,14 @@ def _read_body(builder, mimetype: str, body, query: DatasetUploadQuery):
 
 def _csv(builder, stream, query: DatasetUploadQuery):
     targets = [c.strip() for c in query.targets.split(",")] if query.targets else None
-    return uploads.from_csv(builder, stream, targets=targets, label=query.label, dtype=query.dtype)
+    return uploads.from_csv(
+        builder,
+        stream,
+        targets=targets,
+        label=query.label,
+        dtype=query.dtype,
+        max_classes=services().settings.max_classes,
+    )
 
 
 def _location(dataset_id: str) -> str:

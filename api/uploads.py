@@ -19,8 +19,11 @@ from .schemas import NpyArray
 from .validation import SpecError, decode_npy, matrix_input
 
 READ_BYTES = 1 << 20
+# a 2-D array's .npy header is about 128 bytes; numpy itself reads at most 10,000
+MAX_NPY_HEADER = 16 * 1024
 NOT_NPY = "not a .npy array (numpy.save's format)"
 CSV_BLOCK_ROWS = 4096
+CSV_BLOCK_BYTES = 4 * 2**20
 
 
 def body_chunks(stream, size: int = READ_BYTES) -> Iterator[bytes]:
@@ -54,10 +57,13 @@ def from_npz(builder: DatasetBuilder, chunks: Iterable[bytes]) -> None:
 def _npy_member(builder: DatasetBuilder, name: str, chunks: Iterator[bytes]) -> None:
     head = bytearray()
     chunks = iter(chunks)
-    for chunk in chunks:  # gather the header: at most a few kB
+    for chunk in chunks:  # gather the header: at most MAX_NPY_HEADER bytes
         head += chunk
         if len(head) >= 12 and len(head) >= (header_end := _header_length(head, name)):
             break
+        if len(head) > MAX_NPY_HEADER:
+            _header_length(head, name)  # says too long, or not a .npy
+            raise DatasetInvalid(422, (name,), NOT_NPY, "npz")
     else:
         for _ in chunks:
             pass
@@ -91,10 +97,16 @@ def _header_length(head: bytearray, name: str) -> int:
         raise DatasetInvalid(422, (name,), NOT_NPY, "npz")
     major = head[6]
     if major == 1:
-        return 10 + int.from_bytes(head[8:10], "little")
-    if major in (2, 3):
-        return 12 + int.from_bytes(head[8:12], "little")
-    raise DatasetInvalid(422, (name,), f"unsupported .npy format version {major}", "npz")
+        length = 10 + int.from_bytes(head[8:10], "little")
+    elif major in (2, 3):
+        length = 12 + int.from_bytes(head[8:12], "little")
+    else:
+        raise DatasetInvalid(422, (name,), f"unsupported .npy format version {major}", "npz")
+    if length > MAX_NPY_HEADER:  # refused before it is read: its length costs nothing
+        raise DatasetInvalid(
+            422, (name,), f"a .npy header of {length} bytes, at most {MAX_NPY_HEADER}", "npz"
+        )
+    return length
 
 
 # --------------------------------------------------------------------------------------- csv
@@ -107,9 +119,12 @@ def from_csv(
     targets: list[str] | None,
     label: str | None,
     dtype: str,
+    max_classes: int,
 ) -> list | None:
     """A header row, then one sample per row. ``targets`` names the target columns, or
-    ``label`` a class column that becomes one-hot targets; returns the classes (sorted)."""
+    ``label`` a class column that becomes one-hot targets (at most ``max_classes``
+    classes); returns the classes (sorted). Rows are converted in blocks of at most
+    CSV_BLOCK_BYTES."""
     if bool(targets) == bool(label):
         raise DatasetInvalid(
             422,
@@ -141,8 +156,11 @@ def from_csv(
     inputs = builder.member("inputs", len(input_at), dtype)
     target_rows = None if label else builder.member("targets", len(target_at), dtype)
     classes_seen: list[str] = []
-    block_in = np.empty((CSV_BLOCK_ROWS, len(input_at)), dtype=dtype)
-    block_out = np.empty((CSV_BLOCK_ROWS, len(target_at)), dtype=dtype)
+    distinct: set[str] = set()
+    width = (len(input_at) + len(target_at)) * np.dtype(dtype).itemsize
+    block_rows = max(1, min(CSV_BLOCK_ROWS, CSV_BLOCK_BYTES // width))
+    block_in = np.empty((block_rows, len(input_at)), dtype=dtype)
+    block_out = np.empty((block_rows, len(target_at)), dtype=dtype)
     filled = 0
     line = 1
     try:
@@ -158,11 +176,19 @@ def from_csv(
                 )
             block_in[filled] = [_number(row[i], line, header[i]) for i in input_at]
             if label:
-                classes_seen.append(row[target_at[0]].strip())
+                value = row[target_at[0]].strip()
+                classes_seen.append(value)
+                distinct.add(value)
+                if len(distinct) > max_classes:
+                    raise DatasetInvalid(
+                        422,
+                        ("query", "label"),
+                        f"more than {max_classes} classes in column {label!r} (MAX_CLASSES)",
+                    )
             else:
                 block_out[filled] = [_number(row[i], line, header[i]) for i in target_at]
             filled += 1
-            if filled == CSV_BLOCK_ROWS:
+            if filled == block_rows:
                 inputs.write(block_in.tobytes())
                 if target_rows is not None:
                     target_rows.write(block_out.tobytes())
@@ -186,8 +212,9 @@ def from_csv(
     index = {c: i for i, c in enumerate(classes)}
     codes = np.fromiter((index[c] for c in classes_seen), dtype=np.int64, count=len(classes_seen))
     onehot = builder.member("targets", len(classes), dtype, rows=len(codes))
-    for start in range(0, len(codes), CSV_BLOCK_ROWS):
-        part = codes[start : start + CSV_BLOCK_ROWS]
+    rows = max(1, CSV_BLOCK_BYTES // (len(classes) * np.dtype(dtype).itemsize))
+    for start in range(0, len(codes), rows):
+        part = codes[start : start + rows]
         block = np.zeros((len(part), len(classes)), dtype=dtype)
         block[np.arange(len(part)), part] = 1
         onehot.write(block.tobytes())

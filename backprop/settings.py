@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     )
     max_layers: int = Field(64, ge=2, description="Most layers in a structure")
     max_layer_width: int = Field(8192, ge=1, description="Widest layer")
+    max_classes: int = Field(
+        1000, ge=2, description="Most classes of a CSV upload's ?label= column (one-hot targets)"
+    )
     max_epochs: int = Field(100_000, ge=1, description="Most epochs of a job")
     max_job_cost: float = Field(
         2e12, gt=0, description="Budget: samples x epochs x parameters of one job"

@@ -20,7 +20,7 @@ import queue
 import threading
 import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -132,6 +132,7 @@ class MemberWriter:
     rows_sum_to_one: bool = True
     _pending: bytearray = field(default_factory=bytearray)
     _seq: int = 0
+    spend: Callable[[int], None] | None = None  # the builder's count of every member's bytes
 
     def __post_init__(self):
         self.stored = accepted_dtype(self.dtype, self.member)
@@ -145,6 +146,8 @@ class MemberWriter:
     def write(self, data) -> None:
         data = memoryview(data).cast("B")
         self.size += len(data)
+        if self.spend is not None:
+            self.spend(len(data))
         if self.rows is not None and self.size > self.rows * self.row_bytes:
             raise DatasetInvalid(
                 422, (self.member,), f"more data than its shape ({self.rows}, {self.columns}) holds"
@@ -215,8 +218,22 @@ class DatasetBuilder:
     """Builds one data set in the caller's transaction: ``member()`` for each of inputs and
     targets, then ``finish()``. A failure anywhere leaves the rollback to the caller."""
 
-    def __init__(self, session: Session, tenant: str, name, labels, chunk_bytes: int):
+    def __init__(
+        self,
+        session: Session,
+        tenant: str,
+        name,
+        labels,
+        chunk_bytes: int,
+        *,
+        max_columns: int | None = None,
+        max_bytes: int | None = None,
+    ):
+        """``max_columns`` bounds a row (and so what is buffered of it); ``max_bytes`` bounds
+        the bytes of both members together, counted as they arrive (decompressed), so an
+        upload stops as soon as it passes the limit or the tenant's remaining quota."""
         self.session, self.chunk_bytes = session, chunk_bytes
+        self.max_columns, self.max_bytes, self.received = max_columns, max_bytes, 0
         self.row = Dataset(
             id=str(uuid.uuid4()),
             tenant=tenant,
@@ -241,6 +258,17 @@ class DatasetBuilder:
             )
         if name in self.writers:
             raise DatasetInvalid(422, (name,), "the member appears twice")
+        if self.max_columns is not None and columns > self.max_columns:
+            raise DatasetInvalid(
+                422,
+                (name,),
+                f"{columns} columns, at most {self.max_columns} (MAX_LAYER_WIDTH: no network "
+                "could take more)",
+            )
+        if rows is not None and self.max_bytes is not None:
+            declared = rows * columns * np.dtype(dtype).itemsize
+            if self.received + declared > self.max_bytes:
+                self._too_large(self.received + declared)
         other = self.writers.get("targets" if name == "inputs" else "inputs")
         if rows is not None and other is not None and other.rows not in (None, rows):
             raise DatasetInvalid(
@@ -250,10 +278,31 @@ class DatasetBuilder:
                 f"row), got {rows if name == 'targets' else other.rows}",
             )
         writer = MemberWriter(
-            self.sink, self.row.id, name, columns, np.dtype(dtype), rows, self.chunk_bytes
+            self.sink,
+            self.row.id,
+            name,
+            columns,
+            np.dtype(dtype),
+            rows,
+            self.chunk_bytes,
+            spend=self._spend,
         )
         self.writers[name] = writer
         return writer
+
+    def _spend(self, size: int) -> None:
+        self.received += size
+        if self.max_bytes is not None and self.received > self.max_bytes:
+            self._too_large(self.received)
+
+    def _too_large(self, size: int) -> None:
+        raise DatasetInvalid(
+            413,
+            (),
+            f"the data set would take {size} bytes or more: the limit is {self.max_bytes} "
+            "(MAX_DATASET_BYTES, or what is left of the tenant's storage quota)",
+            "too_large",
+        )
 
     def close_member(self, name: str) -> None:
         self.rows[name] = self.writers[name].close()
