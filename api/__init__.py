@@ -31,7 +31,7 @@ from . import (
     webhooks,
 )
 from .auth import FailureLimit, KnownTokens, TokenCache, authenticate
-from .services import Services
+from .services import ModelCache, Services
 from .watch import JobWatcher
 
 log = logging.getLogger("backprop.api")
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         watcher=JobWatcher(settings),
         tokens=TokenCache(settings.auth_cache_seconds),
         known_tokens=KnownTokens(settings.auth_cache_seconds),
+        models=ModelCache(settings.model_cache_bytes),
     )
     if settings.trusted_proxies:
         # the client's address (failure limits, logs) from X-Forwarded-For, as set by this

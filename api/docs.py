@@ -21,6 +21,7 @@ DESCRIPTION = (
     "poll it, read its metrics and model, predict. Every error is an RFC 9457 problem "
     "(application/problem+json) with the request's id; a 422 names each bad field in errors[]."
     "\n\nLimits of this server: at most {max_layers} layers of at most {max_layer_width} units, "
+    "{max_parameters} weights and biases, "
     "{max_epochs} epochs, {max_runtime_seconds} s of training, a compute budget of "
     "{max_job_cost:.3g} (samples x epochs x parameters), {max_content_length} bytes of body, "
     "{max_queued_jobs_per_tenant} queued jobs per tenant, {rate_limit} per tenant, and "

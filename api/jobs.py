@@ -36,7 +36,7 @@ from .schemas import (
     PredictRequest,
 )
 from .services import services
-from .validation import SpecError, field_error, matrix_input, prepare_job
+from .validation import SpecError, field_error, matrix_input, parameter_count, prepare_job
 from .views import event_stream, job_detail, job_summary, lineage_view, metric_view
 from .views import json_response as _json
 from .watch import RECHECK_SECONDS
@@ -511,6 +511,17 @@ def get_model(job_id: str):
 
 
 def _model_view(job_id: str) -> ModelOut:
+    s = services()
+    with s.db.reading() as session:
+        parameters = parameter_count(_succeeded(session, job_id).spec["structure"])
+    if parameters > s.settings.max_json_model_parameters:  # refused before it is loaded
+        raise ApiProblem(
+            409,
+            f"the model has {parameters} weights and biases, more than the JSON form holds "
+            f"(MAX_JSON_MODEL_PARAMETERS, {s.settings.max_json_model_parameters}); "
+            f"GET /v1/jobs/{job_id}/model.npz has it",
+            slug="model-too-large-for-json",
+        )
     arrays, job = _model_and_job(job_id)
     layers = len(arrays["structure"]) - 1
     view = ModelOut(

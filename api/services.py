@@ -21,26 +21,34 @@ if TYPE_CHECKING:
 
 
 class ModelCache:
-    """Trained networks by job id (a finished job's model never changes), least recent out."""
+    """Trained networks by job id (a finished job's model never changes), least recent out,
+    at most ``max_bytes`` of parameters in all; a network larger than that is not kept."""
 
-    def __init__(self, size: int = 16):
-        self.size, self._models, self._lock = size, OrderedDict(), Lock()
+    def __init__(self, max_bytes: int = 256 * 2**20):
+        self.max_bytes, self._models, self._lock = max_bytes, OrderedDict(), Lock()
+        self._bytes = 0
 
     def get(self, job_id: str, load) -> Network:
         with self._lock:
             if job_id in self._models:
                 self._models.move_to_end(job_id)
-                return self._models[job_id]
+                return self._models[job_id][0]
         network = Network.from_arrays(load())
+        size = sum(w.nbytes + b.nbytes for w, b in zip(network.W_n, network.B_n))
         with self._lock:
-            self._models[job_id] = network
-            while len(self._models) > self.size:
-                self._models.popitem(last=False)
+            if size <= self.max_bytes and job_id not in self._models:
+                self._models[job_id] = (network, size)
+                self._bytes += size
+                while self._bytes > self.max_bytes:
+                    _, (_, dropped) = self._models.popitem(last=False)
+                    self._bytes -= dropped
         return network
 
     def forget(self, job_id: str) -> None:
         with self._lock:
-            self._models.pop(job_id, None)
+            kept = self._models.pop(job_id, None)
+            if kept is not None:
+                self._bytes -= kept[1]
 
 
 @dataclass
@@ -52,7 +60,7 @@ class Services:
     tokens: TokenCache
     known_tokens: KnownTokens
     auth_failures: FailureLimit | None = None  # set once the rate limiter exists
-    models: ModelCache = field(default_factory=ModelCache)
+    models: ModelCache = field(default_factory=ModelCache)  # create_app sizes it
 
 
 def services() -> Services:

@@ -212,6 +212,16 @@ def _check_limits(job: JobCreate, settings: Settings, errors: list[dict]) -> Non
                 )
             )
             break
+    parameters = parameter_count(job.structure)
+    if parameters > settings.max_parameters:
+        errors.append(
+            field_error(
+                ("structure",),
+                f"the network has {parameters} weights and biases, at most "
+                f"{settings.max_parameters} are allowed (MAX_PARAMETERS)",
+                "limit_exceeded",
+            )
+        )
     if job.epochs > settings.max_epochs:
         errors.append(
             field_error(

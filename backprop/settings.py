@@ -107,6 +107,17 @@ class Settings(BaseSettings):
     max_classes: int = Field(
         1000, ge=2, description="Most classes of a CSV upload's ?label= column (one-hot targets)"
     )
+    max_parameters: int = Field(
+        10_000_000, ge=1, description="Most weights and biases of a job's network"
+    )
+    max_json_model_parameters: int = Field(
+        1_000_000,
+        ge=1,
+        description="Largest model GET /v1/jobs/{id}/model answers as JSON (model.npz has any)",
+    )
+    model_cache_bytes: int = Field(
+        256 * 2**20, ge=0, description="Trained networks kept per API process for predict, bytes"
+    )
     max_epochs: int = Field(100_000, ge=1, description="Most epochs of a job")
     max_job_cost: float = Field(
         2e12, gt=0, description="Budget: samples x epochs x parameters of one job"

@@ -40,11 +40,7 @@ def gradient_check(
     floor *= max(1.0, abs(cost))
     analytic = weight_grads + [g.reshape(-1, 1) for g in bias_grads]
     params = list(zip(net.W_n + net.B_n, analytic))
-    coordinates = [(k, index) for k, (p, _) in enumerate(params) for index in np.ndindex(p.shape)]
-    if parameters is not None and parameters < len(coordinates):
-        rng = rng if rng is not None else np.random.RandomState(0)
-        chosen = rng.choice(len(coordinates), size=parameters, replace=False)
-        coordinates = [coordinates[i] for i in sorted(chosen)]
+    coordinates = _coordinates([p.shape for p, _ in params], parameters, rng)
     worst = 0.0
     with np.errstate(over="ignore", under="ignore"):
         for k, index in coordinates:
@@ -59,3 +55,32 @@ def gradient_check(
             error = abs(grad[index] - numeric) / max(abs(grad[index]) + abs(numeric), floor)
             worst = max(worst, error)
     return worst
+
+
+# past this many parameters, drawing without replacement by a permutation of all of them
+# would cost more memory than the check: they are drawn one by one instead
+PERMUTATION_LIMIT = 1_000_000
+
+
+def _coordinates(shapes: list[tuple], parameters: int | None, rng) -> list[tuple[int, tuple]]:
+    """(array, index) of the parameters to check, in order: every one, or ``parameters`` of
+    them drawn at random, without ever listing them all."""
+    sizes = [int(np.prod(shape)) for shape in shapes]
+    total = sum(sizes)
+    if parameters is None or parameters >= total:
+        flat = np.arange(total)
+    else:
+        rng = rng if rng is not None else np.random.RandomState(0)
+        if total <= PERMUTATION_LIMIT:
+            flat = np.sort(rng.choice(total, size=parameters, replace=False))
+        else:
+            drawn: set[int] = set()
+            while len(drawn) < parameters:
+                drawn.add(int(rng.randint(total)))
+            flat = np.array(sorted(drawn))
+    starts = np.cumsum([0] + sizes)
+    arrays = np.searchsorted(starts, flat, side="right") - 1
+    return [
+        (int(k), np.unravel_index(int(i - starts[k]), shapes[k]))
+        for k, i in zip(arrays, flat, strict=True)
+    ]

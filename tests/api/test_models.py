@@ -143,3 +143,44 @@ def test_deleting_a_finished_job_removes_what_it_stored_but_not_its_data_set(env
         assert not s.scalar(select(func.count()).select_from(Blob).where(Blob.job_id == job["id"]))
         assert s.get(Dataset, dataset["id"]) is not None
     assert client.get("/v1/usage").json["jobs"] == before["jobs"]
+
+
+def test_a_network_past_max_parameters_is_refused_at_submit_naming_the_structure(env):
+    client, _ = env
+    answer = client.post("/v1/jobs", json={**XOR, "structure": [2, 8192, 8192, 1]})
+    assert answer.status_code == 422
+    error = next(e for e in answer.json["errors"] if e["field"] == "structure")
+    assert "MAX_PARAMETERS" in error["msg"] and "67" in error["msg"]  # 67,133,441 of them
+
+
+def test_a_model_too_large_for_json_is_refused_before_it_is_loaded_and_npz_has_it(
+    test_settings,
+):
+    settings = test_settings.model_copy(
+        update={"training_queue": f"models-{uuid.uuid4().hex[:8]}", "max_json_model_parameters": 10}
+    )
+    client = create_app(settings).test_client()
+    token = make_token(settings.database_url, f"t-{uuid.uuid4().hex[:8]}")
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    job = trained(client, settings)  # 2-4-1: 17 weights and biases
+    answer = client.get(f"/v1/jobs/{job['id']}/model")
+    assert answer.status_code == 409
+    assert answer.json["type"] == "/problems/model-too-large-for-json"
+    assert "model.npz" in answer.json["detail"]
+    npz = np.load(io.BytesIO(client.get(f"/v1/jobs/{job['id']}/model.npz").data))
+    assert npz["W0"].shape == (2, 4)
+    redis.Redis.from_url(settings.redis_url).delete(settings.training_queue)
+
+
+def test_the_predict_cache_keeps_to_its_bytes():
+    from api.services import ModelCache
+
+    network = Network([2, 4, 1], rng=1)
+    size = sum(w.nbytes + b.nbytes for w, b in zip(network.W_n, network.B_n))
+    cache = ModelCache(max_bytes=2 * size)
+    for job in ("a", "b", "c"):
+        cache.get(job, network.to_arrays)
+    assert list(cache._models) == ["b", "c"] and cache._bytes == 2 * size
+    too_big = ModelCache(max_bytes=size - 1)
+    too_big.get("a", network.to_arrays)
+    assert not too_big._models and too_big._bytes == 0

@@ -148,7 +148,14 @@ def pre_activations(net, X):
     return zs
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# the same 150 examples on every run: a property test whose verdict changed from run to run
+# (a rare network sits near the bound) would fail CI by chance
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(networks_and_batches())
 def test_backprop_matches_finite_differences_on_random_networks(case):
     net, X, Y = case
