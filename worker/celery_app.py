@@ -39,6 +39,8 @@ def silence_the_connection_loss_warning() -> None:
 RESUME_PRIORITY, NEW_PRIORITY = 0, 5
 TRAIN_TASK = "backprop.train"
 RECONCILE_TASK = "backprop.reconcile"
+DELIVER_TASK = "backprop.deliver_callback"
+DELIVER_SWEEP_TASK = "backprop.deliver_sweep_callback"
 
 
 def celery_config(settings: Settings) -> dict:
@@ -87,7 +89,13 @@ def celery_config(settings: Settings) -> dict:
         },
         # Training tasks go to their own queue so that short tasks (the reconciler) never
         # wait behind hours of training, and training workers can be scaled on their own.
-        "task_routes": {TRAIN_TASK: {"queue": settings.training_queue}},
+        # Deliveries have a queue of their own too, run concurrently by a worker of their
+        # own: a slow receiver delays neither the reconciler nor other deliveries.
+        "task_routes": {
+            TRAIN_TASK: {"queue": settings.training_queue},
+            DELIVER_TASK: {"queue": settings.callbacks_queue},
+            DELIVER_SWEEP_TASK: {"queue": settings.callbacks_queue},
+        },
         "task_default_queue": settings.control_queue,
         # Acknowledge after the task ran: a worker that dies mid-task leaves its message to be
         # redelivered (after the visibility timeout). A pool child killed under a living worker

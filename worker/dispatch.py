@@ -24,9 +24,15 @@ from kombu.utils.uuid import uuid
 
 from backprop.settings import Settings
 
-from .celery_app import NEW_PRIORITY, RESUME_PRIORITY, TRAIN_TASK, make_celery
+from .celery_app import (
+    DELIVER_SWEEP_TASK,
+    DELIVER_TASK,
+    NEW_PRIORITY,
+    RESUME_PRIORITY,
+    TRAIN_TASK,
+    make_celery,
+)
 from .notify import broker_redis
-from .webhooks import DELIVER_SWEEP_TASK, DELIVER_TASK
 
 MARKER = "backprop:waiting:"
 # kombu's Redis transport keeps every fetched, unacknowledged message in this hash (by
@@ -58,6 +64,7 @@ class Dispatcher:
         self.celery = make_celery(settings)
         self.queue = settings.training_queue
         self.control_queue = settings.control_queue
+        self.callback_queue = settings.callbacks_queue
         self.timeout = settings.broker_timeout_seconds
         # A marker outlives its message only when a worker died holding a message it had not
         # started yet (a moment's state, with one message per training process): Redis gives
@@ -88,12 +95,12 @@ class Dispatcher:
 
     def callback(self, job_id: str) -> None:
         """Queue the delivery of a finished job's callback (worker.webhooks)."""
-        self.celery.send_task(DELIVER_TASK, args=[job_id], queue=self.control_queue, retry=False)
+        self.celery.send_task(DELIVER_TASK, args=[job_id], queue=self.callback_queue, retry=False)
 
     def sweep_callback(self, sweep_id: str) -> None:
         """Queue the delivery of an ended sweep's callback (worker.webhooks)."""
         self.celery.send_task(
-            DELIVER_SWEEP_TASK, args=[sweep_id], queue=self.control_queue, retry=False
+            DELIVER_SWEEP_TASK, args=[sweep_id], queue=self.callback_queue, retry=False
         )
 
     def mark_waiting(self, job_id: str, task_id: str) -> None:

@@ -28,12 +28,17 @@ from store.db import get_database
 
 from . import metrics as metrics_port
 from . import webhooks
-from .celery_app import RECONCILE_TASK, TRAIN_TASK, silence_the_connection_loss_warning
+from .celery_app import (
+    DELIVER_SWEEP_TASK,
+    DELIVER_TASK,
+    RECONCILE_TASK,
+    TRAIN_TASK,
+    silence_the_connection_loss_warning,
+)
 from .dispatch import Dispatcher
 from .notify import Notifier
 from .reconciler import reconcile as reconcile_jobs
 from .training import run_job
-from .webhooks import DELIVER_SWEEP_TASK, DELIVER_TASK
 
 log = get_task_logger(__name__)
 

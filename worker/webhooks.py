@@ -18,6 +18,7 @@ comes at least once: a receiver ignores a repeat of an ``id``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ipaddress
 import json
@@ -34,9 +35,7 @@ from store.models import FINAL_STATUSES, Job, Sweep
 
 from . import metrics as job_metrics
 
-DELIVER_TASK = "backprop.deliver_callback"
-DELIVER_SWEEP_TASK = "backprop.deliver_sweep_callback"
-TIMEOUT_SECONDS = 10.0
+ANSWER_BYTES = 4096  # what is read of an answer's body: its status is what counts
 
 
 log = logging.getLogger(__name__)
@@ -46,7 +45,7 @@ def stale_callback_seconds(settings) -> float:
     """How long a queued callback may go without an attempt before the reconciler
     queues it again: well past the longest wait between two attempts."""
     longest = settings.webhook_backoff_seconds * 2 ** max(settings.webhook_attempts - 2, 0)
-    return max(1800.0, 2 * (longest + TIMEOUT_SECONDS))
+    return max(1800.0, 2 * (longest + settings.webhook_timeout_seconds))
 
 
 def refusal(url: str, allow_private: bool) -> str | None:
@@ -209,6 +208,28 @@ def _queue(db, rows, send, ids: list[str] | None, stale_seconds: float | None) -
     return len(due)
 
 
+async def _send(request: httpx.Request, seconds: float) -> int:
+    """Send and read at most ANSWER_BYTES of the answer, all within ``seconds`` of wall
+    clock (WEBHOOK_TIMEOUT_SECONDS): httpx's own timeouts bound each socket operation, so a
+    receiver that drips a byte at a time would hold the attempt for ever without this
+    deadline. No proxy or certificate settings come from the environment: the address
+    checked is the one called."""
+    async with asyncio.timeout(seconds):
+        async with httpx.AsyncClient(
+            timeout=seconds, follow_redirects=False, trust_env=False
+        ) as http:
+            answer = await http.send(request, stream=True)
+            try:
+                read = 0
+                async for chunk in answer.aiter_raw():
+                    read += len(chunk)
+                    if read >= ANSWER_BYTES:
+                        break
+            finally:
+                await answer.aclose()
+            return answer.status_code
+
+
 def _post(settings, url: str, secret: str, body: bytes, event: str) -> tuple[str, bool, float]:
     """POST the signed body to the URL's checked address: (outcome, delivered, ms)."""
     started = time.monotonic()
@@ -225,14 +246,13 @@ def _post(settings, url: str, secret: str, body: bytes, event: str) -> tuple[str
             webhooks.SIGNATURE_HEADER: webhooks.sign(secret, stamp, body),
         }
         try:
-            # no proxy or certificate settings from the environment: the address checked
-            # is the one called
-            with httpx.Client(
-                timeout=TIMEOUT_SECONDS, follow_redirects=False, trust_env=False
-            ) as http:
-                answer = http.send(pinned_request(url, address, content=body, headers=headers))
-            delivered = 200 <= answer.status_code < 300
-            outcome = f"HTTP {answer.status_code}"
+            request = pinned_request(url, address, content=body, headers=headers)
+            status = asyncio.run(_send(request, settings.webhook_timeout_seconds))
+            delivered = 200 <= status < 300
+            outcome = f"HTTP {status}"
+        except TimeoutError:
+            limit = settings.webhook_timeout_seconds
+            outcome, delivered = f"no answer within {limit:g} s", False
         except httpx.HTTPError as exc:
             outcome, delivered = f"no answer ({type(exc).__name__})", False
         except Exception as exc:  # a URL httpx cannot send (InvalidURL): a failed attempt

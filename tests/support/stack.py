@@ -112,7 +112,8 @@ class ManagedProcess:
 
 def worker_process(env: dict, log_dir: Path, name: str) -> ManagedProcess:
     """The worker `make run` starts, on the queues named in env."""
-    queues = f"{env['TRAINING_QUEUE']},{env['CONTROL_QUEUE']}"
+    callbacks = env.get("CALLBACK_QUEUE") or f"{env['CONTROL_QUEUE']}.callbacks"
+    queues = f"{env['TRAINING_QUEUE']},{env['CONTROL_QUEUE']},{callbacks}"
     concurrency = int(env.get("WORKER_CONCURRENCY") or 1)  # one pool child unless asked
     argv = worker_argv(None, f"{name}@%h", queues=queues, concurrency=concurrency)
     return ManagedProcess(name, argv, env, log_dir / f"{name}.log")

@@ -16,9 +16,10 @@ from store import callbacks, jobs
 from store.db import get_database
 from store.models import Job, Sweep, utcnow
 from worker import webhooks
+from worker.celery_app import DELIVER_SWEEP_TASK, DELIVER_TASK
 from worker.dispatch import MARKER, Dispatcher
 from worker.reconciler import reconcile
-from worker.webhooks import DELIVER_SWEEP_TASK, DELIVER_TASK, queue_job_callbacks
+from worker.webhooks import queue_job_callbacks
 
 SPEC = {"structure": [2, 1], "epochs": 1, "learning_rate": 1.0, "options": {}, "data": {}}
 
@@ -162,11 +163,11 @@ def test_an_ended_sweep_s_waiting_callback_is_queued_once_and_not_before_its_tri
     assert callback_state(db, ended) == callbacks.QUEUED
     assert callback_state(db, stopping) == callbacks.WAITING  # its trial still runs
     client = redis.Redis.from_url(settings.redis_url)
-    queued = [json.loads(m) for m in client.lrange(settings.control_queue, 0, -1)]
+    queued = [json.loads(m) for m in client.lrange(settings.callbacks_queue, 0, -1)]
     ours = [m["headers"] for m in queued if ended in m["headers"]["argsrepr"]]
     assert len(ours) == 1 and ours[0]["task"] == DELIVER_SWEEP_TASK
     reconcile(db, settings, dispatcher)  # taken once: not queued again
-    queued = client.lrange(settings.control_queue, 0, -1)
+    queued = client.lrange(settings.callbacks_queue, 0, -1)
     assert sum(ended.encode() in m for m in queued) == 1
     with db.session() as s:  # once its trial stopped, the cancelled sweep's turn comes
         s.execute(update(Job).where(Job.sweep_id == stopping).values(status="cancelled"))
@@ -181,13 +182,13 @@ def test_a_sweep_callback_queued_long_ago_with_no_attempt_is_queued_again(setup)
     reconcile(db, settings, dispatcher)
     assert callback_state(db, lost) == callback_state(db, fresh) == callbacks.QUEUED
     client = redis.Redis.from_url(settings.redis_url)
-    client.delete(settings.control_queue)  # both tasks lost, as with a broker restarted empty
+    client.delete(settings.callbacks_queue)  # both tasks lost, as with a broker restarted empty
     with db.session() as s:  # one was queued long ago and never attempted
         s.execute(
             update(Sweep).where(Sweep.id == lost).values(callback_at=utcnow() - timedelta(hours=1))
         )
     reconcile(db, settings, dispatcher)
-    queued = client.lrange(settings.control_queue, 0, -1)
+    queued = client.lrange(settings.callbacks_queue, 0, -1)
     assert [sum(i.encode() in m for m in queued) for i in (lost, fresh)] == [1, 0]
 
 
@@ -220,11 +221,11 @@ def test_an_ended_job_s_waiting_callback_is_queued_once_and_not_before_it_ends(s
     assert job_callback_state(db, ended) == callbacks.QUEUED
     assert job_callback_state(db, running) == callbacks.WAITING
     client = redis.Redis.from_url(settings.redis_url)
-    queued = [json.loads(m) for m in client.lrange(settings.control_queue, 0, -1)]
+    queued = [json.loads(m) for m in client.lrange(settings.callbacks_queue, 0, -1)]
     ours = [m["headers"] for m in queued if ended in m["headers"]["argsrepr"]]
     assert len(ours) == 1 and ours[0]["task"] == DELIVER_TASK
     reconcile(db, settings, dispatcher)  # taken once: not queued again
-    queued = client.lrange(settings.control_queue, 0, -1)
+    queued = client.lrange(settings.callbacks_queue, 0, -1)
     assert sum(ended.encode() in m for m in queued) == 1
     assert not any(running.encode() in m for m in queued)
     with db.session() as s:
@@ -238,13 +239,13 @@ def test_a_job_callback_queued_long_ago_with_no_attempt_is_queued_again(setup):
     lost, fresh = job_with_callback(db, "succeeded"), job_with_callback(db, "cancelled")
     reconcile(db, settings, dispatcher)
     client = redis.Redis.from_url(settings.redis_url)
-    client.delete(settings.control_queue)  # both tasks lost, as with a broker restarted empty
+    client.delete(settings.callbacks_queue)  # both tasks lost, as with a broker restarted empty
     with db.session() as s:
         s.execute(
             update(Job).where(Job.id == lost).values(callback_at=utcnow() - timedelta(hours=1))
         )
     reconcile(db, settings, dispatcher)
-    queued = client.lrange(settings.control_queue, 0, -1)
+    queued = client.lrange(settings.callbacks_queue, 0, -1)
     assert [sum(i.encode() in m for m in queued) for i in (lost, fresh)] == [1, 0]
 
 
