@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 import uuid
 
 from gunicorn.http import errors
 from gunicorn.workers.base import Worker
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers.gthread import _DEFER, ThreadWorker
 
 from .problems import PROBLEM_JSON
 
@@ -27,6 +28,11 @@ STATUSES = {
     ),
 }
 DRAIN_BYTES = 1 << 20
+# a new connection's request line and headers must be in within this long; until then they
+# are gathered without a thread (ProblemWorker.handle)
+HEADER_SECONDS = 10.0
+HEAD_BYTES = 64 * 1024  # past this much without the headers' end, gunicorn's parser decides
+HEADERS_TOO_SLOW = f"the request line and headers did not arrive within {HEADER_SECONDS:g} s"
 # gunicorn drains at most this much of a body the application did not read before it keeps a
 # connection alive; past it, it closes the connection after the answer
 UNREAD_BODY_BYTES = 64 * 1024
@@ -116,6 +122,45 @@ class ProblemWorker(ThreadWorker):
             return app(environ, start)
 
         self.wsgi = closing_after_unread_body
+
+    def handle(self, conn):
+        """A new connection's request line and headers are gathered without a thread: what
+        has arrived is read (never blocking) and kept on the connection, which goes back to
+        gunicorn's poller until the blank line that ends the headers is in; then the parser
+        gets those bytes first. So a client that sends its headers a byte at a time, or
+        half of them and nothing more, holds no thread; past HEADER_SECONDS it gets a 408.
+        (gunicorn's own threads wait for the first byte only, then read in a thread.)"""
+        if conn.initialized or self.cfg.is_ssl:
+            return super().handle(conn)
+        head = conn.__dict__.setdefault("head", bytearray())
+        deadline = conn.__dict__.setdefault("headers_by", time.monotonic() + HEADER_SECONDS)
+        try:
+            while len(head) < HEAD_BYTES:
+                part = conn.sock.recv(HEAD_BYTES, socket.MSG_DONTWAIT)
+                if not part:  # the client is gone
+                    return False
+                head += part
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            return False
+        if b"\r\n\r\n" not in head and len(head) < HEAD_BYTES:
+            if time.monotonic() < deadline:
+                return _DEFER  # wait in the poller for the rest
+            self._send_and_close(conn.sock, 408, "Request Timeout", HEADERS_TOO_SLOW)
+            return False
+        conn.sock.setblocking(True)
+        conn.init()
+        conn.parser.unreader.unread(bytes(head))
+        return super().handle(conn)
+
+    def _send_and_close(self, sock, status: int, reason: str, detail: str) -> None:
+        try:
+            sock.setblocking(True)
+            sock.settimeout(1.0)
+            sock.sendall(problem_response(status, reason, detail))
+        except OSError:
+            pass
 
     def handle_request(self, req, conn):
         self._serving.request = req

@@ -358,7 +358,19 @@ CASES = [
         "compute budget",
         422,
         ["epochs", "budget", "compute cost"],
-        edit(lambda s: s.update(structure=[3, 8000, 8000, 2], epochs=90000)),
+        edit(
+            lambda s: s.update(
+                structure=[3, 3000, 3000, 2],  # under MAX_PARAMETERS: the budget refuses it
+                epochs=90000,
+                data={"inputs": [[0.1, 0.2, 0.3]] * 4, "targets": [[1.0, 0.0]] * 4},
+            )
+        ),
+    ),
+    Case(
+        "too many parameters",
+        422,
+        ["structure", "MAX_PARAMETERS"],
+        edit(lambda s: s.update(structure=[3, 8000, 8000, 2], epochs=1)),
     ),
     Case(
         "runtime over the limit",
