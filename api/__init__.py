@@ -32,7 +32,7 @@ from . import (
 )
 from .auth import FailureLimit, KnownTokens, TokenCache, authenticate
 from .services import ModelCache, Services
-from .watch import JobWatcher
+from .watch import JobWatcher, WaitSlots
 
 log = logging.getLogger("backprop.api")
 
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         tokens=TokenCache(settings.auth_cache_seconds),
         known_tokens=KnownTokens(settings.auth_cache_seconds),
         models=ModelCache(settings.model_cache_bytes),
+        waits=WaitSlots(settings.max_waits_per_process, settings.max_waits_per_tenant),
     )
     if settings.trusted_proxies:
         # the client's address (failure limits, logs) from X-Forwarded-For, as set by this

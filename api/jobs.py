@@ -382,7 +382,11 @@ def get_job(job_id: str, query: JobQuery):
     """Status, progress, latest metrics, error and history of one job (``?wait=`` long polls)."""
     seen = request.headers.get("If-None-Match")
     if query.wait > 0:
-        view = _wait_for_change(job_id, seen, query.wait, services().watcher)
+        give_back = services().waits.take(g.tenant)
+        try:
+            view = _wait_for_change(job_id, seen, query.wait, services().watcher)
+        finally:
+            give_back()
     else:
         view = _read_job(job_id)
     tag = etag(view)
@@ -483,7 +487,7 @@ def job_events(job_id: str, query: EventsQuery):
             events.append(_event("end", summary.model_dump_json(), state["sent"]))
         return events, ended
 
-    return event_stream(watcher, job_id, timeout, read)
+    return event_stream(watcher, job_id, timeout, read, s.waits.take(tenant))
 
 
 def _event(kind: str, data: str, event_id: int) -> str:

@@ -99,7 +99,7 @@ class ServiceState:
             labels=["queue"],
         )
         client = self.s.dispatcher.redis
-        for queue in (settings.training_queue, settings.control_queue):
+        for queue in (settings.training_queue, settings.control_queue, settings.callbacks_queue):
             with client.pipeline(transaction=False) as pipe:
                 for key in queue_keys(queue):
                     pipe.llen(key)

@@ -14,7 +14,7 @@ from core import Network
 from store.db import Database
 from worker.dispatch import Dispatcher
 
-from .watch import JobWatcher
+from .watch import JobWatcher, WaitSlots
 
 if TYPE_CHECKING:
     from .auth import FailureLimit, KnownTokens, TokenCache
@@ -59,6 +59,7 @@ class Services:
     watcher: JobWatcher
     tokens: TokenCache
     known_tokens: KnownTokens
+    waits: WaitSlots
     auth_failures: FailureLimit | None = None  # set once the rate limiter exists
     models: ModelCache = field(default_factory=ModelCache)  # create_app sizes it
 

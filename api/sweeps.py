@@ -299,7 +299,7 @@ def sweep_events(sweep_id: str, query: SweepEventsQuery):
             events.append(f"event: end\ndata: {data}\n\n")
         return events, ended
 
-    return event_stream(watcher, sweep_id, timeout, read)
+    return event_stream(watcher, sweep_id, timeout, read, s.waits.take(tenant))
 
 
 @bp.post("/<sweep_id>/cancel")

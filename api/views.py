@@ -39,12 +39,17 @@ def json_response(model: BaseModel, status: int = 200, headers: dict | None = No
 
 
 def event_stream(
-    watcher, key: str, timeout: float, read: Callable[[], tuple[Iterable[str], bool]]
+    watcher,
+    key: str,
+    timeout: float,
+    read: Callable[[], tuple[Iterable[str], bool]],
+    give_back: Callable[[], None],
 ) -> Response:
     """Server-sent events: each round, ``read()`` gives the round's events and whether the
     stream ends with them; between rounds the stream waits for a notification about ``key``
     (at most RECHECK_SECONDS, sending a comment that keeps an idle connection open), and it
-    ends after ``timeout`` seconds."""
+    ends after ``timeout`` seconds. ``give_back`` returns the stream's wait slot
+    (``api.watch.WaitSlots``) when the response is closed."""
 
     def stream():
         deadline = time.monotonic() + timeout
@@ -59,11 +64,13 @@ def event_stream(
                     yield ": waiting\n\n"
                 changed.clear()
 
-    return Response(
+    response = Response(
         stream_with_context(stream()),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+    response.call_on_close(give_back)
+    return response
 
 
 def metric_view(row: EpochMetric) -> EpochMetricsOut:

@@ -138,7 +138,8 @@ class Settings(BaseSettings):
     )
     auth_failure_limit: str = Field(
         "30/minute",
-        description="Failed token lookups per client address; past it 429 before any database work",
+        description="Failed token lookups per client address; past it a made-up token gets 429 "
+        "without a lookup of its own, while a valid one is still answered",
     )
     trusted_proxies: int = Field(
         0,
@@ -151,6 +152,15 @@ class Settings(BaseSettings):
         ge=0,
         description="A token's tenant is cached per API process this long; a "
         "revocation takes effect within it (0: look every token up)",
+    )
+    max_waits_per_process: int = Field(
+        16,
+        ge=1,
+        description="Long polls and event streams at once per API process (half of its 32 "
+        "threads), past it 429",
+    )
+    max_waits_per_tenant: int = Field(
+        4, ge=1, description="Long polls and event streams of one tenant at once per API process"
     )
     idempotency_ttl_seconds: int = Field(86_400, gt=0, description="How long submits replay")
     blob_chunk_bytes: int = Field(2**20, ge=1024, description="Size of stored array chunks")

@@ -464,3 +464,37 @@ def test_a_submit_is_one_transaction_and_a_poll_reads_without_one(make_client, t
     assert [e["kind"] for e in submitted.json["history"]] == ["queued", "dispatched"]
     # the job row and its history, outside any transaction; the token came from the cache
     assert statements == ["SELECT", "SELECT"] and len(commits) == 1
+
+
+def test_long_polls_and_streams_are_capped_per_tenant_and_per_process(make_client, test_settings):
+    app, client, _ = make_client(max_waits_per_tenant=2, max_waits_per_process=3)
+    job = client.post("/v1/jobs", json=SPEC).json  # stays queued: no worker reads its queue
+    other = app.test_client()
+    other.environ_base["HTTP_AUTHORIZATION"] = (
+        f"Bearer {make_token(test_settings.database_url, f'o-{uuid.uuid4().hex[:6]}')}"
+    )
+    other_job = other.post("/v1/jobs", json=SPEC).json
+    answers, threads = [], []
+
+    def long_poll(who, job_id, seconds=3):
+        answers.append(who.get(f"/v1/jobs/{job_id}?wait={seconds}").status_code)
+
+    for who, job_id in ((client, job["id"]), (client, job["id"]), (other, other_job["id"])):
+        threads.append(threading.Thread(target=long_poll, args=(who, job_id)))
+        threads[-1].start()
+    time.sleep(0.5)  # the three wait now: the tenant's two, the other's one
+    refused = client.get(f"/v1/jobs/{job['id']}?wait=3")
+    assert refused.status_code == 429 and refused.json["type"] == "/problems/too-many-waits"
+    assert "MAX_WAITS_PER_TENANT" in refused.json["detail"] and refused.headers["Retry-After"]
+    stream = client.get(f"/v1/jobs/{job['id']}/events?timeout=1")
+    assert stream.status_code == 429  # an event stream takes a slot too
+    full = other.get(f"/v1/jobs/{other_job['id']}?wait=3")
+    assert full.status_code == 429 and "MAX_WAITS_PER_PROCESS" in full.json["detail"]
+    assert client.get(f"/v1/jobs/{job['id']}").status_code == 200  # a plain read goes on
+    for thread in threads:
+        thread.join()
+    assert answers == [200, 200, 200]
+    # every slot came back: a stream, then a long poll, are served again
+    streamed = client.get(f"/v1/jobs/{job['id']}/events?timeout=1")
+    assert streamed.status_code == 200 and b"event: status" in streamed.data
+    assert client.get(f"/v1/jobs/{job['id']}?wait=0.2").status_code == 200
