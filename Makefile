@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8000
 
-.PHONY: run test bench bench-service lint clean
+.PHONY: run test test-compose test-multihost bench bench-service lint clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -25,9 +25,21 @@ $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed-run
 	$(BIN)/backprop dev --port $(PORT)
 
+# two test processes (pytest-xdist): the suite mostly waits on its services, not the cores
+TEST_PROCESSES ?= 2
+
 test: $(VENV)/.installed-dev
 	@bash .ci/install-chromium
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES)
+
+# docker-compose.yml for real, on podman with stand-in base images (root; docs/deploy.md)
+test-compose: $(VENV)/.installed-dev
+	PYTHON=$(BIN)/python bash .ci/compose/stage.sh
+
+# workers on two "hosts" (network namespaces) cut off without a word (root; docs/failures.md)
+test-multihost: $(VENV)/.installed-dev
+	@bash .ci/install-multihost
+	$(BIN)/python -m pytest -m netns tests/deploy/test_multihost.py
 
 bench: $(VENV)/.installed-dev
 	@# OPENBLAS_CORETYPE/L2_SIZE are pinned on some CI machines and slow current OpenBLAS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -11,6 +12,7 @@ from backprop.settings import Settings
 from store import tokens
 from store.db import get_database
 from tests.support import services, stack
+from tests.support.report import REPORT
 
 LOG_TAIL_CHARS = 4000
 FIRST_PROCESS = pytest.StashKey[int]()
@@ -93,3 +95,45 @@ def test_settings(database_url, redis_url, tmp_path_factory) -> Settings:
 def make_token(database_url: str, tenant: str) -> str:
     with get_database(database_url).session() as session:
         return tokens.create_token(session, tenant).token
+
+
+# ------------------------------------------------------------------- the fault report
+# tests/faults fill REPORT; the end of every run prints it ("fault injection: ...", "soak:").
+# Under pytest-xdist (``make test`` runs two processes) each process hands its part to the
+# controller, which sums them before the summary.
+
+
+def pytest_sessionfinish(session):
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["fault_report"] = json.dumps(REPORT)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    report = json.loads(getattr(node, "workeroutput", {}).get("fault_report", "{}"))
+    for key, value in report.items():
+        if isinstance(value, bool) or not isinstance(value, int | list):
+            REPORT[key] = value
+        elif isinstance(value, int):
+            REPORT[key] = REPORT.get(key, 0) + value
+        else:
+            REPORT.setdefault(key, []).extend(value)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if REPORT["jobs_checked"]:
+        terminalreporter.write_line(
+            "fault injection: {faults_injected} faults injected, {jobs_checked} jobs checked, "
+            "jobs lost: {jobs_lost}, jobs trained twice: {jobs_trained_twice}".format(**REPORT)
+        )
+        soak = REPORT.get("soak")
+        if soak:
+            terminalreporter.write_line(
+                "soak: {jobs} jobs, {training_processes_killed} training processes and "
+                "{workers_killed} workers SIGKILLed; kill to next claim: worst "
+                "{worst_kill_to_claim_s} s, mean {mean_kill_to_claim_s} s; "
+                "{dispatches_per_job} task messages per job ({needless_resends} re-sent without "
+                "a lease expiry or a release); worker down {worker_down_s} s".format(**soak)
+            )
+        terminalreporter.write_line("fault report json: " + json.dumps(REPORT))

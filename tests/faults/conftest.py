@@ -7,7 +7,6 @@ The session ends with a report: faults injected, jobs checked, jobs lost, jobs t
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +21,10 @@ from store import jobs as store_jobs
 from store.db import get_database
 from store.models import Job, JobEvent
 from tests.conftest import make_token
+from tests.support.report import REPORT
 from tests.support.services import PrivatePostgres, PrivateRedis, create_database, sqlalchemy_url
 from tests.support.stack import Client, ManagedProcess, service_env, start_api, worker_process
 from worker.training import build_trainer
-
-REPORT = {"faults_injected": 0, "jobs_checked": 0, "jobs_lost": 0, "jobs_trained_twice": 0}
 
 FAST = dict(
     lease_seconds=2,
@@ -181,21 +179,3 @@ def audit(database_url: str, job_ids: list[str], expected: str = "succeeded") ->
 
 def injected(n: int = 1) -> None:
     REPORT["faults_injected"] += n
-
-
-def pytest_terminal_summary(terminalreporter):
-    if REPORT["jobs_checked"]:
-        terminalreporter.write_line(
-            "fault injection: {faults_injected} faults injected, {jobs_checked} jobs checked, "
-            "jobs lost: {jobs_lost}, jobs trained twice: {jobs_trained_twice}".format(**REPORT)
-        )
-        soak = REPORT.get("soak")
-        if soak:
-            terminalreporter.write_line(
-                "soak: {jobs} jobs, {training_processes_killed} training processes and "
-                "{workers_killed} workers SIGKILLed; kill to next claim: worst "
-                "{worst_kill_to_claim_s} s, mean {mean_kill_to_claim_s} s; "
-                "{dispatches_per_job} task messages per job ({needless_resends} re-sent without "
-                "a lease expiry or a release); worker down {worker_down_s} s".format(**soak)
-            )
-        terminalreporter.write_line("fault report json: " + json.dumps(REPORT))

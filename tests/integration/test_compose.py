@@ -7,6 +7,7 @@ compose hostnames; then a job goes through them.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
@@ -132,8 +133,9 @@ def test_each_compose_service_command_runs_a_job(pg_database, redis_url, tmp_pat
         reconciler.wait_for_output("Task backprop.reconcile[", timeout=60)
         assert "Task backprop.reconcile[" not in worker.output()
 
-        health = services["api"]["healthcheck"]["test"]
-        probe = [sys.executable, *health[2:]]
+        kind, shell_command = services["api"]["healthcheck"]["test"]
+        assert kind == "CMD-SHELL"
+        probe = [sys.executable, *shlex.split(shell_command)[1:]]  # python -c "..."
         probe[-1] = probe[-1].replace("127.0.0.1:8000", f"127.0.0.1:{port}")
         assert subprocess.run(probe, env=env).returncode == 0
     finally:
