@@ -155,10 +155,21 @@ class ProblemWorker(ThreadWorker):
         return super().handle(conn)
 
     def _send_and_close(self, sock, status: int, reason: str, detail: str) -> None:
+        """Answer, then read what the client still sends for a moment before gunicorn closes
+        the socket: closing it with bytes unread would reset the connection, and the client
+        could lose the answer."""
         try:
             sock.setblocking(True)
-            sock.settimeout(1.0)
+            sock.settimeout(0.5)
             sock.sendall(problem_response(status, reason, detail))
+            sock.shutdown(socket.SHUT_WR)
+            ends = time.monotonic() + 1.0
+            drained = 0
+            while drained < DRAIN_BYTES and time.monotonic() < ends:
+                part = sock.recv(65536)
+                if not part:
+                    break
+                drained += len(part)
         except OSError:
             pass
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass
 
 import pytest
 
-from tests.conftest import make_token
+from tests.conftest import drop, make_token, new_database
 from tests.support.services import free_port
 from tests.support.stack import Client, ManagedProcess, service_env, start_api, start_worker
 
@@ -52,6 +53,23 @@ def stack(test_settings, tmp_path_factory):
     yield Stack(base, s.database_url, env, worker, api, tokens)
     api.stop()
     worker.stop()
+
+
+@pytest.fixture
+def own_env(stack, request, tmp_path):
+    """The session stack's environment with a database and queues of this test alone, for
+    processes it starts itself: no other test's job, reconciler or callback touches them."""
+    kind = "sqlite" if stack.database_url.startswith("sqlite") else "postgresql"
+    admin = request.getfixturevalue("pg_admin") if kind == "postgresql" else None
+    database_url = new_database(kind, admin, tmp_path)
+    tag = uuid.uuid4().hex[:8]
+    yield stack.env | {
+        "DATABASE_URL": database_url,
+        "TRAINING_QUEUE": f"training-{tag}",
+        "CONTROL_QUEUE": f"control-{tag}",
+        "CALLBACK_QUEUE": f"callbacks-{tag}",
+    }
+    drop(kind, admin, database_url)
 
 
 @pytest.fixture

@@ -9,13 +9,12 @@ import re
 import socket
 import threading
 import time
-import uuid
 
 import pytest
 
 from backprop.dev import callbacks_argv, control_argv, worker_argv
 from backprop.settings import Settings
-from tests.conftest import drop, make_token, new_database
+from tests.conftest import make_token
 from tests.integration.test_webhooks import XOR, Receiver
 from tests.support.stack import Client, ManagedProcess, start_api
 from worker.celery_app import RECONCILE_TASK, make_celery
@@ -60,18 +59,11 @@ class Tarpit:
 
 
 @pytest.fixture
-def deliveries(stack, request, tmp_path):
+def deliveries(own_env, tmp_path):
     """An API, a training worker, the reconciler's worker and the callbacks worker of this
     test alone (its own database and queues)."""
-    kind = "sqlite" if stack.database_url.startswith("sqlite") else "postgresql"
-    admin = request.getfixturevalue("pg_admin") if kind == "postgresql" else None
-    database_url = new_database(kind, admin, tmp_path)
-    tag = uuid.uuid4().hex[:8]
-    env = stack.env | {
-        "DATABASE_URL": database_url,
-        "TRAINING_QUEUE": f"training-tarpit-{tag}",
-        "CONTROL_QUEUE": f"control-tarpit-{tag}",
-        "CALLBACK_QUEUE": f"callbacks-tarpit-{tag}",
+    tag = own_env["TRAINING_QUEUE"]
+    env = own_env | {
         "WEBHOOK_TIMEOUT_SECONDS": str(DEADLINE),
         "WEBHOOK_ATTEMPTS": "1",
         "CALLBACK_CONCURRENCY": "4",
@@ -92,10 +84,9 @@ def deliveries(stack, request, tmp_path):
     ):
         processes.append(ManagedProcess(name, argv, env, tmp_path / f"{name}.log"))
         processes[-1].start(" ready.")
-    yield Client(base, make_token(database_url, "t")), settings, processes
+    yield Client(base, make_token(env["DATABASE_URL"], "t")), settings, processes
     for process in reversed(processes):
         process.stop()
-    drop(kind, admin, database_url)
 
 
 def test_a_tarpit_receiver_delays_neither_other_deliveries_nor_the_reconciler(deliveries):

@@ -4,14 +4,13 @@ worker, before, during and after a job: the numbers move as the job does."""
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import drop, make_token, new_database
+from tests.conftest import make_token
 from tests.integration.test_webhooks import XOR, Receiver
 from tests.support.services import free_port
 from tests.support.stack import Client, start_api, start_worker
@@ -34,20 +33,10 @@ def value(samples, name: str, **labels) -> float:
 
 
 @pytest.fixture
-def own_stack(stack, request, tmp_path):
-    """An API of our own, on a database and queues of its own (no other test's job or
-    reconciler touches them), and a worker for it, started when the test asks, that serves its
-    metrics on a free port. The session's stack lends its settings."""
-    kind = "sqlite" if stack.database_url.startswith("sqlite") else "postgresql"
-    admin = request.getfixturevalue("pg_admin") if kind == "postgresql" else None
-    database_url = new_database(kind, admin, tmp_path)
-    queue = uuid.uuid4().hex[:8]
-    env = stack.env | {
-        "DATABASE_URL": database_url,
-        "TRAINING_QUEUE": f"training-metrics-{queue}",
-        "CONTROL_QUEUE": f"control-metrics-{queue}",
-        "WORKER_METRICS_PORT": str(free_port()),
-    }
+def own_stack(own_env, tmp_path):
+    """An API of our own, on a database and queues of its own, and a worker for it, started
+    when the test asks, that serves its metrics on a free port."""
+    env = own_env | {"WORKER_METRICS_PORT": str(free_port())}
     api, base = start_api(env, tmp_path, "metrics-api")
     workers = []
 
@@ -55,10 +44,9 @@ def own_stack(stack, request, tmp_path):
         workers.append(start_worker(env, tmp_path, "metrics-worker"))
         return workers[-1]
 
-    yield env, Client(base, make_token(database_url, "alice")), api, start_our_worker
+    yield env, Client(base, make_token(env["DATABASE_URL"], "alice")), api, start_our_worker
     for process in workers + [api]:
         process.stop()
-    drop(kind, admin, database_url)
 
 
 def scrape_until(url: str, done, timeout: float = 10.0) -> dict:

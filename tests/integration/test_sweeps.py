@@ -505,14 +505,16 @@ INVALID = [
         "search.options.validation_split",
     ),  # noqa: E501
     ({"search": {"data.batch_size": {"int_uniform": [0, 10]}}}, "search.data.batch_size"),
+    # over the compute budget, under MAX_PARAMETERS (9 million weights)
     (
-        {"search": {"structure": {"choice": [[4, 8192, 8192, 3]]}}, "base": {"epochs": 100000}},
+        {"search": {"structure": {"choice": [[4, 3000, 3000, 3]]}}, "base": {"epochs": 100000}},
         "search.structure",
     ),  # noqa: E501
     (
-        {"search": {"structure": {"choice": [[4, 8192, 8192, 3]]}, "epochs": {"choice": [100000]}}},
+        {"search": {"structure": {"choice": [[4, 3000, 3000, 3]]}, "epochs": {"choice": [100000]}}},
         "search.epochs",
     ),  # noqa: E501
+    ({"search": {"structure": {"choice": [[4, 8192, 8192, 3]]}}}, "search.structure"),
     ({"method": "grid"}, "search.learning_rate"),
     (
         {"method": "grid", "search": {"learning_rate": {"choice": [1.0, 2.0]}}, "trials": 3},
