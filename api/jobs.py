@@ -580,12 +580,25 @@ def predict(job_id: str, body: PredictRequest):
     inputs, _ = matrix_input(body.inputs, ("inputs",), width, "the network's structure[0]", errors)
     if errors:
         raise SpecError(errors)
+    _check_predict_cost(len(inputs), network, ("inputs",))
     with np.errstate(over="ignore", invalid="ignore"):
         outputs = network.predict(inputs)
     if not np.isfinite(outputs).all():
         message = "the network's outputs overflow for these inputs (values too large)"
         raise SpecError([field_error(("inputs",), message, "overflow")])
     return _json(PredictOut(outputs=outputs.tolist()))
+
+
+def _check_predict_cost(rows: int, network, where: tuple) -> None:
+    """Predictions run in the API's process: rows x parameters within MAX_PREDICT_COST."""
+    limit = services().settings.max_predict_cost
+    cost = rows * parameter_count(network.structure)
+    if cost > limit:
+        message = (
+            f"predicting {rows} rows with {parameter_count(network.structure)} parameters costs "
+            f"{cost:.3g}, over MAX_PREDICT_COST ({limit:.3g}); send fewer rows at a time"
+        )
+        raise SpecError([field_error(where, message, "budget_exceeded")])
 
 
 @bp.post("/<job_id>/predict.npz")
@@ -618,6 +631,7 @@ def predict_dataset(job_id: str, body: PredictDatasetRequest):
             f"{network.structure[0]}"
         )
         raise SpecError([field_error(where, message, "size_mismatch")])
+    _check_predict_cost(rows, network, where)
     shape = (rows, network.structure[-1])
 
     def outputs():

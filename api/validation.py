@@ -133,6 +133,10 @@ def prepare_job(job: JobCreate, settings: Settings, find_dataset=None) -> Prepar
     if options.cost == "cross_entropy":
         _check_probabilities(arrays, options.output_activation, errors)
     samples = dataset.samples if dataset is not None else len(arrays["inputs"])
+    if val_dataset is not None:
+        samples += val_dataset.samples
+    elif "val_inputs" in arrays and dataset is None:  # a data set's split is in its samples
+        samples += len(arrays["val_inputs"])
     _check_budget(job, samples, settings, errors)
     if errors:
         raise SpecError(errors)
@@ -437,12 +441,14 @@ def parameter_count(structure: list[int]) -> int:
 
 
 def _check_budget(job: JobCreate, samples: int, settings: Settings, errors: list[dict]) -> None:
+    """``samples``: the rows trained on and the rows validated on, every epoch."""
     cost = samples * job.epochs * parameter_count(job.structure)
     if cost > settings.max_job_cost:
         errors.append(
             field_error(
                 ("epochs",),
-                f"the job's compute cost is {cost:.3g} (samples {samples} x epochs {job.epochs} x "
+                f"the job's compute cost is {cost:.3g} (rows trained and validated on {samples} "
+                f"x epochs {job.epochs} x "
                 f"parameters {parameter_count(job.structure)}), over the budget of "
                 f"{settings.max_job_cost:.3g}; train fewer epochs, a smaller network or less data",
                 "budget_exceeded",

@@ -271,9 +271,7 @@ def run_dev(host: str, port: int) -> None:
         Program("api", api_argv(f"{host}:{port}"), env),
         Program("worker", worker_argv(settings, "dev@%h", queues=settings.training_queue), env),
         Program("control", control_argv(settings, "control@%h"), _next_metrics_port(env)),
-        Program(
-            "callbacks", callbacks_argv(settings, "callbacks@%h"), _next_metrics_port(env, 2)
-        ),
+        Program("callbacks", callbacks_argv(settings, "callbacks@%h"), _next_metrics_port(env, 2)),
         Program("beat", beat_argv(var_dir / "celerybeat-schedule"), env),
     ]
 

@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     max_job_cost: float = Field(
         2e12, gt=0, description="Budget: samples x epochs x parameters of one job"
     )
+    max_predict_cost: float = Field(
+        2e10, gt=0, description="Budget of one prediction request: rows x parameters"
+    )
     max_running_jobs_per_tenant: int = Field(4, ge=1, description="Running jobs per tenant")
     max_queued_jobs_per_tenant: int = Field(100, ge=1, description="Queued jobs per tenant")
     max_sweep_trials: int = Field(1000, ge=1, description="Most trials of a sweep")

@@ -277,7 +277,7 @@ def test_jobs_on_a_data_set_are_checked_from_its_metadata(tenant):
     budget = create_app_with(tenant, max_job_cost=300 * 3 * 10)
     over = budget.post("/v1/jobs", json=job_on(dataset_id, epochs=4))
     assert over.status_code == 422 and over.json["errors"][0]["type"] == "budget_exceeded"
-    assert "samples 300" in over.json["errors"][0]["msg"]
+    assert "rows trained and validated on 300" in over.json["errors"][0]["msg"]
     # cross-entropy needs targets in [0, 1], known from the stored statistics
     wide = _dataset(client, targets=Y * 2)
     ce = client.post("/v1/jobs", json=job_on(wide, options={"cost": "cross_entropy"}))

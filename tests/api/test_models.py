@@ -184,3 +184,35 @@ def test_the_predict_cache_keeps_to_its_bytes():
     too_big = ModelCache(max_bytes=size - 1)
     too_big.get("a", network.to_arrays)
     assert not too_big._models and too_big._bytes == 0
+
+
+def _client_with(test_settings, **changes):
+    settings = test_settings.model_copy(
+        update={"training_queue": f"models-{uuid.uuid4().hex[:8]}", **changes}
+    )
+    client = create_app(settings).test_client()
+    token = make_token(settings.database_url, f"t-{uuid.uuid4().hex[:8]}")
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return client, settings
+
+
+def test_validation_rows_count_in_the_compute_budget(test_settings):
+    # XOR: 4 rows x 30 epochs x 17 parameters = 2,040 trained; 4 validation rows make 4,080
+    client, settings = _client_with(test_settings, max_job_cost=3000)
+    validation = {"inputs": XOR["data"]["inputs"], "targets": XOR["data"]["targets"]}
+    refused = client.post("/v1/jobs", json={**XOR, "options": {"validation": validation}})
+    assert refused.status_code == 422
+    assert "rows trained and validated on 8" in refused.json["errors"][0]["msg"]
+    assert client.post("/v1/jobs", json=XOR).status_code == 202
+    redis.Redis.from_url(settings.redis_url).delete(settings.training_queue)
+
+
+def test_a_prediction_past_its_budget_is_refused_before_it_runs(test_settings):
+    client, settings = _client_with(test_settings, max_predict_cost=40)
+    job = trained(client, settings)  # 2-4-1: 17 parameters
+    two = client.post(f"/v1/jobs/{job['id']}/predict", json={"inputs": [[0, 1], [1, 0]]})
+    assert two.status_code == 200  # 34
+    three = client.post(f"/v1/jobs/{job['id']}/predict", json={"inputs": [[0, 1]] * 3})
+    assert three.status_code == 422 and three.json["errors"][0]["field"] == "inputs"
+    assert "MAX_PREDICT_COST" in three.json["errors"][0]["msg"]
+    redis.Redis.from_url(settings.redis_url).delete(settings.training_queue)
