@@ -180,6 +180,7 @@ def accept(body: JobCreate, key: str | None = None) -> JobOut | Response:
                 replay = _lookup(session, key)
                 if replay is not None:
                     return replay
+            _check_storage(session, prepared, init)
             job = jobs.create_job(
                 session,
                 s.db,
@@ -222,6 +223,25 @@ def accept(body: JobCreate, key: str | None = None) -> JobOut | Response:
     g.job_id = job.id
     dispatch(job.id)
     return view
+
+
+def _check_storage(session, prepared, init) -> None:
+    """The job's inline data, and its model and checkpoint (about the model's size each),
+    within what the tenant's jobs may store (MAX_JOB_STORAGE_BYTES): 413 before it is kept."""
+    limit = services().settings.max_job_storage_bytes
+    spec = prepared.spec
+    model = parameter_count(spec["structure"]) * np.dtype(spec["options"]["dtype"]).itemsize
+    data = sum(array.nbytes for array in prepared.arrays.values())
+    needed = data + 2 * model + (model if init is not None else 0)
+    used = jobs.job_bytes(session, g.tenant)
+    if used + needed > limit:
+        raise ApiProblem(
+            413,
+            f"the tenant's jobs store {used} bytes and this one needs about {needed} (its data, "
+            f"model and checkpoint), over the quota of {limit} (MAX_JOB_STORAGE_BYTES); "
+            "delete finished jobs first",
+            slug="storage-quota",
+        )
 
 
 def _data_set_gone(prepared, where: tuple = ()) -> None:

@@ -549,6 +549,10 @@ class UsageOut(Out):
     jobs: StoredOut = Field(description="Jobs, with their inline data, checkpoints and models")
     datasets: StoredOut
     dataset_quota_bytes: int = Field(description="MAX_DATASET_STORAGE_BYTES")
+    job_quota_bytes: int = Field(
+        description="MAX_JOB_STORAGE_BYTES: what the tenant's jobs may store (a submit that "
+        "would pass it gets 413)"
+    )
 
 
 class WebhookSecretOut(Out):

@@ -25,5 +25,6 @@ def get_usage():
         jobs=StoredOut(**used["jobs"]),
         datasets=StoredOut(**used["datasets"]),
         dataset_quota_bytes=s.settings.max_dataset_storage_bytes,
+        job_quota_bytes=s.settings.max_job_storage_bytes,
     )
     return json_response(view)

@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     max_dataset_storage_bytes: int = Field(
         20 * 2**30, gt=0, description="Stored data set bytes per tenant"
     )
+    max_job_storage_bytes: int = Field(
+        20 * 2**30,
+        gt=0,
+        description="What a tenant's jobs may store (inline data, checkpoints, models), bytes",
+    )
     max_layers: int = Field(64, ge=2, description="Most layers in a structure")
     max_layer_width: int = Field(8192, ge=1, description="Widest layer")
     max_classes: int = Field(

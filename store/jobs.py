@@ -414,21 +414,29 @@ def record_gradient_check(
         )  # fmt: skip
 
 
+def job_bytes(session: Session, tenant: str) -> int:
+    """What the tenant's jobs store: their blobs (data, checkpoints, models)."""
+    return int(
+        session.scalar(
+            select(func.coalesce(func.sum(Blob.size), 0))
+            .join(Job, Job.id == Blob.job_id)
+            .where(Job.tenant == tenant)
+        )
+        or 0
+    )
+
+
 def usage(session: Session, tenant: str) -> dict:
     """What the tenant stores: jobs (their blobs: data, checkpoints, models) and data sets."""
     jobs_count = session.scalar(select(func.count()).select_from(Job).where(Job.tenant == tenant))
-    job_bytes = session.scalar(
-        select(func.coalesce(func.sum(Blob.size), 0))
-        .join(Job, Job.id == Blob.job_id)
-        .where(Job.tenant == tenant)
-    )
+    stored = job_bytes(session, tenant)
     sets = session.execute(
         select(func.count(), func.coalesce(func.sum(Dataset.bytes), 0)).where(
             Dataset.tenant == tenant
         )
     ).one()
     return {
-        "jobs": {"count": int(jobs_count), "bytes": int(job_bytes or 0)},
+        "jobs": {"count": int(jobs_count), "bytes": stored},
         "datasets": {"count": int(sets[0]), "bytes": int(sets[1] or 0)},
     }
 

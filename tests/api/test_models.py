@@ -216,3 +216,19 @@ def test_a_prediction_past_its_budget_is_refused_before_it_runs(test_settings):
     assert three.status_code == 422 and three.json["errors"][0]["field"] == "inputs"
     assert "MAX_PREDICT_COST" in three.json["errors"][0]["msg"]
     redis.Redis.from_url(settings.redis_url).delete(settings.training_queue)
+
+
+def test_what_jobs_store_counts_against_a_quota_shown_in_usage(test_settings):
+    client, settings = _client_with(test_settings, max_job_storage_bytes=6000)
+    usage = client.get("/v1/usage").json
+    assert usage["job_quota_bytes"] == 6000 and usage["jobs"]["bytes"] == 0
+    first = trained(client, settings)  # its data, checkpoint and model, with their headers
+    stored = client.get("/v1/usage").json["jobs"]["bytes"]
+    assert 0 < stored < 6000
+    # 401 weights: a model and a checkpoint of about 3.2 kB each would pass the quota
+    refused = client.post("/v1/jobs", json={**XOR, "structure": [2, 100, 1]})
+    assert refused.status_code == 413 and refused.json["type"] == "/problems/storage-quota"
+    assert "MAX_JOB_STORAGE_BYTES" in refused.json["detail"]
+    assert client.delete(f"/v1/jobs/{first['id']}").status_code == 204
+    assert client.get("/v1/usage").json["jobs"]["bytes"] == 0
+    redis.Redis.from_url(settings.redis_url).delete(settings.training_queue)
