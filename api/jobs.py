@@ -168,9 +168,10 @@ def accept(body: JobCreate, key: str | None = None) -> JobOut | Response:
         if why is not None:
             raise SpecError([field_error(("callback_url",), why, "callback_url")])
         prepared.spec["callback_url"] = body.callback_url
-    init = None
     if body.init_from:
-        init = _init_weights(body.init_from, body.structure)
+        why = init_refusal(body.init_from, body.structure)
+        if why is not None:
+            raise SpecError([field_error(("init_from",), why, "init_from")])
         prepared.spec["init_from"] = body.init_from
     try:
         # one transaction: the replay check, the job with its data and its dispatch record
@@ -180,7 +181,7 @@ def accept(body: JobCreate, key: str | None = None) -> JobOut | Response:
                 replay = _lookup(session, key)
                 if replay is not None:
                     return replay
-            _check_storage(session, prepared, init)
+            _check_storage(session, prepared, body.init_from)
             job = jobs.create_job(
                 session,
                 s.db,
@@ -194,7 +195,7 @@ def accept(body: JobCreate, key: str | None = None) -> JobOut | Response:
                 dispatching=True,
                 dataset_id=prepared.dataset_id,
                 val_dataset_id=prepared.val_dataset_id,
-                init=init,
+                init_from=body.init_from,  # its weights copied inside the database
             )
             view = _detail(session, job)
             if key:
@@ -211,6 +212,9 @@ def accept(body: JobCreate, key: str | None = None) -> JobOut | Response:
                 )
     except jobs.QueueFull as exc:
         raise queue_full(exc) from None
+    except jobs.InitSourceGone:  # deleted between the check and the copy
+        message = f"{body.init_from!r} was just deleted"
+        raise SpecError([field_error(("init_from",), message, "init_from")]) from None
     except IntegrityError:
         _data_set_gone(prepared)  # deleted between the check and the insert
         if not key:
@@ -225,14 +229,14 @@ def accept(body: JobCreate, key: str | None = None) -> JobOut | Response:
     return view
 
 
-def _check_storage(session, prepared, init) -> None:
+def _check_storage(session, prepared, init_from: str | None) -> None:
     """The job's inline data, and its model and checkpoint (about the model's size each),
     within what the tenant's jobs may store (MAX_JOB_STORAGE_BYTES): 413 before it is kept."""
     limit = services().settings.max_job_storage_bytes
     spec = prepared.spec
     model = parameter_count(spec["structure"]) * np.dtype(spec["options"]["dtype"]).itemsize
     data = sum(array.nbytes for array in prepared.arrays.values())
-    needed = data + 2 * model + (model if init is not None else 0)
+    needed = data + 2 * model + (model if init_from else 0)
     used = jobs.job_bytes(session, g.tenant)
     if used + needed > limit:
         raise ApiProblem(
@@ -254,15 +258,6 @@ def _data_set_gone(prepared, where: tuple = ()) -> None:
         if dataset_id and _find_dataset(dataset_id) is None:
             message = f"no data set {dataset_id!r} for this tenant (it was just deleted)"
             raise SpecError([field_error(loc, message, "dataset_not_found")])
-
-
-def _init_weights(source_id: str, structure: list[int]) -> dict[str, np.ndarray]:
-    """The weights a job starts from: those of the tenant's succeeded job of this structure."""
-    with services().db.reading() as session:
-        why = _init_refusal(session, source_id, structure)
-        if why is not None:
-            raise SpecError([field_error(("init_from",), why, "init_from")])
-        return jobs.start_weights(session, source_id, structure)
 
 
 def init_refusal(source_id: str, structure: list[int]) -> str | None:

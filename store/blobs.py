@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, literal, select
 from sqlalchemy.orm import Session
 
 from .models import Blob, BlobChunk, utcnow
@@ -51,6 +51,19 @@ def _new_blob(session: Session, job_id: str, kind: str, fmt: str, size: int = 0)
     blob = Blob(job_id=job_id, kind=kind, format=fmt, size=size, created_at=utcnow())
     session.add(blob)
     session.flush()  # assigns blob.id
+    return blob
+
+
+def copy_blob(session: Session, source: Blob, job_id: str, kind: str) -> Blob:
+    """A copy of ``source`` as the job's ``kind``, made inside the database: its chunks are
+    copied by one INSERT ... SELECT, never read into this process."""
+    blob = _new_blob(session, job_id, kind, source.format, size=source.size)
+    chunks = select(literal(blob.id), BlobChunk.seq, BlobChunk.data).where(
+        BlobChunk.blob_id == source.id
+    )
+    session.execute(
+        insert(BlobChunk).from_select(["blob_id", "seq", "data"], chunks)
+    )
     return blob
 
 

@@ -99,7 +99,7 @@ def create_job(
     dispatching: bool = False,
     dataset_id: str | None = None,
     val_dataset_id: str | None = None,
-    init: dict[str, np.ndarray] | None = None,
+    init_from: str | None = None,
     sweep_id: str | None = None,
     trial: int | None = None,
     params: dict | None = None,
@@ -145,8 +145,8 @@ def create_job(
     session.add(job)
     session.flush()
     blobs.write_npy_arrays(session, job.id, arrays, chunk_bytes)
-    if init is not None:  # the weights it starts from, kept with it (the source may go)
-        blobs.write_arrays(session, job.id, "init", init, chunk_bytes)
+    if init_from is not None:  # the weights it starts from, kept with it (the source may go)
+        _copy_start_weights(session, init_from, job.id)
     samples = spec["data"].get("samples", len(arrays.get("inputs", ())))
     add_event(session, job.id, "queued", f"{samples} samples, {spec['epochs']} epochs", at=now)
     if dispatching:
@@ -338,10 +338,19 @@ def load_model(session: Session, job_id: str) -> dict[str, np.ndarray]:
     return blobs.read_arrays(session, blob)
 
 
-def start_weights(session: Session, job_id: str, structure: list[int]) -> dict[str, np.ndarray]:
-    """The weights a job starting from this one's model takes (``init_from``)."""
-    model = load_model(session, job_id)
-    return {k: model[k] for n in range(len(structure) - 1) for k in (f"W{n}", f"b{n}")}
+class InitSourceGone(LookupError):
+    """The job whose weights another starts from was deleted while that one was stored."""
+
+
+def _copy_start_weights(session: Session, source_id: str, job_id: str) -> None:
+    """The source job's model, copied inside the database as the job's ``init`` blob. The
+    source's row is share-locked first: a delete of it (which locks the row, ``delete_job``)
+    either waits for this commit or has gone before, and then InitSourceGone."""
+    held = session.scalar(select(Job.id).where(Job.id == source_id).with_for_update(read=True))
+    model = blobs.find_blob(session, source_id, "model") if held else None
+    if model is None:
+        raise InitSourceGone(source_id)
+    blobs.copy_blob(session, model, job_id, "init")
 
 
 def sweeps_starting_from(session: Session, tenant: str, job_ids: list[str]) -> list[str]:

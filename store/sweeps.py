@@ -213,7 +213,6 @@ def _release(session: Session, db: Database, sweep: Sweep, number: int, trials) 
         trial["sweep"]["early_stopping"] = spec["early_stopping"]
     name = f"{sweep.name or 'sweep'} #{number}"
     source = trial.get("init_from")  # its weights, copied as a submit copies them
-    init = jobs.start_weights(session, source, trial["structure"]) if source else None
     job = jobs.create_job(
         session,
         db,
@@ -226,7 +225,7 @@ def _release(session: Session, db: Database, sweep: Sweep, number: int, trials) 
         dispatching=True,
         dataset_id=dataset_id,
         val_dataset_id=sweep.val_dataset_id,
-        init=init,
+        init_from=source,
         sweep_id=sweep.id,
         trial=number,
         params=params,

@@ -232,3 +232,25 @@ def test_what_jobs_store_counts_against_a_quota_shown_in_usage(test_settings):
     assert client.delete(f"/v1/jobs/{first['id']}").status_code == 204
     assert client.get("/v1/usage").json["jobs"]["bytes"] == 0
     redis.Redis.from_url(settings.redis_url).delete(settings.training_queue)
+
+
+def test_init_from_copies_the_weights_inside_the_database(env):
+    from sqlalchemy import event
+
+    client, settings = env
+    source = trained(client, settings)
+    engine = get_database(settings.database_url).engine
+    statements = []
+
+    def seen(_connection, _cursor, statement, *_):
+        statements.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        answer = client.post("/v1/jobs", json={**XOR, "init_from": source["id"]})
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert answer.status_code == 202, answer.json
+    copies = [s for s in statements if s.startswith("INSERT INTO blob_chunk") and "SELECT" in s]
+    reads = [s for s in statements if s.startswith("SELECT") and "blob_chunk.data" in s]
+    assert len(copies) == 1 and reads == []  # no chunk came into the API process
