@@ -61,9 +61,7 @@ def copy_blob(session: Session, source: Blob, job_id: str, kind: str) -> Blob:
     chunks = select(literal(blob.id), BlobChunk.seq, BlobChunk.data).where(
         BlobChunk.blob_id == source.id
     )
-    session.execute(
-        insert(BlobChunk).from_select(["blob_id", "seq", "data"], chunks)
-    )
+    session.execute(insert(BlobChunk).from_select(["blob_id", "seq", "data"], chunks))
     return blob
 
 

@@ -284,17 +284,10 @@ def list_jobs(
         query = query.where(
             or_(Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < job_id))
         )
+    for key, value in (labels or {}).items():  # in SQL: ->> on PostgreSQL, json_extract on SQLite
+        query = query.where(Job.labels[key].as_string() == value)
     query = query.order_by(Job.created_at.desc(), Job.id.desc())
-    if not labels:
-        found = list(session.scalars(query.limit(limit + 1)))
-    else:
-        # labels live in a JSON column; filter in Python, reading in pages
-        found = []
-        for job in session.scalars(query.execution_options(yield_per=200)):
-            if all(job.labels.get(k) == v for k, v in labels.items()):
-                found.append(job)
-                if len(found) > limit:
-                    break
+    found = list(session.scalars(query.limit(limit + 1)))
     more = len(found) > limit
     found = found[:limit]
     return Page(found, encode_cursor(found[-1]) if more and found else None)

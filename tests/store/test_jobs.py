@@ -310,3 +310,42 @@ def test_finish_writes_the_last_rows_and_names_the_tenant_s_next_waiting_job(db)
     assert row.status == "succeeded" and row.epoch == 3 and row.lease_owner is None
     with db.session() as s:
         assert [m.epoch for m in jobs.metrics(s, first)] == [1, 2, 3]
+
+
+def test_a_label_filter_pages_in_one_query(db):
+    from sqlalchemy import event
+
+    tenant = f"labels-{uuid.uuid4().hex[:6]}"
+    wanted = []
+    spec = {"structure": [2, 2], "epochs": 1, "learning_rate": 1.0, "seed": 1, "options": {},
+            "data": {}}  # fmt: skip
+    arrays = {"inputs": np.ones((1, 2)), "targets": np.ones((1, 2))}
+    with db.session() as s:
+        for i in range(30):
+            labels = {"team": "a" if i % 3 == 0 else "b", "run": str(i), "odd:key": "x y"}
+            job = jobs.create_job(
+                s, db, tenant=tenant, spec=spec, arrays=arrays, name=None, labels=labels,
+                chunk_bytes=1024,
+            )  # fmt: skip
+            if i % 3 == 0:
+                wanted.append(job.id)
+    statements = []
+
+    def seen(_connection, _cursor, statement, *_):
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        with db.reading() as s:
+            first = jobs.list_jobs(s, tenant, labels={"team": "a", "odd:key": "x y"}, limit=4)
+            rest = jobs.list_jobs(
+                s, tenant, labels={"team": "a"}, limit=50, cursor=first.next_cursor
+            )
+    finally:
+        event.remove(db.engine, "before_cursor_execute", seen)
+    got = [j.id for j in first.jobs + rest.jobs]
+    assert sorted(got) == sorted(wanted) and len(first.jobs) == 4 and rest.next_cursor is None
+    # each page is one query, and the filter runs in it, not over every job in Python
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 2
+    assert all("labels" in s.upper().split("WHERE", 1)[1].lower() for s in selects)
