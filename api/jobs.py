@@ -530,18 +530,7 @@ def get_model(job_id: str):
 
 
 def _model_view(job_id: str) -> ModelOut:
-    s = services()
-    with s.db.reading() as session:
-        parameters = parameter_count(_succeeded(session, job_id).spec["structure"])
-    if parameters > s.settings.max_json_model_parameters:  # refused before it is loaded
-        raise ApiProblem(
-            409,
-            f"the model has {parameters} weights and biases, more than the JSON form holds "
-            f"(MAX_JSON_MODEL_PARAMETERS, {s.settings.max_json_model_parameters}); "
-            f"GET /v1/jobs/{job_id}/model.npz has it",
-            slug="model-too-large-for-json",
-        )
-    arrays, job = _model_and_job(job_id)
+    arrays, job = _model_and_job(job_id, as_json=True)
     layers = len(arrays["structure"]) - 1
     view = ModelOut(
         job_id=job_id,
@@ -607,10 +596,11 @@ def predict(job_id: str, body: PredictRequest):
 def _check_predict_cost(rows: int, network, where: tuple) -> None:
     """Predictions run in the API's process: rows x parameters within MAX_PREDICT_COST."""
     limit = services().settings.max_predict_cost
-    cost = rows * parameter_count(network.structure)
+    parameters = parameter_count(network.structure)
+    cost = rows * parameters
     if cost > limit:
         message = (
-            f"predicting {rows} rows with {parameter_count(network.structure)} parameters costs "
+            f"predicting {rows} rows with {parameters} parameters costs "
             f"{cost:.3g}, over MAX_PREDICT_COST ({limit:.3g}); send fewer rows at a time"
         )
         raise SpecError([field_error(where, message, "budget_exceeded")])
@@ -747,10 +737,21 @@ def _succeeded(session, job_id: str):
     return job
 
 
-def _model_and_job(job_id: str):
-    """The model of the tenant's succeeded job, and the job."""
-    with services().db.reading() as session:
+def _model_and_job(job_id: str, as_json: bool = False):
+    """The model of the tenant's succeeded job, and the job. ``as_json``: a model past
+    MAX_JSON_MODEL_PARAMETERS is refused (409) before it is loaded."""
+    s = services()
+    with s.db.reading() as session:
         job = _succeeded(session, job_id)
+        parameters = parameter_count(job.spec["structure"])
+        if as_json and parameters > s.settings.max_json_model_parameters:
+            raise ApiProblem(
+                409,
+                f"the model has {parameters} weights and biases, more than the JSON form "
+                f"holds (MAX_JSON_MODEL_PARAMETERS, {s.settings.max_json_model_parameters}); "
+                f"GET /v1/jobs/{job_id}/model.npz has it",
+                slug="model-too-large-for-json",
+            )
         return jobs.load_model(session, job_id), job
 
 

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from backprop.settings import Settings
 from worker.notify import CHANNEL, broker_redis
 
+from .problems import ApiProblem
+
 log = logging.getLogger("backprop.api")
 
 RECHECK_SECONDS = 2.0
@@ -112,8 +114,6 @@ class WaitSlots:
     def take(self, tenant: str):
         """A slot for the tenant, or ApiProblem 429; returns the function that gives it back
         (exactly once, however often it is called)."""
-        from .problems import ApiProblem
-
         with self._lock:
             if self._by_tenant[tenant] >= self.per_tenant:
                 detail = (

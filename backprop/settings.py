@@ -229,6 +229,14 @@ class Settings(BaseSettings):
         return self.worker_concurrency or os.cpu_count() or 1
 
     @property
+    def tcp_keepalive(self) -> tuple[int, int, int]:
+        """(idle, interval, count) of TCP keepalives that notice a silent peer within about
+        TCP_TIMEOUT_SECONDS: the same on every PostgreSQL and Redis connection."""
+        idle = max(1, int(self.tcp_timeout_seconds / 2))
+        interval = max(1, int(self.tcp_timeout_seconds / 6))
+        return idle, interval, 3
+
+    @property
     def callbacks_queue(self) -> str:
         return self.callback_queue or f"{self.control_queue}.callbacks"
 

@@ -85,22 +85,21 @@ def postgres_bounds(settings: Settings) -> dict:
     Unix-socket connections ignore the TCP arguments.
     """
     tcp_ms = int(settings.tcp_timeout_seconds * 1000)
-    idle = max(1, int(settings.tcp_timeout_seconds / 2))
-    interval = max(1, int(settings.tcp_timeout_seconds / 6))
+    idle, interval, count = settings.tcp_keepalive
     server = {
         "idle_in_transaction_session_timeout": int(settings.db_idle_in_transaction_seconds * 1000),
         "lock_timeout": int(settings.db_lock_timeout_seconds * 1000),
         "tcp_user_timeout": tcp_ms,
         "tcp_keepalives_idle": idle,
         "tcp_keepalives_interval": interval,
-        "tcp_keepalives_count": 3,
+        "tcp_keepalives_count": count,
     }
     return {
         "connect_timeout": 3,
         "keepalives": 1,
         "keepalives_idle": idle,
         "keepalives_interval": interval,
-        "keepalives_count": 3,
+        "keepalives_count": count,
         "tcp_user_timeout": tcp_ms,
         "options": " ".join(f"-c {name}={value}" for name, value in server.items()),
     }

@@ -25,15 +25,14 @@ log = logging.getLogger("backprop.notify")
 
 
 def keepalive_options(settings: Settings) -> dict:
-    """TCP keepalives that notice a silent peer within about ``tcp_timeout_seconds``."""
-    idle = max(1, int(settings.tcp_timeout_seconds / 2))
-    interval = max(1, int(settings.tcp_timeout_seconds / 6))
+    """redis-py's options for TCP keepalives (``Settings.tcp_keepalive``)."""
+    idle, interval, count = settings.tcp_keepalive
     return {
         "socket_keepalive": True,
         "socket_keepalive_options": {
             socket.TCP_KEEPIDLE: idle,
             socket.TCP_KEEPINTVL: interval,
-            socket.TCP_KEEPCNT: 3,
+            socket.TCP_KEEPCNT: count,
         },
     }
 
