@@ -32,7 +32,8 @@ from . import (
 )
 from .auth import FailureLimit, KnownTokens, TokenCache, authenticate
 from .services import ModelCache, Services
-from .watch import JobWatcher, WaitSlots
+from .slots import TRANSFERS, WAITS, Slots, give_back_transfer, hold_transfer_for_large_bodies
+from .watch import JobWatcher
 
 log = logging.getLogger("backprop.api")
 
@@ -50,7 +51,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         tokens=TokenCache(settings.auth_cache_seconds),
         known_tokens=KnownTokens(settings.auth_cache_seconds),
         models=ModelCache(settings.model_cache_bytes),
-        waits=WaitSlots(settings.max_waits_per_process, settings.max_waits_per_tenant),
+        waits=Slots(WAITS, settings.max_waits_per_process, settings.max_waits_per_tenant),
+        transfers=Slots(
+            TRANSFERS, settings.max_transfers_per_process, settings.max_transfers_per_tenant
+        ),
     )
     if settings.trusted_proxies:
         # the client's address (failure limits, logs) from X-Forwarded-For, as set by this
@@ -67,6 +71,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["backprop"].auth_failures = FailureLimit(
         lambda: limiter.limiter, settings.auth_failure_limit
     )
+    app.before_request(hold_transfer_for_large_bodies)
+    app.teardown_request(give_back_transfer)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(sweeps.bp)
     app.register_blueprint(datasets.bp)

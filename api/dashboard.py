@@ -45,7 +45,7 @@ from .problems import ApiProblem, validation_errors
 from .schemas import JobCreate
 from .services import services
 from .validation import SpecError
-from .views import job_detail, job_summary, metric_view, sweep_detail, sweep_summary
+from .views import job_detail, job_summary, metric_view, sweep_detail, sweep_summaries
 
 bp = Blueprint(
     "dashboard",
@@ -229,7 +229,7 @@ def delete_job(job_id: str):
 def sweep_list():
     with services().db.reading() as db_session:
         found, _ = sweeps.list_sweeps(db_session, g.tenant, limit=PAGE_SIZE)
-        summaries = [sweep_summary(db_session, s) for s in found]
+        summaries = sweep_summaries(db_session, found)
     return render_template("dashboard/sweeps.html", sweeps=summaries, page_size=PAGE_SIZE)
 
 

@@ -4,6 +4,10 @@ rules to ``store.datasets``."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from contextlib import ExitStack
+
 from flask import Blueprint, Response, g, request, stream_with_context, url_for
 from sqlalchemy.exc import IntegrityError
 
@@ -138,7 +142,11 @@ def create_dataset(query: DatasetUploadQuery):
     name = body.name if body else query.name
     labels = body.labels if body else {}
     try:
-        with s.db.session() as session:
+        with ExitStack() as cleanup:
+            # the whole body is in (on local disk) before the database is touched: a slow
+            # client holds no transaction, and the checks and writes run at disk speed
+            stream = _spooled_body(mimetype, cleanup)
+            session = cleanup.enter_context(s.db.session())
             left = s.settings.max_dataset_storage_bytes - datasets.stored_bytes(session, g.tenant)
             builder = datasets.DatasetBuilder(
                 session,
@@ -150,7 +158,7 @@ def create_dataset(query: DatasetUploadQuery):
                 max_bytes=max(0, min(s.settings.max_dataset_bytes, left)),
             )
             try:
-                classes = _read_body(builder, mimetype, body, query)
+                classes = _read_body(builder, mimetype, body, stream, query)
             except BaseException:
                 builder.abandon()  # its writer stops before the rollback
                 raise
@@ -180,16 +188,30 @@ def create_dataset(query: DatasetUploadQuery):
     return _json(view, 201, {"Location": _location(view.id)})
 
 
-def _read_body(builder, mimetype: str, body, query: DatasetUploadQuery):
+def _spooled_body(mimetype: str, cleanup: ExitStack):
+    """The raw body copied to a temporary file (closed, and so removed, by ``cleanup``); a
+    multipart form is spooled by werkzeug itself (a large file part to disk, not memory)."""
+    if mimetype == "application/json":
+        return None  # parsed already, under the JSON limit
+    if mimetype == "multipart/form-data":
+        request.files  # noqa: B018 (parses the form)
+        return None
+    spool = cleanup.enter_context(tempfile.TemporaryFile())
+    shutil.copyfileobj(request.stream, spool, uploads.READ_BYTES)
+    spool.seek(0)
+    return spool
+
+
+def _read_body(builder, mimetype: str, body, stream, query: DatasetUploadQuery):
     if mimetype == "application/json":
         uploads.from_json(builder, body)
         return None
     if mimetype in (NPZ, OCTETS):
-        uploads.from_npz(builder, uploads.body_chunks(request.stream))
+        uploads.from_npz(builder, uploads.body_chunks(stream))
         return None
     if mimetype == "text/csv":
-        return _csv(builder, request.stream, query)
-    upload = request.files.get("file")  # werkzeug spools a large file to disk, not memory
+        return _csv(builder, stream, query)
+    upload = request.files.get("file")  # spooled by werkzeug
     if upload is None:
         error = field_error(("body", "file"), "expected a file field named 'file'")
         raise SpecError([error])
@@ -258,20 +280,17 @@ def get_dataset_data(dataset_id: str):
     """The data set back as a .npz of inputs and targets, streamed (numpy.load reads it)."""
     s = services()
     with s.db.reading() as session:
-        _find(session, dataset_id)  # 404 before the answer starts
-
-    def generate():
-        with s.db.session() as session:  # a transaction: the chunks stream through a cursor
-            dataset = datasets.get_dataset(session, g.tenant, dataset_id)
-            for part in datasets.stream_npz(session, dataset):
-                if part:
-                    yield part
-
-    return Response(
-        stream_with_context(generate()),
+        dataset = _find(session, dataset_id)  # 404 before the answer starts
+    # each handful of chunks is read apart: no connection waits on the client
+    parts = (part for part in datasets.stream_npz(s.db, dataset) if part)
+    give_back = s.transfers.take(g.tenant)  # a slow reader holds a thread while it is sent
+    response = Response(
+        stream_with_context(parts),
         mimetype=OCTETS,
         headers={"Content-Disposition": f"attachment; filename={dataset_id}.npz"},
     )
+    response.call_on_close(give_back)
+    return response
 
 
 @bp.delete("/<dataset_id>")

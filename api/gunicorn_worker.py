@@ -7,15 +7,21 @@ gunicorn --worker-class api.gunicorn_worker.ProblemWorker --threads 32 'api:crea
 
 from __future__ import annotations
 
+import errno
 import json
 import socket
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 
+from gunicorn import util
 from gunicorn.http import errors
 from gunicorn.workers.base import Worker
 from gunicorn.workers.gthread import _DEFER, ThreadWorker
+from werkzeug.exceptions import RequestTimeout
+
+from backprop.settings import Settings, get_settings
 
 from .problems import PROBLEM_JSON
 
@@ -28,6 +34,9 @@ STATUSES = {
     ),
 }
 DRAIN_BYTES = 1 << 20
+# how long a closing connection is read from, so that what the client still sends does not
+# reset the connection before it has read its answer
+LINGER_SECONDS = 1.0
 # a new connection's request line and headers must be in within this long; until then they
 # are gathered without a thread (ProblemWorker.handle)
 HEADER_SECONDS = 10.0
@@ -80,6 +89,106 @@ def leaves_body_unread(environ, status: str) -> bool:
     return length.isdigit() and int(length) > UNREAD_BODY_BYTES
 
 
+@dataclass(frozen=True)
+class Pacing:
+    """Once the headers are in, a body (either way) must move: no read or write waits on
+    the client longer than ``io_seconds``, and past the first ``grace_seconds`` spent
+    waiting on it, the client must have kept up ``min_rate`` bytes a second (time the
+    application spends between reads and writes is not counted). Event streams, which send
+    little by design, are exempt from the rate; their slots and deadlines bound them."""
+
+    io_seconds: float
+    grace_seconds: float
+    min_rate: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Pacing:
+        return cls(
+            settings.request_io_timeout_seconds,
+            settings.transfer_grace_seconds,
+            settings.min_transfer_bytes_per_second,
+        )
+
+    def too_slow(self, waited: float, moved: int) -> bool:
+        """Whether a client that made the server wait ``waited`` seconds to move ``moved``
+        bytes has fallen below the rate (after the grace)."""
+        return waited > self.grace_seconds + moved / self.min_rate
+
+
+class BodyTooSlow(RequestTimeout):
+    """The client sends its request body too slowly: answered 408 when the application is
+    reading it, the connection closed when gunicorn is (draining what was left unread)."""
+
+
+class PacedReads:
+    """A connection's socket reads (gunicorn's ``SocketUnreader.chunk``), timed: a client
+    that sends nothing for IO_SECONDS, or falls below MIN_TRANSFER_RATE (``too_slow``), is
+    refused with ``BodyTooSlow`` inside the read that finds it out, however large a read
+    the application asked for. ``restart`` begins a new request's count."""
+
+    def __init__(self, chunk, pacing: Pacing):
+        self.chunk, self.pacing = chunk, pacing
+        self.restart()
+
+    def restart(self) -> None:
+        self.waited, self.received = 0.0, 0
+
+    def __call__(self, *args):
+        started = time.monotonic()
+        try:
+            data = self.chunk(*args)
+        except TimeoutError:
+            detail = f"no part of the body arrived within {self.pacing.io_seconds:g} s"
+            raise BodyTooSlow(detail) from None
+        self.waited += time.monotonic() - started
+        self.received += len(data)
+        if self.pacing.too_slow(self.waited, self.received):
+            raise BodyTooSlow(
+                f"the body arrived at {self.received / self.waited:.0f} bytes a second, under "
+                f"{self.pacing.min_rate} (after the first {self.pacing.grace_seconds:g} s)"
+            )
+        return data
+
+
+class ClientTooSlow(OSError):
+    """A client read the answer too slowly: the connection is closed (quietly: gunicorn
+    treats a broken pipe as the client's leaving)."""
+
+
+class PacedAnswer:
+    """The answer's parts, each written by gunicorn before it asks for the next: the time
+    between handing one over and being asked again is the time the client took."""
+
+    def __init__(self, parts, pacing: Pacing, log, peer):
+        self.parts, self.pacing, self.log, self.peer = parts, pacing, log, peer
+
+    PIECE = 64 * 1024  # each write must end within io_seconds: a large part goes in pieces
+
+    def __iter__(self):
+        waited, sent = 0.0, 0
+        for part in self.parts:
+            for start in range(0, len(part), self.PIECE) if len(part) > self.PIECE else (0,):
+                piece = part[start : start + self.PIECE] if len(part) > self.PIECE else part
+                handed = time.monotonic()
+                yield piece
+                waited += time.monotonic() - handed
+                sent += len(piece)
+                if self.pacing.too_slow(waited, sent):
+                    self.log.warning("cut %s: read %d bytes in %.1f s", self.peer, sent, waited)
+                    raise ClientTooSlow(errno.EPIPE, "the client reads too slowly")
+
+    def close(self) -> None:
+        """gunicorn calls this whether or not the parts were sent: the application's own
+        close (teardown, slots given back) runs either way."""
+        close = getattr(self.parts, "close", None)
+        if close is not None:
+            close()
+
+
+def _closed(graceful: bool = False) -> None:
+    """``TConn.close`` of a connection closed already."""
+
+
 class ProblemWorker(ThreadWorker):
     """Also: an error answered before a large body was read (a 413, a 401 on an upload) says
     ``Connection: close``. gunicorn closes such a connection after the answer anyway, and a
@@ -112,28 +221,55 @@ class ProblemWorker(ThreadWorker):
     def load_wsgi(self):
         super().load_wsgi()
         app = self.wsgi
+        pacing = self.pacing = Pacing.from_settings(get_settings())
 
-        def closing_after_unread_body(environ, start_response):
+        def paced(environ, start_response):
+            streams = [False]
+
             def start(status, headers, exc_info=None):
                 if leaves_body_unread(environ, status):
                     self._serving.request.must_close = True
+                streams[0] = any(
+                    name.lower() == "content-type" and value.startswith("text/event-stream")
+                    for name, value in headers
+                )
                 return start_response(status, headers, exc_info)
 
-            return app(environ, start)
+            parts = app(environ, start)
+            if streams[0]:
+                return parts
+            return PacedAnswer(parts, pacing, self.log, environ.get("REMOTE_ADDR"))
 
-        self.wsgi = closing_after_unread_body
+        self.wsgi = paced
 
     def handle(self, conn):
-        """A new connection's request line and headers are gathered without a thread: what
-        has arrived is read (never blocking) and kept on the connection, which goes back to
-        gunicorn's poller until the blank line that ends the headers is in; then the parser
-        gets those bytes first. So a client that sends its headers a byte at a time, or
-        half of them and nothing more, holds no thread; past HEADER_SECONDS it gets a 408.
-        (gunicorn's own threads wait for the first byte only, then read in a thread.)"""
-        if conn.initialized or self.cfg.is_ssl:
+        """Serve the connection's next request (``_serve``); a connection that is not kept
+        open is closed here, in the pool's thread. gunicorn closes it gracefully on its main
+        thread, lingering up to 2 s for what the client still sends: a client that keeps
+        sending then stalls every connection of the process (every answer to a refused
+        upload closes its connection so). Here the linger holds one thread for at most
+        LINGER_SECONDS."""
+        result = self._serve(conn)
+        if result is False:
+            util.close_graceful(conn.sock, timeout=LINGER_SECONDS)
+            conn.close = _closed  # what gunicorn's main thread calls next
+        return result
+
+    def _serve(self, conn):
+        """A request's line and headers are gathered without a thread, on a new connection
+        and on a kept-alive one alike: what has arrived is read (never blocking) and kept on
+        the connection, which goes back to gunicorn's poller until the blank line that ends
+        the headers is in; then the parser gets those bytes first. So a client that sends
+        its headers a byte at a time, or half of them and nothing more, holds no thread;
+        past HEADER_SECONDS it gets a 408. (gunicorn's own threads wait for the first byte
+        only, then read in a thread.)"""
+        if self.cfg.is_ssl:
             return super().handle(conn)
-        head = conn.__dict__.setdefault("head", bytearray())
-        deadline = conn.__dict__.setdefault("headers_by", time.monotonic() + HEADER_SECONDS)
+        if "head" not in conn.__dict__:
+            # a kept-alive connection's parser may hold bytes read ahead: they come first
+            ahead = conn.parser.unreader.take_buffered() if conn.initialized else b""
+            conn.head, conn.headers_by = bytearray(ahead), time.monotonic() + HEADER_SECONDS
+        head, deadline = conn.head, conn.headers_by
         try:
             while len(head) < HEAD_BYTES:
                 part = conn.sock.recv(HEAD_BYTES, socket.MSG_DONTWAIT)
@@ -149,8 +285,9 @@ class ProblemWorker(ThreadWorker):
                 return _DEFER  # wait in the poller for the rest
             self._send_and_close(conn.sock, 408, "Request Timeout", HEADERS_TOO_SLOW)
             return False
+        del conn.head, conn.headers_by  # the next request on the connection starts afresh
         conn.sock.setblocking(True)
-        conn.init()
+        conn.init()  # once per connection: does nothing on a kept-alive one
         conn.parser.unreader.unread(bytes(head))
         return super().handle(conn)
 
@@ -175,12 +312,20 @@ class ProblemWorker(ThreadWorker):
 
     def handle_request(self, req, conn):
         self._serving.request = req
+        conn.sock.settimeout(self.pacing.io_seconds)  # gunicorn's threads block on it
+        unreader = conn.parser.unreader
+        if not isinstance(unreader.chunk, PacedReads):
+            unreader.chunk = PacedReads(unreader.chunk, self.pacing)
+        unreader.chunk.restart()
         try:
             return super().handle_request(req, conn)
         finally:
             self._serving.request = None
 
     def handle_error(self, req, client, addr, exc):
+        if isinstance(exc, BodyTooSlow):  # outside the application: draining, just close
+            self.log.info("closed a connection from %s: %s", (addr or ("",))[0], exc.description)
+            return
         known = next((v for kind, v in STATUSES.items() if isinstance(exc, kind)), None)
         if known is None and not isinstance(exc, CLIENT_ERRORS):
             return super().handle_error(req, client, addr, exc)

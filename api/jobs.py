@@ -10,7 +10,7 @@ import re
 import time
 
 import numpy as np
-from flask import Blueprint, Response, g, request, send_file, stream_with_context, url_for
+from flask import Blueprint, Response, g, request, stream_with_context, url_for
 from kombu.exceptions import OperationalError as BrokerError
 from redis import RedisError
 from sqlalchemy.exc import IntegrityError
@@ -232,18 +232,23 @@ def accept(body: JobCreate, key: str | None = None) -> JobOut | Response:
 def _check_storage(session, prepared, init_from: str | None) -> None:
     """The job's inline data, and its model and checkpoint (about the model's size each),
     within what the tenant's jobs may store (MAX_JOB_STORAGE_BYTES): 413 before it is kept."""
-    limit = services().settings.max_job_storage_bytes
     spec = prepared.spec
     model = parameter_count(spec["structure"]) * np.dtype(spec["options"]["dtype"]).itemsize
     data = sum(array.nbytes for array in prepared.arrays.values())
     needed = data + 2 * model + (model if init_from else 0)
+    check_job_storage(session, needed, "this one", "its data, model and checkpoint")
+
+
+def check_job_storage(session, needed: int, what: str, made_of: str) -> None:
+    """413 storage-quota unless ``needed`` more bytes fit in what the tenant's jobs may
+    store (MAX_JOB_STORAGE_BYTES)."""
+    limit = services().settings.max_job_storage_bytes
     used = jobs.job_bytes(session, g.tenant)
     if used + needed > limit:
         raise ApiProblem(
             413,
-            f"the tenant's jobs store {used} bytes and this one needs about {needed} (its data, "
-            f"model and checkpoint), over the quota of {limit} (MAX_JOB_STORAGE_BYTES); "
-            "delete finished jobs first",
+            f"the tenant's jobs store {used} bytes and {what} needs about {needed} ({made_of}),"
+            f" over the quota of {limit} (MAX_JOB_STORAGE_BYTES); delete finished jobs first",
             slug="storage-quota",
         )
 
@@ -559,17 +564,23 @@ def get_model_npz(job_id: str):
     Members: structure, activation, output_activation, cost, and W0, b0, W1, b1, ... in the
     seed's shapes (W[l] is n_l x n_(l+1), b[l] is n_(l+1) x 1), and lineage: the model's
     lineage as JSON text (json.loads(str(npz["lineage"])))."""
-    arrays, job = _model_and_job(job_id)
-    lineage = np.array(lineage_view(job).model_dump_json())  # a str array: no pickle needed
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays, lineage=lineage)
-    buffer.seek(0)
-    return send_file(
-        buffer,
-        mimetype="application/octet-stream",
-        as_attachment=True,
-        download_name=f"{job_id}.npz",
-    )
+    give_back = services().transfers.take(g.tenant)  # a slow reader holds a thread
+    try:
+        arrays, job = _model_and_job(job_id)
+        lineage = np.array(lineage_view(job).model_dump_json())  # a str array: no pickle
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays, lineage=lineage)
+        # not send_file: its answer skips the response's close, which gives the slot back
+        response = Response(
+            buffer.getvalue(),
+            mimetype="application/octet-stream",
+            headers={"Content-Disposition": f"attachment; filename={job_id}.npz"},
+        )
+    except BaseException:
+        give_back()
+        raise
+    response.call_on_close(give_back)
+    return response
 
 
 @bp.post("/<job_id>/predict")
@@ -640,17 +651,21 @@ def predict_dataset(job_id: str, body: PredictDatasetRequest):
     shape = (rows, network.structure[-1])
 
     def outputs():
-        with s.db.session() as session, np.errstate(over="ignore", invalid="ignore"):
-            found = datasets.get_dataset(session, g.tenant, body.dataset_id)
-            for block in datasets.row_blocks(session, found, "inputs", network.dtype):
+        # each handful of chunks is read apart: no connection waits on the client
+        chunks = datasets.detached_chunks(s.db, dataset, "inputs")
+        for block in datasets.as_rows(chunks, dataset, "inputs", network.dtype):
+            with np.errstate(over="ignore", invalid="ignore"):
                 yield np.ascontiguousarray(network.predict(block)).tobytes()
 
     stream = datasets.npz_stream([("outputs", np.dtype(network.dtype).str, shape, outputs())])
-    return Response(
+    give_back = s.transfers.take(g.tenant)  # a slow reader holds a thread while it is sent
+    response = Response(
         stream_with_context(part for part in stream if part),
         mimetype="application/octet-stream",
         headers={"Content-Disposition": f"attachment; filename={job_id}-outputs.npz"},
     )
+    response.call_on_close(give_back)
+    return response
 
 
 @bp.post("/<job_id>/cancel")

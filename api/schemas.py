@@ -379,6 +379,9 @@ class EpochMetricsOut(Out):
     val_cost: float | None = None
     val_accuracy: float | None = None
     seconds: float
+    learning_rate: float | None = Field(
+        None, description="The learning rate of the epoch's last step (after its schedule)"
+    )
 
 
 class JobErrorOut(Out):

@@ -14,7 +14,8 @@ from core import Network
 from store.db import Database
 from worker.dispatch import Dispatcher
 
-from .watch import JobWatcher, WaitSlots
+from .slots import Slots
+from .watch import JobWatcher
 
 if TYPE_CHECKING:
     from .auth import FailureLimit, KnownTokens, TokenCache
@@ -59,7 +60,8 @@ class Services:
     watcher: JobWatcher
     tokens: TokenCache
     known_tokens: KnownTokens
-    waits: WaitSlots
+    waits: Slots
+    transfers: Slots
     auth_failures: FailureLimit | None = None  # set once the rate limiter exists
     models: ModelCache = field(default_factory=ModelCache)  # create_app sizes it
 

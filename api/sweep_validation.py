@@ -13,6 +13,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
+import numpy as np
 from pydantic import ValidationError
 
 import tuning
@@ -20,7 +21,14 @@ from backprop.settings import Settings
 
 from .problems import validation_errors
 from .schemas import DatasetData, JobCreate, SweepCreate, ValidationSet
-from .validation import PreparedJob, SpecError, dotted, field_error, prepare_job
+from .validation import (
+    PreparedJob,
+    SpecError,
+    dotted,
+    field_error,
+    parameter_count,
+    prepare_job,
+)
 
 MAX_CORNERS = 4096  # combinations checked at submit
 MAX_ERRORS = 10
@@ -32,6 +40,21 @@ class PreparedSweep:
     trials: int
     base: PreparedJob
     searched_datasets: list[str]  # data.dataset_id's choices: kept while the sweep runs
+    trial_bytes: int  # the most a trial stores: its model, checkpoint and start weights
+
+
+def _trial_bytes(body: SweepCreate, search: dict) -> int:
+    """The largest trial's storage: about its model's size for the model, again for its
+    checkpoint, and again for start weights copied from ``init_from`` (the corners hold the
+    widest structures, and the wider float)."""
+    base_json = body.base.model_dump(mode="json", exclude_unset=True)
+    largest = 0
+    for corner in tuning.corners(search):
+        job = tuning.apply(base_json, corner)
+        itemsize = np.dtype(job.get("options", {}).get("dtype", "float64")).itemsize
+        copies = 3 if job.get("init_from") else 2
+        largest = max(largest, copies * parameter_count(job["structure"]) * itemsize)
+    return largest
 
 
 def prepare_sweep(
@@ -116,7 +139,7 @@ def prepare_sweep(
     }
     if searched:
         spec["datasets"] = {dataset_id: _info(cached(dataset_id)) for dataset_id in searched}
-    return PreparedSweep(spec, trials, prepared, searched)
+    return PreparedSweep(spec, trials, prepared, searched, _trial_bytes(body, search))
 
 
 def _info(dataset) -> dict:

@@ -21,6 +21,7 @@ from .jobs import (
     _idempotency_key,
     _lookup,
     _model_view,
+    check_job_storage,
     dispatch,
     init_refusal,
     sweep_call_back,
@@ -40,7 +41,7 @@ from .schemas import (
 from .services import services
 from .sweep_validation import prepare_sweep
 from .validation import SpecError, field_error
-from .views import event_stream, sweep_detail, sweep_summary
+from .views import event_stream, sweep_detail, sweep_summaries
 from .views import json_response as _json
 
 bp = Blueprint("sweeps", __name__, url_prefix="/v1/sweeps")
@@ -191,6 +192,12 @@ def _store(session, body: SweepCreate, prepared, key: str | None):
     queued = sweeps.jobs.count_jobs(session, g.tenant, "queued")
     if queued + min(body.max_parallel, prepared.trials) > queued_limit:
         raise queue_full(sweeps.jobs.QueueFull(queued, queued_limit))
+    check_job_storage(
+        session,
+        prepared.trials * prepared.trial_bytes,
+        f"this sweep's {prepared.trials} trials",
+        "each trial's model and checkpoint, as large as the space allows",
+    )
     sweep, released = sweeps.create_sweep(
         session,
         s.db,
@@ -232,7 +239,7 @@ def list_sweeps(query: SweepListQuery):
         found, cursor = sweeps.list_sweeps(
             session, g.tenant, limit=query.limit, cursor=query.cursor
         )
-        view = SweepList(sweeps=[sweep_summary(session, s) for s in found], next_cursor=cursor)
+        view = SweepList(sweeps=sweep_summaries(session, found), next_cursor=cursor)
     return _json(view)
 
 

@@ -177,11 +177,9 @@ def trial_view(sweep: Sweep, job: Job) -> TrialOut:
     )
 
 
-def _sweep_fields(session, sweep: Sweep, trials: list[Job]) -> dict:
-    spec = sweep.spec
-    best = sweeps.best_trial(sweep, trials)
-    run = sum(t.epoch for t in trials)
-    full = sum(t.epochs for t in trials)
+def _sweep_fields(sweep: Sweep, figures: sweeps.Figures) -> dict:
+    spec, best = sweep.spec, figures.best
+    run, full = figures.epochs_run, figures.epochs_full
     return dict(
         id=sweep.id,
         name=sweep.name,
@@ -194,7 +192,7 @@ def _sweep_fields(session, sweep: Sweep, trials: list[Job]) -> dict:
         objective=ObjectiveOut(**spec["objective"]),
         early_stopping=spec.get("early_stopping"),
         search=spec["search"],
-        counts=SweepCounts(**sweeps.counts(session, sweep)),
+        counts=SweepCounts(**figures.counts),
         best=trial_view(sweep, best) if best else None,
         epochs=SweepEpochs(run=run, full=full, saved=1 - run / full if full else 0.0),
         created_at=sweep.created_at,
@@ -203,8 +201,10 @@ def _sweep_fields(session, sweep: Sweep, trials: list[Job]) -> dict:
     )
 
 
-def sweep_summary(session, sweep: Sweep) -> SweepSummary:
-    return SweepSummary(**_sweep_fields(session, sweep, sweeps.trials_of(session, sweep.id)))
+def sweep_summaries(session, found: list[Sweep]) -> list[SweepSummary]:
+    """Summaries of a page of sweeps, their trials counted in the database, not loaded."""
+    figures = sweeps.figures(session, found)
+    return [SweepSummary(**_sweep_fields(sweep, figures[sweep.id])) for sweep in found]
 
 
 def sweep_detail(session, sweep: Sweep, *, limit: int = 50, offset: int = 0) -> SweepOut:
@@ -213,8 +213,14 @@ def sweep_detail(session, sweep: Sweep, *, limit: int = 50, offset: int = 0) -> 
     page = ranked[offset : offset + limit]
     more = offset + limit < len(ranked)
     url = sweep.spec.get("callback_url")
+    figures = sweeps.Figures(
+        sweeps.counts(session, sweep),
+        sum(t.epoch for t in trials),
+        sum(t.epochs for t in trials),
+        sweeps.best_trial(sweep, trials),
+    )
     return SweepOut(
-        **_sweep_fields(session, sweep, trials),
+        **_sweep_fields(sweep, figures),
         callback=SweepCallbackOut(
             url=url, state=sweep.callback_state, attempts=sweep.callbacks or []
         )

@@ -19,8 +19,6 @@ from contextlib import contextmanager
 from backprop.settings import Settings
 from worker.notify import CHANNEL, broker_redis
 
-from .problems import ApiProblem
-
 log = logging.getLogger("backprop.api")
 
 RECHECK_SECONDS = 2.0
@@ -95,55 +93,3 @@ class JobWatcher:
             waiting = list(self._waiters.get(job_id, ()))
         for event in waiting:
             event.set()
-
-
-class WaitSlots:
-    """Requests that wait (long polls, event streams), counted per API process: at most
-    ``per_process`` at once, so that the other threads stay for ordinary requests, and at
-    most ``per_tenant`` of one tenant's, so that one tenant cannot take them all. A request
-    past either gets 429 with Retry-After instead of a thread."""
-
-    RETRY_AFTER = "2"
-
-    def __init__(self, per_process: int, per_tenant: int):
-        self.per_process, self.per_tenant = per_process, per_tenant
-        self._by_tenant: dict[str, int] = defaultdict(int)
-        self._total = 0
-        self._lock = threading.Lock()
-
-    def take(self, tenant: str):
-        """A slot for the tenant, or ApiProblem 429; returns the function that gives it back
-        (exactly once, however often it is called)."""
-        with self._lock:
-            if self._by_tenant[tenant] >= self.per_tenant:
-                detail = (
-                    f"the tenant already holds {self.per_tenant} long polls and event streams "
-                    "on this server process (MAX_WAITS_PER_TENANT); close one or poll without "
-                    "?wait="
-                )
-            elif self._total >= self.per_process:
-                detail = (
-                    f"this server process already holds {self.per_process} long polls and "
-                    "event streams (MAX_WAITS_PER_PROCESS); retry, or poll without ?wait="
-                )
-            else:
-                self._by_tenant[tenant] += 1
-                self._total += 1
-                detail = None
-        if detail is not None:
-            raise ApiProblem(
-                429, detail, slug="too-many-waits", headers={"Retry-After": self.RETRY_AFTER}
-            )
-        given = threading.Event()
-
-        def give_back() -> None:
-            with self._lock:
-                if given.is_set():
-                    return
-                given.set()
-                self._by_tenant[tenant] -= 1
-                self._total -= 1
-                if not self._by_tenant[tenant]:
-                    del self._by_tenant[tenant]
-
-        return give_back

@@ -170,6 +170,33 @@ class Settings(BaseSettings):
     max_waits_per_tenant: int = Field(
         4, ge=1, description="Long polls and event streams of one tenant at once per API process"
     )
+    request_io_timeout_seconds: float = Field(
+        20.0,
+        gt=0,
+        description="Once a request's headers are in, no read of its body or write of its "
+        "answer waits on the client longer than this",
+    )
+    transfer_grace_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="Time a client may make the API wait on it (sending a body, reading an "
+        "answer) before MIN_TRANSFER_BYTES_PER_SECOND applies",
+    )
+    min_transfer_bytes_per_second: int = Field(
+        16 * 1024,
+        gt=0,
+        description="Past the grace, a client that sends its body or reads its answer slower "
+        "gets a 408 (body) or is cut off (answer); event streams are exempt",
+    )
+    max_transfers_per_process: int = Field(
+        8,
+        ge=1,
+        description="Uploads (bodies over 64 KiB) and streamed downloads at once per API "
+        "process (a quarter of its 32 threads), past it 429",
+    )
+    max_transfers_per_tenant: int = Field(
+        4, ge=1, description="Uploads and streamed downloads of one tenant at once per API process"
+    )
     idempotency_ttl_seconds: int = Field(86_400, gt=0, description="How long submits replay")
     blob_chunk_bytes: int = Field(2**20, ge=1024, description="Size of stored array chunks")
 

@@ -541,14 +541,48 @@ def npz_stream(members) -> Iterator[bytes]:
     yield pipe.take()
 
 
-def stream_npz(session: Session, dataset: Dataset) -> Iterator[bytes]:
-    """The data set as an ``.npz`` (``numpy.load`` reads it), produced chunk by chunk."""
+#: chunks taken per read transaction when a download is sent (see ``detached_chunks``)
+FETCH_CHUNKS = 8
+
+
+def detached_chunks(database, dataset: Dataset, member: str) -> Iterator[bytes]:
+    """The member's stored chunks for a download: ``FETCH_CHUNKS`` at a time, each handful in
+    a short read of its own, so no database connection is held while the client takes its
+    time over what was sent. Data sets do not change, but one may be deleted meanwhile: a
+    member that ends short raises ``DatasetNotFound`` instead of ending the download as if
+    complete (the server then cuts the connection, and the client sees it incomplete)."""
+    info = dataset.members[member]
+    expected = int(np.prod(info["shape"])) * np.dtype(info["dtype"]).itemsize
+    sent, after = 0, -1
+    while sent < expected:
+        with database.reading() as session:
+            rows = session.execute(
+                select(DatasetChunk.seq, DatasetChunk.data)
+                .where(
+                    DatasetChunk.dataset_id == dataset.id,
+                    DatasetChunk.member == member,
+                    DatasetChunk.seq > after,
+                )
+                .order_by(DatasetChunk.seq)
+                .limit(FETCH_CHUNKS)
+            ).all()
+        if not rows:
+            raise DatasetNotFound(dataset.id)
+        for _seq, data in rows:
+            sent += len(data)
+            yield data
+        after = rows[-1].seq
+
+
+def stream_npz(database, dataset: Dataset) -> Iterator[bytes]:
+    """The data set as an ``.npz`` (``numpy.load`` reads it), produced chunk by chunk
+    through ``detached_chunks``."""
     return npz_stream(
         (
             name,
             dataset.members[name]["dtype"],
             dataset.members[name]["shape"],
-            _chunks(session, dataset.id, name),
+            detached_chunks(database, dataset, name),
         )
         for name in MEMBERS
     )
@@ -557,9 +591,14 @@ def stream_npz(session: Session, dataset: Dataset) -> Iterator[bytes]:
 def row_blocks(session: Session, dataset: Dataset, member: str, dtype=None) -> Iterator[np.ndarray]:
     """The member's rows, a stored chunk at a time (whole rows each), as ``dtype`` (by
     default as stored: views of the chunks, no copy)."""
+    return as_rows(_chunks(session, dataset.id, member), dataset, member, dtype)
+
+
+def as_rows(chunks: Iterator[bytes], dataset: Dataset, member: str, dtype=None):
+    """Stored chunks of the member as blocks of whole rows (see ``row_blocks``)."""
     info = dataset.members[member]
     columns, stored = info["shape"][1], np.dtype(info["dtype"])
-    for chunk in _chunks(session, dataset.id, member):
+    for chunk in chunks:
         yield (
             np.frombuffer(chunk, dtype=stored)
             .reshape(-1, columns)

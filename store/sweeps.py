@@ -169,10 +169,15 @@ def trials_of(session: Session, sweep_id: str) -> list[Job]:
 
 def advance(session: Session, db: Database, sweep: Sweep) -> list[str]:
     """Release trials up to max_parallel active ones; end the sweep once all have ended.
-    The caller holds the sweep's lock (or just created it). Returns the new jobs' ids."""
+    The caller holds the sweep's lock (or just created it). Returns the new jobs' ids.
+
+    ``sweep.best_job_id`` is kept here, whenever a trial ends, a stopped sweep's included
+    (a running trial may still succeed): the sweeps' list reads it instead of the trials."""
+    trials = trials_of(session, sweep.id)
+    best = best_trial(sweep, trials)
+    sweep.best_job_id = best.id if best else None
     if sweep.status != RUNNING:
         return []
-    trials = trials_of(session, sweep.id)
     active = sum(1 for t in trials if t.status in ACTIVE)
     released = []
     while sweep.released < sweep.trials and active < sweep.max_parallel:
@@ -480,8 +485,48 @@ def counts(session: Session, sweep: Sweep) -> dict[str, int]:
     ).all()
     found = {status: 0 for status in (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)}
     found.update({status: int(n) for status, n in rows})
-    found["pending"] = max(sweep.trials - sweep.released, 0) if sweep.status == RUNNING else 0
+    found["pending"] = _pending(sweep)
     return found
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What a sweep's summary shows of its trials, counted in the database."""
+
+    counts: dict[str, int]  # trials by status, and pending (not released yet)
+    epochs_run: int
+    epochs_full: int
+    best: Job | None
+
+
+def figures(session: Session, found: list[Sweep]) -> dict[str, Figures]:
+    """``Figures`` of each of these sweeps, in two queries whatever their trials: counts and
+    epoch sums grouped in SQL, and the best trials (``best_job_id``) by id."""
+    ids = [sweep.id for sweep in found]
+    rows = session.execute(
+        select(Job.sweep_id, Job.status, func.count(), func.sum(Job.epoch), func.sum(Job.epochs))
+        .where(Job.sweep_id.in_(ids))
+        .group_by(Job.sweep_id, Job.status)
+    ).all()
+    best_ids = [sweep.best_job_id for sweep in found if sweep.best_job_id]
+    best = {job.id: job for job in session.scalars(select(Job).where(Job.id.in_(best_ids)))}
+    out = {}
+    for sweep in found:
+        mine = [row for row in rows if row[0] == sweep.id]
+        found_counts = {status: 0 for status in (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)}
+        found_counts.update({status: int(n) for _, status, n, _, _ in mine})
+        found_counts["pending"] = _pending(sweep)
+        out[sweep.id] = Figures(
+            found_counts,
+            sum(int(run or 0) for *_, run, _ in mine),
+            sum(int(full or 0) for *_, full in mine),
+            best.get(sweep.best_job_id),
+        )
+    return out
+
+
+def _pending(sweep: Sweep) -> int:
+    return max(sweep.trials - sweep.released, 0) if sweep.status == RUNNING else 0
 
 
 def list_sweeps(session: Session, tenant: str, *, limit: int = 50, cursor: str | None = None):

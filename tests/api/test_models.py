@@ -254,3 +254,27 @@ def test_init_from_copies_the_weights_inside_the_database(env):
     copies = [s for s in statements if s.startswith("INSERT INTO blob_chunk") and "SELECT" in s]
     reads = [s for s in statements if s.startswith("SELECT") and "blob_chunk.data" in s]
     assert len(copies) == 1 and reads == []  # no chunk came into the API process
+
+
+def test_a_sweep_s_trials_count_against_the_job_storage_quota(test_settings):
+    client, settings = _client_with(test_settings, max_job_storage_bytes=60_000)
+    buffer = io.BytesIO()
+    np.savez(
+        buffer, inputs=np.array(XOR["data"]["inputs"]), targets=np.array(XOR["data"]["targets"])
+    )
+    dataset = client.post(
+        "/v1/datasets", data=buffer.getvalue(), content_type="application/x-npz"
+    ).json
+    base = {**XOR, "data": {"dataset_id": dataset["id"]}}
+    sweep = {
+        "base": base,
+        "search": {"structure[1]": {"choice": [4, 100]}},
+        "objective": {"metric": "cost"},
+    }
+    # the widest trial, 2-100-1, stores a model and a checkpoint of 401 float64 each:
+    # 6,416 bytes a trial, 64,160 for ten
+    refused = client.post("/v1/sweeps", json={**sweep, "trials": 10})
+    assert refused.status_code == 413 and refused.json["type"] == "/problems/storage-quota"
+    assert "this sweep's 10 trials needs about 64160" in refused.json["detail"]
+    assert client.post("/v1/sweeps", json={**sweep, "trials": 9}).status_code == 202
+    redis.Redis.from_url(settings.redis_url).delete(settings.training_queue)

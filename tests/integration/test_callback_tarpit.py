@@ -11,10 +11,12 @@ import threading
 import time
 
 import pytest
+import requests
 
 from backprop.dev import callbacks_argv, control_argv, worker_argv
 from backprop.settings import Settings
 from tests.conftest import make_token
+from tests.integration.test_slow_clients import p99, timed
 from tests.integration.test_webhooks import XOR, Receiver
 from tests.support.stack import Client, ManagedProcess, start_api
 from worker.celery_app import RECONCILE_TASK, make_celery
@@ -99,6 +101,9 @@ def test_a_tarpit_receiver_delays_neither_other_deliveries_nor_the_reconciler(de
             assert client.wait(job["id"])["status"] == "succeeded"
         _wait(lambda: tarpit.connections == 3, 10, "the tarpit was never called")
         # every thread of the deliveries' worker but one is held by the tarpit now
+        headers = {"Authorization": f"Bearer {client.token}"}
+        jobs_p99 = p99(timed(requests.Session(), f"{client.base}/v1/jobs", 60, headers=headers))
+        health_p99 = p99(timed(requests.Session(), f"{client.base}/healthz", 60))
         job = client.submit({**XOR, "callback_url": good.url + "/hook"})
         ended = client.wait(job["id"])
         assert ended["status"] == "succeeded"
@@ -122,9 +127,13 @@ def test_a_tarpit_receiver_delays_neither_other_deliveries_nor_the_reconciler(de
     finally:
         tarpit.close()
         good.close()
-    print(f"normal delivery {waited:.2f} s after its job ended; reconciler pass {reconciled:.2f} s")
+    print(
+        f"normal delivery {waited:.2f} s after its job ended; reconciler pass {reconciled:.2f} s; "
+        f"GET /v1/jobs p99 {jobs_p99 * 1000:.1f} ms, /healthz p99 {health_p99 * 1000:.1f} ms"
+    )
     assert waited < 1.5, waited
     assert reconciled < 1.5, reconciled
+    assert jobs_p99 < 0.25 and health_p99 < 0.1
 
 
 def _ended_at(job: dict) -> float:

@@ -132,8 +132,15 @@ def test_a_grid_runs_every_point_in_order_and_names_the_best(stack, classes):
     # never more than max_parallel trials queued or running: each was released as one ended
     spans = [(j["created_at"], j["finished_at"]) for j in jobs]
     assert most_at_once(spans) <= 2
-    listed = client.get("/v1/sweeps").json()["sweeps"]
-    assert sweep["id"] in [s["id"] for s in listed]
+    assert_listed_as_detailed(client, sweep["id"])
+
+
+def assert_listed_as_detailed(client, sweep_id: str) -> None:
+    """The list's summary (its trials counted in SQL, the best kept on the sweep's row)
+    says what the sweep's own page (every trial loaded and ranked) says."""
+    listed = {s["id"]: s for s in client.get("/v1/sweeps").json()["sweeps"]}[sweep_id]
+    detail = client.get(f"/v1/sweeps/{sweep_id}").json()
+    assert listed == {key: detail[key] for key in listed}
 
 
 def test_random_trials_are_reproducible_from_the_seed_and_bitwise_exact(stack, classes):
@@ -243,6 +250,7 @@ def test_asha_stops_poor_trials_and_records_the_figures_behind_each_stop(stack, 
             assert all(d["decision"] == "continue" for d in job["rungs"])
     assert done["epochs"]["full"] == 81 and done["epochs"]["run"] < 81
     assert done["epochs"]["run"] == sum(j["progress"]["epoch"] for j in jobs)
+    assert_listed_as_detailed(client, sweep["id"])
 
 
 def test_cancel_stops_queued_and_running_trials_and_keeps_finished_ones(stack, classes):
@@ -279,6 +287,7 @@ def test_cancel_stops_queued_and_running_trials_and_keeps_finished_ones(stack, c
     assert again.status_code == 409
     assert again.headers["Content-Type"] == "application/problem+json"
     assert client.get(f"/v1/sweeps/{sweep['id']}/best/model").status_code == 409
+    assert_listed_as_detailed(client, sweep["id"])
 
 
 def sweep_events(stack, sweep_id: str) -> list[tuple[str, dict]]:
