@@ -165,7 +165,7 @@ def create_dataset(query: DatasetUploadQuery):
             dataset = builder.finish(classes)
             if datasets.find_duplicate(session, dataset) is not None:
                 raise _AlreadyStored(dataset.sha256)  # rolls back what was written
-            used = datasets.stored_bytes(session, g.tenant)
+            used = datasets.stored_bytes_in_turn(session, g.tenant)
             if used > s.settings.max_dataset_storage_bytes:
                 raise ApiProblem(
                     413,

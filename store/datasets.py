@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy import func, insert, or_, select
+from sqlalchemy import func, insert, or_, select, text
 from sqlalchemy.orm import Session
 
 from .db import lock_rows
@@ -436,6 +436,18 @@ def delete_dataset(session: Session, tenant: str, dataset_id: str) -> None:
     session.query(SweepDataset).filter(SweepDataset.dataset_id == dataset_id).delete()
     session.query(DatasetChunk).filter(DatasetChunk.dataset_id == dataset_id).delete()
     session.delete(dataset)
+
+
+def stored_bytes_in_turn(session: Session, tenant: str) -> int:
+    """``stored_bytes`` counted in the tenant's turn: on PostgreSQL, concurrent uploads of
+    one tenant take turns on an advisory lock (held until the commit), so each counts the
+    ones committed before it and no two overshoot the quota together; on SQLite the upload's
+    first INSERT already holds the database's single write lock until the commit."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(2, hashtext(:tenant))"), {"tenant": tenant}
+        )
+    return stored_bytes(session, tenant)
 
 
 def stored_bytes(session: Session, tenant: str) -> int:

@@ -5,6 +5,7 @@ dedupe, deletion rules, and jobs that train on a data set."""
 from __future__ import annotations
 
 import io
+import threading
 import uuid
 import zipfile
 
@@ -328,6 +329,30 @@ def test_the_tenant_s_storage_quota_is_413_and_keeps_nothing(tenant):
     over = small.post("/v1/datasets", data=npz(inputs=X[:50], targets=Y[:50]), headers=NPZ)
     assert over.status_code == 413 and "storage quota" in over.json["detail"]
     assert stored(settings.database_url, name)[0] == 1
+
+
+def test_concurrent_uploads_never_overshoot_the_quota_together(tenant):
+    _, _, name, settings = tenant
+    inputs, targets = rng.random((8, 4000, 20)), np.ones((4000, 1))  # 640 KB a data set
+    each = inputs[0].nbytes + targets.nbytes
+    small = create_app_with(
+        tenant, max_dataset_storage_bytes=3 * each + 100, max_transfers_per_tenant=8
+    )
+    bodies = [npz(inputs=member, targets=targets) for member in inputs]
+    statuses = []
+    start = threading.Barrier(len(bodies))
+
+    def upload(body):
+        start.wait()
+        statuses.append(small.post("/v1/datasets", data=body, headers=NPZ).status_code)
+
+    threads = [threading.Thread(target=upload, args=(body,)) for body in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [201] * 3 + [413] * 5
+    assert stored(settings.database_url, name)[0] == 3
 
 
 def test_inline_data_can_be_split_too(tenant):
