@@ -17,6 +17,7 @@ from store.db import get_database
 from worker.dispatch import Dispatcher
 
 from . import (
+    body,
     dashboard,
     datasets,
     docs,
@@ -24,7 +25,6 @@ from . import (
     jobs,
     limits,
     metrics,
-    openapi,
     problems,
     sweeps,
     usage,
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         # many proxies in front of the API; without them the header is not believed
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)
     problems.init_app(app)
-    openapi.init_app(app)
+    body.init_app(app)
     # before_request hooks run in this order: request id, token, rate limit
     _request_ids_and_logs(app)
     metrics.init_app(app)

@@ -41,10 +41,10 @@ from . import datasets as dataset_api
 from . import jobs as job_api
 from . import sweeps as sweep_api
 from .datasets import dataset_view
-from .problems import ApiProblem, validation_errors
-from .schemas import JobCreate
+from .field_errors import SpecError, validation_errors
+from .problems import ApiProblem
+from .schemas.jobs import JobCreate
 from .services import services
-from .validation import SpecError
 from .views import job_detail, job_summary, metric_view, sweep_detail, sweep_summaries
 
 bp = Blueprint(

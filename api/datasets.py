@@ -15,10 +15,12 @@ from store import datasets
 from store.jobs import decode_cursor, encode_cursor
 
 from . import uploads
+from .body import parse_body
+from .field_errors import SpecError, field_error
 from .jobs import NPY_RULE
-from .openapi import Rule, operation, parse_body
+from .openapi import Rule, operation
 from .problems import ApiProblem
-from .schemas import (
+from .schemas.datasets import (
     DatasetCreate,
     DatasetList,
     DatasetListQuery,
@@ -27,7 +29,6 @@ from .schemas import (
     MemberOut,
 )
 from .services import services
-from .validation import SpecError, field_error
 from .views import json_response as _json
 
 bp = Blueprint("datasets", __name__, url_prefix="/v1/datasets")

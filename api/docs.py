@@ -1,7 +1,8 @@
 """/openapi.json (generated from the operations' models) and interactive docs at /docs.
 
 The service's limits are settings, so the document states them from the settings it runs
-with: most as ``maximum``/``maxItems`` on the schema, the rest in the operations' rules.
+with: most as ``maximum``/``maxItems`` on the schema, the rest in the operations' rules. The
+reason to change is how the document and its interactive page are served.
 """
 
 from __future__ import annotations

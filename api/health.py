@@ -6,7 +6,7 @@ from flask import Blueprint, Response
 
 from .openapi import operation
 from .problems import ApiProblem
-from .schemas import Health, Readiness
+from .schemas.health import Health, Readiness
 from .services import services
 
 bp = Blueprint("health", __name__)

@@ -15,28 +15,21 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis import RedisError
 from sqlalchemy.exc import IntegrityError
 
+from core.workspace import parameter_count
 from store import datasets, idempotency, jobs, sweeps
 from store.models import CANCELLED, FINAL_STATUSES, RUNNING, SUCCEEDED
 from worker.webhooks import queue_job_callbacks, queue_sweep_callbacks, refusal
 
+from .field_errors import SpecError, field_error
 from .limits import queue_full
+from .matrices import matrix_input
 from .openapi import Rule, operation
 from .problems import ApiProblem
-from .schemas import (
-    EventsQuery,
-    JobCreate,
-    JobList,
-    JobOut,
-    JobQuery,
-    ListQuery,
-    MetricsOut,
-    ModelOut,
-    PredictDatasetRequest,
-    PredictOut,
-    PredictRequest,
-)
+from .schemas.job_views import JobList, JobOut, MetricsOut
+from .schemas.jobs import EventsQuery, JobCreate, JobQuery, ListQuery
+from .schemas.models import ModelOut, PredictDatasetRequest, PredictOut, PredictRequest
 from .services import services
-from .validation import SpecError, field_error, matrix_input, parameter_count, prepare_job
+from .validation import prepare_job
 from .views import event_stream, job_detail, job_summary, lineage_view, metric_view
 from .views import json_response as _json
 from .watch import RECHECK_SECONDS

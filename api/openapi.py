@@ -2,31 +2,28 @@
 request and writes the OpenAPI 3.1 document served at ``/openapi.json``.
 
 ``@operation(...)`` on a view names its request body and query models and its responses; the
-wrapper parses and validates the request (400 for text that is not JSON, 413 for a body over
-the limit, 415 for another content type, 422 naming each bad field) and calls the view with
-``body=`` and ``query=``. ``build_document`` walks the app's URL map and documents every
-operation, adding the problem responses that each kind of operation can answer.
+wrapper parses and validates the request (``api/body.py``) and calls the view with ``body=``
+and ``query=``. ``build_document`` walks the app's URL map and documents every operation,
+adding the problem responses that each kind of operation can answer. The reason to change is
+what the document says about an operation.
 
-We write this (about 250 lines) rather than use flask-openapi3 or spectree: both turn malformed
-JSON into 422 and label problem responses ``application/json``, and both parse with
-``json.loads`` + ``model_validate`` anyway (see the README's "Libraries" section).
+We write this rather than use flask-openapi3 or spectree: both turn malformed JSON into 422
+and label problem responses ``application/json``, and both parse with ``json.loads`` +
+``model_validate`` anyway (see the README's "Libraries" section).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import inspect
-import json
 import re
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-from flask import Flask, current_app, g, request
-from pydantic import BaseModel, ValidationError
+from flask import Flask
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from store.webhooks import (
     EVENT_HEADER,
@@ -37,8 +34,11 @@ from store.webhooks import (
 )
 
 from .auth import SESSION_COOKIE, SESSION_METHODS
-from .problems import PROBLEM_JSON, ApiProblem, validation_problem
-from .schemas import CallbackPayload, Problem, SweepCallbackPayload
+from .body import parse_body, parse_query
+from .problems import PROBLEM_JSON
+from .schemas.common import Problem
+from .schemas.job_views import CallbackPayload
+from .schemas.sweeps import SweepCallbackPayload
 
 
 @dataclass(frozen=True)
@@ -119,110 +119,6 @@ def operation(
 
     return decorate
 
-
-class _NotStrictJson(ValueError):
-    pass
-
-
-def _reject_duplicates(pairs):
-    result = {}
-    for key, value in pairs:
-        if key in result:
-            raise _NotStrictJson(f"duplicate key {key!r} in a JSON object")
-        result[key] = value
-    return result
-
-
-def _reject_constant(name: str):
-    raise _NotStrictJson(f"{name} is not a JSON value (RFC 8259 has no NaN or Infinity)")
-
-
-def _integer(text: str) -> int | float:
-    # past Python's int parsing limit: a number too large for any field, not a parse error
-    return int(text) if len(text) <= 4000 else float("inf")
-
-
-LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
-
-
-def _loads(raw: bytes):
-    """Strict JSON: UTF-8 without a byte order mark (RFC 8259), no NaN or Infinity, no
-    duplicate keys, no unpaired surrogates (I-JSON, RFC 7493). Raises _NotStrictJson."""
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raise _NotStrictJson("the body starts with a byte order mark; send UTF-8 without one")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _NotStrictJson(f"the body is not UTF-8 (byte {exc.start})") from None
-    try:
-        data = json.loads(
-            text,
-            object_pairs_hook=_reject_duplicates,
-            parse_constant=_reject_constant,
-            parse_int=_integer,
-        )
-    except RecursionError:
-        raise _NotStrictJson("nested too deeply") from None
-    except _NotStrictJson:
-        raise
-    except ValueError as exc:  # json.JSONDecodeError: "Expecting value: line 1 column 1"
-        raise _NotStrictJson(str(exc)) from None
-    if "\\u" in text and _has_lone_surrogate(data):
-        raise _NotStrictJson("a string holds an unpaired surrogate (\\ud800 to \\udfff)")
-    return data
-
-
-def _has_lone_surrogate(value) -> bool:
-    if isinstance(value, str):
-        return LONE_SURROGATE.search(value) is not None
-    if isinstance(value, dict):
-        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_lone_surrogate(v) for v in value)
-    return False
-
-
-def parse_body(model: type[BaseModel]) -> BaseModel:
-    if request.mimetype != "application/json":
-        raise ApiProblem(
-            415,
-            f"send the body as application/json, not {request.mimetype or 'nothing'!r}",
-            slug="unsupported-media-type",
-        )
-    raw = request.get_data(cache=False)  # 413 past MAX_CONTENT_LENGTH (Content-Length)
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
-    if request.content_length is None and limit and len(raw) >= limit:
-        # a chunked body stops at the limit without an error: is there more behind it?
-        if request.environ["wsgi.input"].read(1):
-            raise RequestEntityTooLarge()
-    g.body_sha256 = hashlib.sha256(raw).hexdigest()  # what an Idempotency-Key is bound to
-    try:
-        data = _loads(raw)
-    except _NotStrictJson as exc:
-        raise ApiProblem(400, f"malformed JSON: {exc}", slug="malformed-json") from None
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise _Invalid(exc) from None
-
-
-def parse_query(model: type[BaseModel]) -> BaseModel:
-    try:
-        return model.model_validate(request.args.to_dict())
-    except ValidationError as exc:
-        raise _Invalid(exc, ("query",)) from None
-
-
-class _Invalid(Exception):
-    def __init__(self, exc: ValidationError, where: tuple = ()):
-        self.exc, self.where = exc, where
-
-
-def init_app(app: Flask) -> None:
-    app.register_error_handler(_Invalid, lambda e: validation_problem(e.exc, e.where))
-
-
-# ---------------------------------------------------------------------------------- document
 
 COMMON = {
     414: "The URL is longer than the server's request line limit (4,094 bytes)",

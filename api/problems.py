@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 from store.datasets import DatasetInvalid
 from store.db import is_outage
 
-from .validation import SpecError, dotted, field_error
+from .field_errors import SpecError, validation_errors
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("backprop.api")
@@ -66,19 +66,6 @@ def problem(
     return Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON, headers=headers)
 
 
-def validation_errors(exc: ValidationError, where: tuple = ()) -> list[dict]:
-    """A pydantic error as FieldError dicts, one per bad field."""
-    details = exc.errors(include_url=False, include_input=False, include_context=False)
-    errors = []
-    for error in details:
-        loc = _strip_union_tags((*where, *error["loc"]))
-        msg = error["msg"]
-        if error["type"] == "model_type":  # not the class name, what the client must send
-            msg = "expected a JSON object"
-        errors.append(field_error(loc, msg, error["type"]))
-    return errors
-
-
 def validation_problem(exc: ValidationError, where: tuple = ()) -> Response:
     """A pydantic error as a 422 naming each field."""
     errors = validation_errors(exc, where)
@@ -86,22 +73,6 @@ def validation_problem(exc: ValidationError, where: tuple = ()) -> Response:
     if len(errors) > 5:
         summary += f"; and {len(errors) - 5} more"
     return problem(422, summary, slug="validation-error", errors=errors)
-
-
-MATRIX_FORMS = ("json-rows", "npy-file")  # the tags of schemas.MatrixInput
-DIMENSION_KINDS = ("choice", "uniform", "log_uniform", "int_uniform", "int_log_uniform")
-
-
-def _strip_union_tags(loc: tuple) -> tuple:
-    # pydantic names the chosen member of a union in the path: data.arrays.inputs.json-rows[0]
-    if loc and loc[0] == "base":  # a sweep's base job
-        return ("base", *_strip_union_tags(loc[1:]))
-    if len(loc) > 2 and loc[0] == "search" and loc[2] in DIMENSION_KINDS:
-        loc = (*loc[:2], *loc[3:])  # search.<path>.<kind>.<kind>: the kind once
-    if len(loc) > 1 and loc[0] == "data" and loc[1] in ("arrays", "batches"):
-        loc = (loc[0], *loc[2:])
-    # a bad key of a mapping: pydantic adds "[key]" after it; the key is the field
-    return tuple(part for part in loc if part not in MATRIX_FORMS and part != "[key]")
 
 
 def init_app(app: Flask) -> None:
@@ -152,6 +123,3 @@ def init_app(app: Flask) -> None:
             "an unexpected error occurred; quote the request_id to support",
             slug="internal-error",
         )
-
-
-__all__ = ["ApiProblem", "PROBLEM_JSON", "dotted", "init_app", "problem", "validation_problem"]

@@ -5,7 +5,8 @@ can produce. Nothing is stored for a sweep that fails here; every error names it
 Every trial is checked by checking the corners of the space: each combination of the
 choices and of the ends of the ranges, prepared as a job exactly as a submit prepares one.
 A job's rules are bounds on single fields and a compute budget that grows with epochs,
-widths and samples, so a value between two valid ends is valid too.
+widths and samples, so a value between two valid ends is valid too. The reason to change is
+a rule on sweeps or on what a sweep stores.
 """
 
 from __future__ import annotations
@@ -16,19 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import ValidationError
 
-import tuning
 from backprop.settings import Settings
+from core.workspace import parameter_count
+from tuning import space
 
-from .problems import validation_errors
-from .schemas import DatasetData, JobCreate, SweepCreate, ValidationSet
-from .validation import (
-    PreparedJob,
-    SpecError,
-    dotted,
-    field_error,
-    parameter_count,
-    prepare_job,
-)
+from .field_errors import SpecError, dotted, field_error, validation_errors
+from .schemas.jobs import DatasetData, JobCreate, ValidationSet
+from .schemas.sweeps import SweepCreate
+from .validation import PreparedJob, prepare_job
 
 MAX_CORNERS = 4096  # combinations checked at submit
 MAX_ERRORS = 10
@@ -49,8 +45,8 @@ def _trial_bytes(body: SweepCreate, search: dict) -> int:
     widest structures, and the wider float)."""
     base_json = body.base.model_dump(mode="json", exclude_unset=True)
     largest = 0
-    for corner in tuning.corners(search):
-        job = tuning.apply(base_json, corner)
+    for corner in space.corners(search):
+        job = space.apply(base_json, corner)
         itemsize = np.dtype(job.get("options", {}).get("dtype", "float64")).itemsize
         copies = 3 if job.get("init_from") else 2
         largest = max(largest, copies * parameter_count(job["structure"]) * itemsize)
@@ -99,21 +95,21 @@ def prepare_sweep(
     starts = _init_checker(check_init)
     # with structure or init_from searched, each corner's pair is checked (a searched
     # init_from replaces the base's, which is then neither checked nor kept)
-    shaped = any(tuning.location(path)[0] in ("structure", "init_from") for path in search)
+    shaped = any(space.location(path)[0] in ("structure", "init_from") for path in search)
     if base.init_from is not None and not shaped:
         why = starts(base.init_from, base.structure)
         if why is not None:
             errors.append(field_error(("base", "init_from"), why, "init_from"))
     _check_corners(body, search, settings, cached, errors, starts if shaped else None)
     if body.early_stopping is not None:
-        least = min(_values(search, base, "epochs", base.epochs))
+        least = min(_values(search, "epochs", base.epochs))
         if body.early_stopping.min_epochs >= least:
             message = (
                 f"min_epochs {body.early_stopping.min_epochs} is not below the trials' "
                 f"{least} epochs: no trial would reach a rung"
             )
             errors.append(field_error(("early_stopping", "min_epochs"), message, "sweep"))
-    searched = list(dict.fromkeys(_values(search, base, "data.dataset_id", None)))
+    searched = list(dict.fromkeys(_values(search, "data.dataset_id", None)))
     searched = [dataset_id for dataset_id in searched if dataset_id is not None]
     if not errors:  # every choice was found by the corners' checks
         for dataset_id in searched:
@@ -143,7 +139,7 @@ def prepare_sweep(
 
 
 def _info(dataset) -> dict:
-    """What a trial's spec needs of its data set (``tuning.trial_spec``)."""
+    """What a trial's spec needs of its data set (``tuning.sampling.trial_spec``)."""
     return {
         "samples": int(dataset.samples),
         "class_counts": dataset.members["targets"].get("class_counts"),
@@ -161,7 +157,7 @@ def _check_paths(search: dict, base: JobCreate, errors: list[dict]) -> None:
     for path in search:
         where = ("search", path)
         try:
-            loc = tuning.location(path)
+            loc = space.location(path)
         except ValueError as exc:
             errors.append(field_error(where, str(exc), "search_path"))
             continue
@@ -177,12 +173,12 @@ def _check_paths(search: dict, base: JobCreate, errors: list[dict]) -> None:
                     else "the base's structure has no hidden layer to search"
                 )
                 errors.append(field_error(where, message, "search_path"))
-        if path in tuning.CHOICE_FIELDS:
+        if path in space.CHOICE_FIELDS:
             values = search[path].get("choice")
             if values is None or not all(isinstance(v, str) for v in values):
                 message = f'{path} takes a choice of ids: {{"choice": ["<id>", ...]}}'
                 errors.append(field_error(where, message, "search_path"))
-        if tuning.takes_integers(path) and tuning.kind(search[path]) in ("uniform", "log_uniform"):
+        if space.takes_integers(path) and space.kind(search[path]) in ("uniform", "log_uniform"):
             message = f"{path} takes integers: use int_uniform, int_log_uniform or choice"
             errors.append(field_error(where, message, "search_path"))
 
@@ -190,13 +186,13 @@ def _check_paths(search: dict, base: JobCreate, errors: list[dict]) -> None:
 def _check_counts(body: SweepCreate, search: dict, settings: Settings, errors) -> int:
     trials = body.trials
     if body.method == "grid":
-        ranges = [p for p, d in search.items() if tuning.is_numeric(d)]
+        ranges = [p for p, d in search.items() if space.is_numeric(d)]
         for path in ranges:
             message = 'a grid takes choices only: {"choice": [...]}'
             errors.append(field_error(("search", path), message, "search_grid"))
         if ranges:
             return 0
-        size = tuning.grid_size(search)
+        size = space.grid_size(search)
         if trials is None:
             trials = size
         elif trials > size:
@@ -212,7 +208,7 @@ def _check_counts(body: SweepCreate, search: dict, settings: Settings, errors) -
             f"at most {settings.max_sweep_parallel} (MAX_SWEEP_PARALLEL), got {body.max_parallel}"
         )
         errors.append(field_error(("max_parallel",), message, "limit_exceeded"))
-    corners = tuning.corner_count(search)
+    corners = space.corner_count(search)
     if corners > MAX_CORNERS:
         message = (
             f"the space has {corners} combinations of choices and range ends; at most "
@@ -222,11 +218,11 @@ def _check_counts(body: SweepCreate, search: dict, settings: Settings, errors) -
     return trials
 
 
-def _values(search: dict, base: JobCreate, path: str, default) -> list:
+def _values(search: dict, path: str, default) -> list:
     dimension = search.get(path)
     if dimension is None:
         return [default]
-    return list(dimension[tuning.kind(dimension)])
+    return list(dimension[space.kind(dimension)])
 
 
 def _check_objective(
@@ -234,7 +230,7 @@ def _check_objective(
 ) -> None:
     metric, options = body.objective.metric, body.base.options
     if metric.startswith("val_") and options.validation is None:
-        splits = _values(search, body.base, "options.validation_split", options.validation_split)
+        splits = _values(search, "options.validation_split", options.validation_split)
         if any(split is None for split in splits):
             message = (
                 f"{metric} needs a validation set: options.validation_split or "
@@ -267,8 +263,8 @@ def _check_corners(
     ``starts``: also check each corner's init_from against its structure."""
     base_json = body.base.model_dump(mode="json", exclude_unset=True)
     reported: set[str] = set()
-    for corner in tuning.corners(search):
-        found = _corner_errors(tuning.apply(base_json, corner), settings, find_dataset, starts)
+    for corner in space.corners(search):
+        found = _corner_errors(space.apply(base_json, corner), settings, find_dataset, starts)
         for error in found:
             path = _blame(error["loc"], corner, base_json)
             if path in reported:
@@ -300,11 +296,11 @@ def _blame(loc: list, corner: dict, base_json: dict) -> str:
     """The searched path an error of a corner belongs to: the one at (or above) the field,
     else the first whose value there differs from the base's."""
     for path in corner:
-        where = list(tuning.location(path))
+        where = list(space.location(path))
         if loc[: len(where)] == where or where[: len(loc)] == loc:
             return path
     for path, value in corner.items():
-        if _at(base_json, tuning.location(path)) != value:
+        if _at(base_json, space.location(path)) != value:
             return path
     return next(iter(corner))
 

@@ -13,6 +13,7 @@ from store import idempotency, sweeps
 from store.models import RUNNING
 from worker.webhooks import refusal
 
+from .field_errors import SpecError, field_error
 from .jobs import (
     IDEMPOTENCY_HEADER,
     SUBMIT_RULES,
@@ -29,8 +30,8 @@ from .jobs import (
 from .limits import queue_full
 from .openapi import Rule, operation
 from .problems import ApiProblem
-from .schemas import (
-    ModelOut,
+from .schemas.models import ModelOut
+from .schemas.sweeps import (
     SweepCreate,
     SweepEventsQuery,
     SweepList,
@@ -40,7 +41,6 @@ from .schemas import (
 )
 from .services import services
 from .sweep_validation import prepare_sweep
-from .validation import SpecError, field_error
 from .views import event_stream, sweep_detail, sweep_summaries
 from .views import json_response as _json
 

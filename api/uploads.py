@@ -15,8 +15,9 @@ from stream_unzip import UnzipError, stream_unzip
 
 from store.datasets import DatasetBuilder, DatasetInvalid
 
-from .schemas import NpyArray
-from .validation import SpecError, decode_npy, matrix_input
+from .field_errors import SpecError
+from .matrices import decode_npy, matrix_input
+from .schemas.common import NpyArray
 
 READ_BYTES = 1 << 20
 # a 2-D array's .npy header is about 128 bytes; numpy itself reads at most 10,000

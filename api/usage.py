@@ -7,7 +7,7 @@ from flask import Blueprint, g
 from store import jobs
 
 from .openapi import operation
-from .schemas import StoredOut, UsageOut
+from .schemas.account import StoredOut, UsageOut
 from .services import services
 from .views import json_response
 

@@ -3,43 +3,24 @@
 A job that passes here cannot fail later for a reason visible now: sizes match the structure,
 rows are not ragged, the options fit together, the limits and the compute budget hold. Every
 violation is reported with the path of the field and what was expected, and nothing is stored.
+The reason to change is a rule across a job's fields and data, or how its data is stored (the
+limits themselves are in ``api/budget.py``, the reading of a matrix in ``api/matrices.py``).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 import secrets
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib import format as npy_format
 
 from backprop.settings import Settings
 from core import held_out_count, validation_rows
 
-from .schemas import ArrayData, BatchData, DatasetData, JobCreate, NpyArray, ValidationDataset
-
-
-class SpecError(ValueError):
-    """One or more fields of a request break a rule; ``errors`` are FieldError dicts."""
-
-    def __init__(self, errors: list[dict]):
-        self.errors = errors
-        super().__init__("; ".join(f"{e['field']}: {e['msg']}" for e in errors))
-
-
-def field_error(loc: tuple | list, msg: str, kind: str = "value_error") -> dict:
-    return {"loc": list(loc), "field": dotted(loc), "msg": msg, "type": kind}
-
-
-def dotted(loc) -> str:
-    """["data", "inputs", 3] -> "data.inputs[3]"; the whole body is "body"."""
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "body"
+from .budget import check_budget, check_limits
+from .field_errors import SpecError, field_error
+from .matrices import MAX_ROW_ERRORS, matrix_input
+from .schemas.jobs import ArrayData, BatchData, DatasetData, JobCreate, ValidationDataset
 
 
 @dataclass(frozen=True)
@@ -60,7 +41,7 @@ def prepare_job(job: JobCreate, settings: Settings, find_dataset=None) -> Prepar
     metadata (shapes, value ranges) is checked here, its data is never read."""
     errors: list[dict] = []
     structure = job.structure
-    _check_limits(job, settings, errors)
+    check_limits(job, settings, errors)
     options = job.options
     if options.cost == "cross_entropy" and options.output_activation not in ("sigmoid", "softmax"):
         errors.append(
@@ -137,7 +118,7 @@ def prepare_job(job: JobCreate, settings: Settings, find_dataset=None) -> Prepar
         samples += val_dataset.samples
     elif "val_inputs" in arrays and dataset is None:  # a data set's split is in its samples
         samples += len(arrays["val_inputs"])
-    _check_budget(job, samples, settings, errors)
+    check_budget(job, samples, settings, errors)
     if errors:
         raise SpecError(errors)
     spec = _spec(job, arrays, settings, seed, dataset, val_dataset)
@@ -197,80 +178,6 @@ def _check_stored_values(dataset, loc: tuple, options, errors: list[dict]) -> No
             errors.append(field_error(where, message, "target_range"))
 
 
-def _check_limits(job: JobCreate, settings: Settings, errors: list[dict]) -> None:
-    if len(job.structure) > settings.max_layers:
-        errors.append(
-            field_error(
-                ("structure",),
-                f"at most {settings.max_layers} layers are allowed, got {len(job.structure)}",
-                "limit_exceeded",
-            )
-        )
-    for i, width in enumerate(job.structure):
-        if width > settings.max_layer_width:
-            errors.append(
-                field_error(
-                    ("structure", i),
-                    f"layers may be at most {settings.max_layer_width} wide, got {width}",
-                    "limit_exceeded",
-                )
-            )
-            break
-    parameters = parameter_count(job.structure)
-    if parameters > settings.max_parameters:
-        errors.append(
-            field_error(
-                ("structure",),
-                f"the network has {parameters} weights and biases, at most "
-                f"{settings.max_parameters} are allowed (MAX_PARAMETERS)",
-                "limit_exceeded",
-            )
-        )
-    if job.epochs > settings.max_epochs:
-        errors.append(
-            field_error(
-                ("epochs",),
-                f"at most {settings.max_epochs} epochs are allowed, got {job.epochs}",
-                "limit_exceeded",
-            )
-        )
-    runtime = job.options.max_runtime_seconds
-    if runtime is not None and runtime > settings.max_runtime_seconds:
-        errors.append(
-            field_error(
-                ("options", "max_runtime_seconds"),
-                f"at most {settings.max_runtime_seconds} seconds are allowed, got {runtime}",
-                "limit_exceeded",
-            )
-        )
-
-
-MAX_ROW_ERRORS = 10  # per matrix: enough to see the pattern, bounded for huge bodies
-
-
-def _check_rows(rows, loc: tuple, width: int, layer: str, errors: list[dict]) -> bool:
-    """Every row must have the width of a layer; reports each row that does not (the first
-    MAX_ROW_ERRORS of them, then how many more)."""
-    bad = [i for i, row in enumerate(rows) if len(row) != width]
-    for i in bad[:MAX_ROW_ERRORS]:
-        errors.append(
-            field_error(
-                (*loc, i),
-                f"expected {width} values ({layer}), got {len(rows[i])}",
-                "size_mismatch",
-            )
-        )
-    if len(bad) > MAX_ROW_ERRORS:
-        errors.append(
-            field_error(
-                loc,
-                f"{len(bad) - MAX_ROW_ERRORS} more rows do not have {width} values",
-                "size_mismatch",
-            )
-        )
-    return not bad
-
-
 def _arrays(data: ArrayData, loc: tuple, structure: list[int], errors: list[dict]):
     inputs, in_rows = matrix_input(
         data.inputs, (*loc, "inputs"), structure[0], "the network's structure[0]", errors
@@ -287,82 +194,6 @@ def _arrays(data: ArrayData, loc: tuple, structure: list[int], errors: list[dict
             )
         )
     return inputs, targets
-
-
-def matrix_input(value, loc: tuple, width: int, layer: str, errors: list[dict]):
-    """(the matrix, its row count): JSON rows or a decoded .npy array whose rows have the
-    layer's width. The matrix is None (with an error) when they do not; the count is None
-    only when the value could not be read at all."""
-    if isinstance(value, NpyArray):
-        array = decode_npy(value.npy, loc, errors)
-        if array is None:
-            return None, None
-        if array.shape[1] != width:
-            errors.append(
-                field_error(
-                    loc,
-                    f"expected rows of {width} values ({layer}), "
-                    f"got an array of shape {array.shape}",
-                    "size_mismatch",
-                )
-            )
-            return None, len(array)
-        return array, len(array)
-    return (value if _check_rows(value, loc, width, layer, errors) else None), len(value)
-
-
-def decode_npy(text: str, loc: tuple, errors: list[dict]) -> np.ndarray | None:
-    """The 2-D array of finite numbers in a base64 .npy file, or None and an error naming
-    the field. The header is read and checked against the data's length before anything is
-    allocated, so a header that claims a huge shape costs nothing; nothing is unpickled."""
-    where = (*loc, "npy")
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        errors.append(field_error(where, "expected base64 (RFC 4648) of a .npy file", "npy"))
-        return None
-    stream = io.BytesIO(raw)
-    try:
-        version = npy_format.read_magic(stream)
-        read_header = {
-            (1, 0): npy_format.read_array_header_1_0,
-            (2, 0): npy_format.read_array_header_2_0,
-        }[version]
-        shape, fortran_order, dtype = read_header(stream)
-    except (ValueError, KeyError, EOFError, SyntaxError, TypeError):
-        message = "expected a .npy file (format 1.0 or 2.0, as numpy.save writes)"
-        errors.append(field_error(where, message, "npy"))
-        return None
-    if dtype.hasobject or dtype.fields is not None or dtype.kind not in "fiu":
-        message = f"expected an array of floats or integers, got dtype {dtype.str!r}"
-        errors.append(field_error(where, message, "npy"))
-        return None
-    if len(shape) != 2 or shape[0] < 1 or shape[1] < 1:
-        message = (
-            f"expected a 2-D array with at least one row (rows are samples), got shape {shape}"
-        )
-        errors.append(field_error(where, message, "npy"))
-        return None
-    data = memoryview(raw)[stream.tell() :]
-    needed = shape[0] * shape[1] * dtype.itemsize
-    if len(data) != needed:
-        message = (
-            f"the header's shape {shape} and dtype {dtype.str!r} need {needed} bytes of data, "
-            f"the file has {len(data)}"
-        )
-        errors.append(field_error(where, message, "npy"))
-        return None
-    array = np.frombuffer(data, dtype=dtype)
-    array = array.reshape(shape[::-1]).T if fortran_order else array.reshape(shape)
-    if dtype.kind == "f":
-        finite = np.isfinite(array).all(axis=1)
-        if not finite.all():
-            row = int(np.argmin(finite))
-            errors.append(
-                field_error((*loc, row), "expected finite numbers, found NaN or infinity", "npy")
-            )
-            return None
-    return array
 
 
 def _batches(data: BatchData, structure: list[int], errors: list[dict]):
@@ -434,26 +265,6 @@ def _check_probabilities(arrays, output_activation: str, errors: list[dict]) -> 
                     "target_range",
                 )
             )
-
-
-def parameter_count(structure: list[int]) -> int:
-    return sum((n + 1) * m for n, m in zip(structure[:-1], structure[1:]))
-
-
-def _check_budget(job: JobCreate, samples: int, settings: Settings, errors: list[dict]) -> None:
-    """``samples``: the rows trained on and the rows validated on, every epoch."""
-    cost = samples * job.epochs * parameter_count(job.structure)
-    if cost > settings.max_job_cost:
-        errors.append(
-            field_error(
-                ("epochs",),
-                f"the job's compute cost is {cost:.3g} (rows trained and validated on {samples} "
-                f"x epochs {job.epochs} x "
-                f"parameters {parameter_count(job.structure)}), over the budget of "
-                f"{settings.max_job_cost:.3g}; train fewer epochs, a smaller network or less data",
-                "budget_exceeded",
-            )
-        )
 
 
 def _spec(job: JobCreate, arrays, settings: Settings, seed: int, dataset, val_dataset) -> dict:

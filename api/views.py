@@ -11,17 +11,19 @@ from pydantic import BaseModel
 from store import sweeps
 from store.models import EpochMetric, Job, JobEvent, Sweep
 
-from .schemas import (
+from .schemas.job_views import (
     DataSummary,
     EpochMetricsOut,
     JobErrorOut,
     JobEventOut,
     JobOut,
     JobSummary,
-    Lineage,
-    ObjectiveOut,
     OptionsOut,
     Progress,
+)
+from .schemas.models import Lineage
+from .schemas.sweeps import (
+    ObjectiveOut,
     SweepCallbackOut,
     SweepCounts,
     SweepEpochs,

@@ -7,7 +7,7 @@ from flask import Blueprint, g
 from store import webhooks
 
 from .openapi import operation
-from .schemas import WebhookSecretOut
+from .schemas.account import WebhookSecretOut
 from .services import services
 from .views import json_response
 

@@ -238,7 +238,7 @@ def tiny_spec(epochs: int = 1) -> dict:
 
 def core_seconds(spec: dict) -> float:
     """Trainer.run() of the job the service would store for this body, in this process."""
-    from api.schemas import JobCreate
+    from api.schemas.jobs import JobCreate
     from api.validation import prepare_job
     from backprop.settings import Settings
     from worker.training import build_trainer

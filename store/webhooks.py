@@ -38,7 +38,7 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 def payload(job: Job) -> dict:
-    """A callback's body: the job's final state (``api.schemas.CallbackPayload``)."""
+    """A callback's body: the job's final state (``api.schemas.job_views.CallbackPayload``)."""
     return {
         "id": job.id,
         "name": job.name,
@@ -58,7 +58,8 @@ def payload(job: Job) -> dict:
 
 
 def sweep_payload(session: Session, sweep: Sweep) -> dict:
-    """A sweep's callback body: its state as it ended (``api.schemas.SweepCallbackPayload``)."""
+    """A sweep's callback body: its state as it ended
+    (``api.schemas.sweeps.SweepCallbackPayload``)."""
     trials = sweeps.trials_of(session, sweep.id)
     metric = sweep.spec["objective"]["metric"]
     best = sweeps.best_trial(sweep, trials)

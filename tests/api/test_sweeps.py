@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 import tuning
-from api.schemas import JobCreate
+from api.schemas.jobs import JobCreate
 from api.validation import prepare_job
 from backprop.settings import Settings
 

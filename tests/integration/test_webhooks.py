@@ -18,7 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from api import create_app
-from api.schemas import CallbackPayload, SweepCallbackPayload
+from api.schemas.job_views import CallbackPayload
+from api.schemas.sweeps import SweepCallbackPayload
 from backprop.settings import Settings
 from store.db import get_database
 from tests.conftest import make_token
