@@ -1,6 +1,6 @@
 """The Flask application: ``create_app()`` wires settings, database, dispatcher and blueprints.
 
-gunicorn 'api:create_app()'
+gunicorn 'web:create_app()' (the API with the dashboard)
 """
 
 from __future__ import annotations
@@ -13,14 +13,15 @@ from flask import Flask, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from backprop.settings import Settings, get_settings
+from messaging.dispatch import Dispatcher
 from store.db import get_database
-from worker.dispatch import Dispatcher
 
 from . import (
+    auth,
     body,
-    dashboard,
     datasets,
     docs,
+    errors,
     health,
     jobs,
     limits,
@@ -60,7 +61,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         # the client's address (failure limits, logs) from X-Forwarded-For, as set by this
         # many proxies in front of the API; without them the header is not believed
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)
+    auth.init_session(app, settings)
     problems.init_app(app)
+    errors.init_app(app)
     body.init_app(app)
     # before_request hooks run in this order: request id, token, rate limit
     _request_ids_and_logs(app)
@@ -82,7 +85,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(metrics.bp)
     app.register_blueprint(docs.bp)
     app.register_blueprint(docs.docs)
-    dashboard.init_app(app, settings)
     return app
 
 

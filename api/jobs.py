@@ -8,27 +8,27 @@ import json
 import logging
 import re
 import time
+from functools import partial
 
 import numpy as np
 from flask import Blueprint, Response, g, request, stream_with_context, url_for
-from kombu.exceptions import OperationalError as BrokerError
-from redis import RedisError
-from sqlalchemy.exc import IntegrityError
 
 from core.workspace import parameter_count
-from store import datasets, idempotency, jobs, sweeps
-from store.models import CANCELLED, FINAL_STATUSES, RUNNING, SUCCEEDED
-from worker.webhooks import queue_job_callbacks, queue_sweep_callbacks, refusal
+from service.context import Idempotency
+from service.idempotent import Stored
+from service.jobs import cancel_job, find_dataset, remove_job, submit_job
+from store import dataset_reader, job_data, jobs, npz
+from store.idempotency import Replay
+from store.models import FINAL_STATUSES, RUNNING, SUCCEEDED
 
 from .field_errors import SpecError, field_error
-from .limits import queue_full
 from .matrices import matrix_input
 from .openapi import Rule, operation
 from .problems import ApiProblem
 from .schemas.job_views import JobList, JobOut, MetricsOut
 from .schemas.jobs import EventsQuery, JobCreate, JobQuery, ListQuery
 from .schemas.models import ModelOut, PredictDatasetRequest, PredictOut, PredictRequest
-from .services import services
+from .services import context, services
 from .validation import prepare_job
 from .views import event_stream, job_detail, job_summary, lineage_view, metric_view
 from .views import json_response as _json
@@ -144,217 +144,55 @@ def submit(body: JobCreate):
     The job is stored before the answer, with its data, and trained once by a worker. Poll
     its Location (getJob, with ?wait= to long poll) until its status is succeeded, failed or
     cancelled."""
-    accepted = accept(body, _idempotency_key())
-    if isinstance(accepted, Response):  # the stored answer of an earlier submit
-        return accepted
-    return _json(accepted, 202, {"Location": url_for("jobs.get_job", job_id=accepted.id)})
+    accepted = accept(body, idempotency_key())
+    if isinstance(accepted, Replay):  # the stored answer of an earlier submit
+        return replayed(accepted, url_for("jobs.get_job", job_id=accepted.job_id))
+    g.job_id = accepted.id
+    location = url_for("jobs.get_job", job_id=accepted.id)
+    return _json(accepted.answer, 202, {"Location": location})
 
 
-def accept(body: JobCreate, key: str | None = None) -> JobOut | Response:
-    """Store and dispatch the tenant's job: its view, or the replayed answer of an earlier
-    submit with the same Idempotency-Key. Raises SpecError, ApiProblem (the queue quota)."""
-    s = services()
+def accept(body: JobCreate, idem: Idempotency | None = None) -> Stored | Replay:
+    """Check the request and submit the tenant's job (``service.jobs.submit_job``): what
+    it stored, with the job's view as its answer, or the replay of an earlier submit."""
+    ctx = context()
     # a failure here stores nothing, key included
-    prepared = prepare_job(body, s.settings, find_dataset=_find_dataset)
-    if body.callback_url:
-        why = refusal(body.callback_url, s.settings.callback_allow_private_networks)
-        if why is not None:
-            raise SpecError([field_error(("callback_url",), why, "callback_url")])
-        prepared.spec["callback_url"] = body.callback_url
-    if body.init_from:
-        why = init_refusal(body.init_from, body.structure)
-        if why is not None:
-            raise SpecError([field_error(("init_from",), why, "init_from")])
-        prepared.spec["init_from"] = body.init_from
-    try:
-        # one transaction: the replay check, the job with its data and its dispatch record
-        # (the quota is counted exactly inside create_job), and the key's answer
-        with s.db.session() as session:
-            if key:
-                replay = _lookup(session, key)
-                if replay is not None:
-                    return replay
-            _check_storage(session, prepared, body.init_from)
-            job = jobs.create_job(
-                session,
-                s.db,
-                tenant=g.tenant,
-                spec=prepared.spec,
-                arrays=prepared.arrays,
-                name=body.name,
-                labels=body.labels,
-                chunk_bytes=s.settings.blob_chunk_bytes,
-                max_queued=s.settings.max_queued_jobs_per_tenant,
-                dispatching=True,
-                dataset_id=prepared.dataset_id,
-                val_dataset_id=prepared.val_dataset_id,
-                init_from=body.init_from,  # its weights copied inside the database
-            )
-            view = _detail(session, job)
-            if key:
-                idempotency.remember(
-                    session,
-                    s.db,
-                    tenant=g.tenant,
-                    key=key,
-                    request_hash=g.body_sha256,
-                    status_code=202,
-                    response=view.model_dump(mode="json"),
-                    job_id=job.id,
-                    ttl_seconds=s.settings.idempotency_ttl_seconds,
-                )
-    except jobs.QueueFull as exc:
-        raise queue_full(exc) from None
-    except jobs.InitSourceGone:  # deleted between the check and the copy
-        message = f"{body.init_from!r} was just deleted"
-        raise SpecError([field_error(("init_from",), message, "init_from")]) from None
-    except IntegrityError:
-        _data_set_gone(prepared)  # deleted between the check and the insert
-        if not key:
-            raise
-        with s.db.session() as session:  # a concurrent twin with the same key won the race
-            replay = _lookup(session, key)
-        if replay is None:
-            raise
-        return replay
-    g.job_id = job.id
-    dispatch(job.id)
-    return view
+    prepared = prepare_job(body, ctx.settings, find_dataset=partial(find_dataset, ctx))
+    return submit_job(
+        ctx,
+        prepared,
+        name=body.name,
+        labels=body.labels,
+        callback_url=body.callback_url,
+        init_from=body.init_from,
+        idem=idem,
+        answer=_detail,
+    )
 
 
-def _check_storage(session, prepared, init_from: str | None) -> None:
-    """The job's inline data, and its model and checkpoint (about the model's size each),
-    within what the tenant's jobs may store (MAX_JOB_STORAGE_BYTES): 413 before it is kept."""
-    spec = prepared.spec
-    model = parameter_count(spec["structure"]) * np.dtype(spec["options"]["dtype"]).itemsize
-    data = sum(array.nbytes for array in prepared.arrays.values())
-    needed = data + 2 * model + (model if init_from else 0)
-    check_job_storage(session, needed, "this one", "its data, model and checkpoint")
-
-
-def check_job_storage(session, needed: int, what: str, made_of: str) -> None:
-    """413 storage-quota unless ``needed`` more bytes fit in what the tenant's jobs may
-    store (MAX_JOB_STORAGE_BYTES)."""
-    limit = services().settings.max_job_storage_bytes
-    used = jobs.job_bytes(session, g.tenant)
-    if used + needed > limit:
-        raise ApiProblem(
-            413,
-            f"the tenant's jobs store {used} bytes and {what} needs about {needed} ({made_of}),"
-            f" over the quota of {limit} (MAX_JOB_STORAGE_BYTES); delete finished jobs first",
-            slug="storage-quota",
-        )
-
-
-def _data_set_gone(prepared, where: tuple = ()) -> None:
-    """Raise the submit's 422 when a data set it names no longer exists (``where``: the
-    job's place in the request, ``("base",)`` for a sweep's)."""
-    for loc, dataset_id in (
-        ((*where, "data", "dataset_id"), prepared.dataset_id),
-        ((*where, "options", "validation", "dataset_id"), prepared.val_dataset_id),
-    ):
-        if dataset_id and _find_dataset(dataset_id) is None:
-            message = f"no data set {dataset_id!r} for this tenant (it was just deleted)"
-            raise SpecError([field_error(loc, message, "dataset_not_found")])
-
-
-def init_refusal(source_id: str, structure: list[int]) -> str | None:
-    """Why a job of this structure may not start from that job's weights, or None."""
-    with services().db.reading() as session:
-        return _init_refusal(session, source_id, structure)
-
-
-def _init_refusal(session, source_id: str, structure: list[int]) -> str | None:
-    try:
-        source = jobs.get_job(session, g.tenant, source_id)
-    except jobs.JobNotFound:
-        return f"no job {source_id!r} for this tenant"
-    if source.status != SUCCEEDED:
-        return f"the job is {source.status}; only a succeeded job's weights start others"
-    if source.spec["structure"] != structure:
-        return (
-            f"the job's structure is {source.spec['structure']}, this one's {structure}: "
-            "weights carry over between equal structures only"
-        )
-    return None
-
-
-def _find_dataset(dataset_id: str):
-    """The tenant's stored data set (its metadata, detached), or None."""
-    with services().db.reading() as session:
-        try:
-            return datasets.get_dataset(session, g.tenant, dataset_id)
-        except datasets.DatasetNotFound:
-            return None
-
-
-def _idempotency_key() -> str | None:
+def idempotency_key() -> Idempotency | None:
+    """The request's Idempotency-Key, with the hash of its body, or None."""
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
     if not IDEMPOTENCY_KEY.fullmatch(key):
         message = "expected 1 to 255 visible ASCII characters"
         raise SpecError([field_error(("header", "Idempotency-Key"), message)])
-    return key
+    return Idempotency(key, g.body_sha256)
 
 
-def _lookup(session, key: str, location=None) -> Response | None:
-    """The stored answer of an earlier request with this key, or None. ``location(answer)``
-    gives its Location (a job's URL by default)."""
-    s = services()
-    try:
-        replay = idempotency.lookup(session, s.db, g.tenant, key, g.body_sha256)
-    except idempotency.KeyReused:
-        message = (
-            f"{key!r} was already used with a different request body; use a new key for a new job"
-        )
-        error = field_error(("header", "Idempotency-Key"), message, "idempotency_key_reused")
-        raise SpecError([error]) from None
-    if replay is None:
-        return None
+def replayed(replay: Replay, location: str | None) -> Response:
+    """The stored answer of an earlier request with the same key, as first given."""
     g.job_id = replay.job_id
     headers = {"Idempotent-Replayed": "true"}
     if location is not None:
-        headers["Location"] = location(replay.response)
-    elif replay.job_id:
-        headers["Location"] = url_for("jobs.get_job", job_id=replay.job_id)
+        headers["Location"] = location
     return Response(
         json.dumps(replay.response),
         status=replay.status_code,
         mimetype="application/json",
         headers=headers,
     )
-
-
-def dispatch(job_id: str) -> None:
-    """Send the task after the commit (which recorded it as dispatched). A broker outage
-    loses nothing: the job is stored and the reconciler sends it once the broker is back."""
-    s = services()
-    try:
-        s.dispatcher.send(job_id)
-    except (BrokerError, RedisError, OSError) as exc:
-        log.warning(
-            "job %s: broker unavailable at submit (%s); left to the reconciler", job_id, exc
-        )
-        with s.db.session() as session:
-            jobs.record_dispatch_failure(session, s.db, job_id, type(exc).__name__)
-
-
-def sweep_call_back(sweep_id: str, ended_trials: list[str] | None = None) -> None:
-    """Queue the callbacks of the trials that ended here (a sweep's cancel ends its queued
-    ones at once), and the sweep's if it ended here with none of its trials running (a
-    cancel of the sweep or of its last trial); one left waiting is queued by the reconciler."""
-    if ended_trials:
-        _call_back(queue_job_callbacks, ended_trials)
-    _call_back(queue_sweep_callbacks, [sweep_id])
-
-
-def _call_back(queue, target_ids: list[str]) -> None:
-    s = services()
-    try:
-        queue(s.db, s.dispatcher, target_ids)
-    except Exception as exc:  # the database is away: the reconciler queues it
-        log.warning("%s: its callback waits for the reconciler (%s)", target_ids[0], exc)
 
 
 @bp.get("")
@@ -379,7 +217,7 @@ def list_jobs(query: ListQuery):
             )
         except ValueError as exc:
             raise SpecError([field_error(("query", "cursor"), str(exc))]) from None
-        view = JobList(jobs=[job_summary(j) for j in page.jobs], next_cursor=page.next_cursor)
+        view = JobList(jobs=[job_summary(j) for j in page.rows], next_cursor=page.next_cursor)
     return _json(view)
 
 
@@ -524,10 +362,10 @@ def get_model(job_id: str):
     """The trained weights and biases in the seed's shapes, as JSON.
 
     The same arrays as a NumPy .npz file: getJobModelNpz (/model.npz)."""
-    return _json(_model_view(job_id))
+    return _json(model_view(job_id))
 
 
-def _model_view(job_id: str) -> ModelOut:
+def model_view(job_id: str) -> ModelOut:
     arrays, job = _model_and_job(job_id, as_json=True)
     layers = len(arrays["structure"]) - 1
     view = ModelOut(
@@ -628,7 +466,7 @@ def predict_dataset(job_id: str, body: PredictDatasetRequest):
     a data set of any size takes bounded memory."""
     s = services()
     network = _network(job_id)
-    dataset = _find_dataset(body.dataset_id)
+    dataset = find_dataset(context(), body.dataset_id)
     where = ("dataset_id",)
     if dataset is None:
         message = f"no data set {body.dataset_id!r} for this tenant"
@@ -645,12 +483,12 @@ def predict_dataset(job_id: str, body: PredictDatasetRequest):
 
     def outputs():
         # each handful of chunks is read apart: no connection waits on the client
-        chunks = datasets.detached_chunks(s.db, dataset, "inputs")
-        for block in datasets.as_rows(chunks, dataset, "inputs", network.dtype):
+        chunks = dataset_reader.detached_chunks(s.db, dataset, "inputs")
+        for block in dataset_reader.as_rows(chunks, dataset, "inputs", network.dtype):
             with np.errstate(over="ignore", invalid="ignore"):
                 yield np.ascontiguousarray(network.predict(block)).tobytes()
 
-    stream = datasets.npz_stream([("outputs", np.dtype(network.dtype).str, shape, outputs())])
+    stream = npz.npz_stream([("outputs", np.dtype(network.dtype).str, shape, outputs())])
     give_back = s.transfers.take(g.tenant)  # a slow reader holds a thread while it is sent
     response = Response(
         stream_with_context(part for part in stream if part),
@@ -665,31 +503,9 @@ def predict_dataset(job_id: str, body: PredictDatasetRequest):
 @operation("cancelJob", responses={200: JobOut, 202: JobOut, 409: None})
 def cancel(job_id: str):
     """Cancel: a queued job at once (200), a running one at its next mini-batch (202)."""
-    view = cancel_job(job_id)
+    g.job_id = job_id
+    view = cancel_job(context(), job_id, _detail)
     return _json(view, 202 if view.status == RUNNING else 200)
-
-
-def cancel_job(job_id: str) -> JobOut:
-    """Cancel the tenant's job (404, or 409 once it ended); a job that ends here, not in a
-    worker, has its callback queued here."""
-    s = services()
-    with s.db.session() as session:
-        try:
-            job = jobs.request_cancel(session, s.db, g.tenant, job_id)
-        except jobs.JobNotFound:
-            raise _not_found(job_id) from None
-        except jobs.JobConflict as exc:
-            raise ApiProblem(409, str(exc), slug="job-finished") from None
-        view = _detail(session, job)
-    if view.sweep_id and view.status == CANCELLED:  # a trial ended here: the sweep moves on
-        with s.db.session() as session:
-            released = sweeps.advance_one(session, s.db, view.sweep_id)
-        for trial_id in released:
-            dispatch(trial_id)
-        sweep_call_back(view.sweep_id)
-    if view.status == CANCELLED and view.callback_url:  # it ended here, not in a worker
-        _call_back(queue_job_callbacks, [job_id])
-    return view
 
 
 @bp.delete("/<job_id>")
@@ -700,37 +516,16 @@ def delete_job(job_id: str):
 
     Its inline data, checkpoints, metrics, history and model go; a data set it trained on
     stays."""
-    remove_job(job_id)
+    g.job_id = job_id
+    remove_job(context(), job_id)
+    services().models.forget(job_id)
     return Response(status=204)
 
 
-def remove_job(job_id: str) -> None:
-    """Delete the tenant's finished job (404, or 409 with why it stays)."""
-    s = services()
-    with s.db.session() as session:
-        try:
-            jobs.delete_job(session, g.tenant, job_id)
-        except jobs.JobNotFound:
-            raise _not_found(job_id) from None
-        except jobs.TrialOfSweep as exc:
-            raise ApiProblem(409, str(exc), slug="job-is-a-trial") from None
-        except jobs.JobInUse as exc:
-            raise ApiProblem(409, str(exc), slug="job-in-use") from None
-        except jobs.JobConflict as exc:
-            raise ApiProblem(409, str(exc), slug="job-not-finished") from None
-    s.models.forget(job_id)
-
-
 def _find(session, job_id: str):
+    """The tenant's job (JobNotFound: a 404)."""
     g.job_id = job_id
-    try:
-        return jobs.get_job(session, g.tenant, job_id)
-    except jobs.JobNotFound:
-        raise _not_found(job_id) from None
-
-
-def _not_found(job_id: str) -> ApiProblem:
-    return ApiProblem(404, f"no job {job_id!r} for this tenant", slug="job-not-found")
+    return jobs.get_job(session, g.tenant, job_id)
 
 
 def _succeeded(session, job_id: str):
@@ -760,7 +555,7 @@ def _model_and_job(job_id: str, as_json: bool = False):
                 f"GET /v1/jobs/{job_id}/model.npz has it",
                 slug="model-too-large-for-json",
             )
-        return jobs.load_model(session, job_id), job
+        return job_data.load_model(session, job_id), job
 
 
 def _network(job_id: str):
@@ -771,6 +566,6 @@ def _network(job_id: str):
 
     def load():
         with s.db.reading() as session:
-            return jobs.load_model(session, job_id)
+            return job_data.load_model(session, job_id)
 
     return s.models.get(job_id, load)

@@ -16,8 +16,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 
 from backprop.metrics import api_metrics, scrape_registry
+from messaging.dispatch import queue_keys
 from store.counts import jobs_by_status
-from worker.dispatch import queue_keys
 
 from .openapi import operation
 from .services import Services, services

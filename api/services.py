@@ -7,12 +7,13 @@ from dataclasses import dataclass, field
 from threading import Lock
 from typing import TYPE_CHECKING
 
-from flask import current_app
+from flask import current_app, g
 
 from backprop.settings import Settings
 from core import Network
+from messaging.dispatch import Dispatcher
+from service.context import Context
 from store.db import Database
-from worker.dispatch import Dispatcher
 
 from .slots import Slots
 from .watch import JobWatcher
@@ -68,3 +69,9 @@ class Services:
 
 def services() -> Services:
     return current_app.extensions["backprop"]
+
+
+def context() -> Context:
+    """The use cases' context for the request's tenant."""
+    s = services()
+    return Context(s.settings, s.db, s.dispatcher, g.tenant)

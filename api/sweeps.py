@@ -6,28 +6,17 @@ checks at submit), and shape the answer. Trials are jobs: ``GET /v1/jobs?sweep=<
 
 from __future__ import annotations
 
+from functools import partial
+
 from flask import Blueprint, Response, g, url_for
-from sqlalchemy.exc import IntegrityError
 
-from store import idempotency, sweeps
+from service.jobs import find_dataset, init_refusal
+from service.sweeps import remove_sweep, stop_sweep, submit_sweep
+from store import sweeps
+from store.idempotency import Replay
 from store.models import RUNNING
-from worker.webhooks import refusal
 
-from .field_errors import SpecError, field_error
-from .jobs import (
-    IDEMPOTENCY_HEADER,
-    SUBMIT_RULES,
-    _data_set_gone,
-    _find_dataset,
-    _idempotency_key,
-    _lookup,
-    _model_view,
-    check_job_storage,
-    dispatch,
-    init_refusal,
-    sweep_call_back,
-)
-from .limits import queue_full
+from .jobs import IDEMPOTENCY_HEADER, SUBMIT_RULES, idempotency_key, model_view, replayed
 from .openapi import Rule, operation
 from .problems import ApiProblem
 from .schemas.models import ModelOut
@@ -39,7 +28,7 @@ from .schemas.sweeps import (
     SweepOut,
     SweepQuery,
 )
-from .services import services
+from .services import context, services
 from .sweep_validation import prepare_sweep
 from .views import event_stream, sweep_detail, sweep_summaries
 from .views import json_response as _json
@@ -141,90 +130,25 @@ def submit(body: SweepCreate):
     workers; at most max_parallel are queued or running at once, and with early_stopping
     (ASHA) poor trials end at a rung. Poll the Location until its status is succeeded,
     failed or cancelled."""
-    s = services()
-    key = _idempotency_key()
-    prepared = prepare_sweep(body, s.settings, _find_dataset, init_refusal)
-    for where, url in ((("base", "callback_url"), body.base.callback_url),
-                       (("callback_url",), body.callback_url)):  # fmt: skip
-        why = refusal(url, s.settings.callback_allow_private_networks) if url else None
-        if why is not None:
-            raise SpecError([field_error(where, why, "callback_url")])
-    if body.callback_url:
-        prepared.spec["callback_url"] = body.callback_url
-    try:
-        with s.db.session() as session:
-            if key:
-                replay = _lookup(session, key, location=_location)
-                if replay is not None:
-                    return replay
-            view, released = _store(session, body, prepared, key)
-    except sweeps.SourceGone as exc:  # deleted between the check and the insert
-        message = f"{exc.source_id!r} was just deleted"
-        kind = "init_from" if exc.field[-1] == "init_from" else "dataset_not_found"
-        raise SpecError([field_error(exc.field, message, kind)]) from None
-    except IntegrityError:
-        _data_set_gone(prepared.base, ("base",))  # deleted between the check and the insert
-        _searched_data_set_gone(prepared.searched_datasets)
-        if not key:
-            raise
-        with s.db.session() as session:  # a concurrent twin with the same key won the race
-            replay = _lookup(session, key, location=_location)
-        if replay is None:
-            raise
-        return replay
-    for job_id in released:
-        dispatch(job_id)
-    return _json(view, 202, {"Location": _location(view.model_dump(mode="json"))})
-
-
-def _searched_data_set_gone(dataset_ids: list[str]) -> None:
-    for dataset_id in dataset_ids:
-        if _find_dataset(dataset_id) is None:
-            message = f"no data set {dataset_id!r} for this tenant (it was just deleted)"
-            where = ("search", "data.dataset_id")
-            raise SpecError([field_error(where, message, "dataset_not_found")])
-
-
-def _store(session, body: SweepCreate, prepared, key: str | None):
-    """The sweep, its first trials and the key's answer, in the caller's transaction."""
-    s = services()
-    queued_limit = s.settings.max_queued_jobs_per_tenant
-    queued = sweeps.jobs.count_jobs(session, g.tenant, "queued")
-    if queued + min(body.max_parallel, prepared.trials) > queued_limit:
-        raise queue_full(sweeps.jobs.QueueFull(queued, queued_limit))
-    check_job_storage(
-        session,
-        prepared.trials * prepared.trial_bytes,
-        f"this sweep's {prepared.trials} trials",
-        "each trial's model and checkpoint, as large as the space allows",
+    ctx = context()
+    idem = idempotency_key()
+    prepared = prepare_sweep(
+        body, ctx.settings, partial(find_dataset, ctx), partial(init_refusal, ctx)
     )
-    sweep, released = sweeps.create_sweep(
-        session,
-        s.db,
-        tenant=g.tenant,
+    stored = submit_sweep(
+        ctx,
+        prepared,
         name=body.name,
         labels=body.labels,
-        spec=prepared.spec,
-        trials=prepared.trials,
         max_parallel=body.max_parallel,
-        dataset_id=prepared.base.dataset_id,
-        val_dataset_id=prepared.base.val_dataset_id,
-        searched_datasets=prepared.searched_datasets,
+        callback_url=body.callback_url,
+        base_callback_url=body.base.callback_url,
+        idem=idem,
+        answer=sweep_detail,
     )
-    view = sweep_detail(session, sweep)
-    if key:
-        idempotency.remember(
-            session,
-            s.db,
-            tenant=g.tenant,
-            key=key,
-            request_hash=g.body_sha256,
-            status_code=202,
-            response=view.model_dump(mode="json"),
-            job_id=None,
-            ttl_seconds=s.settings.idempotency_ttl_seconds,
-        )
-    return view, released
+    if isinstance(stored, Replay):
+        return replayed(stored, _location(stored.response))
+    return _json(stored.answer, 202, {"Location": _location({"id": stored.id})})
 
 
 def _location(answer: dict) -> str:
@@ -314,25 +238,10 @@ def sweep_events(sweep_id: str, query: SweepEventsQuery):
 def cancel(sweep_id: str):
     """Cancel: queued trials at once, running ones at their next mini-batch (202 while any
     runs); finished trials and their models stay."""
-    stop_sweep(sweep_id)
+    stop_sweep(context(), sweep_id)
     with services().db.reading() as session:
         view = sweep_detail(session, _find(session, sweep_id))
     return _json(view, 202 if view.counts.running else 200)
-
-
-def stop_sweep(sweep_id: str) -> None:
-    """Cancel the tenant's sweep (404, or 409 once it ended), then queue the callbacks of
-    the trials that ended here and the sweep's own, if none of its trials still runs."""
-    s = services()
-    with s.db.session() as session:
-        _find(session, sweep_id)
-        try:
-            ended = sweeps.cancel_sweep(session, s.db, g.tenant, sweep_id)
-        except sweeps.SweepNotFound:  # deleted meanwhile by another request
-            raise _not_found(sweep_id) from None
-        except sweeps.SweepConflict as exc:
-            raise ApiProblem(409, str(exc), slug="sweep-finished") from None
-    sweep_call_back(sweep_id, ended)
 
 
 @bp.delete("/<sweep_id>")
@@ -340,23 +249,9 @@ def stop_sweep(sweep_id: str) -> None:
 def delete_sweep(sweep_id: str):
     """Delete an ended sweep with its trials and all they stored (409 while it runs, or
     while trials of a cancelled sweep have not stopped yet). A data set it trained on stays."""
-    remove_sweep(sweep_id)
+    for trial_id in remove_sweep(context(), sweep_id):
+        services().models.forget(trial_id)
     return Response(status=204)
-
-
-def remove_sweep(sweep_id: str) -> None:
-    """Delete the tenant's ended sweep with its trials (404, or 409 with why it stays)."""
-    s = services()
-    with s.db.session() as session:
-        _find(session, sweep_id)
-        try:
-            trial_ids = sweeps.delete_sweep(session, s.db, g.tenant, sweep_id)
-        except sweeps.SweepNotFound:  # deleted meanwhile by another request
-            raise _not_found(sweep_id) from None
-        except sweeps.SweepConflict as exc:
-            raise ApiProblem(409, str(exc), slug="sweep-not-finished") from None
-    for trial_id in trial_ids:
-        s.models.forget(trial_id)
 
 
 @bp.get("/<sweep_id>/best/model")
@@ -373,15 +268,9 @@ def best_model(sweep_id: str):
                 slug="model-not-ready",
             )
         job_id = best.id
-    return _json(_model_view(job_id))
+    return _json(model_view(job_id))
 
 
 def _find(session, sweep_id: str):
-    try:
-        return sweeps.get_sweep(session, g.tenant, sweep_id)
-    except sweeps.SweepNotFound:
-        raise _not_found(sweep_id) from None
-
-
-def _not_found(sweep_id: str) -> ApiProblem:
-    return ApiProblem(404, f"no sweep {sweep_id!r} for this tenant", slug="sweep-not-found")
+    """The tenant's sweep (SweepNotFound: a 404)."""
+    return sweeps.get_sweep(session, g.tenant, sweep_id)

@@ -1,6 +1,6 @@
 """Long polls: a request waits for "job X changed" instead of asking the database again.
 
-Each API process keeps one Redis connection subscribed to ``worker.notify.CHANNEL`` in a
+Each API process keeps one Redis connection subscribed to ``messaging.notify.CHANNEL`` in a
 background thread, started on the first long poll (after gunicorn's fork). A waiting
 request registers an event under its job id; a message for that job sets it. Messages are
 hints: the waiting request always reads the job again from the database, and it also does
@@ -17,7 +17,8 @@ from collections import defaultdict
 from contextlib import contextmanager
 
 from backprop.settings import Settings
-from worker.notify import CHANNEL, broker_redis
+from messaging.broker import broker_redis
+from messaging.notify import CHANNEL
 
 log = logging.getLogger("backprop.api")
 

@@ -1,0 +1,2 @@
+"""What every other part stands on, above ``core``: the settings, files that hold secrets, the
+metrics' definitions and the callback-URL checks; and the users' Python client (HTTP only)."""

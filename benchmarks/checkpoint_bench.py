@@ -4,7 +4,7 @@
 
 A running job writes its full state (weights, generator, position) every CHECKPOINT_SECONDS,
 so that a resumed job redoes at most that much work. This writes the state of networks from
-the core benchmark's cases through ``store.jobs.record_progress`` (the worker's own call),
+the core benchmark's cases through ``store.progress.record_progress`` (the worker's own call),
 on SQLite and on PostgreSQL (the machine's at 127.0.0.1:5432, else pgserver), best of 5,
 and prints each write's time as a share of the default interval.
 """
@@ -21,10 +21,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
 
-from backprop.cli import migrate  # noqa: E402
 from backprop.settings import Settings  # noqa: E402
+from cli.schema import migrate  # noqa: E402
 from core import Network, Trainer, TrainingConfig  # noqa: E402
-from store import jobs  # noqa: E402
+from store import jobs, leases, progress  # noqa: E402
 from store.db import get_database  # noqa: E402
 from tests.support import services  # noqa: E402
 
@@ -39,7 +39,7 @@ def held_job(db) -> str:
             arrays={"inputs": np.ones((2, 2)), "targets": np.ones((2, 2))},
         )  # fmt: skip
     with db.session() as s:
-        jobs.claim(s, db, job.id, "bench", lease_seconds=600, max_attempts=1, worker="bench")
+        leases.claim(s, db, job.id, "bench", lease_seconds=600, max_attempts=1, worker="bench")
     return job.id
 
 
@@ -73,7 +73,7 @@ def main() -> None:
                 for _ in range(5):
                     started = time.perf_counter()
                     with db.session() as s:
-                        jobs.record_progress(
+                        progress.record_progress(
                             s, db, job_id, "bench", metrics=[], runtime_seconds=1.0,
                             checkpoint=state, chunk_bytes=2**20, worker="bench",
                         )  # fmt: skip

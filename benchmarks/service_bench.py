@@ -5,7 +5,7 @@
 
 For each stack this starts the real service as processes (gunicorn with ``api_argv`` as it
 is, a Celery worker with ``worker_argv``, both from ``tests.support.stack``) on a fresh
-database migrated with ``backprop.cli.migrate``, with unique queue names and limits raised
+database migrated with ``cli.schema.migrate``, with unique queue names and limits raised
 out of the way (RATE_LIMIT=1000000/minute, MAX_QUEUED_JOBS_PER_TENANT=100000), and measures:
 
 - XOR (2-4-1) for 500 and 5,000 epochs: wall time from POST to the client seeing
@@ -77,7 +77,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from anywhere; tests.support is part of the checkout
 
-from backprop.dev import api_argv  # noqa: E402
+from cli.dev import api_argv  # noqa: E402
 from tests.support import services  # noqa: E402
 from tests.support.stack import (  # noqa: E402
     FINAL,
@@ -318,7 +318,7 @@ def postgresql_services(stack_dir: Path, cleanups: contextlib.ExitStack) -> tupl
 
 def open_stack(name: str, root: Path) -> Stack:
     """Databases, Redis, migration, token, gunicorn and the default worker of one stack."""
-    from backprop.cli import migrate
+    from cli.schema import migrate
 
     stack_dir = root / name
     stack_dir.mkdir(parents=True)

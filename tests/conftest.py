@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from backprop.cli import migrate
 from backprop.settings import Settings
+from cli.schema import migrate
 from store import tokens
 from store.db import get_database
 from tests.support import services, stack

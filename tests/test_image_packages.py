@@ -17,14 +17,20 @@ from pathlib import Path
 
 from setuptools import find_packages
 
+from tests.test_layers import ALLOWED
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def included() -> list[str]:
+    """pyproject's [tool.setuptools.packages.find] include patterns."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
 
 
 def shipped_packages() -> list[str]:
     """Every package (dotted) the wheel gets, as `pip wheel .` finds them."""
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    include = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
-    return find_packages(where=ROOT, include=include)
+    return find_packages(where=ROOT, include=included())
 
 
 def top_level(packages) -> set[str]:
@@ -101,6 +107,14 @@ def test_every_repository_package_the_code_imports_is_shipped():
         imported |= imported_names(ROOT / package)
     missing = (imported & repository_packages()) - shipped
     assert not missing, f"imported but not in [tool.setuptools.packages.find] include: {missing}"
+
+
+def test_every_package_of_the_layers_is_included():
+    """Each layer's package (tests/test_layers.py), also one not in the checkout yet; the
+    image copies migrations/ beside alembic.ini instead."""
+    packages = set(ALLOWED) - {"migrations"}
+    missing = {name for name in packages if not any(fnmatch.fnmatch(name, p) for p in included())}
+    assert not missing, f"not in [tool.setuptools.packages.find] include: {missing}"
 
 
 def test_every_shipped_package_has_its_subpackages():

@@ -7,7 +7,7 @@ import signal
 import sys
 import time
 
-from backprop.dev import Program
+from cli.dev import Program
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 CRASHER = [sys.executable, "-c", "raise SystemExit(3)"]

@@ -4,7 +4,7 @@ When a pool process dies, the parent reports ``WorkerLostError`` (which releases
 process's job at once: ``tasks.TrainRequest``) only when it next maintains the pool, after
 ``worker_lost_wait``. Celery maintains the pool every 5 seconds, so a kill waited up to 5 s
 for its report; this pool does it every ``MAINTAIN_SECONDS`` (a look at a few processes).
-Selected by ``worker_pool`` in ``celery_app.celery_config``, so ``--pool prefork`` uses it.
+Selected by ``worker_pool`` in ``worker/app.py``, so ``--pool prefork`` uses it.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Runs every RECONCILE_SECONDS under Celery beat and once when a worker starts. Ru
 whose lease expired go back to the queue; queued jobs whose task message is missing (never
 sent because the broker was down at submit, lost in a Redis restart, or taken by a worker
 that died) are sent again. A queued job whose message still waits in the queue (its marker
-is there, see ``worker/dispatch.py``) is left alone, however long it waits. Sending twice is
+is there, see ``messaging/dispatch.py``) is left alone, however long it waits. Sending twice is
 harmless anyway: the claim lets one worker in. A queued job whose message a worker took
 and never started (killed whole right after fetching it) is sent again too, without waiting
 for VISIBILITY_TIMEOUT (``Dispatcher.stranded``). Running sweeps whose trials ended outside a
@@ -20,10 +20,9 @@ from dataclasses import dataclass
 
 from backprop import metrics
 from backprop.settings import Settings
-from store import idempotency, jobs, sweeps
+from service.callbacks import queue_job_callbacks, queue_sweep_callbacks, stale_callback_seconds
+from store import idempotency, leases, scheduling
 from store.db import Database
-
-from .webhooks import queue_job_callbacks, queue_sweep_callbacks, stale_callback_seconds
 
 log = logging.getLogger("backprop.reconciler")
 
@@ -44,11 +43,11 @@ class Report:
 def reconcile(db: Database, settings: Settings, dispatcher) -> Report:
     report = Report()
     with db.session() as session:
-        requeued = jobs.requeue_expired(session, db)
+        requeued = leases.requeue_expired(session, db)
     report.requeued = len(requeued)
     metrics.worker_metrics().lease_expiries.inc(len(requeued))
     with db.session() as session:
-        stale = jobs.stale_queued(
+        stale = leases.stale_queued(
             session, db, settings.requeue_after_seconds, longest=settings.visibility_timeout
         )
     try:  # a job whose message still waits in the queue is not sent again
@@ -65,19 +64,19 @@ def reconcile(db: Database, settings: Settings, dispatcher) -> Report:
     # a job whose lease just expired goes out now; the others by age
     for job_id in dict.fromkeys(requeued + [j for j in stale if j not in waiting]):
         with db.session() as session:  # recorded first: a worker may start it at once
-            if not jobs.mark_dispatched(session, db, job_id, "re-sent by the reconciler"):
+            if not leases.mark_dispatched(session, db, job_id, "re-sent by the reconciler"):
                 continue  # it moved on meanwhile
         try:
             dispatcher.send(job_id)
         except Exception as exc:  # the broker is down: the next round tries again
             with db.session() as session:
-                jobs.record_dispatch_failure(session, db, job_id, type(exc).__name__)
+                leases.record_dispatch_failure(session, db, job_id, type(exc).__name__)
             report.send_failed += 1
             log.warning("reconciler: broker unavailable (%s); jobs wait for the next round", exc)
             break
         report.sent += 1
     with db.session() as session:  # trials cancelled while queued, or lost, move sweeps on
-        released = sweeps.advance_running(session, db)
+        released = scheduling.advance_running(session, db)
     for job_id in released:
         try:
             dispatcher.send(job_id)

@@ -23,20 +23,21 @@ from threadpoolctl import threadpool_limits
 
 from backprop import metrics
 from backprop.settings import get_settings
-from store import jobs
-from store.db import get_database
-
-from . import metrics as metrics_port
-from . import webhooks
-from .celery_app import (
+from messaging.celery_app import (
     DELIVER_SWEEP_TASK,
     DELIVER_TASK,
     RECONCILE_TASK,
     TRAIN_TASK,
     silence_the_connection_loss_warning,
 )
-from .dispatch import Dispatcher
-from .notify import Notifier
+from messaging.dispatch import Dispatcher
+from messaging.notify import Notifier
+from service import callbacks
+from store import leases
+from store.db import get_database
+
+from . import metrics as metrics_port
+from . import webhooks
 from .reconciler import reconcile as reconcile_jobs
 from .training import run_job
 
@@ -93,7 +94,8 @@ class TrainRequest(Request):
         reason = f"training process {pid} died ({exc})"
         try:
             with _database().session() as session:
-                released = jobs.release_lost(session, _database(), job_id, worker_name(pid), reason)
+                owner = worker_name(pid)
+                released = leases.release_lost(session, _database(), job_id, owner, reason)
             if released:
                 metrics.worker_metrics().lease_releases.inc()
                 _dispatcher().send(job_id, first=True)
@@ -117,16 +119,14 @@ def train(job_id: str) -> str:
         notify=_notifier(),
     )
     log.info("job %s: %s %s", job_id, outcome.status, outcome.detail)
-    if outcome.callback:
-        try:
-            webhooks.queue_job_callbacks(_database(), _dispatcher(), [job_id])
-        except Exception:  # the database is away: the reconciler queues it
-            log.warning("job %s: its callback waits", job_id, exc_info=True)
-    if outcome.sweep_id and outcome.status not in ("skipped", "lost"):
-        try:  # the trial's end may have ended its sweep
-            webhooks.queue_sweep_callbacks(_database(), _dispatcher(), [outcome.sweep_id])
-        except Exception:  # the database is away: the reconciler queues it
-            log.warning("sweep %s: its callback waits", outcome.sweep_id, exc_info=True)
+    # the trial's end may have ended its sweep
+    ended_sweep = outcome.sweep_id and outcome.status not in ("skipped", "lost")
+    callbacks.ended_here(
+        _database(),
+        _dispatcher(),
+        job_ids=[job_id] if outcome.callback else [],
+        sweep_ids=[outcome.sweep_id] if ended_sweep else [],
+    )
     return outcome.status
 
 

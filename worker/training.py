@@ -19,7 +19,6 @@ import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
-import tuning
 from backprop.settings import Settings
 from core import (
     COMPLETED,
@@ -31,9 +30,10 @@ from core import (
     TrainingConfig,
     gradient_check,
 )
-from store import jobs, sweeps
+from store import job_data, jobs, leases, progress, scheduling
 from store.db import Database, is_outage
 from store.models import CANCELLED, FAILED, SUCCEEDED
+from tuning.asha import rungs
 
 from . import metrics as job_metrics
 
@@ -127,10 +127,10 @@ class LeaseKeeper(threading.Thread):
             try:
                 # one attempt per beat (no long retries here): the beat itself is the retry
                 with self.store.db.session() as session:
-                    cancel = jobs.renew_lease(
+                    cancel = leases.renew_lease(
                         session, self.store.db, self.job_id, self.owner, settings.lease_seconds
                     )
-            except jobs.LeaseLost:
+            except leases.LeaseLost:
                 self.stop_reason = "lease_lost"
                 return
             except Exception as exc:
@@ -204,7 +204,7 @@ class JobRun:
         self.metric = trial.get("objective", {}).get("metric")
         self.rungs = set()
         if asha:
-            self.rungs = set(tuning.rungs(asha["min_epochs"], asha["reduction_factor"], job.epochs))
+            self.rungs = set(rungs(asha["min_epochs"], asha["reduction_factor"], job.epochs))
 
     def runtime(self) -> float:
         return self.previous_runtime + time.monotonic() - self.started
@@ -230,7 +230,7 @@ class JobRun:
     def flush(self, checkpoint: dict[str, np.ndarray] | None = None) -> None:
         """Write the buffered metrics rows and the progress (and a checkpoint) at once."""
         self.store(
-            jobs.record_progress,
+            progress.record_progress,
             self.job_id,
             self.owner,
             metrics=self.pending,
@@ -248,7 +248,7 @@ class JobRun:
         database, so trials on any host are compared); True stops the trial here."""
         self.flush()
         value = metrics.as_dict()[self.metric]
-        decision = self.store(sweeps.judge, self.job_id, self.owner, metrics.epoch, value)
+        decision = self.store(scheduling.judge, self.job_id, self.owner, metrics.epoch, value)
         if decision["decision"] == "stop":
             self.stop_reason = "pruned"
             self.stopped_at = decision
@@ -285,7 +285,7 @@ class JobRun:
         if keep_position and self.trainer.network.parameters_finite():
             state = self.trainer.state_dict()
         ended = self.store(
-            sweeps.end_job,
+            scheduling.end_job,
             self.job_id,
             self.owner,
             sweep_id=self.sweep_id,
@@ -314,7 +314,7 @@ def run_job(
 
     ``send(job_id)`` publishes a training message: when a job ends, the tenant's oldest job
     that waits without a message (held back by the running-jobs limit) is offered at once.
-    ``notify(job_id)`` tells pollers that the job changed (``worker.notify``).
+    ``notify(job_id)`` tells pollers that the job changed (``messaging.notify``).
     """
     outcome = _run_job(job_id, db=db, settings=settings, worker=worker, notify=notify)
     if send is not None:
@@ -337,7 +337,7 @@ def claim(session, db, job_id: str, owner: str, *, settings: Settings, worker: s
     """The claim alone, in a transaction of its own: the tenant's advisory lock and the job
     row's lock are held for the count and the UPDATE only, never while data loads (a worker
     cut off there would stall every other claim of the tenant)."""
-    return jobs.claim(
+    return leases.claim(
         session,
         db,
         job_id,
@@ -351,11 +351,11 @@ def claim(session, db, job_id: str, owner: str, *, settings: Settings, worker: s
 
 def load_claimed(session, db, job, owner: str, *, worker: str) -> Claimed:
     """The claimed job's data and checkpoint, and the resume bookkeeping (under the lease)."""
-    arrays, state = jobs.load_data_and_checkpoint(session, job)
+    arrays, state = job_data.load_data_and_checkpoint(session, job)
     if state is not None:
         epoch, batch = int(state["epoch"]), int(state["batch"])
         where = f"epoch {epoch}" + (f", batch {batch}" if batch else "")
-        jobs.prepare_resume(session, db, job.id, owner, epoch)
+        progress.prepare_resume(session, db, job.id, owner, epoch)
         jobs.add_event(
             session, job.id, "resumed", f"resumed from the checkpoint at {where}",
             worker=worker, at=db.now(session),
@@ -399,7 +399,7 @@ def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str, noti
         outcome.released = run.released
         outcome.sweep_id = job.sweep_id
         return outcome
-    except jobs.LeaseLost:
+    except leases.LeaseLost:
         # nothing is written here: the job may have ended elsewhere by now, and its history
         # already tells (lease_expired or worker_lost, then the next claim)
         log.warning("job %s: lease lost; this worker stopped writing", job_id)
@@ -413,7 +413,7 @@ def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str, noti
         message = f"{type(exc).__name__} in the worker; the operators' log has the details"
         try:
             ended = store(
-                sweeps.end_job,
+                scheduling.end_job,
                 job_id,
                 owner,
                 sweep_id=job.sweep_id,
@@ -423,7 +423,7 @@ def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str, noti
                 runtime_seconds=job.runtime_seconds,
                 worker=worker,
             )
-        except jobs.LeaseLost:
+        except leases.LeaseLost:
             return Outcome("lost")
         notify(job_id)
         return Outcome(
@@ -466,7 +466,7 @@ def _check_gradients(store, job, owner, trainer, arrays, when: str, notify) -> N
         "parameters": min(GRADIENT_CHECK_PARAMETERS, total),
         "samples": int(rows),
     }
-    store(jobs.record_gradient_check, job.id, owner, when, check, GRADIENT_CHECK_THRESHOLD)
+    store(progress.record_gradient_check, job.id, owner, when, check, GRADIENT_CHECK_THRESHOLD)
     notify(job.id)
 
 
@@ -491,7 +491,7 @@ def _train(run: JobRun, trainer: Trainer, check_after: Callable | None = None) -
         offer = run.finish(SUCCEEDED, message=message, model=trainer.network.to_arrays())
         return Outcome(SUCCEEDED, offer=offer)
     if run.stop_reason == "lease_lost":
-        raise jobs.LeaseLost(run.job_id)
+        raise leases.LeaseLost(run.job_id)
     if run.stop_reason == "pruned":  # ASHA: a poor trial ends here, with its model
         decision = run.stopped_at
         offer = run.finish(

@@ -1,35 +1,25 @@
 """Delivering callbacks: a signed POST of a job's final state to its ``callback_url``, and
 of a sweep's state, once it ended, to the sweep's ``callback_url``.
 
-A callback is a request the service makes on a user's behalf, so its URL must be http(s)
-and, unless CALLBACK_ALLOW_PRIVATE_NETWORKS, must not resolve to a private, loopback,
-link-local or otherwise reserved address: checked at submit and again, after DNS
-resolution, before every delivery, and the delivery connects to the address that was
-checked (no second lookup a rebinding name could answer differently). Redirects are not
+Before every attempt the URL is checked again, after DNS resolution, and the delivery
+connects to the address that was checked (``backprop/urls.py``). Redirects are not
 followed. A delivery that fails (no answer, or not a 2xx) is retried with a doubling
 backoff, WEBHOOK_ATTEMPTS times in all; every attempt is in the job's history (a sweep's:
 in its ``callbacks``). ``X-Backprop-Event`` says which of the two a callback is.
 
-A callback is due once, when its job or sweep ended (``store.callbacks``): its delivery is
-queued where that happened (the worker, a cancel in the API) and, for one that a crash or
-the broker left waiting, or whose queued task was lost, by the reconciler. So a callback
-comes at least once: a receiver ignores a repeat of an ``id``.
+When a callback is due, and who queues it: ``service.callbacks``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import ipaddress
 import json
 import logging
-import socket
 import time
-from datetime import timedelta
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
+from backprop.urls import pinned_request, resolve
 from store import callbacks, jobs, sweeps, webhooks
 from store.models import FINAL_STATUSES, Job, Sweep
 
@@ -39,84 +29,6 @@ ANSWER_BYTES = 4096  # what is read of an answer's body: its status is what coun
 
 
 log = logging.getLogger(__name__)
-
-
-def stale_callback_seconds(settings) -> float:
-    """How long a queued callback may go without an attempt before the reconciler
-    queues it again: well past the longest wait between two attempts."""
-    longest = settings.webhook_backoff_seconds * 2 ** max(settings.webhook_attempts - 2, 0)
-    return max(1800.0, 2 * (longest + settings.webhook_timeout_seconds))
-
-
-def refusal(url: str, allow_private: bool) -> str | None:
-    """Why this URL may not be called back, or None."""
-    return resolve(url, allow_private)[1]
-
-
-def resolve(url: str, allow_private: bool) -> tuple[str | None, str | None]:
-    """(the address to call the URL's host at, None), or (None, why it may not be called)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None, "expected an http:// or https:// URL with a host"
-    try:
-        httpx.URL(url)  # what the delivery will send
-    except httpx.InvalidURL as exc:
-        return None, f"not a URL that can be called ({exc})"
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        return None, "the port is not a number from 1 to 65535"
-    if not allow_private and port not in (80, 443) and port < 1024:
-        return None, "the port must be 80, 443 or 1024 and above (the others are services')"
-    try:
-        found = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
-        addresses = [ipaddress.ip_address(address[0]) for *_, address in found]
-    except (OSError, ValueError) as exc:
-        return None, f"the host does not resolve ({type(exc).__name__})"
-    for ip in addresses if not allow_private else ():
-        if not _public(ip):
-            # which address is not said: the answer would tell what internal names resolve to
-            return None, (
-                f"{parts.hostname} resolves to a private, loopback, link-local or reserved "
-                "address (CALLBACK_ALLOW_PRIVATE_NETWORKS allows them)"
-            )
-    return str(addresses[0]), None
-
-
-NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
-
-
-def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """A global unicast address, and so is any IPv4 address that an IPv6 one carries
-    (mapped ``::ffff:a.b.c.d``, compatible ``::a.b.c.d``, NAT64, 6to4, Teredo), since
-    the network may route it to that IPv4 address."""
-    if not ip.is_global or ip.is_multicast:
-        return False
-    if ip.version == 4:
-        return True
-    low32 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    embedded = [ip.ipv4_mapped, ip.sixtofour, ip.teredo and ip.teredo[1]]
-    if int(ip) >> 32 == 0 or any(ip in network for network in NAT64):
-        embedded.append(low32)
-    return all(_public(inner) for inner in embedded if inner is not None)
-
-
-def pinned_request(url: str, address: str, **options) -> httpx.Request:
-    """A request for ``url`` sent to ``address``, the one that was checked: a name that
-    resolves elsewhere a moment later (DNS rebinding) is not looked up again. The Host
-    header, TLS's server name and the certificate check keep the URL's host name."""
-    parts = urlsplit(url)
-    host = f"[{address}]" if ":" in address else address
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    target = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
-    headers = dict(options.pop("headers", {}))
-    name = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    headers["Host"] = name + (f":{parts.port}" if parts.port else "")
-    if parts.username is not None:  # user:password@host, as httpx would send it
-        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
-        headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
-    extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
-    return httpx.Request("POST", target, headers=headers, extensions=extensions, **options)
 
 
 def deliver(db, settings, job_id: str, attempt: int) -> bool:
@@ -169,43 +81,6 @@ def deliver_sweep(db, settings, sweep_id: str, attempt: int) -> bool:
         }
         sweeps.record_callback(session, db, sweep_id, entry, delivered=delivered, last=last)
     return delivered or last
-
-
-def queue_job_callbacks(
-    db, dispatcher, job_ids: list[str] | None = None, stale_seconds: float | None = None
-) -> int:
-    """Queue the delivery of each ended job's callback (of ``job_ids``, or all) that waits:
-    where a job ended (the worker, a cancel in the API), and in every reconciler round for
-    the ones a crash or the broker left waiting; with ``stale_seconds``, again for one
-    queued that long ago with no attempt since (its task was lost). Returns how many."""
-    return _queue(db, jobs, dispatcher.callback, job_ids, stale_seconds)
-
-
-def queue_sweep_callbacks(
-    db, dispatcher, sweep_ids: list[str] | None = None, stale_seconds: float | None = None
-) -> int:
-    """As ``queue_job_callbacks``, for ended sweeps none of whose trials still runs."""
-    return _queue(db, sweeps, dispatcher.sweep_callback, sweep_ids, stale_seconds)
-
-
-def _queue(db, rows, send, ids: list[str] | None, stale_seconds: float | None) -> int:
-    """Take the due callbacks of ``rows`` (``store.jobs`` or ``store.sweeps``) and queue
-    them; one the broker did not take waits again for a reconciler round."""
-    with db.session() as session:
-        stale = None
-        if stale_seconds is not None:
-            stale = db.now(session) - timedelta(seconds=stale_seconds)
-        due = rows.take_due_callbacks(session, db, ids, stale_before=stale)
-    for number, row_id in enumerate(due):
-        try:
-            send(row_id)
-        except Exception:  # the broker is away: a later reconciler round queues them
-            log.warning("%s: could not queue its callback", row_id, exc_info=True)
-            with db.session() as session:
-                for unsent in due[number:]:
-                    rows.callback_not_queued(session, unsent)
-            return number
-    return len(due)
 
 
 async def _send(request: httpx.Request, seconds: float) -> int:

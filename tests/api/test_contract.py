@@ -16,7 +16,7 @@ import redis
 from sqlalchemy import event
 
 from api import create_app
-from store import jobs
+from store import jobs, leases
 from store.db import get_database
 from store.models import Job
 from store.tokens import hash_token
@@ -260,7 +260,7 @@ def test_running_jobs_per_tenant_wait_in_the_queue(test_settings):
 
     def claim(job_id):
         with db.session() as s:
-            return jobs.claim(
+            return leases.claim(
                 s,
                 db,
                 job_id,
@@ -309,7 +309,7 @@ def test_tokens_command_creates_lists_and_revokes(test_settings, tmp_path):
 
     def run(*args):
         return subprocess.run(
-            [sys.executable, "-m", "backprop.cli", "tokens", *args],
+            [sys.executable, "-m", "cli", "tokens", *args],
             env=env,
             cwd=ROOT,
             capture_output=True,
@@ -338,7 +338,7 @@ def test_a_tokens_command_without_its_database_names_the_settings(tmp_path, data
     """Outside the checkout (no var/), or on a database never migrated: one line, no trace."""
     env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": database_url.format(tmp=tmp_path)}
     done = subprocess.run(
-        [sys.executable, "-m", "backprop.cli", "tokens", "list"],
+        [sys.executable, "-m", "cli", "tokens", "list"],
         env=env,
         cwd=tmp_path,
         capture_output=True,

@@ -35,10 +35,10 @@ import numpy as np
 import psycopg
 import pytest
 
-from backprop.cli import migrate
-from backprop.dev import api_argv, beat_argv, control_argv, worker_argv
 from backprop.settings import Settings
-from store import jobs as store_jobs
+from cli.dev import api_argv, beat_argv, control_argv, worker_argv
+from cli.schema import migrate
+from store import job_data
 from store.db import get_database
 from store.models import EpochMetric, Job, JobEvent
 from tests.conftest import make_token
@@ -278,7 +278,7 @@ def reference(database_url: str, job_id: str) -> tuple[list[np.ndarray], list[di
     """The uninterrupted run in this process: core on the stored spec and data."""
     with get_database(database_url).session() as session:
         job = session.get(Job, job_id)
-        arrays, _ = store_jobs.load_data_and_checkpoint(session, job)
+        arrays, _ = job_data.load_data_and_checkpoint(session, job)
         spec = job.spec
     trainer = build_trainer(spec, arrays)
     rows = []

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backprop.cli import migrate
-from backprop.dev import beat_argv, control_argv
 from backprop.settings import Settings
+from cli.dev import beat_argv, control_argv
+from cli.schema import migrate
+from store import job_data
 from store import jobs as store_jobs
 from store.db import get_database
 from store.models import Job, JobEvent
@@ -146,7 +147,7 @@ def reference_weights(database_url: str, job_id: str) -> list[np.ndarray]:
     with db.session() as session:
         job = session.get(Job, job_id)
         spec = job.spec
-        arrays, _ = store_jobs.load_data_and_checkpoint(session, job)
+        arrays, _ = job_data.load_data_and_checkpoint(session, job)
     trainer = build_trainer(spec, arrays)
     trainer.run()
     return trainer.network.W_n + trainer.network.B_n

@@ -5,7 +5,7 @@ import sys
 import time
 
 from backprop.settings import get_settings
-from worker.celery_app import make_celery
+from messaging.celery_app import make_celery
 
 settings = get_settings()
 app = make_celery(settings)

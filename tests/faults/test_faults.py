@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from backprop.settings import Settings
+from messaging.dispatch import Dispatcher
 from tests.support.stack import Client, ManagedProcess
-from worker.dispatch import Dispatcher
 
 from .conftest import REPORT, audit, injected, long_job, model_weights, reference_weights
 
@@ -181,7 +181,7 @@ def test_broker_down_at_submit_still_202_and_the_job_runs_later(make_stack, faul
 
 
 def test_postgres_down_for_seconds_mid_job(make_stack, tmp_path):
-    from backprop.cli import migrate
+    from cli.schema import migrate
     from tests.support.services import PrivatePostgres, create_database, sqlalchemy_url
 
     pg = PrivatePostgres(tmp_path / "own-pg")  # a server of this test alone: it gets stopped

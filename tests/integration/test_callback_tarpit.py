@@ -13,13 +13,13 @@ import time
 import pytest
 import requests
 
-from backprop.dev import callbacks_argv, control_argv, worker_argv
 from backprop.settings import Settings
+from cli.dev import callbacks_argv, control_argv, worker_argv
+from messaging.celery_app import RECONCILE_TASK, make_celery
 from tests.conftest import make_token
 from tests.integration.test_slow_clients import p99, timed
 from tests.integration.test_webhooks import XOR, Receiver
 from tests.support.stack import Client, ManagedProcess, start_api
-from worker.celery_app import RECONCILE_TASK, make_celery
 
 DEADLINE = 2.0
 

@@ -88,7 +88,7 @@ def cli(stack, *args, token="alice", url=None, columns=80):
     env = dict(os.environ, BACKPROP_URL=url or stack.base, BACKPROP_TOKEN=stack.tokens[token])
     env["COLUMNS"] = str(columns)  # the width tables are drawn for off a terminal
     env["VAR_DIR"] = "/nonexistent"  # no dev token to fall back on
-    return subprocess.run([sys.executable, "-m", "backprop.cli", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "cli", *args], env=env,
                           capture_output=True, text=True, timeout=180)  # fmt: skip
 
 

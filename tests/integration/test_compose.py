@@ -106,7 +106,7 @@ def test_each_compose_service_command_runs_a_job(pg_database, redis_url, tmp_pat
         processes.append(beat)
 
         token = subprocess.run(
-            [sys.executable, "-m", "backprop.cli", "tokens", "create", "--tenant", "compose"],
+            [sys.executable, "-m", "cli", "tokens", "create", "--tenant", "compose"],
             env=env,
             cwd=ROOT,
             capture_output=True,

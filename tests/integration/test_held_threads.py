@@ -33,7 +33,7 @@ from tests.integration.test_slow_clients import p99, timed
 from tests.integration.test_webhooks import XOR
 from tests.support.stack import Client, start_api
 
-PROCESSES = 2  # backprop.dev.api_argv's default
+PROCESSES = 2  # cli.dev.api_argv's default
 WAITS_PER_TENANT = 4
 TRANSFERS_PER_TENANT = 2
 GRACE = 2.0

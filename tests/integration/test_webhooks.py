@@ -21,9 +21,9 @@ from api import create_app
 from api.schemas.job_views import CallbackPayload
 from api.schemas.sweeps import SweepCallbackPayload
 from backprop.settings import Settings
+from messaging.dispatch import Dispatcher
 from store.db import get_database
 from tests.conftest import make_token
-from worker.dispatch import Dispatcher
 from worker.reconciler import reconcile
 
 XOR = {

@@ -9,7 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from backprop.cli import alembic_config
+from cli.schema import alembic_config
 from store.db import get_database
 from store.models import Base
 from tests.conftest import drop

@@ -14,7 +14,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util import Retry
 
-from backprop.dev import api_argv, worker_argv
+from cli.dev import api_argv, worker_argv
 
 from .services import free_port
 

@@ -12,14 +12,14 @@ import redis
 from sqlalchemy import update
 
 from backprop.settings import Settings
+from messaging.celery_app import DELIVER_SWEEP_TASK, DELIVER_TASK
+from messaging.dispatch import MARKER, Dispatcher
+from service.callbacks import queue_job_callbacks
 from store import callbacks, jobs
 from store.db import get_database
 from store.models import Job, Sweep, utcnow
 from worker import webhooks
-from worker.celery_app import DELIVER_SWEEP_TASK, DELIVER_TASK
-from worker.dispatch import MARKER, Dispatcher
 from worker.reconciler import reconcile
-from worker.webhooks import queue_job_callbacks
 
 SPEC = {"structure": [2, 1], "epochs": 1, "learning_rate": 1.0, "options": {}, "data": {}}
 
@@ -115,7 +115,7 @@ def test_the_queue_is_read_from_its_oldest_message_until_every_one_asked_about_i
     setup, monkeypatch
 ):
     db, settings, dispatcher = setup
-    monkeypatch.setattr("worker.dispatch.SCAN_CHUNK", 2)
+    monkeypatch.setattr("messaging.dispatch.SCAN_CHUNK", 2)
     ids = submit_and_send(db, dispatcher, 7)  # four chunks of two
     marked = dispatcher.waiting(ids)
     assert dispatcher._queued(set(marked.values())) == set(marked.values())

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import httpx
 import pytest
 
-from worker.webhooks import pinned_request, resolve
+from backprop.urls import pinned_request, resolve
 
 
 def test_the_request_goes_to_the_address_and_keeps_the_host_name():

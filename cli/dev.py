@@ -23,8 +23,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .files import write_private
-from .settings import get_settings
+from backprop.files import write_private
+from backprop.settings import get_settings
+
+from .schema import migrate
 
 log = logging.getLogger("backprop.dev")
 
@@ -108,7 +110,7 @@ def api_argv(bind: str, workers: int = 2, threads: int = 32) -> list[str]:
         sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers),
         "--worker-class", "api.gunicorn_worker.ProblemWorker", "--threads", str(threads),
         "--timeout", "120", "--no-control-socket", "--config", "python:api.gunicorn_conf",
-        "api:create_app()",
+        "web:create_app()",
     ]  # fmt: skip
 
 
@@ -246,8 +248,6 @@ def _next_metrics_port(env: dict[str, str], step: int = 1) -> dict[str, str]:
 
 
 def run_dev(host: str, port: int) -> None:
-    from .cli import migrate
-
     settings = get_settings()
     var_dir = settings.var_dir
     var_dir.mkdir(parents=True, exist_ok=True)

@@ -11,41 +11,18 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 
 import redis
 
 from backprop.settings import Settings
 
+from .broker import broker_redis
+
 CHANNEL = "backprop:jobs"
 MAX_PENDING = 1024  # distinct ids waiting to be published; past it a change goes unannounced
 
 log = logging.getLogger("backprop.notify")
-
-
-def keepalive_options(settings: Settings) -> dict:
-    """redis-py's options for TCP keepalives (``Settings.tcp_keepalive``)."""
-    idle, interval, count = settings.tcp_keepalive
-    return {
-        "socket_keepalive": True,
-        "socket_keepalive_options": {
-            socket.TCP_KEEPIDLE: idle,
-            socket.TCP_KEEPINTVL: interval,
-            socket.TCP_KEEPCNT: count,
-        },
-    }
-
-
-def broker_redis(settings: Settings, **options) -> redis.Redis:
-    """A client of the broker's Redis with the broker's timeouts. redis-py's pool notices a
-    fork and reconnects, so one client serves a prefork pool or gunicorn's workers."""
-    options.setdefault("socket_timeout", settings.broker_timeout_seconds)
-    for name, value in keepalive_options(settings).items():
-        options.setdefault(name, value)
-    return redis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=settings.broker_timeout_seconds, **options
-    )
 
 
 class Notifier:

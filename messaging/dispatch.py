@@ -24,6 +24,7 @@ from kombu.utils.uuid import uuid
 
 from backprop.settings import Settings
 
+from .broker import broker_redis
 from .celery_app import (
     DELIVER_SWEEP_TASK,
     DELIVER_TASK,
@@ -32,7 +33,6 @@ from .celery_app import (
     TRAIN_TASK,
     make_celery,
 )
-from .notify import broker_redis
 
 MARKER = "backprop:waiting:"
 # kombu's Redis transport keeps every fetched, unacknowledged message in this hash (by
@@ -94,11 +94,11 @@ class Dispatcher:
             raise
 
     def callback(self, job_id: str) -> None:
-        """Queue the delivery of a finished job's callback (worker.webhooks)."""
+        """Queue the delivery of a finished job's callback (``worker/webhooks.py``)."""
         self.celery.send_task(DELIVER_TASK, args=[job_id], queue=self.callback_queue, retry=False)
 
     def sweep_callback(self, sweep_id: str) -> None:
-        """Queue the delivery of an ended sweep's callback (worker.webhooks)."""
+        """Queue the delivery of an ended sweep's callback (``worker/webhooks.py``)."""
         self.celery.send_task(
             DELIVER_SWEEP_TASK, args=[sweep_id], queue=self.callback_queue, retry=False
         )

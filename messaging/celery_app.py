@@ -1,7 +1,9 @@
-"""The Celery application: Redis broker, settings fit for long training tasks.
+"""The Celery application's configuration: Redis broker, settings fit for long training
+tasks, and the tasks' names (the API sends them, the workers register them).
 
 Celery is our distributed engine and Redis only carries hints ("job X may be ready"): the
-database decides who trains what (see ``store/jobs.py``). Every setting below says why.
+database decides who trains what (see ``store/jobs.py``). Every setting below says why. The
+workers run the app of ``worker/app.py``, which adds their pool and their tasks:
 
     celery -A worker.app worker -Q training,celery --pool prefork --concurrency 1
     celery -A worker.app beat
@@ -16,7 +18,7 @@ from celery.exceptions import CPendingDeprecationWarning
 
 from backprop.settings import Settings, get_settings
 
-from .notify import keepalive_options
+from .broker import keepalive_options
 
 
 def silence_the_connection_loss_warning() -> None:
@@ -131,9 +133,6 @@ def celery_config(settings: Settings) -> dict:
         # WorkerLostError (10 s by default). There is no result to wait for (above), and the
         # report is what releases the dead process's job at once (tasks.TrainRequest).
         "worker_lost_wait": 0.2,
-        # prefork, maintained every half second (worker/pool.py): a dead process is reported
-        # within a second of its death
-        "worker_pool": "worker.pool:TrainingPool",
         "worker_hijack_root_logger": False,
         "beat_schedule": {
             "reconcile": {"task": RECONCILE_TASK, "schedule": settings.reconcile_seconds},

@@ -1,13 +1,15 @@
-"""The ``backprop`` command for operators: the embedded service, migrations, tokens.
+"""The ``backprop`` command: the operators' commands here, the users' added from ``jobs``,
+``datasets`` and ``sweeps``.
 
     backprop dev                       # everything on this machine (what `make run` runs)
     backprop migrate                   # alembic upgrade head against DATABASE_URL
     backprop tokens create --tenant acme [--name ci] [--expires-in-days 90]
     backprop tokens list [--tenant acme]
     backprop tokens revoke ID
+    backprop webhooks secret --tenant acme [--rotate]
     backprop reconcile                 # one reconciler pass, as beat runs it
 
-Flask's and Celery's own commands keep working (``flask --app 'api:create_app()' routes``,
+Flask's and Celery's own commands keep working (``flask --app 'web:create_app()' routes``,
 ``celery -A worker.app inspect active``).
 """
 
@@ -16,32 +18,15 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import click
 
-from .settings import get_settings
+from backprop.settings import get_settings
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def alembic_config(url: str | None = None):
-    from alembic.config import Config
-
-    # a checkout (or the image's /app) keeps alembic.ini next to migrations/
-    root = Path.cwd() if (Path.cwd() / "alembic.ini").exists() else ROOT
-    config = Config(str(root / "alembic.ini"))
-    config.set_main_option("script_location", str(root / "migrations"))
-    if url:
-        config.attributes["url"] = url
-    return config
-
-
-def migrate(url: str | None = None) -> None:
-    """Bring the database schema to the newest migration (the only way it is created)."""
-    from alembic import command
-
-    command.upgrade(alembic_config(url or get_settings().sqlalchemy_url), "head")
+from .datasets import datasets_group
+from .jobs import JOB_COMMANDS
+from .schema import migrate
+from .sweeps import sweep_group
 
 
 @click.group()
@@ -156,7 +141,7 @@ def webhooks_secret(tenant: str, rotate: bool) -> None:
 @main.command("reconcile")
 def reconcile_command() -> None:
     """Run one reconciler pass now."""
-    from worker.dispatch import Dispatcher
+    from messaging.dispatch import Dispatcher
     from worker.reconciler import reconcile
 
     settings = get_settings()
@@ -175,14 +160,5 @@ def dev_command(host: str, port: int) -> None:
     run_dev(host, port)
 
 
-def _user_commands() -> None:
-    from .commands import COMMANDS
-
-    for command in COMMANDS:
-        main.add_command(command)
-
-
-_user_commands()
-
-if __name__ == "__main__":
-    main()
+for command in (*JOB_COMMANDS, datasets_group, sweep_group):
+    main.add_command(command)

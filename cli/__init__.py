@@ -1,0 +1,3 @@
+"""The ``backprop`` command: the operators' commands (``main``), ``backprop dev``'s supervisor
+(``dev``), the database schema's upgrade (``schema``), and the users' commands, which talk to
+the API over HTTP with ``backprop.client`` (``jobs``, ``datasets``, ``sweeps``)."""
