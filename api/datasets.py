@@ -11,8 +11,8 @@ from contextlib import ExitStack
 from flask import Blueprint, Response, g, request, stream_with_context, url_for
 from sqlalchemy.exc import IntegrityError
 
-from store import datasets
-from store.jobs import decode_cursor, encode_cursor
+from service.datasets import remove_dataset
+from store import dataset_reader, dataset_writer, datasets
 
 from . import uploads
 from .body import parse_body
@@ -28,7 +28,7 @@ from .schemas.datasets import (
     DatasetUploadQuery,
     MemberOut,
 )
-from .services import services
+from .services import context, services
 from .views import json_response as _json
 
 bp = Blueprint("datasets", __name__, url_prefix="/v1/datasets")
@@ -149,7 +149,7 @@ def create_dataset(query: DatasetUploadQuery):
             stream = _spooled_body(mimetype, cleanup)
             session = cleanup.enter_context(s.db.session())
             left = s.settings.max_dataset_storage_bytes - datasets.stored_bytes(session, g.tenant)
-            builder = datasets.DatasetBuilder(
+            builder = dataset_writer.DatasetBuilder(
                 session,
                 g.tenant,
                 name,
@@ -246,11 +246,9 @@ def _location(dataset_id: str) -> str:
 @operation("listDatasets", query=DatasetListQuery, responses={200: DatasetList})
 def list_datasets(query: DatasetListQuery):
     """The tenant's data sets, newest first, a page at a time."""
-    cursor = decode_cursor(query.cursor) if query.cursor else None
     with services().db.reading() as session:
-        rows, more = datasets.list_datasets(session, g.tenant, query.limit, cursor)
+        rows, next_cursor = datasets.list_datasets(session, g.tenant, query.limit, query.cursor)
         views = [dataset_view(r) for r in rows]
-        next_cursor = encode_cursor(rows[-1]) if more and rows else None
     return _json(DatasetList(datasets=views, next_cursor=next_cursor))
 
 
@@ -283,7 +281,7 @@ def get_dataset_data(dataset_id: str):
     with s.db.reading() as session:
         dataset = _find(session, dataset_id)  # 404 before the answer starts
     # each handful of chunks is read apart: no connection waits on the client
-    parts = (part for part in datasets.stream_npz(s.db, dataset) if part)
+    parts = (part for part in dataset_reader.stream_npz(s.db, dataset) if part)
     give_back = s.transfers.take(g.tenant)  # a slow reader holds a thread while it is sent
     response = Response(
         stream_with_context(parts),
@@ -298,34 +296,12 @@ def get_dataset_data(dataset_id: str):
 @operation("deleteDataset", responses={204: None, 409: None})
 def delete_dataset(dataset_id: str):
     """Delete a data set (409 naming the jobs while a queued or running job uses it)."""
-    remove_dataset(dataset_id)
+    g.dataset_id = dataset_id
+    remove_dataset(context(), dataset_id)
     return Response(status=204)
 
 
-def remove_dataset(dataset_id: str) -> None:
-    """Delete the tenant's data set (404, or 409 naming who still uses it)."""
-    s = services()
-    with s.db.session() as session:
-        try:
-            datasets.delete_dataset(session, g.tenant, dataset_id)
-        except datasets.DatasetNotFound:
-            raise _not_found(dataset_id) from None
-        except datasets.DatasetInUse as exc:
-            raise ApiProblem(
-                409,
-                "queued or running jobs (or running sweeps) use this data set: "
-                f"{', '.join(exc.job_ids[:20])}; cancel them or wait for them to end",
-                slug="dataset-in-use",
-            ) from None
-
-
 def _find(session, dataset_id: str):
+    """The tenant's data set (DatasetNotFound: a 404)."""
     g.dataset_id = dataset_id
-    try:
-        return datasets.get_dataset(session, g.tenant, dataset_id)
-    except datasets.DatasetNotFound:
-        raise _not_found(dataset_id) from None
-
-
-def _not_found(dataset_id: str) -> ApiProblem:
-    return ApiProblem(404, f"no data set {dataset_id!r} for this tenant", slug="dataset-not-found")
+    return datasets.get_dataset(session, g.tenant, dataset_id)

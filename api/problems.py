@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
-from store.datasets import DatasetInvalid
+from store.dataset_writer import DatasetInvalid
 from store.db import is_outage
 
 from .field_errors import SpecError, validation_errors

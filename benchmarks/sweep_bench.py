@@ -145,7 +145,7 @@ def _median(runs: list[dict]) -> dict:
 def core_seconds(stack, sweep: dict) -> float:
     """The trials of a finished sweep trained one after another in this process, as their
     stored specs say (``worker.training.build_trainer``)."""
-    from store import jobs
+    from store import job_data
     from store.db import get_database
     from store.models import Job
     from worker.training import build_trainer
@@ -154,7 +154,7 @@ def core_seconds(stack, sweep: dict) -> float:
     with get_database(stack.database_url).session() as session:
         trials = session.query(Job).filter_by(sweep_id=sweep["id"]).order_by(Job.trial).all()
         for job in trials:
-            arrays = jobs.load_dataset_arrays(session, job.spec)
+            arrays = job_data.load_dataset_arrays(session, job.spec)
             trainer = build_trainer(job.spec, arrays)
             start = time.perf_counter()
             trainer.run()

@@ -119,11 +119,6 @@ class Job(Base):
     )
 
 
-# sweep.status values: running until every trial has ended, then succeeded (a trial
-# succeeded) or failed (none did); cancelled on request
-SWEEP_STATUSES = (RUNNING, SUCCEEDED, FAILED, CANCELLED)
-
-
 class Sweep(Base):
     """A hyperparameter search: the base job, the space, and how many trials are released.
 
@@ -140,6 +135,8 @@ class Sweep(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     labels: Mapped[dict[str, Any]]
     spec: Mapped[dict[str, Any]]
+    # running until every trial has ended, then succeeded (a trial succeeded) or failed
+    # (none did); cancelled on request
     status: Mapped[str] = mapped_column(String(16))
     trials: Mapped[int] = mapped_column(Integer)
     max_parallel: Mapped[int] = mapped_column(Integer)

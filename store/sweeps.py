@@ -1,21 +1,14 @@
-"""Everything that reads or changes a sweep: releasing trials, ASHA's rung decisions, ending.
+"""The sweep rows: a sweep stored with the sources its trials need, its row lock, its
+trials ranked by their objective, cancel, callbacks, removal and the reads of its figures.
+The reason to change is what a sweep row holds or how it is read.
 
 A sweep's trials are ordinary job rows (``job.sweep_id``, ``job.trial``) that run on the
-ordinary queue, claim and lease machinery. This module only decides when the next trial is
-made and with which values, and whether a trial that reached a rung continues:
+ordinary queue, claim and lease machinery; when they are released and with which values,
+and whether one that reached a rung continues, is ``store.scheduling``'s.
 
-- ``advance`` releases trials while fewer than ``max_parallel`` are queued or running, and
-  ends the sweep when every trial has ended. It runs where a trial ends (in the worker's
-  transaction that ends the job), at submit, after a cancel, and in the reconciler, so a
-  trial that ends anywhere (a cancel, a lost worker) moves the sweep on.
-- ``judge`` takes ASHA's decision for a trial at a rung, from the other trials' recorded
-  decisions, and records it on the trial.
-- ``take_due_callbacks`` marks the ended sweeps whose callback waits as queued, each once,
-  for the caller to queue their delivery (``worker.webhooks.queue_sweep_callbacks``).
-
-Both take the sweep's row lock first (an UPDATE of the row: a row lock on PostgreSQL, the
-write lock on SQLite), so decisions and releases of one sweep take turns across workers on
-any number of hosts; the lock order is always sweep, then jobs.
+Whatever changes a sweep takes its row lock first (``lock``: an UPDATE of the row, a row
+lock on PostgreSQL, the write lock on SQLite), so decisions and releases of one sweep take
+turns across workers on any number of hosts; the lock order is always sweep, then jobs.
 """
 
 from __future__ import annotations
@@ -27,14 +20,12 @@ from dataclasses import dataclass
 from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session
 
-import tuning
-
 from . import callbacks, jobs
 from .db import Database, lock_rows
+from .leases import LeaseLost
 from .models import (
     CANCELLED,
     FAILED,
-    FINAL_STATUSES,
     QUEUED,
     RUNNING,
     SUCCEEDED,
@@ -44,6 +35,7 @@ from .models import (
     Sweep,
     SweepDataset,
 )
+from .paging import Page, page
 
 
 class SweepNotFound(LookupError):
@@ -52,6 +44,14 @@ class SweepNotFound(LookupError):
 
 class SweepConflict(Exception):
     """The sweep is not in a state that allows the operation (cancel an ended sweep)."""
+
+
+class SweepEnded(SweepConflict):
+    """The sweep already ended: it cannot be cancelled."""
+
+
+class SweepNotEnded(SweepConflict):
+    """The sweep, or trials of it, still run: it cannot be deleted yet."""
 
 
 class SourceGone(LookupError):
@@ -66,7 +66,7 @@ ACTIVE = (QUEUED, RUNNING)
 MAX_BOARD = 200  # leaderboard rows a page shows at most
 
 
-def create_sweep(
+def add_sweep(
     session: Session,
     db: Database,
     *,
@@ -79,11 +79,11 @@ def create_sweep(
     dataset_id: str | None,
     val_dataset_id: str | None,
     searched_datasets: list[str] = (),
-) -> tuple[Sweep, list[str]]:
-    """Store a validated sweep and release its first trials, in the caller's transaction.
-    ``searched_datasets`` (data.dataset_id's choices) are kept while it runs. Returns the
-    sweep and the ids of the trial jobs to dispatch after the commit. Raises SourceGone
-    when a data set or an init_from job it needs was deleted since it was checked."""
+) -> Sweep:
+    """Store a validated sweep, none of its trials released yet, in the caller's transaction.
+    ``searched_datasets`` (data.dataset_id's choices) are kept while it runs. Raises
+    SourceGone when a data set or an init_from job it needs was deleted since it was
+    checked."""
     sources = _sources(spec, dataset_id, val_dataset_id, searched_datasets)
     _hold(session, sources)  # PostgreSQL: share locks before the row that needs them
     now = db.now(session)
@@ -109,7 +109,7 @@ def create_sweep(
     _hold(session, sources)  # SQLite: checked again under the write lock the insert took
     session.add_all(SweepDataset(sweep_id=sweep.id, dataset_id=d) for d in searched_datasets)
     session.flush()
-    return sweep, advance(session, db, sweep)
+    return sweep
 
 
 def _sources(spec: dict, dataset_id, val_dataset_id, searched_datasets) -> list[tuple]:
@@ -152,7 +152,7 @@ def lock(session: Session, db: Database, sweep_id: str) -> Sweep | None:
 
 
 def get_sweep(session: Session, tenant: str, sweep_id: str) -> Sweep:
-    if not jobs._is_job_id(sweep_id):
+    if not jobs.is_row_id(sweep_id):
         raise SweepNotFound(sweep_id)
     sweep = session.get(Sweep, sweep_id)
     if sweep is None or sweep.tenant != tenant:
@@ -164,79 +164,29 @@ def trials_of(session: Session, sweep_id: str) -> list[Job]:
     return list(session.scalars(select(Job).where(Job.sweep_id == sweep_id).order_by(Job.trial)))
 
 
-# ---------------------------------------------------------------------------------- release
+def other_decisions(session: Session, sweep_id: str, job_id: str) -> list[list[dict]]:
+    """The rung decisions recorded on the sweep's other trials, in a fixed order."""
+    rows = session.execute(
+        select(Job.rungs)
+        .where(Job.sweep_id == sweep_id, Job.id != job_id, Job.rungs.is_not(None))
+        .order_by(Job.trial)
+    ).scalars()
+    return [r for r in rows if r]
 
 
-def advance(session: Session, db: Database, sweep: Sweep) -> list[str]:
-    """Release trials up to max_parallel active ones; end the sweep once all have ended.
-    The caller holds the sweep's lock (or just created it). Returns the new jobs' ids.
-
-    ``sweep.best_job_id`` is kept here, whenever a trial ends, a stopped sweep's included
-    (a running trial may still succeed): the sweeps' list reads it instead of the trials."""
-    trials = trials_of(session, sweep.id)
-    best = best_trial(sweep, trials)
-    sweep.best_job_id = best.id if best else None
-    if sweep.status != RUNNING:
-        return []
-    active = sum(1 for t in trials if t.status in ACTIVE)
-    released = []
-    while sweep.released < sweep.trials and active < sweep.max_parallel:
-        job = _release(session, db, sweep, sweep.released + 1, trials)
-        trials.append(job)
-        sweep.released += 1
-        active += 1
-        released.append(job.id)
-    best = best_trial(sweep, trials)
-    sweep.best_job_id = best.id if best else None
-    if sweep.released >= sweep.trials and active == 0:
-        sweep.status = SUCCEEDED if any(t.status == SUCCEEDED for t in trials) else FAILED
-        sweep.finished_at = db.now(session)
-    sweep.updated_at = db.now(session)
-    return released
+def record_decisions(session: Session, job_id: str, owner: str, decisions: list[dict]) -> None:
+    """The trial's rung decisions, written under its lease (LeaseLost once it is gone)."""
+    recorded = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.lease_owner == owner, Job.status == RUNNING)
+        .values(rungs=decisions)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not recorded:
+        raise LeaseLost(job_id)
 
 
-def _release(session: Session, db: Database, sweep: Sweep, number: int, trials) -> Job:
-    spec = sweep.spec
-    params = tuning.sample(
-        spec["method"],
-        spec["search"],
-        number,
-        spec["seed"],
-        goal=spec["objective"]["goal"],
-        past=[_past(t, spec) for t in trials],
-        trials=sweep.trials,
-    )
-    base = spec["base"]
-    seed = base.get("seed")
-    if spec.get("base_seed") is None:  # no seed in the base: each trial its own
-        seed = tuning.derived_seed(spec["seed"], number)
-    dataset_id = params.get("data.dataset_id", sweep.dataset_id)
-    dataset = spec.get("datasets", {}).get(dataset_id, spec.get("dataset"))
-    trial = tuning.trial_spec(base, params, seed=seed, dataset=dataset)
-    trial["sweep"] = {"id": sweep.id, "trial": number, "objective": spec["objective"]}
-    if spec.get("early_stopping"):
-        trial["sweep"]["early_stopping"] = spec["early_stopping"]
-    name = f"{sweep.name or 'sweep'} #{number}"
-    source = trial.get("init_from")  # its weights, copied as a submit copies them
-    job = jobs.create_job(
-        session,
-        db,
-        tenant=sweep.tenant,
-        spec=trial,
-        arrays={},
-        name=name[:200],
-        labels=dict(sweep.labels),
-        chunk_bytes=2**20,
-        dispatching=True,
-        dataset_id=dataset_id,
-        val_dataset_id=sweep.val_dataset_id,
-        init_from=source,
-        sweep_id=sweep.id,
-        trial=number,
-        params=params,
-    )
-    jobs.add_event(session, job.id, "sweep", f"trial {number} of sweep {sweep.id}")
-    return job
+# ---------------------------------------------------------------------------------- ranking
 
 
 def objective(job: Job, metric: str) -> float | None:
@@ -244,18 +194,6 @@ def objective(job: Job, metric: str) -> float | None:
     latest = job.latest_metrics or {}
     value = latest.get(metric)
     return float(value) if value is not None and math.isfinite(value) else None
-
-
-def _past(job: Job, spec: dict) -> tuning.Past:
-    metric = spec["objective"]["metric"]
-    steps = {d["epoch"]: d["value"] for d in job.rungs or [] if d["value"] is not None}
-    if job.status in ACTIVE:
-        state = "running"
-    elif job.status == SUCCEEDED:
-        state = "pruned" if job.stopped_early else "complete"
-    else:
-        state = "failed"
-    return tuning.Past(job.params or {}, state, objective(job, metric), steps)
 
 
 def best_trial(sweep: Sweep, trials: list[Job]) -> Job | None:
@@ -280,110 +218,6 @@ def ranking(sweep: Sweep, trials: list[Job]) -> list[Job]:
     return sorted(trials, key=key)
 
 
-def advance_running(session: Session, db: Database) -> list[str]:
-    """Every running sweep moved on (the reconciler's round): trials that ended outside a
-    worker (cancelled while queued, a lost worker's cancel) release the next ones."""
-    released = []
-    for sweep_id in session.scalars(select(Sweep.id).where(Sweep.status == RUNNING)):
-        sweep = lock(session, db, sweep_id)
-        if sweep is not None:
-            released += advance(session, db, sweep)
-    return released
-
-
-def advance_one(session: Session, db: Database, sweep_id: str) -> list[str]:
-    sweep = lock(session, db, sweep_id)
-    return advance(session, db, sweep) if sweep is not None else []
-
-
-# ---------------------------------------------------------------------------------- trials
-
-
-def end_job(
-    session: Session, db: Database, job_id: str, owner: str, *, sweep_id: str | None, **finish
-) -> Ended:
-    """``jobs.finish``, and for a trial (``sweep_id``) the sweep moved on in the same
-    transaction (the sweep's lock first): the trial's end and the next release commit
-    together."""
-    sweep = lock(session, db, sweep_id) if sweep_id else None
-    offer = jobs.finish(session, db, job_id, owner, **finish)
-    released = advance(session, db, sweep) if sweep is not None else []
-    return Ended(offer, released)
-
-
-@dataclass(frozen=True)
-class Ended:
-    offer: str | None  # the tenant's next job waiting without a task message
-    released: list[str]  # trials released by this ending: to dispatch
-
-
-def judge(session: Session, db: Database, job_id: str, owner: str, epoch: int, value) -> dict:
-    """ASHA's decision for the trial at this rung epoch, recorded on it (see the module
-    docstring). A trial resumed after a lost worker reaches the rung again and gets the
-    decision it was given then.
-
-    The decision is worked out before the sweep's lock is taken, and again under it only if
-    another trial recorded a decision in between: the lock is held for a read and a write,
-    not for Optuna's work, so trials of one sweep on many workers seldom wait for it."""
-    job = session.get(Job, job_id)
-    if job is None or job.lease_owner != owner:
-        raise jobs.LeaseLost(job_id)
-    own = list(job.rungs or [])
-    for decision in own:
-        if decision["epoch"] == epoch:
-            return decision
-    spec = session.get(Sweep, job.sweep_id).spec  # fixed at submit: no lock needed
-    seen = _recorded(session, job.sweep_id, job_id)
-    decision = _decide(spec, epoch, value, own, seen)
-    lock(session, db, job.sweep_id)
-    now_seen = _recorded(session, job.sweep_id, job_id)
-    if now_seen != seen:  # another trial was judged meanwhile: decide with it
-        decision = _decide(spec, epoch, value, own, now_seen)
-    recorded = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.lease_owner == owner, Job.status == RUNNING)
-        .values(rungs=own + [decision])
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if not recorded:
-        raise jobs.LeaseLost(job_id)
-    metric = spec["objective"]["metric"]
-    shown = "none" if decision["value"] is None else f"{decision['value']:.4g}"
-    cutoff = "none" if decision["cutoff"] is None else f"{decision['cutoff']:.4g}"
-    jobs.add_event(
-        session, job_id, "rung",
-        f"rung {decision['rung']} (epoch {epoch}): {metric} {shown}, the best "
-        f"{decision['keep']} of {decision['competitors']} continue (cutoff {cutoff}): "
-        f"{decision['decision']}", at=db.now(session),
-    )  # fmt: skip
-    return decision
-
-
-def _recorded(session: Session, sweep_id: str, job_id: str) -> list[list[dict]]:
-    """The other trials' recorded decisions, in a fixed order."""
-    rows = session.execute(
-        select(Job.rungs)
-        .where(Job.sweep_id == sweep_id, Job.id != job_id, Job.rungs.is_not(None))
-        .order_by(Job.trial)
-    ).scalars()
-    return [r for r in rows if r]
-
-
-def _decide(spec: dict, epoch: int, value, own: list[dict], others: list[list[dict]]) -> dict:
-    config = spec["early_stopping"]
-    rung = len(own)
-    return tuning.asha_decision(
-        epoch=epoch,
-        value=value,
-        own=own,
-        # only the trials that reached this rung compete at it
-        others=[r for r in others if any(d["rung"] == rung for d in r)],
-        min_epochs=config["min_epochs"],
-        factor=config["reduction_factor"],
-        goal=spec["objective"]["goal"],
-    )
-
-
 # ---------------------------------------------------------------------------------- cancel
 
 
@@ -396,7 +230,7 @@ def cancel_sweep(session: Session, db: Database, tenant: str, sweep_id: str) -> 
     if sweep is None:  # deleted by a request that held the lock before this one
         raise SweepNotFound(sweep_id)
     if sweep.status != RUNNING:
-        raise SweepConflict(f"the sweep already ended: {sweep.status}")
+        raise SweepEnded(f"the sweep already ended: {sweep.status}")
     now = db.now(session)
     sweep.status, sweep.finished_at = CANCELLED, now
     ended = []
@@ -448,16 +282,16 @@ def delete_sweep(session: Session, db: Database, tenant: str, sweep_id: str) -> 
     if sweep is None:  # deleted by a request that held the lock before this one
         raise SweepNotFound(sweep_id)
     if sweep.status == RUNNING:
-        raise SweepConflict("the sweep is running: cancel it first, then delete it")
+        raise SweepNotEnded("the sweep is running: cancel it first, then delete it")
     trials = trials_of(session, sweep_id)
     active = sum(1 for trial in trials if trial.status in ACTIVE)
     if active:  # a cancelled sweep's running trials stop at their next mini-batch
-        raise SweepConflict(f"{active} of its trials have not stopped yet: delete it after")
+        raise SweepNotEnded(f"{active} of its trials have not stopped yet: delete it after")
     trial_ids = [trial.id for trial in trials]
     lock_rows(session, Job.status, trial_ids)  # then a sweep submitted from one is seen
     starting = jobs.sweeps_starting_from(session, tenant, trial_ids)
     if starting:
-        raise SweepConflict(
+        raise SweepNotEnded(
             f"running sweep {starting[0]} starts its trials from one of this sweep's: "
             "delete it once that sweep ended"
         )
@@ -529,21 +363,8 @@ def _pending(sweep: Sweep) -> int:
     return max(sweep.trials - sweep.released, 0) if sweep.status == RUNNING else 0
 
 
-def list_sweeps(session: Session, tenant: str, *, limit: int = 50, cursor: str | None = None):
-    """The tenant's sweeps, newest first, a page at a time (the jobs' cursor form)."""
-    query = select(Sweep).where(Sweep.tenant == tenant)
-    if cursor:
-        created_at, sweep_id = jobs.decode_cursor(cursor)
-        query = query.where(
-            (Sweep.created_at < created_at)
-            | ((Sweep.created_at == created_at) & (Sweep.id < sweep_id))
-        )
-    found = list(
-        session.scalars(query.order_by(Sweep.created_at.desc(), Sweep.id.desc()).limit(limit + 1))
-    )
-    more = len(found) > limit
-    found = found[:limit]
-    return found, (jobs.encode_cursor(found[-1]) if more and found else None)
-
-
-__all__ = ["FINAL_STATUSES", "SweepConflict", "SweepNotFound"]
+def list_sweeps(
+    session: Session, tenant: str, *, limit: int = 50, cursor: str | None = None
+) -> Page:
+    """The tenant's sweeps, newest first, a page at a time (``store.paging``)."""
+    return page(session, select(Sweep).where(Sweep.tenant == tenant), Sweep, limit, cursor)

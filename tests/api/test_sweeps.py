@@ -7,10 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
-import tuning
 from api.schemas.jobs import JobCreate
 from api.validation import prepare_job
 from backprop.settings import Settings
+from tuning import asha, sampling, space
 
 DATASET = SimpleNamespace(
     id="6f1c3c4e-8f1e-4d8e-9a56-0d2b4f4f9a10",
@@ -56,11 +56,11 @@ def test_trial_specs_equal_a_fresh_prepare(seed_given):
     prepared = prepare_job(JobCreate.model_validate(base), settings, lambda _: DATASET)
     info = {"samples": DATASET.samples, "class_counts": DATASET.members["targets"]["class_counts"]}
     for trial in range(1, 41):
-        params = tuning.sample("random", SPACE, trial, 7)
-        seed = 99 if seed_given else tuning.derived_seed(7, trial)
-        made = tuning.trial_spec(prepared.spec, params, seed=seed, dataset=info)
+        params = sampling.sample("random", SPACE, trial, 7)
+        seed = 99 if seed_given else sampling.derived_seed(7, trial)
+        made = sampling.trial_spec(prepared.spec, params, seed=seed, dataset=info)
         fresh = prepare_job(
-            JobCreate.model_validate(dict(tuning.apply(base, params), seed=seed)),
+            JobCreate.model_validate(dict(space.apply(base, params), seed=seed)),
             settings,
             lambda _: DATASET,
         )
@@ -69,15 +69,15 @@ def test_trial_specs_equal_a_fresh_prepare(seed_given):
 
 
 def test_the_space_of_the_issue_has_valid_corners_and_reproducible_draws():
-    space = {k: SPACE[k] for k in ("learning_rate", "structure[1]", "options.l2")}
-    assert tuning.corner_count(space) == 2 * 4 * 2
-    assert len(list(tuning.corners(space))) == 16
-    draws = [tuning.sample("random", space, k, 7) for k in range(1, 28)]
-    assert draws == [tuning.sample("random", space, k, 7) for k in range(1, 28)]
-    assert draws != [tuning.sample("random", space, k, 8) for k in range(1, 28)]
+    search = {k: SPACE[k] for k in ("learning_rate", "structure[1]", "options.l2")}
+    assert space.corner_count(search) == 2 * 4 * 2
+    assert len(list(space.corners(search))) == 16
+    draws = [sampling.sample("random", search, k, 7) for k in range(1, 28)]
+    assert draws == [sampling.sample("random", search, k, 7) for k in range(1, 28)]
+    assert draws != [sampling.sample("random", search, k, 8) for k in range(1, 28)]
     for draw in draws:
         assert 0.05 <= draw["learning_rate"] <= 10 and draw["structure[1]"] in (16, 32, 64, 128)
-    assert tuning.rungs(3, 3, 30) == [3, 9, 27] and tuning.rungs(1, 2, 8) == [1, 2, 4]
+    assert asha.rungs(3, 3, 30) == [3, 9, 27] and asha.rungs(1, 2, 8) == [1, 2, 4]
 
 
 SMALLER = SimpleNamespace(
@@ -94,7 +94,7 @@ SMALLER = SimpleNamespace(
 def test_a_trial_on_a_searched_data_set_equals_a_fresh_prepare_on_that_data_set():
     settings = Settings()
     stored = {d.id: d for d in (DATASET, SMALLER)}
-    space = {
+    search = {
         "data.dataset_id": {"choice": [DATASET.id, SMALLER.id]},
         "options.validation_split": {"uniform": [0.1, 0.3]},
         "data.batch_size": {"choice": [10, 32]},
@@ -110,12 +110,12 @@ def test_a_trial_on_a_searched_data_set_equals_a_fresh_prepare_on_that_data_set(
     }
     seen = set()
     for trial in range(1, 21):
-        params = tuning.sample("random", space, trial, 7)
+        params = sampling.sample("random", search, trial, 7)
         chosen = params["data.dataset_id"]
         seen.add(chosen)
-        made = tuning.trial_spec(prepared.spec, params, seed=5, dataset=infos[chosen])
+        made = sampling.trial_spec(prepared.spec, params, seed=5, dataset=infos[chosen])
         fresh = prepare_job(
-            JobCreate.model_validate(dict(tuning.apply(BASE, params), seed=5)),
+            JobCreate.model_validate(dict(space.apply(BASE, params), seed=5)),
             settings,
             stored.get,
         )

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import requests
 
-import tuning
-from store import jobs as store_jobs
+from store import job_data
 from store.db import get_database
 from store.models import Job
 from tests.faults.conftest import model_weights, reference_weights
 from tests.support.stack import most_at_once, server_sent_events
+from tuning.sampling import Past, sample
 
 FINAL = ("succeeded", "failed", "cancelled")
 
@@ -162,9 +162,7 @@ def test_random_trials_are_reproducible_from_the_seed_and_bitwise_exact(stack, c
     wait(client, first["id"]), wait(client, second["id"])
     a, b = trials(client, first["id"]), trials(client, second["id"])
     assert [j["params"] for j in a] == [j["params"] for j in b]
-    assert [j["params"] for j in a] == [
-        tuning.sample("random", body["search"], k, 11) for k in (1, 2, 3)
-    ]
+    assert [j["params"] for j in a] == [sample("random", body["search"], k, 11) for k in (1, 2, 3)]
     assert len({j["params"]["learning_rate"] for j in a}) == 3
     # each trial has its own seed, from the sweep's, and trains like any job: bit for bit
     assert len({j["seed"] for j in a}) == 3 and [j["seed"] for j in a] == [j["seed"] for j in b]
@@ -196,11 +194,9 @@ def test_tpe_samples_from_the_finished_trials_results(stack, classes):
     # (2 random start-up trials here), and those results change them
     informed = 0
     for k, job in enumerate(jobs, start=1):
-        past = [
-            tuning.Past(j["params"], "complete", j["metrics"]["val_cost"]) for j in jobs[: k - 1]
-        ]
-        assert job["params"] == tuning.sample("tpe", search, k, 5, goal="min", past=past, trials=6)
-        informed += job["params"] != tuning.sample("tpe", search, k, 5, goal="min", trials=6)
+        past = [Past(j["params"], "complete", j["metrics"]["val_cost"]) for j in jobs[: k - 1]]
+        assert job["params"] == sample("tpe", search, k, 5, goal="min", past=past, trials=6)
+        informed += job["params"] != sample("tpe", search, k, 5, goal="min", trials=6)
     assert informed >= 3
 
 
@@ -445,7 +441,7 @@ def test_trials_start_from_finished_jobs_weights_and_keep_them_from_deletion(sta
     for job, source in zip(made, (first, second)):
         with db.session() as session:  # the trial keeps a copy of the weights it started from
             row = session.get(Job, job["id"])
-            start = store_jobs.load_data_and_checkpoint(session, row)[0]["init"]
+            start = job_data.load_data_and_checkpoint(session, row)[0]["init"]
         served = model_weights(client, source)
         layers = len(served) // 2
         assert all(np.array_equal(start[f"W{n}"], served[n]) for n in range(layers))

@@ -7,7 +7,7 @@ import uuid
 import numpy as np
 import pytest
 
-from store import blobs, jobs
+from store import blobs, job_data, jobs, leases, paging, progress
 from store.db import get_database
 from store.models import CANCELLED, FAILED, QUEUED, RUNNING, Job
 
@@ -36,7 +36,7 @@ def new_job(db, tenant="t1", epochs=3, n=5) -> str:
 
 def claim(db, job_id, owner, lease=30.0, max_attempts=3):
     with db.session() as s:
-        return jobs.claim(
+        return leases.claim(
             s, db, job_id, owner, lease_seconds=lease, max_attempts=max_attempts, worker=owner
         )
 
@@ -48,7 +48,7 @@ def metric(epoch: int, cost: float = 1.0) -> dict:
 
 
 def record(s, db, job_id, owner, epochs, cost=1.0, checkpoint=None):
-    jobs.record_progress(
+    progress.record_progress(
         s,
         db,
         job_id,
@@ -134,13 +134,13 @@ def test_expired_lease_is_claimable_and_the_old_owner_loses_its_writes(db):
     claim(db, job_id, "old", lease=0.2)
     time.sleep(0.4)
     assert claim(db, job_id, "new") is not None
-    with pytest.raises(jobs.LeaseLost), db.session() as s:
-        jobs.renew_lease(s, db, job_id, "old", 30)
-    with pytest.raises(jobs.LeaseLost), db.session() as s:
+    with pytest.raises(leases.LeaseLost), db.session() as s:
+        leases.renew_lease(s, db, job_id, "old", 30)
+    with pytest.raises(leases.LeaseLost), db.session() as s:
         record(s, db, job_id, "old", [1])
     with db.session() as s:
         assert jobs.metrics(s, job_id) == []
-        assert jobs.renew_lease(s, db, job_id, "new", 30) is False
+        assert leases.renew_lease(s, db, job_id, "new", 30) is False
 
 
 def test_attempts_run_out(db):
@@ -164,7 +164,7 @@ def test_cancel_queued_at_once_and_running_by_flag(db):
     with db.session() as s:
         job = jobs.request_cancel(s, db, "t1", running)
         assert job.status == RUNNING and job.cancel_requested
-        assert jobs.renew_lease(s, db, running, "w", 30) is True
+        assert leases.renew_lease(s, db, running, "w", 30) is True
     with pytest.raises(jobs.JobNotFound), db.session() as s:
         jobs.request_cancel(s, db, "another-tenant", running)
 
@@ -172,16 +172,16 @@ def test_cancel_queued_at_once_and_running_by_flag(db):
 def test_reconciler_queries(db):
     job_id = new_job(db)
     with db.session() as s:
-        assert job_id not in jobs.stale_queued(s, db, older_than=60)  # submit still sending
+        assert job_id not in leases.stale_queued(s, db, older_than=60)  # submit still sending
     with db.session() as s:
-        assert job_id in jobs.stale_queued(s, db, older_than=60, grace=0)
-        jobs.mark_dispatched(s, db, job_id)
+        assert job_id in leases.stale_queued(s, db, older_than=60, grace=0)
+        leases.mark_dispatched(s, db, job_id)
     with db.session() as s:
-        assert job_id not in jobs.stale_queued(s, db, older_than=60, grace=0)
+        assert job_id not in leases.stale_queued(s, db, older_than=60, grace=0)
     claim(db, job_id, "dead", lease=0.05)
     time.sleep(0.1)
     with db.session() as s:
-        assert job_id in jobs.requeue_expired(s, db)
+        assert job_id in leases.requeue_expired(s, db)
     assert status(db, job_id).status == QUEUED
 
 
@@ -206,23 +206,23 @@ def test_arrays_round_trip_through_chunks(db, shape, dtype):
 def test_resends_back_off_for_jobs_that_merely_wait(db):
     job_id = new_job(db)
     with db.session() as s:
-        jobs.mark_dispatched(s, db, job_id)  # first message: wait 0.2 s before a re-send
+        leases.mark_dispatched(s, db, job_id)  # first message: wait 0.2 s before a re-send
     time.sleep(0.3)
     with db.session() as s:
-        assert job_id in jobs.stale_queued(s, db, older_than=0.2)
-        jobs.mark_dispatched(s, db, job_id)  # second: wait 0.4 s
+        assert job_id in leases.stale_queued(s, db, older_than=0.2)
+        leases.mark_dispatched(s, db, job_id)  # second: wait 0.4 s
     time.sleep(0.3)
     with db.session() as s:
-        assert job_id not in jobs.stale_queued(s, db, older_than=0.2)
+        assert job_id not in leases.stale_queued(s, db, older_than=0.2)
     time.sleep(0.2)
     with db.session() as s:
-        assert job_id in jobs.stale_queued(s, db, older_than=0.2)
+        assert job_id in leases.stale_queued(s, db, older_than=0.2)
         for _ in range(3):
-            jobs.mark_dispatched(s, db, job_id)  # fifth message: 3.2 s, unless capped
+            leases.mark_dispatched(s, db, job_id)  # fifth message: 3.2 s, unless capped
     time.sleep(0.3)
     with db.session() as s:
-        assert job_id not in jobs.stale_queued(s, db, older_than=0.2)
-        assert job_id in jobs.stale_queued(s, db, older_than=0.2, longest=0.25)
+        assert job_id not in leases.stale_queued(s, db, older_than=0.2)
+        assert job_id in leases.stale_queued(s, db, older_than=0.2, longest=0.25)
 
 
 def test_a_cursor_is_a_position_and_any_string_of_its_form_is_one(db):
@@ -231,18 +231,18 @@ def test_a_cursor_is_a_position_and_any_string_of_its_form_is_one(db):
     with db.session() as s:
         first = jobs.list_jobs(s, tenant, limit=2)
         assert first.next_cursor is not None
-        when, job_id = jobs.decode_cursor(first.next_cursor)
-        assert job_id == first.jobs[-1].id and when == first.jobs[-1].created_at
+        when, job_id = paging.decode_cursor(first.next_cursor)
+        assert job_id == first.rows[-1].id and when == first.rows[-1].created_at
         rest = jobs.list_jobs(s, tenant, limit=200, cursor=first.next_cursor)
-        assert {j.id for j in first.jobs} & {j.id for j in rest.jobs} == set()
-        assert set(made) == {j.id for j in first.jobs + rest.jobs}
+        assert {j.id for j in first.rows} & {j.id for j in rest.rows} == set()
+        assert set(made) == {j.id for j in first.rows + rest.rows}
         # the oldest position there is, and one far in the future: valid, just pages
-        assert jobs.list_jobs(s, tenant, cursor="0." + "0" * 32).jobs == []
-        assert len(jobs.list_jobs(s, tenant, cursor="9" * 17 + "." + "f" * 32).jobs) == 3
+        assert jobs.list_jobs(s, tenant, cursor="0." + "0" * 32).rows == []
+        assert len(jobs.list_jobs(s, tenant, cursor="9" * 17 + "." + "f" * 32).rows) == 3
     too_long = "1" * 18 + "." + "0" * 32
     for bad in ("", "x", "12", "12.abc", "1." + "g" * 32, too_long, "-1." + "0" * 32):
         with pytest.raises(ValueError, match="expected a next_cursor"):
-            jobs.decode_cursor(bad)
+            paging.decode_cursor(bad)
 
 
 def test_buffered_rows_are_written_once_even_when_a_flush_is_retried(db):
@@ -271,8 +271,8 @@ def test_a_checkpoint_travels_with_its_rows_and_a_resume_drops_the_rows_past_it(
     time.sleep(0.1)
     assert claim(db, job_id, "w2") is not None
     with db.session() as s:
-        back = jobs.load_checkpoint(s, job_id)
-        jobs.prepare_resume(s, db, job_id, "w2", int(back["epoch"]))
+        back = job_data.load_checkpoint(s, job_id)
+        progress.prepare_resume(s, db, job_id, "w2", int(back["epoch"]))
     with db.session() as s:
         assert [m.epoch for m in jobs.metrics(s, job_id)] == [1, 2, 3, 4]
 
@@ -281,22 +281,22 @@ def test_finish_writes_the_last_rows_and_names_the_tenant_s_next_waiting_job(db)
     tenant = f"t-{uuid.uuid4().hex[:6]}"
     first, second, third = (new_job(db, tenant=tenant) for _ in range(3))
     with db.session() as s:
-        jobs.mark_dispatched(s, db, third)  # a message exists for this one
+        leases.mark_dispatched(s, db, third)  # a message exists for this one
     with db.session() as s:
-        assert jobs.claim(
+        assert leases.claim(
             s, db, first, "w", lease_seconds=30, max_attempts=3, worker="w", max_running=1
         )
     with db.session() as s:  # the tenant's limit holds the second back: it has no message now
-        jobs.mark_dispatched(s, db, second)
+        leases.mark_dispatched(s, db, second)
         assert (
-            jobs.claim(
+            leases.claim(
                 s, db, second, "v", lease_seconds=30, max_attempts=3, worker="v", max_running=1
             )
             is None
         )
     assert status(db, second).status == QUEUED and status(db, second).dispatched_at is None
     with db.session() as s:
-        offer = jobs.finish(
+        offer = progress.finish(
             s,
             db,
             first,
@@ -343,8 +343,8 @@ def test_a_label_filter_pages_in_one_query(db):
             )
     finally:
         event.remove(db.engine, "before_cursor_execute", seen)
-    got = [j.id for j in first.jobs + rest.jobs]
-    assert sorted(got) == sorted(wanted) and len(first.jobs) == 4 and rest.next_cursor is None
+    got = [j.id for j in first.rows + rest.rows]
+    assert sorted(got) == sorted(wanted) and len(first.rows) == 4 and rest.next_cursor is None
     # each page is one query, and the filter runs in it, not over every job in Python
     selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
     assert len(selects) == 2

@@ -11,7 +11,7 @@ import uuid
 import pytest
 from sqlalchemy import update
 
-from store import datasets, sweeps
+from store import datasets, scheduling, sweeps
 from store.db import get_database
 from store.models import Dataset, Sweep, utcnow
 
@@ -36,7 +36,7 @@ def stored_data_set(db, tenant: str) -> str:
 def create(db, tenant: str, dataset_id: str) -> str:
     """A sweep that searches the data set (its trials are never released here)."""
     with db.session() as s:
-        sweep, _ = sweeps.create_sweep(
+        sweep, _ = scheduling.create_sweep(
             s, db, tenant=tenant, name=None, labels={},
             spec={
                 "base": {}, "search": {"data.dataset_id": {"choice": [dataset_id]}},

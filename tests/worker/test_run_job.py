@@ -10,7 +10,7 @@ from sqlalchemy import event, update
 
 from backprop.settings import Settings
 from core import validation_rows
-from store import datasets, jobs
+from store import dataset_writer, job_data, jobs
 from store.db import get_database
 from store.models import Job, utcnow
 from worker.training import build_trainer, run_job
@@ -65,7 +65,7 @@ def test_run_job_trains_records_and_matches_core(database_url):
         job = s.get(Job, job_id)
         assert job.status == "succeeded" and job.epoch == 4 and job.lease_owner is None
         assert [m.epoch for m in jobs.metrics(s, job_id)] == [1, 2, 3, 4]
-        model = jobs.load_model(s, job_id)
+        model = job_data.load_model(s, job_id)
     reference = build_trainer(SPEC, XOR)
     reference.run()
     assert np.array_equal(model["W0"], reference.network.W_n[0])
@@ -139,7 +139,7 @@ def test_a_run_that_dies_after_flushing_past_its_checkpoint_resumes_bit_for_bit(
 
     def die_once_rows_pass_the_checkpoint(changed_id):  # called after each commit
         with db.session() as s:
-            state = jobs.load_checkpoint(s, changed_id)
+            state = job_data.load_checkpoint(s, changed_id)
             written = [m.epoch for m in jobs.metrics(s, changed_id)]
         if state is not None and written and max(written) > int(state["epoch"]):
             raise _Died
@@ -149,7 +149,7 @@ def test_a_run_that_dies_after_flushing_past_its_checkpoint_resumes_bit_for_bit(
             job_id, db=db, settings=settings, worker="t", notify=die_once_rows_pass_the_checkpoint
         )
     with db.session() as s:
-        state = jobs.load_checkpoint(s, job_id)
+        state = job_data.load_checkpoint(s, job_id)
         written = [m.epoch for m in jobs.metrics(s, job_id)]
         s.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow()))
     assert state is not None and max(written) > int(state["epoch"])  # the case under test
@@ -158,7 +158,7 @@ def test_a_run_that_dies_after_flushing_past_its_checkpoint_resumes_bit_for_bit(
     reference = build_trainer(spec, XOR)
     reference.run()
     with db.session() as s:
-        model = jobs.load_model(s, job_id)
+        model = job_data.load_model(s, job_id)
         rows = jobs.metrics(s, job_id)
         kinds = [e.kind for e in jobs.events(s, job_id)]
     assert "resumed" in kinds
@@ -183,7 +183,7 @@ def test_a_small_job_costs_the_worker_three_transactions(database_url):
 
 def _store_dataset(db, tenant, inputs, targets) -> str:
     with db.session() as s:
-        builder = datasets.DatasetBuilder(s, tenant, "d", {}, chunk_bytes=1000)
+        builder = dataset_writer.DatasetBuilder(s, tenant, "d", {}, chunk_bytes=1000)
         for name, array in (("inputs", inputs), ("targets", targets)):
             writer = builder.member(name, array.shape[1], array.dtype, rows=len(array))
             writer.write(array.tobytes())
@@ -225,7 +225,7 @@ def test_a_data_set_job_killed_inside_an_epoch_resumes_bit_for_bit_on_its_split(
 
     def die_inside_an_epoch(changed_id):
         with db.session() as s:
-            state = jobs.load_checkpoint(s, changed_id)
+            state = job_data.load_checkpoint(s, changed_id)
         if state is not None and int(state["batch"]) > 0 and int(state["epoch"]) > 2:
             raise _Died
 
@@ -248,10 +248,10 @@ def test_a_data_set_job_killed_inside_an_epoch_resumes_bit_for_bit_on_its_split(
     reference = build_trainer(spec, arrays)
     reference.run()
     with db.session() as s:
-        model = jobs.load_model(s, job_id)
+        model = job_data.load_model(s, job_id)
         rows = jobs.metrics(s, job_id)
         kinds = [e.kind for e in jobs.events(s, job_id)]
-        loaded = jobs.load_dataset_arrays(s, spec)
+        loaded = job_data.load_dataset_arrays(s, spec)
     assert "resumed" in kinds
     for name, array in arrays.items():
         assert np.array_equal(loaded[name], array), name
@@ -274,7 +274,7 @@ def test_verify_gradients_checks_before_and_after_and_leaves_training_unchanged(
         job = s.get(Job, checked)
         record = job.gradient_check
         kinds = [e.kind for e in jobs.events(s, checked)]
-        weights = [jobs.load_model(s, i)["W0"] for i in (checked, plain)]
+        weights = [job_data.load_model(s, i)["W0"] for i in (checked, plain)]
         assert s.get(Job, plain).gradient_check is None
     assert set(record) == {"before", "after", "threshold", "warning"}
     for when in ("before", "after"):

@@ -1,0 +1,77 @@
+"""A job's stored arrays read back: the data a claimed job trains on (inline, or from its
+data sets), its checkpoint, the weights it starts from, and its model. The reason to change
+is how a job's data is laid out in storage.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from core import validation_rows
+
+from . import blobs
+from .dataset_reader import read_member
+from .jobs import JobConflict
+from .models import Dataset, Job
+
+DATA_KINDS = ("inputs", "targets", "batch_sizes", "val_inputs", "val_targets")
+
+
+def _read_data(session: Session, found: dict) -> dict[str, np.ndarray]:
+    return {kind: blobs.read_array(session, blob) for kind, blob in found.items()}
+
+
+def load_data_and_checkpoint(
+    session: Session, job: Job
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    """What a claimed job needs to train: its arrays and its checkpoint (one lookup)."""
+    found = blobs.find_blobs(session, job.id, DATA_KINDS + ("checkpoint", "init"))
+    checkpoint = found.pop("checkpoint", None)
+    init = found.pop("init", None)
+    arrays = _read_data(session, found)
+    if init is not None:
+        arrays["init"] = blobs.read_arrays(session, init)
+    if job.spec["data"]["form"] == "dataset":
+        arrays |= load_dataset_arrays(session, job.spec)
+    return arrays, checkpoint and blobs.read_arrays(session, checkpoint)
+
+
+def load_dataset_arrays(session: Session, spec: dict) -> dict[str, np.ndarray]:
+    """A data set job's arrays in the job's dtype, each row read once into its place: the
+    training rows, and the validation rows of its split or of its validation data set."""
+    dtype = spec["options"]["dtype"]
+    layout = spec["data"]
+    dataset = session.get(Dataset, layout["dataset_id"])
+    if dataset is None:
+        raise ValueError(f"data set {layout['dataset_id']} is gone")
+    arrays = {}
+    fraction = spec["options"].get("validation_split")
+    if fraction:
+        targets = read_member(session, dataset, "targets", dtype)
+        split = validation_rows(targets, fraction, spec["seed"])
+        arrays["inputs"], arrays["val_inputs"] = read_member(
+            session, dataset, "inputs", dtype, split=split
+        )
+        arrays["targets"], arrays["val_targets"] = targets[~split], targets[split]
+        return arrays
+    arrays["inputs"] = read_member(session, dataset, "inputs", dtype)
+    arrays["targets"] = read_member(session, dataset, "targets", dtype)
+    val_id = (spec.get("validation") or {}).get("dataset_id")
+    if val_id:
+        val = session.get(Dataset, val_id)
+        arrays["val_inputs"] = read_member(session, val, "inputs", dtype)
+        arrays["val_targets"] = read_member(session, val, "targets", dtype)
+    return arrays
+
+
+def load_checkpoint(session: Session, job_id: str) -> dict[str, np.ndarray] | None:
+    blob = blobs.find_blob(session, job_id, "checkpoint")
+    return None if blob is None else blobs.read_arrays(session, blob)
+
+
+def load_model(session: Session, job_id: str) -> dict[str, np.ndarray]:
+    blob = blobs.find_blob(session, job_id, "model")
+    if blob is None:
+        raise JobConflict("the job has no model")
+    return blobs.read_arrays(session, blob)

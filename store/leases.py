@@ -1,0 +1,343 @@
+"""Who runs a job: the task messages that offer it, the claim that takes its lease, the
+renewals that keep it, and the lease's recovery when its worker stops renewing it or dies.
+The reason to change is how jobs are handed to workers.
+
+A worker may write to a job only while it holds the job's lease (``lease_owner``); every
+such write is one conditional UPDATE that names the owner (``guarded``), so a worker that
+lost its lease (expired, and claimed by another) finds zero rows and stops (``LeaseLost``).
+Celery messages only say "this job may be ready"; ``claim`` decides.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, or_, select, text, type_coerce, update
+from sqlalchemy.orm import Session, aliased
+
+from .db import Database
+from .jobs import add_event
+from .models import CANCELLED, FAILED, QUEUED, RUNNING, Job, JobEvent, UTCDateTime
+
+
+class LeaseLost(Exception):
+    """This worker no longer holds the job: another claimed it, or it ended."""
+
+
+# ---------------------------------------------------------------------------------- task messages
+
+
+def mark_dispatched(session: Session, db: Database, job_id: str, message: str = "") -> bool:
+    """Record a message about to be sent for a queued job, before it is sent (a worker may
+    start it at once); False, recording nothing, if the job moved on meanwhile."""
+    now = db.now(session)
+    sent = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == QUEUED)
+        .values(dispatched_at=now, dispatch_count=Job.dispatch_count + 1)
+    ).rowcount
+    if sent:
+        add_event(session, job_id, "dispatched", message, at=now)
+    return bool(sent)
+
+
+def record_dispatch_failure(session: Session, db: Database, job_id: str, error: str) -> None:
+    """No message exists for the job: the reconciler sends one (``stale_queued``)."""
+    session.execute(
+        update(Job).where(Job.id == job_id, Job.status == QUEUED).values(dispatched_at=None)
+    )
+    add_event(
+        session,
+        job_id,
+        "dispatch_failed",
+        f"the broker did not take the task ({error}); the reconciler will send it",
+        at=db.now(session),
+    )
+
+
+# ---------------------------------------------------------------------------------- claim
+
+
+def _claimable(now: datetime):
+    return or_(
+        Job.status == QUEUED,
+        and_(Job.status == RUNNING, Job.lease_expires_at < now),
+    )
+
+
+def claim(
+    session: Session,
+    db: Database,
+    job_id: str,
+    owner: str,
+    *,
+    lease_seconds: float,
+    max_attempts: int,
+    worker: str,
+    max_running: int | None = None,
+) -> Job | None:
+    """Take the job if nobody holds it: one atomic conditional UPDATE.
+
+    Claimable: queued, or running under an expired lease. On PostgreSQL the row is picked with
+    ``FOR UPDATE SKIP LOCKED`` (a competing claim skips it instead of waiting); SQLite runs
+    the same statement as a compare-and-set under its single-writer lock. Returns the
+    claimed job, or None (someone else holds it, it ended, it was cancelled or it ran out of
+    attempts; the last two are recorded). With ``max_running``, a job whose tenant already has
+    that many jobs running stays queued (offered again when one of them ends); on PostgreSQL
+    claims of one tenant take turns on an advisory lock so that the count is exact.
+    """
+    held = session.execute(select(Job.tenant, Job.lease_owner).where(Job.id == job_id)).first()
+    if held is None:
+        return None
+    if held.lease_owner == owner:  # a retried claim whose first commit went through
+        return session.get(Job, job_id, populate_existing=True)
+    if max_running is not None and not db.is_sqlite:
+        # held to the commit: a claim counted before this one committed would not see it.
+        # The caller commits right after (worker.training.claim), before any data loads
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:tenant))"), {"tenant": held.tenant}
+        )
+    for _ in range(CLAIM_TRIES):
+        now = db.now(session)
+        conditions = _claim_conditions(job_id, now, max_attempts, max_running)
+        job = session.scalars(
+            _claim_statement(conditions, owner, now, lease_seconds),
+            execution_options={"populate_existing": True},
+        ).first()
+        if job is not None:
+            add_event(session, job_id, "claimed", f"attempt {job.attempts}", worker=worker, at=now)
+            return job
+        if session.execute(select(Job.id).where(*conditions)).first() is None:
+            if max_running is not None and _deferred(session, job_id, now, max_attempts):
+                return None
+            break
+        # SKIP LOCKED passed over a row that another transaction was writing (the API
+        # recording the dispatch, a cancel request): busy is not taken, so look again
+        time.sleep(CLAIM_RETRY_SECONDS)
+    _end_unclaimable(session, job_id, db.now(session), max_attempts, worker)
+    return None
+
+
+def _deferred(session: Session, job_id: str, now, max_attempts: int) -> bool:
+    """The job is claimable but for its tenant's running-jobs limit: it stays queued with no
+    message (``dispatched_at`` cleared), and the tenant's next ending offers it again."""
+    waiting = _claim_conditions(job_id, now, max_attempts, None) + [Job.status == QUEUED]
+    deferred = session.execute(
+        update(Job)
+        .where(*waiting)
+        .values(dispatched_at=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if deferred:
+        last = session.scalar(
+            select(JobEvent.kind).where(JobEvent.job_id == job_id).order_by(JobEvent.id.desc())
+        )
+        if last != "deferred":  # once per wait, not once per offer
+            add_event(
+                session, job_id, "deferred",
+                "the tenant runs as many jobs as it may (MAX_RUNNING_JOBS_PER_TENANT); "
+                "offered again when one ends", at=now,
+            )  # fmt: skip
+    return bool(deferred)
+
+
+CLAIM_TRIES, CLAIM_RETRY_SECONDS = 40, 0.05
+
+
+def _claim_conditions(job_id: str, now, max_attempts: int, max_running: int | None) -> list:
+    conditions = [
+        Job.id == job_id,
+        _claimable(now),
+        Job.cancel_requested.is_(False),
+        Job.attempts < max_attempts,
+    ]
+    if max_running is not None:
+        other = aliased(Job)
+        running = (
+            select(func.count())
+            .select_from(other)
+            .where(
+                other.tenant == Job.tenant, other.status == RUNNING, other.lease_expires_at > now
+            )
+            .scalar_subquery()
+        )
+        conditions.append(running < max_running)
+    return conditions
+
+
+def _claim_statement(conditions: list, owner: str, now, lease_seconds: float):
+    target = select(Job.id).where(*conditions).with_for_update(skip_locked=True)
+    return (
+        update(Job)
+        .where(Job.id == target.scalar_subquery())
+        .values(
+            status=RUNNING,
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            attempts=Job.attempts + 1,
+            # typed, or PostgreSQL reads the bare parameter as timestamptz in its own zone
+            started_at=func.coalesce(Job.started_at, type_coerce(now, UTCDateTime)),
+            updated_at=now,
+        )
+        .returning(Job)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _end_unclaimable(session: Session, job_id: str, now, max_attempts: int, worker) -> None:
+    """A claimable job that is cancelled or out of attempts ends here instead of running."""
+    cancelled = session.execute(
+        update(Job)
+        .where(Job.id == job_id, _claimable(now), Job.cancel_requested.is_(True))
+        .values(status=CANCELLED, lease_owner=None, finished_at=now, updated_at=now)
+    ).rowcount
+    if cancelled:
+        add_event(session, job_id, "cancelled", "cancelled before a worker resumed it", at=now)
+        return
+    exhausted = session.execute(
+        update(Job)
+        .where(Job.id == job_id, _claimable(now), Job.attempts >= max_attempts)
+        .values(
+            status=FAILED,
+            lease_owner=None,
+            finished_at=now,
+            updated_at=now,
+            error_type="attempts_exhausted",
+            error_message=f"the job was started {max_attempts} times and never finished "
+            "(its worker died or lost the job each time); it will not be retried",
+        )
+    ).rowcount
+    if exhausted:
+        add_event(session, job_id, "failed", f"attempts exhausted ({max_attempts})", at=now)
+
+
+# ---------------------------------------------------------------------------------- lease
+
+
+def guarded(job_id: str, owner: str):
+    """An UPDATE of the job that finds its row only while ``owner`` holds the lease."""
+    return (
+        update(Job)
+        .where(Job.id == job_id, Job.lease_owner == owner, Job.status == RUNNING)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def renew_lease(
+    session: Session, db: Database, job_id: str, owner: str, lease_seconds: float
+) -> bool:
+    """Extend the lease; returns cancel_requested. Raises LeaseLost if it is gone."""
+    now = db.now(session)
+    row = session.execute(
+        guarded(job_id, owner)
+        .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+        .returning(Job.cancel_requested)
+    ).first()
+    if row is None:
+        raise LeaseLost(job_id)
+    return bool(row[0])
+
+
+# ---------------------------------------------------------------------------------- reconciler
+
+
+def stale_queued(
+    session: Session,
+    db: Database,
+    older_than: float,
+    *,
+    grace: float = 2.0,
+    longest: float = 3600.0,
+) -> list[str]:
+    """Queued jobs whose message may be lost: never sent, or sent long enough ago.
+
+    A job waiting behind busy workers still has its message in Redis, so re-sends back off:
+    the k-th re-send waits ``older_than * 2**(k-1)`` seconds (at most ``longest``). A job
+    submitted in the last ``grace`` seconds is left alone: its submit is still sending.
+    """
+    now = db.now(session)
+    candidates = session.execute(
+        select(Job.id, Job.dispatched_at, Job.dispatch_count)
+        .where(Job.status == QUEUED)
+        .where(
+            or_(
+                and_(Job.dispatched_at.is_(None), Job.updated_at < now - timedelta(seconds=grace)),
+                Job.dispatched_at < now - timedelta(seconds=older_than),
+            )
+        )
+        .order_by(Job.created_at)
+    ).all()
+    due = []
+    for job_id, dispatched_at, count in candidates:
+        wait = min(older_than * 2 ** max(count - 1, 0), longest)
+        if dispatched_at is None or dispatched_at < now - timedelta(seconds=wait):
+            due.append(job_id)
+    return due
+
+
+def release_lost(session: Session, db: Database, job_id: str, worker: str, reason: str) -> bool:
+    """The job's worker process is known to be dead (its parent saw it die): release the lease
+    now instead of waiting for it to expire. Only a lease held by that process is released
+    (owners are ``<worker>#<attempt>``). True when the job goes back to the queue; the caller
+    sends its message. A job whose cancel was requested ends cancelled instead."""
+    now = db.now(session)
+    held = (
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.status == RUNNING,
+            Job.lease_owner.startswith(f"{worker}#", autoescape=True),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    released = dict(lease_owner=None, lease_expires_at=None, updated_at=now)
+    if session.execute(
+        held.where(Job.cancel_requested.is_(True)).values(
+            status=CANCELLED, finished_at=now, **released
+        )
+    ).rowcount:
+        add_event(session, job_id, "cancelled", f"{reason}, after a cancel request", at=now)
+        return False
+    done = session.execute(
+        held.values(status=QUEUED, dispatched_at=now, dispatch_count=1, **released)
+    ).rowcount
+    if done:
+        add_event(session, job_id, "worker_lost", f"{reason}; back to the queue", at=now)
+        add_event(session, job_id, "dispatched", "ahead of the queue", at=now)
+    return bool(done)
+
+
+def requeue_expired(session: Session, db: Database) -> list[str]:
+    """Running jobs whose worker stopped renewing its lease go back to the queue.
+
+    A job whose cancel was requested ends cancelled instead: nobody is left to stop it.
+    """
+    now = db.now(session)
+    expired = session.execute(
+        select(Job.id, Job.lease_owner, Job.cancel_requested)
+        .where(Job.status == RUNNING, Job.lease_expires_at < now)
+        .with_for_update(skip_locked=True)
+    ).all()
+    requeued = []
+    for job_id, owner, cancel_requested in expired:
+        still_expired = update(Job).where(
+            Job.id == job_id,
+            Job.status == RUNNING,
+            Job.lease_owner == owner,
+            Job.lease_expires_at < now,
+        )
+        if cancel_requested:
+            values = dict(status=CANCELLED, finished_at=now)
+            kind, message = "cancelled", f"the lease of {owner} expired after a cancel request"
+        else:
+            values = dict(status=QUEUED, dispatched_at=None, dispatch_count=0)
+            kind, message = "lease_expired", f"the lease of {owner} expired; back to the queue"
+        done = session.execute(
+            still_expired.values(lease_owner=None, lease_expires_at=None, updated_at=now, **values)
+        ).rowcount
+        if done:
+            add_event(session, job_id, kind, message, at=now)
+            if not cancel_requested:
+                requeued.append(job_id)
+    return requeued
