@@ -40,4 +40,4 @@ HEALTHCHECK --interval=10s --timeout=5s --retries=6 \
 CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "4", \
      "--worker-class", "api.gunicorn_worker.ProblemWorker", "--threads", "32", \
      "--timeout", "120", "--no-control-socket", "--config", "python:api.gunicorn_conf", \
-     "api:create_app()"]
+     "web:create_app()"]

@@ -31,9 +31,10 @@ from . import (
     usage,
     webhooks,
 )
-from .auth import FailureLimit, KnownTokens, TokenCache, authenticate
+from .auth import authenticate
 from .services import ModelCache, Services
 from .slots import TRANSFERS, WAITS, Slots, give_back_transfer, hold_transfer_for_large_bodies
+from .token_cache import FailureLimit, KnownTokens, TokenCache
 from .watch import JobWatcher
 
 log = logging.getLogger("backprop.api")

@@ -1,7 +1,7 @@
 """gunicorn's configuration of the API: its workers' metrics go to one directory, summed by
 ``GET /metrics`` in whichever worker answers it (``backprop.metrics``).
 
-gunicorn --config python:api.gunicorn_conf ... 'api:create_app()'
+gunicorn --config python:api.gunicorn_conf ... 'web:create_app()'
 
 Read once, by the master, before it forks a worker: the instance's directory is made (empty)
 here under METRICS_DIR, and every worker inherits it. A worker that exits leaves its counts

@@ -2,7 +2,7 @@
 request line limit, headers too large, a malformed request) with problem+json like the rest
 of the API, instead of gunicorn's HTML page.
 
-gunicorn --worker-class api.gunicorn_worker.ProblemWorker --threads 32 'api:create_app()'
+gunicorn --worker-class api.gunicorn_worker.ProblemWorker --threads 32 'web:create_app()'
 """
 
 from __future__ import annotations

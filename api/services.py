@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from threading import Lock
-from typing import TYPE_CHECKING
 
 from flask import current_app, g
 
@@ -16,10 +15,8 @@ from service.context import Context
 from store.db import Database
 
 from .slots import Slots
+from .token_cache import FailureLimit, KnownTokens, TokenCache
 from .watch import JobWatcher
-
-if TYPE_CHECKING:
-    from .auth import FailureLimit, KnownTokens, TokenCache
 
 
 class ModelCache:

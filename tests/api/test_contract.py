@@ -200,7 +200,7 @@ def test_behind_a_trusted_proxy_failures_count_per_forwarded_client(make_client)
     app, client, _ = make_client(auth_failure_limit="3/minute", trusted_proxies=1)
     proxy = {"REMOTE_ADDR": "10.0.0.2"}  # every request comes from the proxy
     attacker = {
-        "X-Forwarded-For": f"198.51.100.{uuid.uuid4().int % 250}",
+        "X-Forwarded-For": f"198.51.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}",
         "Authorization": "Bearer x",
     }
     statuses = [
@@ -208,12 +208,12 @@ def test_behind_a_trusted_proxy_failures_count_per_forwarded_client(make_client)
     ]
     assert statuses == [401] * 3 + [429] * 2
     # another client behind the same proxy is counted apart
-    bystander = {"X-Forwarded-For": f"203.0.113.{uuid.uuid4().int % 250}"}
+    bystander = {"X-Forwarded-For": f"203.0.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"}
     bystander["Authorization"] = "Bearer y"
     assert client.get("/v1/jobs", headers=bystander, environ_base=proxy).status_code == 401
     # without a trusted proxy the header is not believed: the connection's address counts
     _, direct, _ = make_client(auth_failure_limit="3/minute")
-    lying = {"REMOTE_ADDR": f"10.9.{uuid.uuid4().int % 250}.1"}
+    lying = {"REMOTE_ADDR": f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.1"}
     answers = [
         direct.get(
             "/v1/jobs",

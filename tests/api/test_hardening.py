@@ -11,11 +11,11 @@ import uuid
 import pytest
 from flask import url_for
 
-from web import create_app
-from web.pages import _local
 from backprop.files import write_private
 from backprop.urls import resolve
 from cli.dev import write_dev_env
+from web import create_app
+from web.pages import _local
 
 
 @pytest.fixture

@@ -1,10 +1,11 @@
-"""The dashboard at /: sign in with a token, follow the tenant's jobs live, read a job's
+"""The dashboard's pages at /: sign in with a token, follow the tenant's jobs live, read a job's
 curves, weights, options, gradient check and history, cancel it, download its model, delete
 it, and submit a job on a stored data set or a small CSV; follow, cancel and delete sweeps;
 list and delete data sets.
 
-Pages are rendered here from the same views as the API. What changes while a page is open
-is read by ``static/dashboard/dashboard.js`` from the API itself (``/v1/jobs``, the job's
+Pages are rendered here from the same views as the API, and its forms call the same use
+cases (``service``). What changes while a page is open is read by
+``static/dashboard/dashboard.js`` from the API itself (``/v1/jobs``, the job's
 event stream, its model), authenticated by the session cookie (see ``api.auth``). The
 cookie is signed with SECRET_KEY, HttpOnly and SameSite=Lax, and holds the hash of the
 token signed in with, never the token. Every form carries a CSRF token (Flask-WTF); no
@@ -14,13 +15,10 @@ script or style comes from anywhere but this app.
 from __future__ import annotations
 
 import functools
-import io
-from datetime import timedelta
 
 import numpy as np
 from flask import (
     Blueprint,
-    Flask,
     g,
     redirect,
     render_template,
@@ -31,21 +29,23 @@ from flask import (
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from pydantic import ValidationError
 
-from backprop.settings import Settings
+from api import auth
+from api.datasets import dataset_view
+from api.errors import ANSWERED, as_problem
+from api.field_errors import SpecError, validation_errors
+from api.jobs import accept
+from api.problems import ApiProblem
+from api.schemas.jobs import JobCreate
+from api.services import context, services
+from api.views import job_detail, job_summary, metric_view, sweep_detail, sweep_summaries
+from service.datasets import remove_dataset
+from service.jobs import cancel_job, remove_job
+from service.sweeps import remove_sweep, stop_sweep
 from store import datasets, jobs, sweeps
 from store.models import FINAL_STATUSES, RUNNING
 from store.tokens import hash_token
 
-from . import auth
-from . import datasets as dataset_api
-from . import jobs as job_api
-from . import sweeps as sweep_api
-from .datasets import dataset_view
-from .field_errors import SpecError, validation_errors
-from .problems import ApiProblem
-from .schemas.jobs import JobCreate
-from .services import services
-from .views import job_detail, job_summary, metric_view, sweep_detail, sweep_summaries
+from .forms import job_from_form
 
 bp = Blueprint(
     "dashboard",
@@ -57,28 +57,10 @@ bp = Blueprint(
 csrf = CSRFProtect()
 
 PAGE_SIZE = 50
-MAX_CSV_ROWS = 10_000
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'"
 )
-
-
-def init_app(app: Flask, settings: Settings) -> None:
-    app.secret_key = settings.session_key()
-    app.config.update(
-        SESSION_COOKIE_NAME=auth.SESSION_COOKIE,
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=settings.cookie_secure,
-        PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.session_hours),
-        # only the dashboard's forms are checked: the API takes bearer tokens, not cookies,
-        # for anything that changes state
-        WTF_CSRF_CHECK_DEFAULT=False,
-        WTF_CSRF_TIME_LIMIT=None,  # a form's token lives as long as the session
-    )
-    csrf.init_app(app)
-    app.register_blueprint(bp)
 
 
 @bp.before_request
@@ -110,6 +92,12 @@ def _headers(response):
 
 def _error_page(title: str, message: str, status: int):
     return render_template("dashboard/error.html", title=title, message=message), status
+
+
+def _refusal_page(title: str, exc: Exception):
+    """The page for a use case's refusal, with the API's status and words for it."""
+    problem = as_problem(exc)
+    return _error_page(title, problem.detail, problem.status)
 
 
 @bp.errorhandler(CSRFError)
@@ -175,7 +163,7 @@ def sign_out():
 def job_list():
     with services().db.reading() as db_session:
         page = jobs.list_jobs(db_session, g.tenant, limit=PAGE_SIZE)
-        summaries = [job_summary(j) for j in page.jobs]
+        summaries = [job_summary(j) for j in page.rows]
     return render_template("dashboard/jobs.html", jobs=summaries, page_size=PAGE_SIZE)
 
 
@@ -204,9 +192,9 @@ def job_page(job_id: str):
 @signed_in
 def cancel(job_id: str):
     try:
-        job_api.cancel_job(job_id)
-    except ApiProblem as exc:
-        return _error_page("Not cancelled", exc.detail, exc.status)
+        cancel_job(context(), job_id, answer=lambda _session, _job: None)
+    except ANSWERED as exc:
+        return _refusal_page("Not cancelled", exc)
     return redirect(url_for(".job_page", job_id=job_id))
 
 
@@ -220,7 +208,7 @@ def delete_job(job_id: str):
         goes = "its data, checkpoints, metrics, history and model (a stored data set stays)"
         return f"job {job.name or job.id}", goes, url_for(".job_page", job_id=job_id)
 
-    remove = functools.partial(job_api.remove_job, job_id)
+    remove = functools.partial(_remove_job, job_id)
     return _ask_then_delete("job", read, jobs.JobNotFound, remove, url_for(".job_list"))
 
 
@@ -258,9 +246,9 @@ def sweep_page(sweep_id: str):
 @signed_in
 def cancel_sweep(sweep_id: str):
     try:
-        sweep_api.stop_sweep(sweep_id)
-    except ApiProblem as exc:
-        return _error_page("Not cancelled", exc.detail, exc.status)
+        stop_sweep(context(), sweep_id)
+    except ANSWERED as exc:
+        return _refusal_page("Not cancelled", exc)
     return redirect(url_for(".sweep_page", sweep_id=sweep_id))
 
 
@@ -275,7 +263,7 @@ def delete_sweep(sweep_id: str):
         goes = f"its {trials} with their metrics, checkpoints and models (a stored data set stays)"
         return f"sweep {sweep.name or sweep.id}", goes, url_for(".sweep_page", sweep_id=sweep_id)
 
-    remove = functools.partial(sweep_api.remove_sweep, sweep_id)
+    remove = functools.partial(_remove_sweep, sweep_id)
     return _ask_then_delete("sweep", read, sweeps.SweepNotFound, remove, url_for(".sweep_list"))
 
 
@@ -304,7 +292,7 @@ def delete_dataset(dataset_id: str):
         goes = f"its {row.samples} samples (finished jobs trained on it keep their models)"
         return f"data set {row.name or row.id}", goes, url_for(".dataset_list")
 
-    remove = functools.partial(dataset_api.remove_dataset, dataset_id)
+    remove = functools.partial(remove_dataset, context(), dataset_id)
     done = url_for(".dataset_list")
     return _ask_then_delete("data set", read, datasets.DatasetNotFound, remove, done)
 
@@ -316,8 +304,8 @@ def _ask_then_delete(kind: str, read, not_found: type[Exception], remove, done: 
     if request.method == "POST":
         try:
             remove()
-        except ApiProblem as exc:
-            return _error_page("Not deleted", exc.detail, exc.status)
+        except ANSWERED as exc:
+            return _refusal_page("Not deleted", exc)
         return redirect(done)
     with services().db.reading() as db_session:
         try:
@@ -338,84 +326,27 @@ def submit():
     if request.method == "GET":
         return render_template("dashboard/submit.html", datasets=stored, form=form, errors=[])
     try:
-        body = JobCreate.model_validate(_job_from_form(form))
-        accepted = job_api.accept(body)
+        body = JobCreate.model_validate(job_from_form(form))
+        accepted = accept(body)
     except ValidationError as exc:
         errors = validation_errors(exc)
     except SpecError as exc:
         errors = exc.errors
-    except ApiProblem as exc:  # the queue quota
-        errors = [{"field": "", "msg": exc.detail}]
+    except ANSWERED as exc:  # a refused field, the queue or storage quota
+        problem = as_problem(exc)
+        errors = problem.errors if isinstance(problem, SpecError) else []
+        errors = errors or [{"field": "", "msg": problem.detail}]
     else:
         return redirect(url_for(".job_page", job_id=accepted.id))
     page = render_template("dashboard/submit.html", datasets=stored, form=form, errors=errors)
     return page, 422
 
 
-class _FormError(ValueError):
-    pass
+def _remove_job(job_id: str) -> None:
+    remove_job(context(), job_id)
+    services().models.forget(job_id)
 
 
-def _job_from_form(form) -> dict:
-    """The JSON job the form describes: what a client would POST to /v1/jobs."""
-    job: dict = {
-        "structure": _numbers(form.get("structure", ""), int),
-        "epochs": _number(form.get("epochs", ""), int),
-        "learning_rate": _number(form.get("learning_rate", ""), float),
-        "options": {"verify_gradients": form.get("verify_gradients") == "on"},
-    }
-    if form.get("name", "").strip():
-        job["name"] = form["name"].strip()
-    if form.get("seed", "").strip():
-        job["seed"] = _number(form["seed"], int)
-    if form.get("validation_split", "").strip():
-        job["options"]["validation_split"] = _number(form["validation_split"], float)
-    data: dict = {"batch_size": _number(form.get("batch_size", "") or "10", int)}
-    if form.get("source") == "dataset":
-        data["dataset_id"] = form.get("dataset_id", "")
-    else:
-        data.update(_csv_data(form.get("csv", ""), job["structure"]))
-    job["data"] = data
-    return job
-
-
-def _number(text: str, kind):
-    """A form's text as the number JSON would carry; left as text when it is none, for
-    pydantic to name the field and what it expected."""
-    try:
-        return kind(text.strip())
-    except ValueError:
-        return text
-
-
-def _numbers(text: str, kind) -> list | str:
-    try:
-        return [kind(part) for part in text.replace(" ", "").split(",") if part]
-    except ValueError:
-        return text
-
-
-def _csv_data(text: str, structure) -> dict:
-    """Inline rows of a CSV: the first structure[0] columns are inputs, the rest targets."""
-    if not text.strip():
-        raise SpecError([_csv_error("paste rows of numbers, or choose a stored data set")])
-    try:
-        rows = np.loadtxt(io.StringIO(text), delimiter=",", ndmin=2, max_rows=MAX_CSV_ROWS + 1)
-    except ValueError as exc:
-        raise SpecError([_csv_error(f"not a CSV of numbers: {exc}")]) from None
-    if len(rows) > MAX_CSV_ROWS:
-        raise SpecError([_csv_error(f"at most {MAX_CSV_ROWS} rows here; upload a data set")])
-    if not isinstance(structure, list) or len(structure) < 2:
-        return {"inputs": rows.tolist(), "targets": []}  # the structure's error says why
-    width = structure[0] + structure[-1]
-    if rows.shape[1] != width:
-        message = (
-            f"expected {width} columns per row (structure[0] = {structure[0]} inputs, then "
-            f"structure[-1] = {structure[-1]} targets), got {rows.shape[1]}"
-        )
-        raise SpecError([_csv_error(message)])
-    return {"inputs": rows[:, : structure[0]].tolist(), "targets": rows[:, structure[0] :].tolist()}
-
-
-def _csv_error(message: str) -> dict:
-    return {"field": "csv", "loc": ["csv"], "msg": message, "type": "value_error"}
+def _remove_sweep(sweep_id: str) -> None:
+    for trial_id in remove_sweep(context(), sweep_id):
+        services().models.forget(trial_id)
