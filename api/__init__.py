@@ -23,6 +23,7 @@ from . import (
     docs,
     errors,
     health,
+    job_models,
     jobs,
     limits,
     metrics,
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.before_request(hold_transfer_for_large_bodies)
     app.teardown_request(give_back_transfer)
     app.register_blueprint(jobs.bp)
+    app.register_blueprint(job_models.bp)
     app.register_blueprint(sweeps.bp)
     app.register_blueprint(datasets.bp)
     app.register_blueprint(usage.bp)

@@ -17,7 +17,7 @@ from store import dataset_reader, dataset_writer, datasets
 from . import uploads
 from .body import parse_body
 from .field_errors import SpecError, field_error
-from .jobs import NPY_RULE
+from .job_rules import NPY_RULE
 from .openapi import Rule, operation
 from .problems import ApiProblem
 from .schemas.datasets import (

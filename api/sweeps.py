@@ -16,7 +16,9 @@ from store import sweeps
 from store.idempotency import Replay
 from store.models import RUNNING
 
-from .jobs import IDEMPOTENCY_HEADER, SUBMIT_RULES, idempotency_key, model_view, replayed
+from .job_models import model_view
+from .job_rules import IDEMPOTENCY_HEADER, SUBMIT_RULES
+from .jobs import idempotency_key, replayed
 from .openapi import Rule, operation
 from .problems import ApiProblem
 from .schemas.models import ModelOut

@@ -99,7 +99,7 @@ def stream_file(path: Path, size: int = 1 << 20):
 
 
 def core_epoch_seconds(spec: dict, arrays: dict, epochs: int) -> float:
-    from worker.training import build_trainer
+    from worker.setup import build_trainer
 
     trainer = build_trainer({**spec, "epochs": epochs}, arrays)
     trainer.run()

@@ -10,7 +10,7 @@ out of the way (RATE_LIMIT=1000000/minute, MAX_QUEUED_JOBS_PER_TENANT=100000), a
 
 - XOR (2-4-1) for 500 and 5,000 epochs: wall time from POST to the client seeing
   ``succeeded`` (long polls, at most 40 a second), against ``Trainer.run()`` of the same job
-  in this process (built with ``worker.training.build_trainer`` from the spec and arrays
+  in this process (built with ``worker.setup.build_trainer`` from the spec and arrays
   ``api.validation.prepare_job`` stores, so both train the same thing). Ratio: core time /
   service time.
 - 64-30-10 on 2,000 random samples, 60 epochs: the job's own ``runtime_seconds`` against the
@@ -241,7 +241,7 @@ def core_seconds(spec: dict) -> float:
     from api.schemas.jobs import JobCreate
     from api.validation import prepare_job
     from backprop.settings import Settings
-    from worker.training import build_trainer
+    from worker.setup import build_trainer
 
     prepared = prepare_job(JobCreate.model_validate(spec), Settings())
     trainer = build_trainer(prepared.spec, prepared.arrays)

@@ -144,11 +144,11 @@ def _median(runs: list[dict]) -> dict:
 
 def core_seconds(stack, sweep: dict) -> float:
     """The trials of a finished sweep trained one after another in this process, as their
-    stored specs say (``worker.training.build_trainer``)."""
+    stored specs say (``worker.setup.build_trainer``)."""
     from store import job_data
     from store.db import get_database
     from store.models import Job
-    from worker.training import build_trainer
+    from worker.setup import build_trainer
 
     total = 0.0
     with get_database(stack.database_url).session() as session:

@@ -1,15 +1,15 @@
 """One training attempt: claim, load, resume, train with core, record, end.
 
 The Celery task is a one-line call into ``run_job``. Nothing here does math (that is core's)
-or SQL (that is ``store.jobs``'s): this module connects them, holds the lease with a heartbeat
-thread, and turns core's callbacks into progress, metrics, checkpoints, cancellation and
-time limits.
+or SQL (that is the store's): this module connects them and turns core's callbacks into
+progress, metrics, checkpoints, cancellation and time limits. The reason to change is the
+course of an attempt. How a spec becomes a trainer: ``worker.setup``; the lease's heartbeat
+and the retried database calls: ``worker.lease``.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from backprop.settings import Settings
 from core import (
@@ -25,10 +24,7 @@ from core import (
     EARLY_STOPPED,
     STOPPED,
     Diverged,
-    Network,
     Trainer,
-    TrainingConfig,
-    gradient_check,
 )
 from store import job_data, jobs, leases, progress, scheduling
 from store.db import Database, is_outage
@@ -36,123 +32,10 @@ from store.models import CANCELLED, FAILED, SUCCEEDED
 from tuning.asha import rungs
 
 from . import metrics as job_metrics
+from .lease import LeaseKeeper, Store
+from .setup import build_trainer, check_gradients
 
 log = logging.getLogger("backprop.worker")
-
-
-def build_trainer(spec: dict, arrays: dict[str, np.ndarray]) -> Trainer:
-    """The job's network and trainer, exactly as the spec says (the seed drives both)."""
-    options, layout = spec["options"], spec["data"]
-    rng = np.random.RandomState(spec["seed"])  # draws what np.random.seed(seed) would
-    network = Network(
-        spec["structure"],
-        activation=options["activation"],
-        output_activation=options["output_activation"],
-        cost=options["cost"],
-        init=options["init"],
-        dtype=options["dtype"],
-        rng=rng,
-    )
-    init = arrays.get("init")
-    if init is not None:  # init_from: another job's weights (a checkpoint overrides them)
-        layers = len(spec["structure"]) - 1
-        network.set_parameters(
-            [init[f"W{l}"] for l in range(layers)], [init[f"b{l}"] for l in range(layers)]
-        )
-    early = options.get("early_stopping") or {}
-    config = TrainingConfig(
-        epochs=spec["epochs"],
-        learning_rate=spec["learning_rate"],
-        batch_size=layout["batch_size"] or 1,
-        shuffle=layout["shuffle"],
-        l2=options["l2"],
-        patience=early.get("patience"),
-        min_delta=early.get("min_delta", 0.0),
-    )
-    validation = None
-    if "val_inputs" in arrays:
-        validation = (arrays["val_inputs"], arrays["val_targets"])
-    return Trainer(
-        network,
-        arrays["inputs"],
-        arrays["targets"],
-        config,
-        batch_sizes=arrays.get("batch_sizes"),
-        validation=validation,
-        rng=rng,
-    )
-
-
-class Store:
-    """The worker's database calls, each in its own transaction, retried through outages."""
-
-    def __init__(self, db: Database, settings: Settings):
-        self.db, self.settings = db, settings
-        self._retrying = Retrying(
-            retry=retry_if_exception(is_outage),
-            wait=wait_exponential(multiplier=0.2, max=5),
-            stop=stop_after_delay(settings.db_retry_seconds),
-            before_sleep=lambda state: log.warning(
-                "database unavailable, retrying (%s)", type(state.outcome.exception()).__name__
-            ),
-            reraise=True,
-        )
-
-    def __call__(self, operation: Callable, *args, **kwargs):
-        for attempt in self._retrying:
-            with attempt, self.db.session() as session:
-                return operation(session, self.db, *args, **kwargs)
-        raise AssertionError("unreachable")
-
-    def read(self, operation: Callable, *args):
-        for attempt in self._retrying:
-            with attempt, self.db.session() as session:
-                return operation(session, *args)
-        raise AssertionError("unreachable")
-
-
-class LeaseKeeper(threading.Thread):
-    """Renews the lease every heartbeat and watches for cancellation or a lost lease."""
-
-    def __init__(self, store: Store, job_id: str, owner: str):
-        super().__init__(name=f"lease-{job_id[:8]}", daemon=True)
-        self.store, self.job_id, self.owner = store, job_id, owner
-        self.stop_reason: str | None = None  # "cancel" or "lease_lost"
-        self._done = threading.Event()
-
-    def run(self) -> None:
-        settings = self.store.settings
-        renewed = time.monotonic()
-        while not self._done.wait(settings.heartbeat_seconds):
-            try:
-                # one attempt per beat (no long retries here): the beat itself is the retry
-                with self.store.db.session() as session:
-                    cancel = leases.renew_lease(
-                        session, self.store.db, self.job_id, self.owner, settings.lease_seconds
-                    )
-            except leases.LeaseLost:
-                self.stop_reason = "lease_lost"
-                return
-            except Exception as exc:
-                if time.monotonic() - renewed > settings.lease_seconds:
-                    # the lease has run out by now: someone else may resume the job, so this
-                    # worker stops instead of training a copy nobody will keep
-                    log.warning(
-                        "job %s: lease not renewed for %.0fs (%s); stopping",
-                        self.job_id,
-                        settings.lease_seconds,
-                        type(exc).__name__,
-                    )
-                    self.stop_reason = "lease_lost"
-                    return
-                continue
-            renewed = time.monotonic()
-            if cancel:
-                self.stop_reason = "cancel"
-
-    def stop(self) -> None:
-        self._done.set()
-        self.join(timeout=5)
 
 
 @dataclass
@@ -386,13 +269,13 @@ def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str, noti
             trainer.load_state_dict(claimed.state)
         verify = job.spec["options"].get("verify_gradients", False)
         if verify and claimed.state is None:  # a resumed job checked before it first trained
-            _check_gradients(store, job, owner, trainer, claimed.arrays, "before", notify)
+            check_gradients(store, job, owner, trainer, claimed.arrays, "before", notify)
         run = JobRun(store, job, owner, worker, trainer, lease, notify)
         check_after = None
         if verify:
 
             def check_after() -> None:
-                _check_gradients(store, job, owner, trainer, claimed.arrays, "after", notify)
+                check_gradients(store, job, owner, trainer, claimed.arrays, "after", notify)
 
         outcome = _train(run, trainer, check_after)
         outcome.callback = has_callback and outcome.status in ENDINGS
@@ -434,9 +317,6 @@ def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str, noti
 
 
 ENDINGS = (SUCCEEDED, FAILED, CANCELLED)
-GRADIENT_CHECK_PARAMETERS = 200  # weights and biases checked, drawn at random
-GRADIENT_CHECK_SAMPLES = 32  # rows of the sample batch, at most
-GRADIENT_CHECK_THRESHOLD = 1e-4  # correct backprop gives about 1e-7; a wrong formula 1e-3+
 
 
 def _with_sweep(notify, sweep_id: str):
@@ -445,29 +325,6 @@ def _with_sweep(notify, sweep_id: str):
         notify(sweep_id)
 
     return both
-
-
-def _check_gradients(store, job, owner, trainer, arrays, when: str, notify) -> None:
-    """core.gradient_check on the job's first rows (its first batch's size, at most 32):
-    the worst relative error between backprop and central differences, stored on the job.
-    The parameters are drawn from a generator of its own, so training is not changed."""
-    layout = job.spec["data"]
-    rows = min(layout.get("batch_size") or 10, GRADIENT_CHECK_SAMPLES, len(arrays["inputs"]))
-    worst = gradient_check(
-        trainer.network,
-        arrays["inputs"][:rows],
-        arrays["targets"][:rows],
-        parameters=GRADIENT_CHECK_PARAMETERS,
-        rng=np.random.RandomState(job.spec["seed"]),
-    )
-    total = sum(w.size + b.size for w, b in zip(trainer.network.W_n, trainer.network.B_n))
-    check = {
-        "worst_relative_error": float(worst),
-        "parameters": min(GRADIENT_CHECK_PARAMETERS, total),
-        "samples": int(rows),
-    }
-    store(progress.record_gradient_check, job.id, owner, when, check, GRADIENT_CHECK_THRESHOLD)
-    notify(job.id)
 
 
 def _train(run: JobRun, trainer: Trainer, check_after: Callable | None = None) -> Outcome:

@@ -44,7 +44,7 @@ from store.models import EpochMetric, Job, JobEvent
 from tests.conftest import make_token
 from tests.deploy.conftest import FIGURES as deploy_figures
 from tests.support.stack import Client, ManagedProcess, service_env
-from worker.training import build_trainer
+from worker.setup import build_trainer
 
 pytestmark = pytest.mark.netns
 

@@ -25,7 +25,7 @@ from tests.conftest import make_token
 from tests.support.report import REPORT
 from tests.support.services import PrivatePostgres, PrivateRedis, create_database, sqlalchemy_url
 from tests.support.stack import Client, ManagedProcess, service_env, start_api, worker_process
-from worker.training import build_trainer
+from worker.setup import build_trainer
 
 FAST = dict(
     lease_seconds=2,

@@ -13,7 +13,8 @@ from core import validation_rows
 from store import dataset_writer, job_data, jobs
 from store.db import get_database
 from store.models import Job, utcnow
-from worker.training import build_trainer, run_job
+from worker.setup import build_trainer
+from worker.training import run_job
 
 SPEC = {
     "structure": [2, 3, 1],
