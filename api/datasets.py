@@ -17,7 +17,7 @@ from store import dataset_reader, dataset_writer, datasets
 from . import uploads
 from .body import parse_body
 from .field_errors import SpecError, field_error
-from .job_rules import NPY_RULE
+from .job_rules import NPY_RULE, attachment
 from .openapi import Rule, operation
 from .problems import ApiProblem
 from .schemas.datasets import (
@@ -265,15 +265,7 @@ def get_dataset(dataset_id: str):
     "getDatasetData",
     responses={200: None},
     binary={200: OCTETS},
-    response_headers={
-        200: {
-            "Content-Disposition": {
-                "description": "attachment; filename=<data set id>.npz",
-                "required": True,
-                "schema": {"type": "string"},
-            }
-        }
-    },
+    response_headers={200: attachment("<data set id>.npz")},
 )
 def get_dataset_data(dataset_id: str):
     """The data set back as a .npz of inputs and targets, streamed (numpy.load reads it)."""

@@ -16,26 +16,38 @@ IF_NONE_MATCH = {
     "since; with wait, the long poll waits for a change from that state",
     "schema": {"type": "string"},
 }
-NPZ_HEADERS = {
-    "Content-Disposition": {
-        "description": "attachment; filename=<job id>.npz",
-        "required": True,
-        "schema": {"type": "string"},
-    }
-}
 ETAG = {"ETag": {"description": "The job's state", "required": True, "schema": {"type": "string"}}}
-SUBMIT_HEADERS = {
-    "Location": {
-        "description": "The job's URL (getJob)",
-        "required": True,
-        "schema": {"type": "string"},
-    },
-    "Idempotent-Replayed": {
-        "description": "true when this is the stored answer of an earlier submit with the "
-        "same Idempotency-Key (no new job was made)",
-        "schema": {"type": "string", "enum": ["true"]},
-    },
-}
+
+
+def submit_headers(what: str, operation_id: str) -> dict:
+    """The headers of a submit's 202: where to poll, and whether it replays a key."""
+    return {
+        "Location": {
+            "description": f"The {what}'s URL ({operation_id})",
+            "required": True,
+            "schema": {"type": "string"},
+        },
+        "Idempotent-Replayed": {
+            "description": "true when this is the stored answer of an earlier submit with the "
+            f"same Idempotency-Key (no new {what} was made)",
+            "schema": {"type": "string", "enum": ["true"]},
+        },
+    }
+
+
+def attachment(filename: str) -> dict:
+    """The Content-Disposition header of a download."""
+    return {
+        "Content-Disposition": {
+            "description": f"attachment; filename={filename}",
+            "required": True,
+            "schema": {"type": "string"},
+        }
+    }
+
+
+SUBMIT_HEADERS = submit_headers("job", "getJob")
+NPZ_HEADERS = attachment("<job id>.npz")
 NPY_RULE = Rule(
     "npy",
     "an npy string is base64 of a .npy file (format 1.0 or 2.0, as numpy.save writes) "

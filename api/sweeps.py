@@ -17,7 +17,7 @@ from store.idempotency import Replay
 from store.models import RUNNING
 
 from .job_models import model_view
-from .job_rules import IDEMPOTENCY_HEADER, SUBMIT_RULES
+from .job_rules import IDEMPOTENCY_HEADER, SUBMIT_RULES, submit_headers
 from .jobs import idempotency_key, replayed
 from .openapi import Rule, operation
 from .problems import ApiProblem
@@ -109,20 +109,7 @@ SWEEP_RULES = (
     responses={202: SweepOut},
     links={202: LINKS},
     headers={"Idempotency-Key": IDEMPOTENCY_HEADER},
-    response_headers={
-        202: {
-            "Location": {
-                "description": "The sweep's URL (getSweep)",
-                "required": True,
-                "schema": {"type": "string"},
-            },
-            "Idempotent-Replayed": {
-                "description": "true when this is the stored answer of an earlier submit "
-                "with the same Idempotency-Key (no new sweep was made)",
-                "schema": {"type": "string", "enum": ["true"]},
-            },
-        }
-    },
+    response_headers={202: submit_headers("sweep", "getSweep")},
     rules=SWEEP_RULES,
 )
 def submit(body: SweepCreate):

@@ -94,6 +94,10 @@ def _error_page(title: str, message: str, status: int):
     return render_template("dashboard/error.html", title=title, message=message), status
 
 
+def _missing(kind: str, given: str):
+    return _error_page(f"No such {kind}", f"There is no {kind} {given!r} for {g.tenant}.", 404)
+
+
 def _refusal_page(title: str, exc: Exception):
     """The page for a use case's refusal, with the API's status and words for it."""
     problem = as_problem(exc)
@@ -174,10 +178,7 @@ def job_page(job_id: str):
         try:
             job = jobs.get_job(db_session, g.tenant, job_id)
         except jobs.JobNotFound:
-            message = f"There is no job {job_id!r} for {g.tenant}."
-            return render_template(
-                "dashboard/error.html", title="No such job", message=message
-            ), 404
+            return _missing("job", job_id)
         view = job_detail(job, jobs.events(db_session, job.id))
         rows = [metric_view(m).model_dump() for m in jobs.metrics(db_session, job.id)]
     return render_template(
@@ -228,10 +229,7 @@ def sweep_page(sweep_id: str):
         try:
             sweep = sweeps.get_sweep(db_session, g.tenant, sweep_id)
         except sweeps.SweepNotFound:
-            message = f"There is no sweep {sweep_id!r} for {g.tenant}."
-            return render_template(
-                "dashboard/error.html", title="No such sweep", message=message
-            ), 404
+            return _missing("sweep", sweep_id)
         view = sweep_detail(db_session, sweep, limit=sweeps.MAX_BOARD)
     return render_template(
         "dashboard/sweep.html",
