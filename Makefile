@@ -30,7 +30,7 @@ TEST_PROCESSES ?= 2
 
 test: $(VENV)/.installed-dev
 	@bash .ci/install-chromium
-	$(BIN)/python -m pytest -n $(TEST_PROCESSES)
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --durations=15
 
 # docker-compose.yml for real, on podman with stand-in base images (root; docs/deploy.md)
 test-compose: $(VENV)/.installed-dev
