@@ -188,7 +188,7 @@ def _model_and_job(job_id: str, as_json: bool = False):
     s = services()
     with s.db.reading() as session:
         job = _succeeded(session, job_id)
-        parameters = parameter_count(job.spec["structure"])
+        parameters = job.spec.parameters
         if as_json and parameters > s.settings.max_json_model_parameters:
             raise ApiProblem(
                 409,

@@ -12,7 +12,7 @@ a rule on sweeps or on what a sweep stores.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from pydantic import ValidationError
@@ -89,7 +89,7 @@ def prepare_sweep(
     except SpecError as exc:
         raise SpecError([_under(("base",), e) for e in exc.errors]) from None
     goal = body.objective.goal or ("max" if "accuracy" in body.objective.metric else "min")
-    dataset = cached(prepared.dataset_id)
+    dataset = cached(prepared.spec.data.dataset_id)
     if "data.dataset_id" not in search:  # else the searched ones are checked below
         _check_objective(body, search, dataset, errors)
     starts = _init_checker(check_init)
@@ -118,13 +118,13 @@ def prepare_sweep(
             )
     if errors:
         raise SpecError(errors[:MAX_ERRORS])
-    base_spec = dict(prepared.spec)
+    base_spec = prepared.spec
     if base.callback_url:
-        base_spec["callback_url"] = base.callback_url
+        base_spec = replace(base_spec, callback_url=base.callback_url)
     if base.init_from and "init_from" not in search:  # a searched one replaces it
-        base_spec["init_from"] = base.init_from
+        base_spec = replace(base_spec, init_from=base.init_from)
     spec = {
-        "base": base_spec,
+        "base": base_spec.to_json(),
         "base_seed": base.seed,
         "search": search,
         "method": body.method,

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from backprop.settings import Settings
-from core import held_out_count, validation_rows
+from backprop.spec import DataLayout, JobSpec, StoredSet, TrainingOptions
+from core import validation_rows
 
 from .budget import check_budget, check_limits
 from .field_errors import SpecError, field_error
@@ -25,13 +26,11 @@ from .schemas.jobs import ArrayData, BatchData, DatasetData, JobCreate, Validati
 
 @dataclass(frozen=True)
 class PreparedJob:
-    """What the store keeps: the spec as JSON, the inline data as arrays, and the stored
-    data sets the job trains and validates on."""
+    """What the store keeps: the spec (which names the stored data sets the job trains and
+    validates on) and the inline data as arrays."""
 
-    spec: dict
+    spec: JobSpec
     arrays: dict[str, np.ndarray]
-    dataset_id: str | None = None
-    val_dataset_id: str | None = None
 
 
 def prepare_job(job: JobCreate, settings: Settings, find_dataset=None) -> PreparedJob:
@@ -121,13 +120,7 @@ def prepare_job(job: JobCreate, settings: Settings, find_dataset=None) -> Prepar
     check_budget(job, samples, settings, errors)
     if errors:
         raise SpecError(errors)
-    spec = _spec(job, arrays, settings, seed, dataset, val_dataset)
-    return PreparedJob(
-        spec,
-        arrays,
-        dataset_id=dataset and dataset.id,
-        val_dataset_id=val_dataset and val_dataset.id,
-    )
+    return PreparedJob(_spec(job, arrays, settings, seed, dataset, val_dataset), arrays)
 
 
 def _stored(find_dataset, dataset_id: str, loc: tuple, structure: list[int], errors):
@@ -267,56 +260,45 @@ def _check_probabilities(arrays, output_activation: str, errors: list[dict]) -> 
             )
 
 
-def _spec(job: JobCreate, arrays, settings: Settings, seed: int, dataset, val_dataset) -> dict:
+def _spec(job: JobCreate, arrays, settings: Settings, seed: int, dataset, val_dataset) -> JobSpec:
     """The job as stored: everything but the data, with defaults and the seed made explicit."""
     options = job.options.model_dump(exclude={"validation"})
     if options["max_runtime_seconds"] is None:
         options["max_runtime_seconds"] = settings.max_runtime_seconds
-    data = job.data
-    spec = {
-        "structure": job.structure,
-        "epochs": job.epochs,
-        "learning_rate": job.learning_rate,
-        "seed": seed,
-        "options": options,
-    }
-    if isinstance(data, BatchData):
-        layout = {
-            "form": "batches",
-            "batch_size": None,
-            "shuffle": False,
-            "batches": len(arrays["batch_sizes"]),
-            "samples": len(arrays["inputs"]),
-        }
-    elif isinstance(data, DatasetData):
-        held = 0
-        if job.options.validation_split is not None:
-            info = dataset.members["targets"]
-            held = held_out_count(
-                job.options.validation_split, dataset.samples, info.get("class_counts")
-            )
-        samples = dataset.samples - held
-        layout = {
-            "form": "dataset",
-            "dataset_id": dataset.id,
-            "dataset_sha256": dataset.sha256,
-            "batch_size": data.batch_size,
-            "shuffle": data.shuffle,
-            "batches": -(-samples // data.batch_size),
-            "samples": samples,
-            "validation_samples": held,
-        }
-    else:
-        layout = {
-            "form": "arrays",
-            "batch_size": data.batch_size,
-            "shuffle": data.shuffle,
-            "batches": -(-len(arrays["inputs"]) // data.batch_size),
-            "samples": len(arrays["inputs"]),
-        }
-    layout.setdefault("validation_samples", len(arrays.get("val_inputs", ())))
+    data, validation = job.data, None
+    validation_samples = len(arrays.get("val_inputs", ()))
     if val_dataset is not None:
-        spec["validation"] = {"dataset_id": val_dataset.id, "dataset_sha256": val_dataset.sha256}
-        layout["validation_samples"] = val_dataset.samples
-    spec["data"] = layout
-    return spec
+        validation = StoredSet(dataset_id=val_dataset.id, dataset_sha256=val_dataset.sha256)
+        validation_samples = val_dataset.samples
+    if isinstance(data, BatchData):
+        sizes = arrays["batch_sizes"].tolist()
+        layout = DataLayout.for_batches(sizes, validation_samples=validation_samples)
+    elif isinstance(data, DatasetData):
+        layout = DataLayout.for_dataset(
+            dataset.id,
+            dataset.sha256,
+            dataset.samples,
+            batch_size=data.batch_size,
+            shuffle=data.shuffle,
+            split=job.options.validation_split,
+            class_counts=dataset.members["targets"].get("class_counts"),
+            # a validation data set's rows, else the split's (an inline validation set's
+            # rows are not counted for a data set job)
+            validation_samples=val_dataset.samples if val_dataset is not None else None,
+        )
+    else:
+        layout = DataLayout.for_arrays(
+            len(arrays["inputs"]),
+            batch_size=data.batch_size,
+            shuffle=data.shuffle,
+            validation_samples=validation_samples,
+        )
+    return JobSpec(
+        structure=job.structure,
+        epochs=job.epochs,
+        learning_rate=job.learning_rate,
+        seed=seed,
+        options=TrainingOptions.from_json(options),
+        validation=validation,
+        data=layout,
+    )

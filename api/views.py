@@ -97,9 +97,9 @@ def _summary_fields(job: Job) -> dict:
         labels=job.labels,
         status=job.status,
         progress=Progress(epoch=job.epoch, epochs=job.epochs),
-        structure=spec["structure"],
-        learning_rate=spec["learning_rate"],
-        seed=spec["seed"],
+        structure=list(spec.structure),
+        learning_rate=spec.learning_rate,
+        seed=spec.seed,
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
@@ -121,11 +121,11 @@ def job_detail(job: Job, history: list[JobEvent]) -> JobOut:
     spec = job.spec
     return JobOut(
         **_summary_fields(job),
-        options=OptionsOut(**spec["options"]),
-        data=DataSummary(**spec["data"]),
+        options=OptionsOut(**spec.options.to_json()),
+        data=DataSummary(**spec.data.to_json()),
         attempts=job.attempts,
         cancel_requested=job.cancel_requested,
-        callback_url=spec.get("callback_url"),
+        callback_url=spec.callback_url,
         callback_state=job.callback_state,
         gradient_check=job.gradient_check,
         params=job.params,
@@ -137,28 +137,28 @@ def job_detail(job: Job, history: list[JobEvent]) -> JobOut:
 
 
 def lineage_view(job: Job) -> Lineage:
-    spec, layout = job.spec, job.spec["data"]
-    stored = layout.get("dataset_id")
+    spec, layout = job.spec, job.spec.data
+    stored = layout.dataset_id
     validation = None
-    if spec["options"].get("validation_split"):
-        validation = f"split:{spec['options']['validation_split']}"
-    elif spec.get("validation"):
-        validation = f"dataset:{spec['validation']['dataset_id']}"
-    elif layout.get("validation_samples"):
+    if spec.options.validation_split:
+        validation = f"split:{spec.options.validation_split}"
+    elif spec.validation:
+        validation = f"dataset:{spec.validation.dataset_id}"
+    elif layout.validation_samples:
         validation = "inline"
     latest = job.latest_metrics
     return Lineage(
         job_id=job.id,
         data=f"dataset:{stored}" if stored else "inline",
-        data_sha256=layout.get("dataset_sha256"),
+        data_sha256=layout.dataset_sha256,
         validation=validation,
-        init_from=spec.get("init_from"),
-        seed=spec["seed"],
-        epochs=spec["epochs"],
+        init_from=spec.init_from,
+        seed=spec.seed,
+        epochs=spec.epochs,
         epochs_run=job.epoch,
-        learning_rate=spec["learning_rate"],
-        batch_size=layout.get("batch_size"),
-        options=OptionsOut(**spec["options"]),
+        learning_rate=spec.learning_rate,
+        batch_size=layout.batch_size,
+        options=OptionsOut(**spec.options.to_json()),
         metrics=EpochMetricsOut(**latest) if latest else None,
         gradient_check=job.gradient_check,
         finished_at=job.finished_at,

@@ -27,9 +27,10 @@ from core import Network, Trainer, TrainingConfig  # noqa: E402
 from store import jobs, leases, progress  # noqa: E402
 from store.db import get_database  # noqa: E402
 from tests.support import services  # noqa: E402
+from tests.support.specs import inline_spec  # noqa: E402
 
 STRUCTURES = ([64, 30, 10], [784, 100, 10], [784, 512, 512, 10])
-SPEC = {"structure": [2, 2], "epochs": 1, "learning_rate": 1.0, "options": {}, "data": {}}
+SPEC = inline_spec(samples=2)
 
 
 def held_job(db) -> str:

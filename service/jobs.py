@@ -4,7 +4,8 @@ these does to the stored state, in which transaction, and which messages follow.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -13,8 +14,8 @@ from redis import RedisError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from backprop.spec import JobSpec
 from backprop.urls import refusal
-from core.workspace import parameter_count
 from store import datasets, jobs, leases, scheduling
 from store.idempotency import Replay
 from store.models import CANCELLED, SUCCEEDED, Job
@@ -46,17 +47,17 @@ def submit_job(
     the checked request (``api.validation.PreparedJob``). Raises Refused, QueueFull,
     StorageQuotaExceeded; a failure stores nothing."""
     check_callback_url(ctx, ("callback_url",), callback_url)
+    spec = prepared.spec
     if callback_url:
-        prepared.spec["callback_url"] = callback_url
+        spec = replace(spec, callback_url=callback_url)
     if init_from:
-        why = init_refusal(ctx, init_from, prepared.spec["structure"])
+        why = init_refusal(ctx, init_from, spec.structure)
         if why is not None:
             raise Refused(("init_from",), why, "init_from")
-        prepared.spec["init_from"] = init_from
+        spec = replace(spec, init_from=init_from)
 
     def store(session: Session) -> Stored:
-        spec = prepared.spec
-        model = parameter_count(spec["structure"]) * np.dtype(spec["options"]["dtype"]).itemsize
+        model = spec.parameters * np.dtype(spec.options.dtype).itemsize
         data = sum(array.nbytes for array in prepared.arrays.values())
         needed = data + 2 * model + (model if init_from else 0)
         check_job_storage(ctx, session, needed, "this one", "its data, model and checkpoint")
@@ -70,10 +71,7 @@ def submit_job(
             labels=labels,
             chunk_bytes=ctx.settings.blob_chunk_bytes,
             max_queued=ctx.settings.max_queued_jobs_per_tenant,
-            dispatching=True,
-            dataset_id=prepared.dataset_id,
-            val_dataset_id=prepared.val_dataset_id,
-            init_from=init_from,  # its weights copied inside the database
+            dispatching=True,  # init_from's weights are copied inside the database
         )
         return Stored(job.id, answer(session, job), job.id)
 
@@ -82,7 +80,7 @@ def submit_job(
     except jobs.InitSourceGone:  # deleted between the check and the copy
         raise Refused(("init_from",), f"{init_from!r} was just deleted", "init_from") from None
     except IntegrityError:
-        data_sets_gone(ctx, prepared)  # deleted between the check and the insert
+        data_sets_gone(ctx, spec)  # deleted between the check and the insert
         raise
     if isinstance(stored, Stored):
         dispatch(ctx, stored.id)
@@ -104,12 +102,12 @@ def check_job_storage(ctx: Context, session: Session, needed: int, what: str, ma
         raise StorageQuotaExceeded(used, needed, limit, what, made_of)
 
 
-def data_sets_gone(ctx: Context, prepared, where: tuple = ()) -> None:
-    """Refused when a data set the submit names no longer exists (``where``: the job's
+def data_sets_gone(ctx: Context, spec: JobSpec, where: tuple = ()) -> None:
+    """Refused when a data set the job's spec names no longer exists (``where``: the job's
     place in the request, ``("base",)`` for a sweep's)."""
     for loc, dataset_id in (
-        ((*where, "data", "dataset_id"), prepared.dataset_id),
-        ((*where, "options", "validation", "dataset_id"), prepared.val_dataset_id),
+        ((*where, "data", "dataset_id"), spec.data.dataset_id),
+        ((*where, "options", "validation", "dataset_id"), spec.val_dataset_id),
     ):
         if dataset_id and find_dataset(ctx, dataset_id) is None:
             message = f"no data set {dataset_id!r} for this tenant (it was just deleted)"
@@ -125,8 +123,9 @@ def find_dataset(ctx: Context, dataset_id: str):
             return None
 
 
-def init_refusal(ctx: Context, source_id: str, structure: list[int]) -> str | None:
+def init_refusal(ctx: Context, source_id: str, structure: Sequence[int]) -> str | None:
     """Why a job of this structure may not start from that job's weights, or None."""
+    structure = list(structure)
     with ctx.db.reading() as session:
         try:
             source = jobs.get_job(session, ctx.tenant, source_id)
@@ -134,9 +133,9 @@ def init_refusal(ctx: Context, source_id: str, structure: list[int]) -> str | No
             return f"no job {source_id!r} for this tenant"
     if source.status != SUCCEEDED:
         return f"the job is {source.status}; only a succeeded job's weights start others"
-    if source.spec["structure"] != structure:
+    if list(source.spec.structure) != structure:
         return (
-            f"the job's structure is {source.spec['structure']}, this one's {structure}: "
+            f"the job's structure is {list(source.spec.structure)}, this one's {structure}: "
             "weights carry over between equal structures only"
         )
     return None
@@ -162,7 +161,7 @@ def cancel_job(ctx: Context, job_id: str, answer: Answer):
     with ctx.db.session() as session:
         job = jobs.request_cancel(session, ctx.db, ctx.tenant, job_id)
         shown = answer(session, job)
-        status, sweep_id, callback_url = job.status, job.sweep_id, job.spec.get("callback_url")
+        status, sweep_id, callback_url = job.status, job.sweep_id, job.spec.callback_url
     if status == CANCELLED and sweep_id:  # a trial ended here: the sweep moves on
         with ctx.db.session() as session:
             released = scheduling.advance_one(session, ctx.db, sweep_id)

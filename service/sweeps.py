@@ -59,8 +59,8 @@ def submit_sweep(
             spec=prepared.spec,
             trials=prepared.trials,
             max_parallel=max_parallel,
-            dataset_id=prepared.base.dataset_id,
-            val_dataset_id=prepared.base.val_dataset_id,
+            dataset_id=prepared.base.spec.data.dataset_id,
+            val_dataset_id=prepared.base.spec.val_dataset_id,
             searched_datasets=prepared.searched_datasets,
             max_queued=ctx.settings.max_queued_jobs_per_tenant,  # counted with the job submits'
         )
@@ -73,7 +73,7 @@ def submit_sweep(
         kind = "init_from" if exc.field[-1] == "init_from" else "dataset_not_found"
         raise Refused(exc.field, f"{exc.source_id!r} was just deleted", kind) from None
     except IntegrityError:
-        data_sets_gone(ctx, prepared.base, ("base",))  # deleted between check and insert
+        data_sets_gone(ctx, prepared.base.spec, ("base",))  # deleted between check and insert
         for dataset_id in prepared.searched_datasets:
             if find_dataset(ctx, dataset_id) is None:
                 message = f"no data set {dataset_id!r} for this tenant (it was just deleted)"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 from sqlalchemy.orm import Session
 
+from backprop.spec import JobSpec
 from core import validation_rows
 
 from . import blobs
@@ -32,24 +33,23 @@ def load_data_and_checkpoint(
     arrays = _read_data(session, found)
     if init is not None:
         arrays["init"] = blobs.read_arrays(session, init)
-    if job.spec["data"]["form"] == "dataset":
+    if job.spec.data.form == "dataset":
         arrays |= load_dataset_arrays(session, job.spec)
     return arrays, checkpoint and blobs.read_arrays(session, checkpoint)
 
 
-def load_dataset_arrays(session: Session, spec: dict) -> dict[str, np.ndarray]:
+def load_dataset_arrays(session: Session, spec: JobSpec) -> dict[str, np.ndarray]:
     """A data set job's arrays in the job's dtype, each row read once into its place: the
     training rows, and the validation rows of its split or of its validation data set."""
-    dtype = spec["options"]["dtype"]
-    layout = spec["data"]
-    dataset = session.get(Dataset, layout["dataset_id"])
+    dtype, dataset_id = spec.options.dtype, spec.data.dataset_id
+    dataset = session.get(Dataset, dataset_id)
     if dataset is None:
-        raise ValueError(f"data set {layout['dataset_id']} is gone")
+        raise ValueError(f"data set {dataset_id} is gone")
     arrays = {}
-    fraction = spec["options"].get("validation_split")
+    fraction = spec.options.validation_split
     if fraction:
         targets = read_member(session, dataset, "targets", dtype)
-        split = validation_rows(targets, fraction, spec["seed"])
+        split = validation_rows(targets, fraction, spec.seed)
         arrays["inputs"], arrays["val_inputs"] = read_member(
             session, dataset, "inputs", dtype, split=split
         )
@@ -57,9 +57,8 @@ def load_dataset_arrays(session: Session, spec: dict) -> dict[str, np.ndarray]:
         return arrays
     arrays["inputs"] = read_member(session, dataset, "inputs", dtype)
     arrays["targets"] = read_member(session, dataset, "targets", dtype)
-    val_id = (spec.get("validation") or {}).get("dataset_id")
-    if val_id:
-        val = session.get(Dataset, val_id)
+    if spec.val_dataset_id:
+        val = session.get(Dataset, spec.val_dataset_id)
         arrays["val_inputs"] = read_member(session, val, "inputs", dtype)
         arrays["val_targets"] = read_member(session, val, "targets", dtype)
     return arrays

@@ -14,6 +14,8 @@ import numpy as np
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
+from backprop.spec import JobSpec
+
 from . import blobs, callbacks
 from .db import Database, lock_rows
 from .models import (
@@ -86,21 +88,19 @@ def create_job(
     db: Database,
     *,
     tenant: str,
-    spec: dict,
+    spec: JobSpec,
     arrays: dict[str, np.ndarray],
     name: str | None,
     labels: dict[str, str],
     chunk_bytes: int,
     max_queued: int | None = None,
     dispatching: bool = False,
-    dataset_id: str | None = None,
-    val_dataset_id: str | None = None,
-    init_from: str | None = None,
-    sweep_id: str | None = None,
-    trial: int | None = None,
     params: dict | None = None,
 ) -> Job:
-    """Store a validated job and its data in the caller's transaction, status queued.
+    """Store a validated job and its data in the caller's transaction, status queued. The
+    spec says which data sets it trains and validates on, whose weights it starts from
+    (copied here) and, for a sweep's trial, its sweep and number; ``params`` are a trial's
+    searched values.
 
     With ``dispatching``, the job is recorded as dispatched: the caller sends its task
     message after the commit.
@@ -108,7 +108,7 @@ def create_job(
     With ``max_queued``, raises ``QueueFull`` (and the caller's transaction rolls back) when
     the tenant would have more queued jobs than that (``check_queue_quota``).
     """
-    now = db.now(session)
+    now, trial = db.now(session), spec.sweep
     job = Job(
         id=str(uuid.uuid4()),
         tenant=tenant,
@@ -117,7 +117,7 @@ def create_job(
         spec=spec,
         status=QUEUED,
         epoch=0,
-        epochs=spec["epochs"],
+        epochs=spec.epochs,
         attempts=0,
         cancel_requested=False,
         runtime_seconds=0.0,
@@ -127,21 +127,21 @@ def create_job(
         # a transaction (a failed send clears it again: ``leases.record_dispatch_failure``)
         dispatched_at=now if dispatching else None,
         dispatch_count=1 if dispatching else 0,
-        dataset_id=dataset_id,
-        val_dataset_id=val_dataset_id,
-        sweep_id=sweep_id,
-        trial=trial,
+        dataset_id=spec.data.dataset_id,
+        val_dataset_id=spec.val_dataset_id,
+        sweep_id=trial.id if trial else None,
+        trial=trial.trial if trial else None,
         params=params,
         stopped_early=False,
-        callback_state=callbacks.WAITING if spec.get("callback_url") else None,
+        callback_state=callbacks.WAITING if spec.callback_url else None,
     )
     session.add(job)
     session.flush()
     blobs.write_npy_arrays(session, job.id, arrays, chunk_bytes)
-    if init_from is not None:  # the weights it starts from, kept with it (the source may go)
-        _copy_start_weights(session, init_from, job.id)
-    samples = spec["data"].get("samples", len(arrays.get("inputs", ())))
-    add_event(session, job.id, "queued", f"{samples} samples, {spec['epochs']} epochs", at=now)
+    if spec.init_from is not None:  # its starting weights, kept with it (the source may go)
+        _copy_start_weights(session, spec.init_from, job.id)
+    message = f"{spec.data.samples} samples, {spec.epochs} epochs"
+    add_event(session, job.id, "queued", message, at=now)
     if dispatching:
         add_event(session, job.id, "dispatched", at=now)
     if max_queued is not None:
@@ -316,7 +316,7 @@ def sweeps_starting_from(session: Session, tenant: str, job_ids: list[str]) -> l
     wanted, found = set(job_ids), []
     running = select(Sweep.id, Sweep.spec).where(Sweep.tenant == tenant, Sweep.status == RUNNING)
     for sweep_id, spec in session.execute(running):
-        sources = {spec["base"].get("init_from")}
+        sources = {JobSpec.from_json(spec["base"]).init_from}
         sources.update(spec["search"].get("init_from", {}).get("choice", []))
         if sources & wanted:
             found.append(sweep_id)

@@ -1,4 +1,5 @@
-"""The database schema as SQLAlchemy 2 models. Imports nothing but SQLAlchemy.
+"""The database schema as SQLAlchemy 2 models. Imports nothing but SQLAlchemy and the job
+spec (``backprop.spec``), which a job's ``spec`` column holds.
 
 Alembic's migrations create these tables; ``tests/store/test_migrations.py`` proves that the
 models and the migrations agree. Times are stored as naive UTC and read back as aware UTC.
@@ -25,6 +26,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from backprop.spec import JobSpec
+
 
 class UTCDateTime(TypeDecorator):
     """A timestamp stored without zone (SQLite has none) and always meaning UTC."""
@@ -39,6 +42,19 @@ class UTCDateTime(TypeDecorator):
 
     def process_result_value(self, value, dialect):
         return value.replace(tzinfo=UTC) if value is not None else None
+
+
+class JobSpecJSON(TypeDecorator):
+    """A job's spec, stored as its JSON (``JobSpec.to_json``) and read back as a JobSpec."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return value.to_json() if value is not None else None
+
+    def process_result_value(self, value, dialect):
+        return JobSpec.from_json(value) if value is not None else None
 
 
 class Base(DeclarativeBase):
@@ -74,7 +90,7 @@ class Job(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     labels: Mapped[dict[str, Any]]
     # structure, epochs, learning_rate, seed, options, data layout: the validated request
-    spec: Mapped[dict[str, Any]]
+    spec: Mapped[JobSpec] = mapped_column(JobSpecJSON)
     status: Mapped[str] = mapped_column(String(16))
     epoch: Mapped[int] = mapped_column(Integer, default=0)
     epochs: Mapped[int] = mapped_column(Integer)

@@ -101,7 +101,6 @@ def _release(session: Session, db: Database, sweep: Sweep, number: int, trials) 
         sweep_id=sweep.id,
         trials=sweep.trials,
         past=[_past(t, sweep.spec) for t in trials],
-        dataset_id=sweep.dataset_id,
     )
     name = f"{sweep.name or 'sweep'} #{number}"
     job = jobs.create_job(
@@ -114,11 +113,6 @@ def _release(session: Session, db: Database, sweep: Sweep, number: int, trials) 
         labels=dict(sweep.labels),
         chunk_bytes=2**20,
         dispatching=True,
-        dataset_id=trial.dataset_id,
-        val_dataset_id=sweep.val_dataset_id,
-        init_from=trial.spec.get("init_from"),  # its weights, copied as a submit copies them
-        sweep_id=sweep.id,
-        trial=number,
         params=trial.params,
     )
     jobs.add_event(session, job.id, "sweep", f"trial {number} of sweep {sweep.id}")

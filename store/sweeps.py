@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session
 
+from backprop.spec import JobSpec
+
 from . import callbacks, jobs
 from .db import Database, lock_rows
 from .leases import LeaseLost
@@ -117,7 +119,7 @@ def _sources(spec: dict, dataset_id, val_dataset_id, searched_datasets) -> list[
     found = [
         (("base", "data", "dataset_id"), Dataset, dataset_id),
         (("base", "options", "validation", "dataset_id"), Dataset, val_dataset_id),
-        (("base", "init_from"), Job, spec["base"].get("init_from")),
+        (("base", "init_from"), Job, JobSpec.from_json(spec["base"]).init_from),
     ]
     found += [(("search", "data.dataset_id"), Dataset, d) for d in searched_datasets]
     searched_jobs = spec["search"].get("init_from", {}).get("choice", [])

@@ -14,11 +14,11 @@ import copy
 import itertools
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from core import held_out_count
+from backprop.spec import DataLayout, JobSpec, SweepTrial
 
 from . import space
 
@@ -35,18 +35,16 @@ class Past:
 
 @dataclass(frozen=True)
 class Trial:
-    """What a sweep's next trial runs: its values, its job spec and its training data set."""
+    """What a sweep's next trial runs: its values and its job spec."""
 
     params: dict
-    spec: dict
-    dataset_id: str | None
+    spec: JobSpec
 
 
 def next_trial(
-    sweep_spec: dict, number: int, *, sweep_id: str, trials: int, past: list[Past], dataset_id
+    sweep_spec: dict, number: int, *, sweep_id: str, trials: int, past: list[Past]
 ) -> Trial:
-    """Trial ``number`` of the sweep whose stored spec is ``sweep_spec`` (``dataset_id``:
-    the base's training data set, unless the space searches ``data.dataset_id``)."""
+    """Trial ``number`` of the sweep whose stored spec is ``sweep_spec``."""
     params = sample(
         sweep_spec["method"],
         sweep_spec["search"],
@@ -56,46 +54,51 @@ def next_trial(
         past=past,
         trials=trials,
     )
-    base = sweep_spec["base"]
-    seed = base.get("seed")
+    base = JobSpec.from_json(sweep_spec["base"])
+    seed = base.seed
     if sweep_spec.get("base_seed") is None:  # no seed in the base: each trial its own
         seed = derived_seed(sweep_spec["seed"], number)
-    dataset_id = params.get("data.dataset_id", dataset_id)
+    dataset_id = params.get("data.dataset_id", base.data.dataset_id)
     dataset = sweep_spec.get("datasets", {}).get(dataset_id, sweep_spec.get("dataset"))
     spec = trial_spec(base, params, seed=seed, dataset=dataset)
-    spec["sweep"] = {"id": sweep_id, "trial": number, "objective": sweep_spec["objective"]}
-    if sweep_spec.get("early_stopping"):
-        spec["sweep"]["early_stopping"] = sweep_spec["early_stopping"]
-    return Trial(params, spec, dataset_id)
+    of = SweepTrial(
+        id=sweep_id,
+        trial=number,
+        objective=sweep_spec["objective"],
+        early_stopping=sweep_spec.get("early_stopping") or None,
+    )
+    return Trial(params, replace(spec, sweep=of))
 
 
-def trial_spec(base: dict, params: dict, *, seed: int, dataset: dict | None) -> dict:
-    """The stored spec of a trial: the base's spec (as ``api.validation`` prepared it) with
-    the trial's values, and what follows from them recomputed (batches, held-out rows).
+def trial_spec(base: JobSpec, params: dict, *, seed: int, dataset: dict | None) -> JobSpec:
+    """The spec of a trial: the base's spec (as ``api.validation`` prepared it) with the
+    trial's values at their paths, and its layout derived again from them (batches,
+    held-out rows).
 
     ``dataset`` is the trial's training data set's {"samples", "class_counts", "sha256"}
     (for a searched validation_split or data.dataset_id). ``tests/api/test_sweeps.py``
     checks this against preparing the trial's request from scratch."""
-    spec = space.apply(base, params)
+    values = space.apply(base.to_json(), params)  # the paths are the request's
     if "seed" not in params:
-        spec["seed"] = seed
-    early = spec["options"].get("early_stopping")
-    if early is not None:
+        values["seed"] = seed
+    early = values["options"].get("early_stopping")
+    if early is not None:  # patience searched with no early_stopping in the base
         early.setdefault("min_delta", 0.0)
-    layout = spec["data"]
-    if layout["form"] == "dataset" and dataset is not None:
-        if "sha256" in dataset:
-            layout["dataset_sha256"] = dataset["sha256"]
-        fraction = spec["options"].get("validation_split")
-        held = 0
-        if fraction:
-            held = held_out_count(fraction, dataset["samples"], dataset.get("class_counts"))
-        layout["samples"] = dataset["samples"] - held
-        if not spec.get("validation"):
-            layout["validation_samples"] = held
-    if layout.get("batch_size"):
-        layout["batches"] = -(-layout["samples"] // layout["batch_size"])
-    return spec
+    spec = JobSpec.from_json(values)
+    layout = spec.data
+    if layout.form != "dataset" or dataset is None:  # a sweep's base trains on a data set
+        return spec
+    layout = DataLayout.for_dataset(
+        layout.dataset_id,
+        dataset.get("sha256", layout.dataset_sha256),
+        dataset["samples"],
+        batch_size=layout.batch_size,
+        shuffle=layout.shuffle,
+        split=spec.options.validation_split,
+        class_counts=dataset.get("class_counts"),
+        validation_samples=layout.validation_samples if spec.validation else None,
+    )
+    return replace(spec, data=layout)
 
 
 def derived_seed(seed: int, *keys: int) -> int:

@@ -5,38 +5,39 @@ from __future__ import annotations
 
 import numpy as np
 
+from backprop.spec import JobSpec
 from core import Network, Trainer, TrainingConfig, gradient_check
 from store import progress
 
 
-def build_trainer(spec: dict, arrays: dict[str, np.ndarray]) -> Trainer:
+def build_trainer(spec: JobSpec, arrays: dict[str, np.ndarray]) -> Trainer:
     """The job's network and trainer, exactly as the spec says (the seed drives both)."""
-    options, layout = spec["options"], spec["data"]
-    rng = np.random.RandomState(spec["seed"])  # draws what np.random.seed(seed) would
+    options, layout = spec.options, spec.data
+    rng = np.random.RandomState(spec.seed)  # draws what np.random.seed(seed) would
     network = Network(
-        spec["structure"],
-        activation=options["activation"],
-        output_activation=options["output_activation"],
-        cost=options["cost"],
-        init=options["init"],
-        dtype=options["dtype"],
+        spec.structure,
+        activation=options.activation,
+        output_activation=options.output_activation,
+        cost=options.cost,
+        init=options.init,
+        dtype=options.dtype,
         rng=rng,
     )
     init = arrays.get("init")
     if init is not None:  # init_from: another job's weights (a checkpoint overrides them)
-        layers = len(spec["structure"]) - 1
+        layers = len(spec.structure) - 1
         network.set_parameters(
             [init[f"W{l}"] for l in range(layers)], [init[f"b{l}"] for l in range(layers)]
         )
-    early = options.get("early_stopping") or {}
+    early = options.early_stopping
     config = TrainingConfig(
-        epochs=spec["epochs"],
-        learning_rate=spec["learning_rate"],
-        batch_size=layout["batch_size"] or 1,
-        shuffle=layout["shuffle"],
-        l2=options["l2"],
-        patience=early.get("patience"),
-        min_delta=early.get("min_delta", 0.0),
+        epochs=spec.epochs,
+        learning_rate=spec.learning_rate,
+        batch_size=layout.batch_size or 1,
+        shuffle=layout.shuffle,
+        l2=options.l2,
+        patience=early.patience if early else None,
+        min_delta=early.min_delta if early else 0.0,
     )
     validation = None
     if "val_inputs" in arrays:
@@ -61,14 +62,13 @@ def check_gradients(store, job, owner, trainer, arrays, when: str, notify) -> No
     """core.gradient_check on the job's first rows (its first batch's size, at most 32):
     the worst relative error between backprop and central differences, stored on the job.
     The parameters are drawn from a generator of its own, so training is not changed."""
-    layout = job.spec["data"]
-    rows = min(layout.get("batch_size") or 10, GRADIENT_CHECK_SAMPLES, len(arrays["inputs"]))
+    rows = min(job.spec.data.batch_size or 10, GRADIENT_CHECK_SAMPLES, len(arrays["inputs"]))
     worst = gradient_check(
         trainer.network,
         arrays["inputs"][:rows],
         arrays["targets"][:rows],
         parameters=GRADIENT_CHECK_PARAMETERS,
-        rng=np.random.RandomState(job.spec["seed"]),
+        rng=np.random.RandomState(job.spec.seed),
     )
     total = sum(w.size + b.size for w, b in zip(trainer.network.W_n, trainer.network.B_n))
     check = {

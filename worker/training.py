@@ -74,7 +74,7 @@ class JobRun:
         self.trainer, self.lease, self.notify = trainer, lease, notify
         self.settings = store.settings
         # the job's own limit, but never beyond the service's (an operator may have lowered it)
-        asked = job.spec["options"].get("max_runtime_seconds") or self.settings.max_runtime_seconds
+        asked = job.spec.options.max_runtime_seconds or self.settings.max_runtime_seconds
         self.max_runtime = min(asked, self.settings.max_runtime_seconds)
         self.previous_runtime = job.runtime_seconds
         self.started = self.last_flush = self.last_checkpoint = time.monotonic()
@@ -82,9 +82,9 @@ class JobRun:
         self.stop_reason: str | None = None
         self.released: list[str] = []  # trials released when this one ended
         # a sweep's trial under ASHA: judged at the end of each rung epoch
-        trial = job.spec.get("sweep") or {}
-        asha = trial.get("early_stopping")
-        self.metric = trial.get("objective", {}).get("metric")
+        trial = job.spec.sweep
+        asha = trial and trial.early_stopping
+        self.metric = trial.objective.get("metric") if trial else None
         self.rungs = set()
         if asha:
             self.rungs = set(rungs(asha["min_epochs"], asha["reduction_factor"], job.epochs))
@@ -258,7 +258,7 @@ def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str, noti
     if job.sweep_id:  # a trial's changes are its sweep's too (GET /v1/sweeps/{id}/events)
         notify = _with_sweep(notify, job.sweep_id)
     notify(job_id)
-    has_callback = bool(job.spec.get("callback_url"))
+    has_callback = bool(job.spec.callback_url)
 
     lease = LeaseKeeper(store, job_id, owner)  # renewed while the data loads too
     lease.start()
@@ -267,7 +267,7 @@ def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str, noti
         trainer = build_trainer(job.spec, claimed.arrays)
         if claimed.state is not None:
             trainer.load_state_dict(claimed.state)
-        verify = job.spec["options"].get("verify_gradients", False)
+        verify = job.spec.options.verify_gradients
         if verify and claimed.state is None:  # a resumed job checked before it first trained
             check_gradients(store, job, owner, trainer, claimed.arrays, "before", notify)
         run = JobRun(store, job, owner, worker, trainer, lease, notify)

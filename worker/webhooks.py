@@ -38,7 +38,7 @@ def deliver(db, settings, job_id: str, attempt: int) -> bool:
         job = session.get(Job, job_id)
         if job is None or (job.callback_state != callbacks.QUEUED and not _queued_before(job)):
             return True  # deleted, or already delivered or given up
-        url = job.spec["callback_url"]
+        url = job.spec.callback_url
         secret = webhooks.secret_for(session, job.tenant)
         body = json.dumps(webhooks.payload(job)).encode()
     outcome, delivered, took = _post(settings, url, secret, body, webhooks.JOB_ENDED)
@@ -54,9 +54,7 @@ def _queued_before(job: Job) -> bool:
     """A delivery queued before callbacks were kept on the job (migration 0010 left the
     ended jobs' state None): it is delivered, and settles the state."""
     return (
-        job.callback_state is None
-        and bool(job.spec.get("callback_url"))
-        and job.status in FINAL_STATUSES
+        job.callback_state is None and bool(job.spec.callback_url) and job.status in FINAL_STATUSES
     )
 
 

@@ -21,6 +21,7 @@ from store.db import get_database
 from store.models import Job
 from store.tokens import hash_token
 from tests.conftest import make_token
+from tests.support.specs import inline_spec
 from tests.support.stack import ROOT
 
 SPEC = {
@@ -247,7 +248,7 @@ def test_running_jobs_per_tenant_wait_in_the_queue(test_settings):
                 s,
                 db,
                 tenant=tenant,
-                spec={**SPEC, "seed": 1},
+                spec=inline_spec([2, 3, 1], samples=2, epochs=2),
                 arrays={
                     "inputs": np.zeros((2, 2)),
                     "targets": np.zeros((2, 1)),

@@ -65,7 +65,7 @@ def test_trial_specs_equal_a_fresh_prepare(seed_given):
             lambda _: DATASET,
         )
         assert made == fresh.spec, params
-        assert made["epochs"] == params["epochs"] and made["seed"] == seed
+        assert made.epochs == params["epochs"] and made.seed == seed
 
 
 def test_the_space_of_the_issue_has_valid_corners_and_reproducible_draws():
@@ -120,5 +120,5 @@ def test_a_trial_on_a_searched_data_set_equals_a_fresh_prepare_on_that_data_set(
             stored.get,
         )
         assert made == fresh.spec, params
-        assert made["data"]["dataset_sha256"] == stored[chosen].sha256
+        assert made.data.dataset_sha256 == stored[chosen].sha256
     assert seen == set(stored)  # both data sets were drawn

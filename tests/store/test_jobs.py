@@ -10,6 +10,7 @@ import pytest
 from store import blobs, job_data, jobs, leases, paging, progress
 from store.db import get_database
 from store.models import CANCELLED, FAILED, QUEUED, RUNNING, Job
+from tests.support.specs import inline_spec
 
 
 @pytest.fixture
@@ -18,14 +19,7 @@ def db(database_url):
 
 
 def new_job(db, tenant="t1", epochs=3, n=5) -> str:
-    spec = {
-        "structure": [2, 2],
-        "epochs": epochs,
-        "learning_rate": 1.0,
-        "seed": 1,
-        "options": {},
-        "data": {},
-    }
+    spec = inline_spec(samples=n, epochs=epochs)
     arrays = {"inputs": np.arange(2.0 * n).reshape(n, 2), "targets": np.ones((n, 2))}
     with db.session() as s:
         job = jobs.create_job(
@@ -68,7 +62,7 @@ def status(db, job_id) -> Job:
 
 def test_concurrent_submissions_stop_exactly_at_the_queued_limit(db):
     tenant = f"t-{uuid.uuid4().hex[:6]}"
-    spec = {"structure": [2, 2], "epochs": 1, "learning_rate": 1.0, "options": {}, "data": {}}
+    spec = inline_spec(samples=3)
     arrays = {"inputs": np.zeros((3, 2)), "targets": np.ones((3, 2))}
     outcomes, barrier = [], threading.Barrier(12)
 
@@ -317,8 +311,7 @@ def test_a_label_filter_pages_in_one_query(db):
 
     tenant = f"labels-{uuid.uuid4().hex[:6]}"
     wanted = []
-    spec = {"structure": [2, 2], "epochs": 1, "learning_rate": 1.0, "seed": 1, "options": {},
-            "data": {}}  # fmt: skip
+    spec = inline_spec()
     arrays = {"inputs": np.ones((1, 2)), "targets": np.ones((1, 2))}
     with db.session() as s:
         for i in range(30):

@@ -13,18 +13,12 @@ import pytest
 from store import jobs, scheduling
 from store.db import get_database
 from store.models import QUEUED, Sweep
+from tests.support.specs import inline_spec
 
 LIMIT = 7
 SWEEPS, JOBS, PARALLEL = 6, 6, 2  # each sweep releases PARALLEL trials at once
 
-BASE = {
-    "structure": [2, 2],
-    "epochs": 1,
-    "learning_rate": 1.0,
-    "seed": 1,
-    "options": {},
-    "data": {"form": "inline", "samples": 3},
-}
+BASE = inline_spec(samples=3)
 
 
 @pytest.fixture
@@ -35,7 +29,7 @@ def db(database_url):
 def submit_job(db, tenant: str) -> None:
     with db.session() as s:
         jobs.create_job(
-            s, db, tenant=tenant, spec=dict(BASE), name=None, labels={}, chunk_bytes=1024,
+            s, db, tenant=tenant, spec=BASE, name=None, labels={}, chunk_bytes=1024,
             arrays={"inputs": np.zeros((3, 2)), "targets": np.ones((3, 2))}, max_queued=LIMIT,
         )  # fmt: skip
 
@@ -47,7 +41,7 @@ def submit_sweep(db, tenant: str) -> None:
         "seed": 1,
         "base_seed": 1,
         "objective": {"metric": "cost", "goal": "min"},
-        "base": BASE,
+        "base": BASE.to_json(),
     }
     with db.session() as s:
         scheduling.create_sweep(

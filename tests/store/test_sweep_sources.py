@@ -14,6 +14,7 @@ from sqlalchemy import update
 from store import datasets, scheduling, sweeps
 from store.db import get_database
 from store.models import Dataset, Sweep, utcnow
+from tests.support.specs import inline_spec
 
 
 @pytest.fixture
@@ -39,7 +40,8 @@ def create(db, tenant: str, dataset_id: str) -> str:
         sweep, _ = scheduling.create_sweep(
             s, db, tenant=tenant, name=None, labels={},
             spec={
-                "base": {}, "search": {"data.dataset_id": {"choice": [dataset_id]}},
+                "base": inline_spec().to_json(),
+                "search": {"data.dataset_id": {"choice": [dataset_id]}},
                 "objective": {"metric": "cost", "goal": "min"},
             },
             trials=0, max_parallel=1, dataset_id=None, val_dataset_id=None,

@@ -18,10 +18,11 @@ from service.callbacks import queue_job_callbacks
 from store import callbacks, jobs
 from store.db import get_database
 from store.models import Job, Sweep, utcnow
+from tests.support.specs import inline_spec
 from worker import webhooks
 from worker.reconciler import reconcile
 
-SPEC = {"structure": [2, 1], "epochs": 1, "learning_rate": 1.0, "options": {}, "data": {}}
+SPEC = inline_spec([2, 1])
 
 
 @pytest.fixture
@@ -195,7 +196,7 @@ def test_a_sweep_callback_queued_long_ago_with_no_attempt_is_queued_again(setup)
 def job_with_callback(db, status: str) -> str:
     """A job with a callback_url, moved to ``status`` as a worker would, its callback not
     queued (the broker was away, or the worker died, when it ended)."""
-    spec = dict(SPEC, callback_url="http://127.0.0.1:9/hook")
+    spec = inline_spec([2, 1], callback_url="http://127.0.0.1:9/hook")
     with db.session() as s:
         job = jobs.create_job(
             s, db, tenant=f"r-{uuid.uuid4().hex[:6]}", spec=spec, name=None, labels={},

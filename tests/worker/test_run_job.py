@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import event, update
 
 from backprop.settings import Settings
+from backprop.spec import JobSpec
 from core import validation_rows
 from store import dataset_writer, job_data, jobs
 from store.db import get_database
@@ -49,7 +50,14 @@ XOR = {
 def submit(db, spec=SPEC) -> str:
     with db.session() as s:
         return jobs.create_job(
-            s, db, tenant="w", spec=spec, arrays=XOR, name=None, labels={}, chunk_bytes=4096
+            s,
+            db,
+            tenant="w",
+            spec=JobSpec.from_json(spec),
+            arrays=XOR,
+            name=None,
+            labels={},
+            chunk_bytes=4096,
         ).id
 
 
@@ -67,7 +75,7 @@ def test_run_job_trains_records_and_matches_core(database_url):
         assert job.status == "succeeded" and job.epoch == 4 and job.lease_owner is None
         assert [m.epoch for m in jobs.metrics(s, job_id)] == [1, 2, 3, 4]
         model = job_data.load_model(s, job_id)
-    reference = build_trainer(SPEC, XOR)
+    reference = build_trainer(JobSpec.from_json(SPEC), XOR)
     reference.run()
     assert np.array_equal(model["W0"], reference.network.W_n[0])
     # a second message for the finished job is a no-op
@@ -81,7 +89,7 @@ def test_a_spec_the_worker_cannot_read_fails_as_internal_error(database_url):
     job_id = submit(db)
     broken = {**SPEC, "options": {**SPEC["options"], "activation": "from-a-newer-version"}}
     with db.session() as s:
-        s.execute(update(Job).where(Job.id == job_id).values(spec=broken))
+        s.execute(update(Job).where(Job.id == job_id).values(spec=JobSpec.from_json(broken)))
     outcome = run_job(job_id, db=db, settings=settings_for(database_url), worker="t")
     assert outcome.status == "failed" and outcome.detail == "internal_error"
     with db.session() as s:
@@ -156,7 +164,7 @@ def test_a_run_that_dies_after_flushing_past_its_checkpoint_resumes_bit_for_bit(
     assert state is not None and max(written) > int(state["epoch"])  # the case under test
     assert run_job(job_id, db=db, settings=settings, worker="t2").status == "succeeded"
 
-    reference = build_trainer(spec, XOR)
+    reference = build_trainer(JobSpec.from_json(spec), XOR)
     reference.run()
     with db.session() as s:
         model = job_data.load_model(s, job_id)
@@ -217,8 +225,8 @@ def test_a_data_set_job_killed_inside_an_epoch_resumes_bit_for_bit_on_its_split(
     }
     with db.session() as s:
         job_id = jobs.create_job(
-            s, db, tenant="w", spec=spec, arrays={}, name=None, labels={}, chunk_bytes=4096,
-            dataset_id=dataset_id,
+            s, db, tenant="w", spec=JobSpec.from_json(spec), arrays={}, name=None, labels={},
+            chunk_bytes=4096,
         ).id  # fmt: skip
     settings = Settings(
         database_url=database_url, checkpoint_seconds=0.02, metrics_flush_seconds=0.01
@@ -246,13 +254,13 @@ def test_a_data_set_job_killed_inside_an_epoch_resumes_bit_for_bit_on_its_split(
         "val_inputs": inputs[held],
         "val_targets": targets[held],
     }
-    reference = build_trainer(spec, arrays)
+    reference = build_trainer(JobSpec.from_json(spec), arrays)
     reference.run()
     with db.session() as s:
         model = job_data.load_model(s, job_id)
         rows = jobs.metrics(s, job_id)
         kinds = [e.kind for e in jobs.events(s, job_id)]
-        loaded = job_data.load_dataset_arrays(s, spec)
+        loaded = job_data.load_dataset_arrays(s, JobSpec.from_json(spec))
     assert "resumed" in kinds
     for name, array in arrays.items():
         assert np.array_equal(loaded[name], array), name
