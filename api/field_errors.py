@@ -55,5 +55,7 @@ def _strip_union_tags(loc: tuple) -> tuple:
         loc = (*loc[:2], *loc[3:])  # search.<path>.<kind>.<kind>: the kind once
     if len(loc) > 1 and loc[0] == "data" and loc[1] in ("arrays", "batches"):
         loc = (loc[0], *loc[2:])
+    if len(loc) > 2 and loc[0] == "options" and loc[1] in ("optimizer", "schedule"):
+        loc = (*loc[:2], *loc[3:])  # options.optimizer.<name>.beta1: the name is the tag
     # a bad key of a mapping: pydantic adds "[key]" after it; the key is the field
     return tuple(part for part in loc if part not in MATRIX_FORMS and part != "[key]")

@@ -76,7 +76,8 @@ SUBMIT_RULES = (
     Rule(
         "option_conflict",
         "cost cross_entropy needs output_activation sigmoid or softmax; output_activation "
-        "softmax needs an output layer of 2 or more",
+        "softmax needs an output layer of 2 or more; optimizer momentum with nesterov needs "
+        "a momentum above 0 and a dampening of 0",
     ),
     Rule(
         "target_range",

@@ -17,6 +17,8 @@ import numpy as np
 from backprop.settings import Settings
 from backprop.spec import DataLayout, JobSpec, StoredSet, TrainingOptions
 from core import validation_rows
+from core.optimizers import optimizer_from_dict
+from core.schedules import schedule_from_dict
 
 from .budget import check_budget, check_limits
 from .field_errors import SpecError, field_error
@@ -66,6 +68,7 @@ def prepare_job(job: JobCreate, settings: Settings, find_dataset=None) -> Prepar
         if isinstance(job.data, BatchData):
             message = "validation_split needs data as arrays or a data set, not explicit batches"
             errors.append(field_error(("options", "validation_split"), message, "option_conflict"))
+    _check_stepping(options, errors)
     if errors:  # sizes are meaningless against a structure that is itself wrong
         raise SpecError(errors)
 
@@ -258,6 +261,19 @@ def _check_probabilities(arrays, output_activation: str, errors: list[dict]) -> 
                     "target_range",
                 )
             )
+
+
+def _check_stepping(options, errors: list[dict]) -> None:
+    """What the schema cannot say of an optimizer or a schedule, core says (Nesterov needs
+    momentum and no dampening): its ValueError, under the field."""
+    for name, from_dict in (("optimizer", optimizer_from_dict), ("schedule", schedule_from_dict)):
+        given = getattr(options, name)
+        if given is None:
+            continue
+        try:
+            from_dict(given.model_dump())
+        except ValueError as exc:
+            errors.append(field_error(("options", name), str(exc), "option_conflict"))
 
 
 def _spec(job: JobCreate, arrays, settings: Settings, seed: int, dataset, val_dataset) -> JobSpec:

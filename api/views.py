@@ -83,6 +83,7 @@ def metric_view(row: EpochMetric) -> EpochMetricsOut:
         val_cost=row.val_cost,
         val_accuracy=row.val_accuracy,
         seconds=row.seconds,
+        learning_rate=row.learning_rate,
     )
 
 

@@ -98,6 +98,11 @@ class TrainingOptions(_Record):
     validation_split: float | None = None
     max_runtime_seconds: int | None = None
     verify_gradients: bool = False
+    # how the job steps (core.optimizers, core.schedules): absent, the seed's plain SGD at
+    # the constant learning rate, without clipping
+    optimizer: dict | None = _optional()
+    schedule: dict | None = _optional()
+    clip_norm: float | None = _optional()
 
 
 @dataclass(frozen=True, kw_only=True)

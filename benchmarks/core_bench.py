@@ -26,6 +26,13 @@ process after the other measurements, which is its best case. Both are printed, 
 ratios, and so are the minor page faults per sample that explain the difference. Core keeps
 its buffers from one step to the next, so its speed does not depend on that state.
 
+A table of optimizers follows, in steps per second at 64-30-10 batch 10 and 784-100-10
+batch 100, float64 and float32: core's ``Trainer.run`` with each optimizer against core's
+plain SGD, and against PyTorch's same optimizer from ``torch.optim`` applied to the same
+manual gradients as "torch manual" computes ("fused=True", the fastest of torch's CPU
+implementations for these sizes). Both libraries keep their default threads, as in the
+first table: NumPy's BLAS and torch each use every core.
+
 A last table, with the 64-30-10 case, compares core's two entry points on the same batches:
 the seed API ``Network.gradient_descent(list of (x, y) column pairs, rate)``, which converts
 and checks the pairs on every call, against the array API ``Network.sgd_step(inputs, targets,
@@ -180,15 +187,18 @@ def seed_loop(structure, batch, X, Y) -> Timed:
     return Timed(epoch, n)
 
 
-def core_trainer(structure, batch, X, Y, dtype) -> Timed:
+def core_trainer(structure, batch, X, Y, dtype, optimizer="sgd", rate=3.0, steps=False) -> Timed:
+    """Epochs of Trainer.run; counted in samples, or in steps when ``steps``."""
     rng = np.random.RandomState(0)
     net = Network(structure, dtype=dtype, rng=rng)
     X, Y = X.astype(dtype), Y.astype(dtype)
     # one trainer for the whole measurement, as a job has (checks and setup happen once);
     # each call trains one more epoch and stops
-    config = TrainingConfig(epochs=10**9, learning_rate=3.0, batch_size=batch)
+    config = TrainingConfig(epochs=10**9, learning_rate=rate, batch_size=batch, optimizer=optimizer)
     trainer = Trainer(net, X, Y, config, rng=rng)
-    return Timed(lambda: trainer.run(on_epoch=lambda t, m: True), len(X))
+    return Timed(
+        lambda: trainer.run(on_epoch=lambda t, m: True), trainer.n_batches if steps else len(X)
+    )
 
 
 def torch_manual(structure, batch, X, Y, dtype) -> Timed:
@@ -209,6 +219,128 @@ def torch_manual(structure, batch, X, Y, dtype) -> Timed:
             torch_step(W, B, Xt[rows], Yt[rows], 3.0)
 
     return Timed(epoch, n)
+
+
+OPTIMIZER_CASES = [([64, 30, 10], 10, 2_000), ([784, 100, 10], 100, 5_000)]
+SETTLE_SECONDS = 0.2  # idle threads of the other library stop spinning (bench_optimizers)
+#: name: (core's optimizer, rate, PyTorch's optimizer on a list of tensors); the rates are
+#: each optimizer's usual ones, and the same on both sides
+OPTIMIZERS = {
+    "sgd": ("sgd", 3.0, lambda torch, p: torch.optim.SGD(p, lr=3.0, fused=True)),
+    "momentum": (
+        "momentum",
+        0.3,
+        lambda torch, p: torch.optim.SGD(p, lr=0.3, momentum=0.9, fused=True),
+    ),
+    "nesterov": (
+        {"name": "momentum", "nesterov": True},
+        0.3,
+        lambda torch, p: torch.optim.SGD(p, lr=0.3, momentum=0.9, nesterov=True, fused=True),
+    ),
+    "adam": ("adam", 1e-3, lambda torch, p: torch.optim.Adam(p, lr=1e-3, fused=True)),
+    "adamw": ("adamw", 1e-3, lambda torch, p: torch.optim.AdamW(p, lr=1e-3, fused=True)),
+}
+
+
+def torch_gradient(W, B, xb, yb) -> None:
+    """torch_step's math, leaving the gradient of the batch's mean cost in each .grad."""
+    activations = [xb]
+    for w, b in zip(W, B):
+        activations.append(activations[-1].matmul(w).add_(b).sigmoid_())
+    a = activations[-1]
+    delta = (a - yb) * a * (1 - a) / len(xb)
+    for l in range(len(W) - 1, -1, -1):
+        W[l].grad = activations[l].T @ delta
+        B[l].grad = delta.sum(0)
+        if l:
+            h = activations[l]
+            delta = (delta @ W[l].T) * h * (1 - h)
+
+
+def torch_optimizer(structure, batch, X, Y, dtype, make_optimizer) -> Timed:
+    """Epochs of manual gradients and ``torch.optim`` steps, counted in steps."""
+    import torch
+
+    torch.manual_seed(0)
+    tdtype = {"float64": torch.float64, "float32": torch.float32}[dtype]
+    W = [torch.randn(n, m, dtype=tdtype) for n, m in zip(structure[:-1], structure[1:])]
+    B = [torch.randn(m, dtype=tdtype) for m in structure[1:]]
+    optimizer = make_optimizer(torch, [p for pair in zip(W, B) for p in pair])
+    Xt, Yt = torch.from_numpy(X).to(tdtype), torch.from_numpy(Y).to(tdtype)
+    n = len(Xt)
+
+    @torch.no_grad()
+    def epoch():
+        order = torch.randperm(n)
+        for start in range(0, n, batch):
+            rows = order[start : start + batch]
+            torch_gradient(W, B, Xt[rows], Yt[rows])
+            optimizer.step()
+
+    return Timed(epoch, -(-n // batch))
+
+
+def bench_optimizers(args, torch, wanted) -> None:
+    """Steps per second of each optimizer, core and PyTorch: the best of many short timings.
+
+    A timing is one epoch (200 steps at 64-30-10, 50 at 784-100-10), and the timings go
+    round robin over every optimizer and dtype of a case, core's then PyTorch's, for as
+    long as the first table gives each timing (``--repeats`` x ``--min-seconds``), at least
+    3 rounds: a shared machine has quiet spells that short, and every implementation gets
+    them. Before each library's turn the benchmark sleeps SETTLE_SECONDS: OpenBLAS's worker
+    thread keeps spinning about 0.1 s after NumPy's last matrix product, and would take a
+    core from PyTorch's first timings otherwise.
+    """
+    print(
+        "\noptimizers: steps per second, core's Trainer.run and PyTorch's torch.optim "
+        "(fused) on manual gradients, best of round-robin timings of one epoch each"
+    )
+    print(
+        "| case | dtype | optimizer | core | core step / core sgd step | torch "
+        "| torch step / torch sgd step | core/torch |"
+    )
+    print("|---" * 8 + "|")
+    for structure, batch, n in OPTIMIZER_CASES:
+        name = "-".join(map(str, structure))
+        if name not in wanted:
+            continue
+        X, Y = dataset(structure, n)
+        timed = {}
+        for dtype in ("float64", "float32"):
+            for label, (optimizer, rate, make) in OPTIMIZERS.items():
+                timed["core", dtype, label] = core_trainer(
+                    structure, batch, X, Y, dtype, optimizer, rate, steps=True
+                )
+                if torch is not None:
+                    timed["torch", dtype, label] = torch_optimizer(
+                        structure, batch, X, Y, dtype, make
+                    )
+        budget, rounds = args.repeats * args.min_seconds * len(timed), 0
+        settle = min(SETTLE_SECONDS, args.min_seconds)  # a quick run (the tests') hurries
+        started = time.perf_counter()
+        while rounds < 3 or time.perf_counter() - started < budget:
+            for library in ("core", "torch"):
+                time.sleep(settle)
+                for key, t in timed.items():
+                    if key[0] == library:
+                        t.measure(0.0)  # one epoch
+            rounds += 1
+        rate = {key: t.best for key, t in timed.items()}
+        for dtype in ("float64", "float32"):
+            for label in OPTIMIZERS:
+                core, torch_rate = rate["core", dtype, label], rate.get(("torch", dtype, label))
+                torch_sgd = rate.get(("torch", dtype, "sgd"))
+                cells = [
+                    f"{name}, batch {batch}",
+                    dtype,
+                    label,
+                    f"{core:,.0f}",
+                    f"{rate['core', dtype, 'sgd'] / core:.2f}x",
+                    "-" if torch_rate is None else f"{torch_rate:,.0f}",
+                    "-" if torch_rate is None else f"{torch_sgd / torch_rate:.2f}x",
+                    "-" if torch_rate is None else f"{core / torch_rate:.2f}x",
+                ]
+                print("| " + " | ".join(cells) + " |", flush=True)
 
 
 SEED_API_CASE = ([64, 30, 10], 10, 2_000)  # structure, batch size, samples (200 batches)
@@ -419,6 +551,7 @@ def main() -> None:
         ]
         print(f"| {name} | " + " | ".join(cells) + " |")
 
+    bench_optimizers(args, torch, wanted)
     if "-".join(map(str, SEED_API_CASE[0])) in wanted:
         bench_seed_api(args)
 

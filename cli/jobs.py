@@ -78,6 +78,24 @@ def _structure(text: str) -> list[int]:
         raise click.BadParameter("expected layer sizes like 784,30,10") from None
 
 
+def _named(text: str | None) -> dict | None:
+    """``adam`` or ``adam:beta1=0.8,beta2=0.99`` as ``{"name": "adam", "beta1": 0.8, ...}``:
+    values are read as JSON (numbers, true, false), else kept as text."""
+    if not text:
+        return None
+    name, _, rest = text.partition(":")
+    named: dict = {"name": name.strip()}
+    for pair in filter(None, (part.strip() for part in rest.split(","))):
+        key, equals, value = pair.partition("=")
+        if not equals or not key.strip():
+            raise click.BadParameter(f"expected key=value, got {pair!r}")
+        try:
+            named[key.strip()] = json.loads(value)
+        except ValueError:
+            named[key.strip()] = value.strip()
+    return named
+
+
 @click.command("submit")
 @click.argument("job_file", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option(
@@ -94,13 +112,23 @@ def _structure(text: str) -> list[int]:
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1))
 @click.option("--dtype", type=click.Choice(["float64", "float32"]))
 @click.option("--validation-split", type=float)
+@click.option(
+    "--optimizer",
+    help="sgd, momentum, adam or adamw, with parameters: adam:beta1=0.9,beta2=0.999",
+)
+@click.option(
+    "--schedule",
+    help="The learning rate's schedule: constant, step, exponential, cosine, invscaling or "
+    "plateau, with parameters: cosine:warmup=2,per=step",
+)
+@click.option("--clip-norm", type=float, help="Clip each step's gradient to this global norm.")
 @csv_options
 @click.option("--name")
 @click.option("--wait", is_flag=True, help="Follow the job with a progress bar until it ends.")
 @connection
 def submit_command(client, as_json, job_file, data_file, dataset_id, structure, epochs,
-                   learning_rate, batch_size, seed, dtype, validation_split, target_columns,
-                   label, name, wait):  # fmt: skip
+                   learning_rate, batch_size, seed, dtype, validation_split, optimizer,
+                   schedule, clip_norm, target_columns, label, name, wait):  # fmt: skip
     """Submit a job from a JSON job file, or from flags and a data file."""
     spec = json.loads(Path(job_file).read_text()) if job_file else {}
     if structure:
@@ -114,6 +142,10 @@ def submit_command(client, as_json, job_file, data_file, dataset_id, structure, 
         options["dtype"] = dtype
     if validation_split is not None:
         options["validation_split"] = validation_split
+    for key, value in (("optimizer", _named(optimizer)), ("schedule", _named(schedule)),
+                       ("clip_norm", clip_norm)):  # fmt: skip
+        if value is not None:
+            options[key] = value
     if data_file:
         columns = target_columns.split(",") if target_columns else None
         stored = client.upload(data_file, target_columns=columns, label=label)

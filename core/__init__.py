@@ -8,30 +8,70 @@
 """
 
 from .activations import ACTIVATIONS, sigmoid, sigmoid_derivative
+from .arrays import is_one_hot
+from .config import TrainingConfig
 from .costs import COSTS
 from .errors import Diverged, ShapeError
 from .gradcheck import gradient_check
-from .network import Evaluation, Network, is_one_hot
+from .network import Evaluation, Network
+from .optimizers import (
+    OPTIMIZERS,
+    SGD,
+    Adam,
+    AdamW,
+    Momentum,
+    Optimizer,
+    clip_by_global_norm,
+    optimizer_from_dict,
+)
+from .schedules import (
+    SCHEDULES,
+    Constant,
+    Cosine,
+    Exponential,
+    InverseScaling,
+    Plateau,
+    Schedule,
+    StepDecay,
+    schedule_from_dict,
+)
 from .split import held_out_count, validation_rows
-from .training import COMPLETED, EARLY_STOPPED, STOPPED, EpochMetrics, Trainer, TrainingConfig
+from .training import COMPLETED, EARLY_STOPPED, STOPPED, EpochMetrics, Trainer
 
 __all__ = [
     "ACTIVATIONS",
     "COMPLETED",
     "COSTS",
+    "Adam",
+    "AdamW",
+    "Constant",
+    "Cosine",
     "Diverged",
     "EARLY_STOPPED",
     "EpochMetrics",
     "Evaluation",
+    "Exponential",
+    "InverseScaling",
+    "Momentum",
     "Network",
+    "OPTIMIZERS",
+    "Optimizer",
+    "Plateau",
+    "SCHEDULES",
+    "SGD",
     "STOPPED",
+    "Schedule",
     "ShapeError",
+    "StepDecay",
     "Trainer",
     "TrainingConfig",
+    "clip_by_global_norm",
     "gradient_check",
     "held_out_count",
     "validation_rows",
     "is_one_hot",
+    "optimizer_from_dict",
+    "schedule_from_dict",
     "sigmoid",
     "sigmoid_derivative",
 ]

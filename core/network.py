@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .activations import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, constant, get_activation
+from .activations import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, get_activation
+from .arrays import generator, is_one_hot
 from .costs import get_cost
 from .errors import ShapeError
+from .workspace import Gradient, Workspace
 
 INITS = ("normal", "scaled")
 DTYPES = ("float64", "float32")
@@ -28,16 +30,6 @@ class Evaluation:
 
     cost: float
     accuracy: float | None
-
-
-def is_one_hot(targets: np.ndarray) -> bool:
-    """True when every row is all zeros but a single one: a classification target."""
-    return bool(
-        targets.ndim == 2
-        and targets.shape[1] > 1
-        and np.isin(targets, (0, 1)).all()
-        and (targets.sum(axis=1) == 1).all()
-    )
 
 
 class Network:
@@ -90,7 +82,7 @@ class Network:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         self.init = init
 
-        draw = _generator(rng)
+        draw = generator(rng)
         # The seed's order: every bias vector first, then every weight matrix.
         self.B_n = [draw.randn(n, 1) for n in self.structure[1:]]
         self.W_n = [draw.randn(n, m) for n, m in zip(self.structure[:-1], self.structure[1:])]
@@ -102,7 +94,7 @@ class Network:
     # ------------------------------------------------------------------ batched math
 
     def feedforward(
-        self, inputs: np.ndarray, workspace: _Workspace | None = None
+        self, inputs: np.ndarray, workspace: Workspace | None = None
     ) -> list[np.ndarray]:
         """Activations of every layer for a batch; activations[0] is the input itself.
 
@@ -110,7 +102,7 @@ class Network:
         workspace : buffers to write the activations into (new arrays when None).
         """
         if workspace is None:  # new arrays for the activations only (predict, gradient)
-            workspace = _Workspace(self, len(inputs), backward=False)
+            workspace = Workspace(self, len(inputs), backward=False)
         return workspace.forward(inputs, self.W_n, self.B_n)
 
     def backward(
@@ -118,7 +110,7 @@ class Network:
         activations: list[np.ndarray],
         targets: np.ndarray,
         scale: float = 1.0,
-        workspace: _Workspace | None = None,
+        workspace: Workspace | None = None,
     ) -> tuple[float, list[np.ndarray], list[np.ndarray]]:
         """Gradients of the cost summed over one mini-batch, times ``scale``.
 
@@ -130,7 +122,7 @@ class Network:
         """
         ws = workspace
         if ws is None:
-            ws = _Workspace(self, len(targets), forward=False)  # gradients only
+            ws = Workspace(self, len(targets), forward=False)  # gradients only
         loss = ws.backward(activations, targets, scale, self.W_n)
         return loss, ws.weight_grads, ws.bias_grads
 
@@ -162,7 +154,21 @@ class Network:
             np.subtract(b, db, b)  # db: bias_grads[l] seen as a column, like b
         return loss, activations[-1]
 
-    def _workspace(self, rows: int) -> _Workspace:
+    def batch_gradient(
+        self, inputs: np.ndarray, targets: np.ndarray, scale: float
+    ) -> tuple[float, np.ndarray, Gradient]:
+        """Forward and backward on one mini-batch into the training buffers; no input checks.
+
+        Returns the batch's summed cost, its output activations and the gradient of the
+        summed cost times ``scale``, in the flat layout of ``core.workspace``. The arrays are
+        reused buffers, valid until the next step.
+        """
+        workspace = self._workspace(len(inputs))
+        activations = self.feedforward(inputs, workspace)
+        loss = workspace.backward(activations, targets, float(scale), self.W_n)
+        return loss, activations[-1], workspace.parameter_gradient
+
+    def _workspace(self, rows: int) -> Workspace:
         """The buffers for steps on batches of ``rows`` samples, kept for the next such step.
 
         A run has one batch size, plus the remainder at the end of each epoch, so a few
@@ -175,7 +181,7 @@ class Network:
         if workspace is None:
             if len(workspaces) >= 4:
                 del workspaces[next(iter(workspaces))]
-            workspace = workspaces[rows] = _Workspace(self, rows)
+            workspace = workspaces[rows] = Workspace(self, rows)
         return workspace
 
     def release_workspaces(self) -> None:
@@ -225,7 +231,8 @@ class Network:
 
     def train(self, epochs: int, training_data, learning_rate: float) -> None:
         """The seed's loop: every epoch, one step per mini-batch, in the order given."""
-        from .training import Trainer, TrainingConfig
+        from .config import TrainingConfig
+        from .training import Trainer
 
         batches = list(training_data)
         pairs = [pair for batch in batches for pair in batch]
@@ -356,77 +363,6 @@ class Network:
         )
 
 
-class _Workspace:
-    """Every array one training step on ``rows`` samples writes, allocated once and reused,
-    and the step's batched math on them.
-
-    A fresh temporary of a few hundred KiB comes from mmap or from a heap that glibc has just
-    trimmed, and then the kernel faults in every one of its pages again: that halves the seed
-    loop's speed in a fresh interpreter (``benchmarks/core_bench.py``). Reused buffers leave
-    only the arithmetic, whatever the allocator's state. The methods bind what they call to
-    locals and build no lists, because on small networks a step costs its Python overhead
-    as much as its NumPy calls.
-    """
-
-    def __init__(self, net: Network, rows: int, *, forward=True, backward=True):
-        structure, dtype = net.structure, net.dtype
-        sizes = structure[1:]
-        self.forwards = [net.activation.forward] * (len(sizes) - 1)
-        self.forwards.append(net.output_activation.forward)
-        self.hidden_backward = net.activation.backward
-        self.output = net.output_activation
-        self.loss_and_delta = net.cost.loss_and_delta
-        if forward:
-            self.activations = [np.empty((rows, n), dtype) for n in sizes]
-        if not backward:
-            return
-        self.deltas = [np.empty((rows, n), dtype) for n in sizes]
-        # scratch is used and done with inside one call, so layers of one width share it
-        by_width = {n: np.empty((rows, n), dtype) for n in set(sizes)}
-        self.scratch = [by_width[n] for n in sizes]
-        self.weight_grads = [np.empty((n, m), dtype) for n, m in zip(structure[:-1], sizes)]
-        # bias gradients are written as rows and applied as columns (B_n's shape): one buffer
-        self.bias_columns = [np.empty((m, 1), dtype) for m in sizes]
-        self.bias_grads = [column[:, 0] for column in self.bias_columns]
-        self.dtype = dtype
-        self._constant = (None, None)
-
-    def constant(self, value: float) -> np.ndarray:
-        """``value`` as a 0-d array of the workspace's dtype, kept while it stays the same."""
-        if self._constant[0] != value:
-            self._constant = (value, constant(value, self.dtype))
-        return self._constant[1]
-
-    def forward(self, inputs, W_n, B_n) -> list[np.ndarray]:
-        """``Network.feedforward`` into this workspace's buffers."""
-        a, matmul, add = inputs, np.matmul, np.add
-        for W, b, z, activate in zip(W_n, B_n, self.activations, self.forwards):
-            matmul(a, W, z)
-            add(z, b.T, z)
-            a = activate(z)  # in place: a is z
-        return [inputs, *self.activations]
-
-    def backward(self, activations, targets, scale: float, W_n) -> float:
-        """``Network.backward`` into this workspace's buffers; returns the summed cost."""
-        last = len(W_n) - 1
-        deltas, scratch = self.deltas, self.scratch
-        delta = deltas[last]
-        loss = self.loss_and_delta(activations[-1], targets, self.output, delta, scratch[last])
-        if scale != 1.0:
-            np.multiply(delta, self.constant(scale), delta)
-        matmul, add_reduce, hidden_backward = np.matmul, np.add.reduce, self.hidden_backward
-        weight_grads, bias_grads = self.weight_grads, self.bias_grads
-        for l in range(last, 0, -1):
-            a = activations[l]
-            matmul(a.T, delta, weight_grads[l])
-            add_reduce(delta, 0, None, bias_grads[l])  # delta.sum(0), minus a wrapper
-            delta = matmul(delta, W_n[l].T, deltas[l - 1])
-            hidden_backward(a, delta, scratch[l - 1])
-        matmul(activations[0].T, delta, weight_grads[0])
-        add_reduce(delta, 0, None, bias_grads[0])
-        return loss
-
-
 def _check_structure(structure) -> list[int]:
     try:
         sizes = [int(n) for n in structure]
@@ -437,14 +373,6 @@ def _check_structure(structure) -> list[int]:
     if any(n < 1 for n in sizes) or any(n != s for n, s in zip(sizes, structure)):
         raise ValueError(f"structure must hold positive whole layer sizes, got {list(structure)}")
     return sizes
-
-
-def _generator(rng) -> np.random.RandomState:
-    if rng is None:
-        return np.random.mtrand._rand  # the global state that np.random.seed sets
-    if isinstance(rng, np.random.RandomState):
-        return rng
-    return np.random.RandomState(rng)
 
 
 def _as_matrix(values, field: str, width: int, dtype: np.dtype, layer: str) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .network import is_one_hot
+from .arrays import is_one_hot
 
 
 def _take(fraction: float, n: int) -> int:

@@ -1,10 +1,11 @@
-"""Mini-batch gradient descent with per-epoch metrics, callbacks and exact resume.
+"""Mini-batch training with per-epoch metrics, callbacks and exact resume.
 
 A ``Trainer`` owns everything that decides the next step: the network, the data, the
-shuffling generator, the position inside the current epoch and the early-stopping record.
-``state_dict`` exports all of it as plain arrays, so a run stopped anywhere (at an epoch
-boundary or between two mini-batches) and resumed from that state performs exactly the
-arithmetic the uninterrupted run would have, and ends with bitwise equal weights.
+shuffling generator, the optimizer's state, the schedule's, the position inside the current
+epoch and the early-stopping record. ``state_dict`` exports all of it as plain arrays, so a
+run stopped anywhere (at an epoch boundary or between two mini-batches) and resumed from
+that state performs exactly the arithmetic the uninterrupted run would have, and ends with
+bitwise equal weights.
 """
 
 from __future__ import annotations
@@ -16,56 +17,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .arrays import generator, is_one_hot
+from .config import TrainingConfig
 from .errors import Diverged
-from .network import Network, is_one_hot
+from .optimizers import SGD, clip_by_global_norm
 
 #: how ``Trainer.run`` ended
 COMPLETED, EARLY_STOPPED, STOPPED = "completed", "early_stopped", "stopped"
 
 
 @dataclass(frozen=True)
-class TrainingConfig:
-    """What to train for; everything about the model itself lives on the ``Network``.
-
-    l2 : weight decay lambda; the cost gains (l2 / 2n) * sum(w^2), n the number of samples.
-    patience : stop when the monitored cost (validation cost if a validation set is given,
-        else training cost) has not improved by more than ``min_delta`` for this many epochs.
-    """
-
-    epochs: int
-    learning_rate: float
-    batch_size: int = 10
-    shuffle: bool = True
-    l2: float = 0.0
-    patience: int | None = None
-    min_delta: float = 0.0
-
-    def __post_init__(self):
-        if not (isinstance(self.epochs, int) and self.epochs >= 1):
-            raise ValueError(f"epochs must be a positive whole number, got {self.epochs!r}")
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise ValueError(
-                f"learning_rate must be positive and finite, got {self.learning_rate!r}"
-            )
-        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
-            raise ValueError(f"batch_size must be a positive whole number, got {self.batch_size!r}")
-        if not (math.isfinite(self.l2) and self.l2 >= 0):
-            raise ValueError(f"l2 must be zero or positive, got {self.l2!r}")
-        if self.patience is not None and not (
-            isinstance(self.patience, int) and self.patience >= 1
-        ):
-            raise ValueError(
-                f"patience must be a positive whole number or None, got {self.patience!r}"
-            )
-        if not (math.isfinite(self.min_delta) and self.min_delta >= 0):
-            raise ValueError(f"min_delta must be zero or positive, got {self.min_delta!r}")
-
-
-@dataclass(frozen=True)
 class EpochMetrics:
     """One finished epoch. ``cost`` is the mean over the epoch's mini-batches as they were
     trained (plus the L2 term), as Keras and scikit-learn report it; validation figures are
-    measured after the epoch's last step."""
+    measured after the epoch's last step. ``learning_rate`` is the rate of that last step."""
 
     epoch: int
     cost: float
@@ -73,6 +38,7 @@ class EpochMetrics:
     val_cost: float | None
     val_accuracy: float | None
     seconds: float
+    learning_rate: float | None = None
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -98,19 +64,22 @@ BatchCallback = Callable[["Trainer"], bool | None]
 
 
 class Trainer:
-    """Trains ``network`` on (inputs, targets) with plain mini-batch gradient descent.
+    """Trains ``network`` (a ``core.Network``) on (inputs, targets) with the config's optimizer
+    and schedule.
 
     inputs : (n_samples, structure[0]); targets : (n_samples, structure[-1]); rows are samples.
     batch_sizes : explicit mini-batches as consecutive runs of rows, in order (the seed's
         ``training_data``); when given, ``config.batch_size`` and ``config.shuffle`` are unused.
     validation : optional (inputs, targets) evaluated after every epoch.
     rng : the generator that shuffles each epoch (a ``RandomState`` or a seed); pass the one
-        that initialised the network to make a whole run follow from one seed.
+        that initialised the network to make a whole run follow from one seed. None uses
+        NumPy's global generator, as ``Network(rng=None)`` does: after ``np.random.seed``,
+        the network and the shuffling both follow from that seed.
     """
 
     def __init__(
         self,
-        network: Network,
+        network,
         inputs,
         targets,
         config: TrainingConfig,
@@ -141,7 +110,13 @@ class Trainer:
         if validation is not None:
             val_inputs, val_targets = validation
             self.validation = network.check_batch(val_inputs, val_targets)
-        self.rng = rng if isinstance(rng, np.random.RandomState) else np.random.RandomState(rng)
+        self.rng = generator(rng)
+        self.optimizer = config.optimizer.copy()  # the config's is a template without state
+        self.optimizer.start(network)
+        self.schedule = config.schedule.copy()
+        self.schedule.start(config.learning_rate, self.n_batches, config.epochs)
+        # the seed's step, when nothing else is asked for: Network.sgd_step, to the bit
+        self._plain_sgd = isinstance(self.optimizer, SGD) and config.clip_norm is None
         self.labels = self.targets.argmax(axis=1) if is_one_hot(self.targets) else None
         self.progress = _Progress()
         self.history: list[EpochMetrics] = []
@@ -184,8 +159,13 @@ class Trainer:
     def _run_epoch(self, on_batch: BatchCallback | None) -> tuple[bool, bool]:
         """The current epoch's remaining mini-batches: (epoch finished, stop requested)."""
         p, net, X, Y = self.progress, self.network, self.inputs, self.targets
-        lr, bounds = self.config.learning_rate, self.bounds.tolist()
-        decay = 1.0 - lr * self.config.l2 / len(X)
+        bounds, l2, n = self.bounds.tolist(), self.config.l2, len(X)
+        # the schedule's counters at the start of the epoch; a per-step schedule is asked
+        # again before every step, a per-epoch one only here
+        steps, epoch, samples = p.epoch * self.n_batches, p.epoch, p.epoch * n
+        rate_of_step = self.schedule.rate if self.schedule.per == "step" else None
+        lr = self.schedule.rate(steps + p.batch, epoch, samples + bounds[p.batch])
+        decay = 1.0 - lr * l2 / n
         order = None
         if self.shuffle:
             # A resumed epoch redraws the same permutation from the state the epoch began with.
@@ -211,7 +191,8 @@ class Trainer:
         started = time.perf_counter()
         self._in_flight = (predicted, order, bounds[first], started, p.correct, p.seconds)
         stop = False
-        step = net.sgd_step  # the loop below is the hot path of small networks: locals only
+        # the loop below is the hot path of small networks: locals only
+        step = net.sgd_step if self._plain_sgd else self._optimizer_step
         for k in range(first, last):
             start, end = bounds[k], bounds[k + 1]
             if order is None:
@@ -225,6 +206,9 @@ class Trainer:
                     Y_block = Y.take(rows, axis=0, out=Y_buffer[: len(rows)], mode="clip")
                 xb = X_block[start - block_start : end - block_start]
                 yb = Y_block[start - block_start : end - block_start]
+            if rate_of_step is not None:
+                lr = rate_of_step(steps + k, epoch, samples + start)
+                decay = 1.0 - lr * l2 / n
             loss, outputs = step(xb, yb, lr, decay)
             cost_sum += loss
             if predicted is not None:
@@ -241,6 +225,19 @@ class Trainer:
         self._sync()
         self._in_flight = None
         return p.batch == last, stop
+
+    def _optimizer_step(self, inputs, targets, rate: float, decay: float) -> tuple:
+        """One step through the optimizer: the gradient of the batch's mean cost, L2's term,
+        clipping, then the update. ``decay`` is ``sgd_step``'s: here l2 is in the gradient."""
+        net, optimizer, config = self.network, self.optimizer, self.config
+        unit = optimizer.gradient_unit(rate)
+        loss, outputs, gradient = net.batch_gradient(inputs, targets, unit / len(inputs))
+        if config.l2:
+            optimizer.add_l2(gradient, net.W_n, unit * (config.l2 / len(self.inputs)))
+        if config.clip_norm is not None:
+            clip_by_global_norm(gradient.flat, config.clip_norm, unit)
+        optimizer.update(net.W_n, net.B_n, gradient, rate)
+        return loss, outputs
 
     def _block_buffers(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
         buffers = self._buffers
@@ -282,10 +279,15 @@ class Trainer:
             result = net.evaluate(*self.validation)
             val_cost, val_accuracy = result.cost, result.accuracy
         seconds = p.seconds + time.perf_counter() - started
-        metrics = EpochMetrics(epoch, cost, accuracy, val_cost, val_accuracy, seconds)
+        last = self.n_batches - 1  # the rate of the epoch's last step
+        rate = self.schedule.rate(
+            p.epoch * self.n_batches + last, p.epoch, p.epoch * n + int(self.bounds[last])
+        )
+        metrics = EpochMetrics(epoch, cost, accuracy, val_cost, val_accuracy, seconds, rate)
         self.history.append(metrics)
 
         monitored = val_cost if val_cost is not None else cost
+        self.schedule.end_epoch(monitored)
         if monitored < p.best_cost - self.config.min_delta:
             p.best_cost, p.stale_epochs = monitored, 0
         else:
@@ -321,16 +323,23 @@ class Trainer:
             rng_has_gauss=np.asarray(has_gauss),
             rng_cached_gaussian=np.asarray(cached_gaussian),
         )
+        state.update(self.optimizer.state_dict())
+        state.update(self.schedule.state_dict())
         return state
 
     def load_state_dict(self, state) -> None:
-        """Continue from ``state_dict()`` output: weights, generator and position."""
+        """Continue from ``state_dict()`` output: weights, generator, optimizer, schedule and
+        position. A state written before optimizers and schedules were options continues as
+        plain sgd at a constant rate, which it was; any other mismatch is a ValueError."""
         structure = [int(n) for n in state["structure"]]
         if structure != self.network.structure:
             raise ValueError(
                 f"state is for structure {structure}, the network has {self.network.structure}"
             )
         n_layers = len(structure) - 1
+        # a state from another optimizer or schedule raises here, before the weights change
+        self.optimizer.load_state_dict(state)
+        self.schedule.load_state_dict(state)
         self.network.set_parameters(
             [state[f"W{l}"] for l in range(n_layers)], [state[f"b{l}"] for l in range(n_layers)]
         )

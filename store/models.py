@@ -209,6 +209,7 @@ class EpochMetric(Base):
     val_cost: Mapped[float | None]
     val_accuracy: Mapped[float | None]
     seconds: Mapped[float]
+    learning_rate: Mapped[float | None]  # of the epoch's last step
     recorded_at: Mapped[datetime]
 
     job: Mapped[Job] = relationship(back_populates="metrics")

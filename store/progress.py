@@ -98,7 +98,15 @@ def prepare_resume(session: Session, db: Database, job_id: str, owner: str, epoc
         raise LeaseLost(job_id)
 
 
-METRIC_FIELDS = ("epoch", "cost", "accuracy", "val_cost", "val_accuracy", "seconds")
+METRIC_FIELDS = (
+    "epoch",
+    "cost",
+    "accuracy",
+    "val_cost",
+    "val_accuracy",
+    "seconds",
+    "learning_rate",
+)
 
 
 def metric_dict(row: EpochMetric) -> dict:

@@ -221,19 +221,19 @@ def test_keys_a_row_lacks_stay_absent_and_read_as_their_defaults():
 
 def test_keys_this_version_does_not_know_are_kept():
     options = OLDER["options"] | {
-        "optimizer": "adam",
-        "schedule": {"kind": "step", "every": 10, "factor": 0.5},
+        "averaging": "swa",
+        "warm_restarts": {"kind": "step", "every": 10, "factor": 0.5},
         "early_stopping": {"patience": 3, "min_delta": 0.01},
     }
     spec = round_trips(OLDER | {"options": options, "note": [1, 2]})
     assert spec.options.extra == {
-        "optimizer": "adam",
-        "schedule": {"kind": "step", "every": 10, "factor": 0.5},
+        "averaging": "swa",
+        "warm_restarts": {"kind": "step", "every": 10, "factor": 0.5},
     }
     assert spec.options.early_stopping == EarlyStop(patience=3, min_delta=0.01)
     written = spec.to_json()
-    written["options"]["schedule"]["every"] = 99  # a copy: the spec is unchanged
-    assert spec.options.extra["schedule"]["every"] == 10
+    written["options"]["warm_restarts"]["every"] = 99  # a copy: the spec is unchanged
+    assert spec.options.extra["warm_restarts"]["every"] == 10
 
 
 def test_a_trials_spec_round_trips():

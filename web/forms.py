@@ -26,6 +26,15 @@ def job_from_form(form) -> dict:
         job["seed"] = _number(form["seed"], int)
     if form.get("validation_split", "").strip():
         job["options"]["validation_split"] = _number(form["validation_split"], float)
+    optimizer = form.get("optimizer", "sgd")
+    if optimizer == "nesterov":
+        job["options"]["optimizer"] = {"name": "momentum", "nesterov": True}
+    elif optimizer != "sgd":
+        job["options"]["optimizer"] = {"name": optimizer}
+    if form.get("schedule", "constant") != "constant":
+        job["options"]["schedule"] = {"name": form["schedule"]}
+    if form.get("clip_norm", "").strip():
+        job["options"]["clip_norm"] = _number(form["clip_norm"], float)
     data: dict = {"batch_size": _number(form.get("batch_size", "") or "10", int)}
     if form.get("source") == "dataset":
         data["dataset_id"] = form.get("dataset_id", "")

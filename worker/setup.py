@@ -38,6 +38,9 @@ def build_trainer(spec: JobSpec, arrays: dict[str, np.ndarray]) -> Trainer:
         l2=options.l2,
         patience=early.patience if early else None,
         min_delta=early.min_delta if early else 0.0,
+        optimizer=options.optimizer or "sgd",
+        schedule=options.schedule or "constant",
+        clip_norm=options.clip_norm,
     )
     validation = None
     if "val_inputs" in arrays:

@@ -64,6 +64,9 @@ class OptionsOut(Out):
     validation_split: float | None = None
     max_runtime_seconds: int
     verify_gradients: bool = False
+    optimizer: dict | None = Field(None, description="As given, with every parameter")
+    schedule: dict | None = Field(None, description="As given, with every parameter")
+    clip_norm: float | None = None
 
 
 class CheckOut(Out):

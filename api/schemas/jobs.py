@@ -21,6 +21,7 @@ from .common import (
     Seed,
     Strict,
 )
+from .training import ClipNorm, Optimizer, Schedule
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -80,6 +81,18 @@ class Options(Strict):
         False,
         description="Compare backprop with central finite differences on a sample batch "
         "before training and at the end (core.gradient_check); shown as gradient_check",
+    )
+    optimizer: Optimizer | None = Field(
+        None, description="How each step moves the weights; absent: sgd (the seed's)"
+    )
+    schedule: Schedule | None = Field(
+        None,
+        description="How the learning rate changes (learning_rate is its base); absent: constant",
+    )
+    clip_norm: ClipNorm | None = Field(
+        None,
+        description="Scale each step's gradient down to this global norm (all weights "
+        "and biases together), as torch.nn.utils.clip_grad_norm_",
     )
 
 

@@ -184,3 +184,33 @@ def test_the_fast_step_gives_the_plain_step_s_exact_bits(hidden, output, cost, d
             for got, want in zip(net.W_n + net.B_n, expected_W + expected_B):
                 assert got.dtype == want.dtype == np.dtype(dtype)
                 np.testing.assert_array_equal(got, want)
+
+
+def test_the_torch_optimizer_baseline_steps_on_core_s_mean_gradient(bench):
+    import torch
+
+    structure = [6, 5, 3]
+    X, Y = bench.dataset(structure, 8)
+    net = Network(structure, rng=0)
+    W = [torch.tensor(w) for w in net.W_n]
+    B = [torch.tensor(b[:, 0]) for b in net.B_n]
+    bench.torch_gradient(W, B, torch.from_numpy(X), torch.from_numpy(Y))
+    _, weight_grads, bias_grads = net.gradient(X, Y)  # summed over the 8 samples
+    for tensor, summed in zip(W + B, weight_grads + bias_grads):
+        np.testing.assert_allclose(tensor.grad.numpy(), summed / 8, rtol=1e-12, atol=1e-15)
+
+
+def test_the_optimizer_table_has_a_row_per_optimizer_and_dtype(bench, capsys, monkeypatch):
+    import argparse
+
+    import torch
+
+    monkeypatch.setattr(bench, "OPTIMIZER_CASES", [([6, 5, 3], 4, 40)])  # a small case: fast
+    bench.bench_optimizers(argparse.Namespace(repeats=1, min_seconds=0.0), torch, {"6-5-3"})
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 6-5-3")]
+    assert len(rows) == 2 * len(bench.OPTIMIZERS)
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] in ("float64", "float32") and cells[2] in bench.OPTIMIZERS
+        assert float(cells[3].replace(",", "")) > 0 and float(cells[5].replace(",", "")) > 0
+        assert all(c.endswith("x") for c in (cells[4], cells[6], cells[7]))

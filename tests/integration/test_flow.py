@@ -226,7 +226,12 @@ def count_jobs(database_url) -> int:
         (lambda s: s.update(structure=[3, 0, 2]), "structure[1]", ["greater than or equal to 1"]),
         (lambda s: s.update(epochs=0), "epochs", ["greater than or equal to 1"]),
         (lambda s: s.update(learning_rate=-1.0), "learning_rate", ["greater than 0"]),
-        (lambda s: s.update(options={"optimizer": "adam"}), "options.optimizer", ["not permitted"]),
+        (lambda s: s.update(options={"momentum": 0.9}), "options.momentum", ["not permitted"]),
+        (
+            lambda s: s.update(options={"optimizer": {"name": "rmsprop"}}),
+            "options.optimizer",
+            ["sgd", "adam"],
+        ),
     ],
 )
 def test_invalid_jobs_get_a_clear_422_and_store_nothing(stack, change, field, words):
