@@ -20,6 +20,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Self
 
 from core import held_out_count
+from core.optimizers import OPTIMIZERS
 from core.workspace import parameter_count
 
 _NESTED = "nested"  # metadata: the field's JSON is that record's
@@ -228,3 +229,11 @@ class JobSpec(_Record):
     def val_dataset_id(self) -> str | None:
         """The stored data set it validates on, if any (its training one: ``data.dataset_id``)."""
         return self.validation.dataset_id if self.validation is not None else None
+
+
+def stored_copies(optimizer: Mapping | None, init_from: bool) -> int:
+    """How many model-sized arrays a job stores: its model, its checkpoint's weights and
+    its optimizer's state (``core.optimizers``: none for sgd, one buffer for momentum, two
+    for adam), and the start weights copied from ``init_from``."""
+    name = (optimizer or {}).get("name", "sgd")
+    return 2 + len(OPTIMIZERS[name].buffers) + (1 if init_from else 0)

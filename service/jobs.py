@@ -14,7 +14,7 @@ from redis import RedisError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from backprop.spec import JobSpec
+from backprop.spec import JobSpec, stored_copies
 from backprop.urls import refusal
 from store import datasets, jobs, leases, scheduling
 from store.idempotency import Replay
@@ -59,8 +59,9 @@ def submit_job(
     def store(session: Session) -> Stored:
         model = spec.parameters * np.dtype(spec.options.dtype).itemsize
         data = sum(array.nbytes for array in prepared.arrays.values())
-        needed = data + 2 * model + (model if init_from else 0)
-        check_job_storage(ctx, session, needed, "this one", "its data, model and checkpoint")
+        needed = data + model * stored_copies(spec.options.optimizer, bool(init_from))
+        made_of = "its data, model and checkpoint with its optimizer's state"
+        check_job_storage(ctx, session, needed, "this one", made_of)
         job = jobs.create_job(
             session,
             ctx.db,

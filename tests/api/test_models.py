@@ -278,3 +278,15 @@ def test_a_sweep_s_trials_count_against_the_job_storage_quota(test_settings):
     assert "this sweep's 10 trials needs about 64160" in refused.json["detail"]
     assert client.post("/v1/sweeps", json={**sweep, "trials": 9}).status_code == 202
     redis.Redis.from_url(settings.redis_url).delete(settings.training_queue)
+
+
+def test_an_optimizer_s_state_counts_in_what_a_job_will_store(test_settings):
+    client, settings = _client_with(test_settings, max_job_storage_bytes=10_000)
+    wide = {**XOR, "structure": [2, 100, 1]}  # 401 float64: a model of 3,208 bytes
+    # sgd: the model and the checkpoint's weights; adam: and its two moment buffers
+    assert client.post("/v1/jobs", json=wide).status_code == 202
+    adam = {**wide, "options": {"optimizer": {"name": "adam"}}}
+    refused = client.post("/v1/jobs", json=adam)
+    assert refused.status_code == 413 and "optimizer's state" in refused.json["detail"]
+    assert "needs about 12928" in refused.json["detail"]  # 96 bytes of data + 4 x 3,208
+    redis.Redis.from_url(settings.redis_url).delete(settings.training_queue)
