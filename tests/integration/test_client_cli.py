@@ -120,6 +120,29 @@ def test_the_cli_uploads_submits_with_a_live_bar_and_reads_the_results(stack, tm
     assert again.returncode == 0 and "succeeded" in again.stdout
 
 
+def test_the_cli_submits_an_optimizer_a_schedule_and_clipping(stack, tmp_path):
+    np.savez(tmp_path / "xor.npz", inputs=XOR_X, targets=XOR_Y)
+    done = cli(stack, "submit", "--data", str(tmp_path / "xor.npz"), "--structure", "2,3,1",
+               "--epochs", "4", "--rate", "0.05", "--batch-size", "2",
+               "--optimizer", "adam:beta1=0.8,weight_decay=0", "--schedule",
+               "cosine:warmup=1,per=step", "--clip-norm", "5", "--wait", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    job = json.loads(done.stdout)
+    assert job["status"] == "succeeded"
+    assert job["options"]["optimizer"] == {
+        "name": "adam", "beta1": 0.8, "beta2": 0.999, "eps": 1e-08, "weight_decay": 0.0
+    }  # fmt: skip
+    assert job["options"]["schedule"] == {
+        "name": "cosine", "t_max": None, "min_lr": 0.0, "warmup": 1, "per": "step"
+    }  # fmt: skip
+    assert job["options"]["clip_norm"] == 5.0
+    refused = cli(stack, "submit", "--data", str(tmp_path / "xor.npz"), "--structure", "2,3,1",
+                  "--epochs", "4", "--rate", "0.05", "--optimizer",
+                  "momentum:momentum=0,nesterov=true")  # fmt: skip
+    assert refused.returncode == 1 and "options.optimizer" in refused.stderr
+    assert "nesterov" in refused.stderr and "Traceback" not in refused.stderr
+
+
 def test_the_cli_says_what_went_wrong_without_a_traceback(stack, tmp_path):
     bad = cli(stack, "submit", "--dataset", str(uuid.uuid4()), "--structure", "4,2",
               "--epochs", "1", "--rate", "1")  # fmt: skip

@@ -221,6 +221,10 @@ def test_a_job_submitted_from_the_form_trains_and_shows_curves_weights_and_model
     page.fill("input[name=seed]", "7")
     page.fill("input[name=validation_split]", "0.25")
     page.check("input[name=verify_gradients]")
+    page.select_option("select[name=optimizer]", "nesterov")
+    page.select_option("select[name=schedule]", "cosine")
+    page.fill("input[name=clip_norm]", "5")
+    page.fill("input[name=learning_rate]", "0.3")
     page.fill("textarea[name=csv]", two_classes())
     page.click("#submit-job")
     expect(page).to_have_url(re.compile(r"/jobs/[0-9a-f-]{36}$"))
@@ -235,6 +239,9 @@ def test_a_job_submitted_from_the_form_trains_and_shows_curves_weights_and_model
     job = stack.client("alice").job(job_id)
     assert job["name"] == "two half circles" and job["structure"] == [2, 16, 2]
     assert job["options"]["validation_split"] == 0.25 and job["options"]["verify_gradients"]
+    assert job["options"]["optimizer"]["name"] == "momentum"
+    assert job["options"]["optimizer"]["nesterov"] and job["options"]["clip_norm"] == 5.0
+    assert job["options"]["schedule"]["name"] == "cosine"
     download = page.request.get(page.locator("#download").get_attribute("href"))
     assert download.status == 200
     model = np.load(io.BytesIO(download.body()))
