@@ -11,6 +11,7 @@ a rule on sweeps or on what a sweep stores.
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass, replace
 
@@ -18,6 +19,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from backprop.settings import Settings
+from backprop.spec import stored_copies
 from core.workspace import parameter_count
 from tuning import space
 
@@ -41,14 +43,16 @@ class PreparedSweep:
 
 def _trial_bytes(body: SweepCreate, search: dict) -> int:
     """The largest trial's storage: about its model's size for the model, again for its
-    checkpoint, and again for start weights copied from ``init_from`` (the corners hold the
-    widest structures, and the wider float)."""
+    checkpoint and each of its optimizer's buffers, and again for start weights copied from
+    ``init_from`` (``backprop.spec.stored_copies``; the corners hold the widest structures,
+    the wider float and every optimizer)."""
     base_json = body.base.model_dump(mode="json", exclude_unset=True)
     largest = 0
     for corner in space.corners(search):
         job = space.apply(base_json, corner)
-        itemsize = np.dtype(job.get("options", {}).get("dtype", "float64")).itemsize
-        copies = 3 if job.get("init_from") else 2
+        options = job.get("options", {})
+        itemsize = np.dtype(options.get("dtype", "float64")).itemsize
+        copies = stored_copies(options.get("optimizer"), bool(job.get("init_from")))
         largest = max(largest, copies * parameter_count(job["structure"]) * itemsize)
     return largest
 
@@ -123,6 +127,7 @@ def prepare_sweep(
         base_spec = replace(base_spec, callback_url=base.callback_url)
     if base.init_from and "init_from" not in search:  # a searched one replaces it
         base_spec = replace(base_spec, init_from=base.init_from)
+    base_spec = _named_as_given(base_spec, base, search)
     spec = {
         "base": base_spec.to_json(),
         "base_seed": base.seed,
@@ -136,6 +141,18 @@ def prepare_sweep(
     if searched:
         spec["datasets"] = {dataset_id: _info(cached(dataset_id)) for dataset_id in searched}
     return PreparedSweep(spec, trials, prepared, searched, _trial_bytes(body, search))
+
+
+def _named_as_given(spec, base: JobCreate, search: dict):
+    """With ``options.optimizer.name`` (or the schedule's) searched, the base keeps the
+    parameters it gave rather than its own name's defaults: each trial takes those of its
+    name (``tuning.sampling.trial_spec``), as a submit of the trial's request would."""
+    given = {}
+    for option in space.NAMED:
+        if f"options.{option}.name" in search:
+            named = getattr(base.options, option)
+            given[option] = named and named.model_dump(mode="json", exclude_unset=True)
+    return replace(spec, options=replace(spec.options, **given)) if given else spec
 
 
 def _info(dataset) -> dict:
@@ -174,13 +191,44 @@ def _check_paths(search: dict, base: JobCreate, errors: list[dict]) -> None:
                 )
                 errors.append(field_error(where, message, "search_path"))
         if path in space.CHOICE_FIELDS:
-            values = search[path].get("choice")
-            if values is None or not all(isinstance(v, str) for v in values):
+            values, takes = search[path].get("choice"), space.CHOICE_FIELDS[path]
+            if takes is None and (values is None or not all(isinstance(v, str) for v in values)):
                 message = f'{path} takes a choice of ids: {{"choice": ["<id>", ...]}}'
+                errors.append(field_error(where, message, "search_path"))
+            elif takes is not None and values is None:
+                among = ", ".join(json.dumps(value) for value in takes)
+                message = f'{path} takes a choice of {among}: {{"choice": [...]}}'
                 errors.append(field_error(where, message, "search_path"))
         if space.takes_integers(path) and space.kind(search[path]) in ("uniform", "log_uniform"):
             message = f"{path} takes integers: use int_uniform, int_log_uniform or choice"
             errors.append(field_error(where, message, "search_path"))
+        named = space.named_parameter(path)
+        if named is not None:
+            _check_taken(search, base, path, *named, errors)
+
+
+def _check_taken(
+    search: dict, base: JobCreate, path: str, option: str, parameter: str, errors: list[dict]
+) -> None:
+    """A parameter of an optimizer or a schedule that no trial's takes is refused."""
+    dimension = search.get(f"options.{option}.name")
+    given = getattr(base.options, option)
+    if dimension is not None:
+        names = dimension.get("choice", [])
+    else:
+        names = [given.name if given is not None else space.NAMED[option][1]]
+    known = [name for name in names if space.parameters(option, name) is not None]
+    if not known or any(parameter in space.parameters(option, name) for name in known):
+        return  # an unknown name is the corners' to report
+    registry, _ = space.NAMED[option]
+    takers = [name for name, named in registry.items() if parameter in named.parameters]
+    verb = "take" if len(takers) > 1 else "takes"
+    listed = ", ".join(takers[:-1]) + " and " + takers[-1] if len(takers) > 1 else takers[0]
+    message = (
+        f"no trial's {option} takes {parameter} (the trials': {', '.join(known)}); "
+        f"{listed} {verb} it: search options.{option}.name or give it in the base"
+    )
+    errors.append(field_error(("search", path), message, "search_path"))
 
 
 def _check_counts(body: SweepCreate, search: dict, settings: Settings, errors) -> int:
@@ -294,15 +342,29 @@ def _corner_errors(body: dict, settings: Settings, find_dataset, starts=None) ->
 
 def _blame(loc: list, corner: dict, base_json: dict) -> str:
     """The searched path an error of a corner belongs to: the one at (or above) the field,
-    else the first whose value there differs from the base's."""
+    else one below it (of an optimizer's, a parameter rather than a name core knows: the
+    error is then core's on how its parameters go together), else the first whose value
+    there differs from the base's."""
+    below = []
     for path in corner:
         where = list(space.location(path))
-        if loc[: len(where)] == where or where[: len(loc)] == loc:
+        if loc[: len(where)] == where:
             return path
+        if where[: len(loc)] == loc:
+            below.append(path)
+    if below:
+        parameters = [path for path in below if not _known_name(path, corner[path])]
+        return (parameters or below)[0]
     for path, value in corner.items():
         if _at(base_json, space.location(path)) != value:
             return path
     return next(iter(corner))
+
+
+def _known_name(path: str, value) -> bool:
+    """Is the path an optimizer's (a schedule's) name, and the value one of core's names?"""
+    option, _, last = path.removeprefix("options.").partition(".")
+    return option in space.NAMED and last == "name" and space.parameters(option, value) is not None
 
 
 def _at(body: dict, loc: tuple):

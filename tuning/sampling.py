@@ -19,6 +19,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from backprop.spec import DataLayout, JobSpec, SweepTrial
+from core.optimizers import optimizer_from_dict
+from core.schedules import schedule_from_dict
 
 from . import space
 
@@ -72,8 +74,10 @@ def next_trial(
 
 def trial_spec(base: JobSpec, params: dict, *, seed: int, dataset: dict | None) -> JobSpec:
     """The spec of a trial: the base's spec (as ``api.validation`` prepared it) with the
-    trial's values at their paths, and its layout derived again from them (batches,
-    held-out rows).
+    trial's values at their paths, its optimizer and schedule with the parameters their
+    names take, each spelled out as core's ``to_dict`` does (the defaults of the trial's
+    name filled in, as a submit's schema fills them), and its layout derived again from
+    them (batches, held-out rows).
 
     ``dataset`` is the trial's training data set's {"samples", "class_counts", "sha256"}
     (for a searched validation_split or data.dataset_id). ``tests/api/test_sweeps.py``
@@ -81,6 +85,10 @@ def trial_spec(base: JobSpec, params: dict, *, seed: int, dataset: dict | None) 
     values = space.apply(base.to_json(), params)  # the paths are the request's
     if "seed" not in params:
         values["seed"] = seed
+    for option, from_dict in (("optimizer", optimizer_from_dict), ("schedule", schedule_from_dict)):
+        given = values["options"].get(option)
+        if given is not None:
+            values["options"][option] = from_dict(given).to_dict()
     early = values["options"].get("early_stopping")
     if early is not None:  # patience searched with no early_stopping in the base
         early.setdefault("min_delta", 0.0)

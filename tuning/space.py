@@ -6,6 +6,10 @@ A space maps paths of the job request (``learning_rate``, ``structure[1]``, ``op
 ``data.batch_size``) to one of ``{"choice": [...]}``, ``{"uniform": [low, high]}``,
 ``{"log_uniform": [low, high]}``, ``{"int_uniform": [low, high]}`` and
 ``{"int_log_uniform": [low, high]}`` (bounds included).
+
+An optimizer's or a schedule's parameter (``options.optimizer.beta1``) applies only where it
+exists: a trial whose optimizer (core's ``OPTIMIZERS``, by the trial's name) does not take it
+goes without it, whether the space or the base gave it (``apply``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ import itertools
 import math
 import re
 from collections.abc import Iterator
+
+from core.optimizers import OPTIMIZERS, SGD
+from core.schedules import PER, SCHEDULES, Constant
 
 DIMENSION_KINDS = ("choice", "uniform", "log_uniform", "int_uniform", "int_log_uniform")
 
@@ -37,13 +44,42 @@ SEARCHABLE = (
     "options.verify_gradients",
     "options.early_stopping.patience",
     "options.early_stopping.min_delta",
+    "options.optimizer.name",
+    "options.optimizer.momentum",
+    "options.optimizer.dampening",
+    "options.optimizer.nesterov",
+    "options.optimizer.beta1",
+    "options.optimizer.beta2",
+    "options.optimizer.eps",
+    "options.optimizer.weight_decay",
+    "options.schedule.name",
+    "options.schedule.step_size",
+    "options.schedule.gamma",
+    "options.schedule.t_max",
+    "options.schedule.min_lr",
+    "options.schedule.warmup",
+    "options.schedule.power_t",
+    "options.schedule.per",
+    "options.schedule.factor",
+    "options.schedule.patience",
+    "options.schedule.threshold",
+    "options.schedule.cooldown",
+    "options.clip_norm",
     "data.batch_size",
     "data.shuffle",
     "data.dataset_id",
     "init_from",
 )
-# fields that take choices only (a range of ids means nothing)
-CHOICE_FIELDS = ("data.dataset_id", "init_from")
+# fields that take choices only, and the values they take: ids (None: a range of ids means
+# nothing), names and switches
+CHOICE_FIELDS = {
+    "data.dataset_id": None,
+    "init_from": None,
+    "options.optimizer.name": tuple(OPTIMIZERS),
+    "options.optimizer.nesterov": (True, False),
+    "options.schedule.name": tuple(SCHEDULES),
+    "options.schedule.per": PER,
+}
 # fields that take integers: a float range cannot search them
 INTEGER_FIELDS = (
     "epochs",
@@ -51,8 +87,16 @@ INTEGER_FIELDS = (
     "structure[i]",
     "options.max_runtime_seconds",
     "options.early_stopping.patience",
+    "options.schedule.step_size",
+    "options.schedule.t_max",
+    "options.schedule.warmup",
+    "options.schedule.patience",
+    "options.schedule.cooldown",
     "data.batch_size",
 )
+# the named parameter sets of a job's options: each name's class, and the name a job
+# without the option has
+NAMED = {"optimizer": (OPTIMIZERS, SGD.name), "schedule": (SCHEDULES, Constant.name)}
 PATH = re.compile(r"([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)*)(?:\[([0-9]+)\])?")
 
 
@@ -106,7 +150,8 @@ def grid_size(search: dict) -> int:
 
 
 def apply(body: dict, params: dict) -> dict:
-    """The job request with the trial's values at their paths (a copy)."""
+    """The job request with the trial's values at their paths (a copy), and without the
+    parameters its optimizer and its schedule do not take (``applicable``)."""
     result = copy.deepcopy(body)
     for path, value in params.items():
         *parents, last = location(path)
@@ -116,7 +161,38 @@ def apply(body: dict, params: dict) -> dict:
                 node[key] = {}
             node = node[key]
         node[last] = copy.deepcopy(value)
+    for option in NAMED:
+        given = result.get("options", {}).get(option)
+        if isinstance(given, dict):
+            result["options"][option] = applicable(option, given)
     return result
+
+
+def applicable(option: str, given: dict) -> dict:
+    """``given`` (``{"name": "sgd", "beta1": 0.9}``) without the parameters its name does not
+    take (``{"name": "sgd"}``); as it is when it has no name core knows (the job's checks
+    say so)."""
+    takes = parameters(option, given.get("name"))
+    if takes is None:
+        return given
+    return {key: value for key, value in given.items() if key == "name" or key in takes}
+
+
+def parameters(option: str, name) -> tuple[str, ...] | None:
+    """The parameters the ``option`` (optimizer, schedule) of that name takes; None for a
+    name that is none of core's."""
+    registry, _ = NAMED[option]
+    found = registry.get(name) if isinstance(name, str) else None
+    return None if found is None else found.parameters
+
+
+def named_parameter(path: str) -> tuple[str, str] | None:
+    """``("optimizer", "beta1")`` for ``options.optimizer.beta1``; None for any path that is
+    not a parameter of an optimizer or a schedule (``options.optimizer.name`` among them)."""
+    parts = path.split(".")
+    if len(parts) == 3 and parts[0] == "options" and parts[1] in NAMED and parts[2] != "name":
+        return parts[1], parts[2]
+    return None
 
 
 # ------------------------------------------------------------------------------ Optuna

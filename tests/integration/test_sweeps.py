@@ -571,3 +571,38 @@ def test_every_invalid_space_gets_a_422_naming_the_path(stack, classes, wider, c
     fields = [e["field"] for e in response.json()["errors"]]
     assert field in fields, response.json()
     assert len(client.get("/v1/sweeps", params={"limit": 200}).json()["sweeps"]) == before
+
+
+def test_trials_run_the_optimizer_they_were_given_with_only_its_parameters(stack, classes):
+    client = stack.client()
+    search = {
+        "options.optimizer.name": {"choice": ["sgd", "adam"]},
+        "options.optimizer.beta1": {"choice": [0.8, 0.95]},
+    }
+    body = {
+        "base": base(classes, epochs=3, learning_rate=0.5),
+        "search": search,
+        "method": "grid",
+        "objective": {"metric": "val_cost"},
+        "max_parallel": 2,
+    }
+    sweep = submit(client, body)
+    assert sweep["trials"] == 4
+    assert wait(client, sweep["id"])["status"] == "succeeded"
+    jobs = trials(client, sweep["id"])
+    points = list(itertools.product(["sgd", "adam"], [0.8, 0.95]))
+    given = [
+        (j["params"]["options.optimizer.name"], j["params"]["options.optimizer.beta1"])
+        for j in jobs
+    ]
+    assert given == points
+    adam = {"name": "adam", "beta2": 0.999, "eps": 1e-08, "weight_decay": 0.0}
+    for job, (name, beta1) in zip(jobs, points):
+        assert job["status"] == "succeeded"
+        # an sgd trial has no beta1: the parameter applies only where the optimizer takes it
+        expected = {"name": "sgd"} if name == "sgd" else adam | {"beta1": beta1}
+        assert job["options"]["optimizer"] == expected
+        # and it trained with that optimizer: core on the stored spec gives its weights
+        exact = reference_weights(stack.database_url, job["id"])
+        served = model_weights(client, job["id"])
+        assert all(np.array_equal(x, y) for x, y in zip(exact, served))
