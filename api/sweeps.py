@@ -52,8 +52,10 @@ SWEEP_RULES = (
         "every key of search is a searchable field of a job (learning_rate, epochs, seed, "
         "structure, structure[i] for a hidden layer i, options.*, data.batch_size, "
         "data.shuffle, data.dataset_id, init_from), structure is not searched with its "
-        "layers, integer fields take choice, int_uniform or int_log_uniform, and "
-        "data.dataset_id and init_from a choice of the tenant's data sets and jobs",
+        "layers, integer fields take choice, int_uniform or int_log_uniform, "
+        "data.dataset_id and init_from a choice of the tenant's data sets and jobs, the "
+        "names of options.optimizer and options.schedule, their per and nesterov a choice, "
+        "and a searched optimizer's or schedule's parameter is taken by some trial's",
     ),
     Rule("search_range", "a range is [low, high] with low < high, and low > 0 on a log scale"),
     Rule("search_grid", "method grid takes choices only, and at most the grid's size of trials"),
