@@ -12,7 +12,11 @@ import pytest
 
 from backprop.settings import Settings
 from messaging.dispatch import Dispatcher
+from store import job_data
+from store.db import get_database
+from store.models import Job
 from tests.support.stack import Client, ManagedProcess
+from worker.setup import build_trainer
 
 from .conftest import REPORT, audit, injected, long_job, model_weights, reference_weights
 
@@ -377,4 +381,53 @@ def test_a_message_fetched_by_a_worker_killed_whole_is_sent_again_before_the_vis
     assert time.monotonic() - killed < 30  # not the visibility timeout's hour
     messages = [e["message"] for e in done["history"] if e["kind"] == "dispatched"]
     assert "re-sent by the reconciler" in messages
+    audit(fault_db, [job["id"]])
+
+
+def undisturbed_run(database_url: str, job_id: str):
+    """Core on the stored spec and data, in this process, from the start: its trainer (the
+    final weights and each epoch's metrics, learning rate included)."""
+    db = get_database(database_url)
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        spec = job.spec
+        arrays, _ = job_data.load_data_and_checkpoint(session, job)
+    trainer = build_trainer(spec, arrays)
+    trainer.run()
+    return trainer
+
+
+def test_sigkill_mid_epoch_under_adam_and_a_cosine_schedule_resumes_to_the_bit(
+    make_stack, fault_db
+):
+    stack = make_stack(fault_db)
+    client = stack.api()
+    stack.beat()
+    worker = stack.worker("a0")
+    steps = {
+        "optimizer": {"name": "adam"},
+        "schedule": {"name": "cosine", "warmup": 2, "per": "step"},
+    }
+    job = client.submit({**long_job(epochs=10), "learning_rate": 0.01, "options": steps})
+    wait_progress(client, job["id"], 0)  # an epoch is done and checkpoints are being written
+    time.sleep(0.07)  # inside the next epoch
+    worker.kill()  # Adam's moments and the schedule's step are only in the checkpoint now
+    injected()
+    stack.worker("a1")
+    done = client.wait(job["id"], timeout=120)
+    assert done["status"] == "succeeded", done
+    assert done["attempts"] == 2
+    assert done["options"]["optimizer"]["name"] == "adam"
+    resumed = [e["message"] for e in done["history"] if e["kind"] == "resumed"]
+    assert len(resumed) == 1 and ", batch " in resumed[0], resumed  # a checkpoint mid-epoch
+    reference = undisturbed_run(fault_db, job["id"])
+    served = model_weights(client, job["id"])
+    for got, want in zip(served, reference.network.W_n + reference.network.B_n):
+        assert np.array_equal(got, want), "resumed run differs from the uninterrupted one"
+    rows = client.get(f"/v1/jobs/{job['id']}/metrics").json()["metrics"]
+    assert [m["epoch"] for m in rows] == list(range(1, 11))
+    # the rate of each epoch's last step, as the uninterrupted run had it (and still decaying)
+    rates = [m.learning_rate for m in reference.history]
+    assert [m["learning_rate"] for m in rows] == rates
+    assert rates[0] < 0.01 and rates == sorted(rates, reverse=True)
     audit(fault_db, [job["id"]])
