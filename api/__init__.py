@@ -1,4 +1,5 @@
 """The Flask application: ``create_app()`` wires settings, database, dispatcher and blueprints.
+The reason to change is what the app is built from, and the order of its request hooks.
 
 gunicorn 'web:create_app()' (the API with the dashboard)
 """

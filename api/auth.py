@@ -9,6 +9,7 @@ tokens are no longer looked up one by one: they are checked against the set of e
 token (``KnownTokens``, one query at most once a second per process), so made-up tokens cost
 no database work while a valid token from that address is still answered. The client's
 address is the connection's, or X-Forwarded-For's behind TRUSTED_PROXIES proxies.
+The reason to change is how a request proves its tenant, by token or by session.
 
 Authentication runs before the rate limiter, so requests are counted per tenant (all its
 tokens together) and a request with a bad token is never counted against anybody's tenant.

@@ -1,6 +1,7 @@
 """/v1/datasets: upload a data set once (streamed), list, read, download, delete; jobs train
 on it by id. Handlers pick the parser for the body (``api/uploads.py``) and delegate the
-rules to ``store.datasets``."""
+rules to ``store.datasets``. The reason to change is how a /v1/datasets operation reads its
+request or shapes its answer."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """gunicorn's configuration of the API: its workers' metrics go to one directory, summed by
-``GET /metrics`` in whichever worker answers it (``backprop.metrics``).
+``GET /metrics`` in whichever worker answers it (``backprop.metrics``). The reason to change is
+what gunicorn's master sets up or cleans up for its workers.
 
 gunicorn --config python:api.gunicorn_conf ... 'web:create_app()'
 

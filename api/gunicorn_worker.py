@@ -1,6 +1,7 @@
 """gunicorn's threaded worker, answering the requests gunicorn itself refuses (a URL over its
 request line limit, headers too large, a malformed request) with problem+json like the rest
-of the API, instead of gunicorn's HTML page.
+of the API, instead of gunicorn's HTML page. The reason to change is how a connection is handled
+below Flask: its refusals and slow clients.
 
 gunicorn --worker-class api.gunicorn_worker.ProblemWorker --threads 32 'web:create_app()'
 """

@@ -1,4 +1,5 @@
-"""Liveness and readiness, for load balancers and orchestrators (no token needed)."""
+"""Liveness and readiness, for load balancers and orchestrators (no token needed).
+The reason to change is what a probe checks."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """/v1/jobs: submit, poll, list, metrics, model, predict, cancel. Handlers parse, delegate to
-``store.jobs`` and ``core``, and shape the answer; the rules live there."""
+``store.jobs`` and ``core``, and shape the answer; the rules live there. The reason to change is
+how a /v1/jobs operation reads its request or shapes its answer."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Request rate per tenant (flask-limiter, counted in Redis) and job quotas per tenant."""
+"""Request rate per tenant (flask-limiter, counted in Redis) and job quotas per tenant.
+The reason to change is how requests are counted, or how a full queue is refused."""
 
 from __future__ import annotations
 

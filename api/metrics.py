@@ -4,6 +4,7 @@ Request latency is observed by every gunicorn worker and summed over them
 (``backprop.metrics``); jobs by status and the queues' depths are read at scrape time, from
 the database and from Redis, so every API process answers the same. A source that does not
 answer leaves its gauges out and says so in ``backprop_scrape_source_up``.
+The reason to change is a metric the API serves, or a source it reads at scrape time.
 """
 
 from __future__ import annotations

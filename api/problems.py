@@ -3,6 +3,7 @@
 Every answer with status >= 400 is ``application/problem+json`` with a ``request_id``.
 An unexpected exception becomes a 500 whose body says only that, with the request id; the
 traceback goes to the log under the same id.
+The reason to change is the problem body, or how an exception becomes one.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""What a request handler may use: settings, the database, the dispatcher, the model cache."""
+"""What a request handler may use: settings, the database, the dispatcher, the model cache.
+The reason to change is a resource that request handlers share."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
 Each kind is counted per API process: at most ``per_process`` at once, so that the other
 threads stay for ordinary requests, and at most ``per_tenant`` of one tenant's, so that one
 tenant cannot take them all. A request past either gets 429 with Retry-After instead of a
-thread.
+thread. The reason to change is which requests hold a slot, or how many may.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 the best model.
 
 Handlers parse, delegate to ``store.sweeps`` (the rules) and ``api.sweep_validation`` (the
-checks at submit), and shape the answer. Trials are jobs: ``GET /v1/jobs?sweep=<id>``."""
+checks at submit), and shape the answer. Trials are jobs: ``GET /v1/jobs?sweep=<id>``.
+The reason to change is how a /v1/sweeps operation reads its request or shapes its answer."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Request bodies that become data sets, read as they stream in: ``.npz`` (zip of ``.npy``
 members), CSV, or the JSON form of a job's inline data. Each parser feeds a
 ``store.dataset_writer.DatasetBuilder`` member by member, so the API process never holds the body;
-any rule broken raises ``DatasetInvalid`` naming the member, row or column."""
+any rule broken raises ``DatasetInvalid`` naming the member, row or column.
+The reason to change is a data set's upload format, or how one is read."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""/v1/usage: what the tenant stores, against its quota."""
+"""/v1/usage: what the tenant stores, against its quota.
+The reason to change is what the usage answer reports."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Database rows into response models: what a client sees of a job."""
+"""Database rows into response models: what a client sees of a job.
+The reason to change is how a stored row is shown to a client."""
 
 from __future__ import annotations
 

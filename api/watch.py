@@ -5,6 +5,7 @@ background thread, started on the first long poll (after gunicorn's fork). A wai
 request registers an event under its job id; a message for that job sets it. Messages are
 hints: the waiting request always reads the job again from the database, and it also does
 so every ``RECHECK_SECONDS`` in case a message was lost (Redis down, a reconnect).
+The reason to change is how a long poll learns that its job changed.
 """
 
 from __future__ import annotations

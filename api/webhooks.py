@@ -1,4 +1,5 @@
-"""/v1/webhooks: the tenant's secret that signs its jobs' callbacks."""
+"""/v1/webhooks: the tenant's secret that signs its jobs' callbacks.
+The reason to change is how the signing secret is shown or rotated."""
 
 from __future__ import annotations
 

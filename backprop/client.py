@@ -13,6 +13,7 @@ Arrays travel as ``.npy`` (exact, about 5 bytes a float32). Every error answer r
 ``ApiError`` with the problem's detail and field errors. A 429 or 503 is retried after its
 ``Retry-After`` (tenacity), and a submit carries an ``Idempotency-Key`` so that a retried
 submit never makes two jobs.
+The reason to change is an API operation the client wraps, or how it calls one.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Files that hold secrets (the session key, the dev token, the dev environment)."""
+"""Files that hold secrets (the session key, the dev token, the dev environment).
+The reason to change is how a file that holds a secret is written."""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ prefork pool's training processes), so their metrics are kept in prometheus_clie
 multiprocess mode: each process writes its own files in the instance's directory under
 METRICS_DIR (``instance_directory``), and a scrape sums them (``scrape_registry``). A process
 whose instance named no directory (a test's app, the CLI) keeps its metrics in memory.
+The reason to change is a metric's definition, or where a process keeps its values.
 
 ``api_metrics()`` and ``worker_metrics()`` make the metrics on first use, like
 ``get_settings()``: by then the process knows its directory (gunicorn's configuration and the

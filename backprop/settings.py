@@ -3,7 +3,8 @@
 Each field's name, upper-cased, is its environment variable: ``DATABASE_URL``,
 ``REDIS_URL``, ``LEASE_SECONDS`` and so on. The README's configuration table lists them with
 these defaults. The defaults make a working single machine (``make run``); production points
-``DATABASE_URL`` at PostgreSQL and ``REDIS_URL`` at a persistent Redis.
+``DATABASE_URL`` at PostgreSQL and ``REDIS_URL`` at a persistent Redis. The reason to change is
+a setting: its name, its default or its check.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ link-local or otherwise reserved address: the API checks it at submit (``refusal
 delivery again, after DNS resolution, before every attempt (``resolve``), then connects to
 the address that was checked (``pinned_request``: no second lookup a rebinding name could
 answer differently).
+The reason to change is which addresses a callback may reach, and how it reaches them.
 """
 
 from __future__ import annotations

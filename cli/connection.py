@@ -1,5 +1,6 @@
 """How a user's command reaches the service and answers: the --url, --token and --json
 options, one message instead of a traceback for a user's error, and a table or JSON.
+The reason to change is how a user's command connects, reports an error or prints.
 
 The service is ``--url`` (``BACKPROP_URL``, default http://127.0.0.1:8000) and the token
 ``--token`` (``BACKPROP_TOKEN``; under ``make run``, its dev token in VAR_DIR/dev-token).

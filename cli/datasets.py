@@ -3,6 +3,7 @@
     backprop datasets upload digits.npz | datasets list | datasets rm ID
 
 A .csv file's targets are some of its columns (--targets) or a class column (--label).
+The reason to change is a data set command or one of its options.
 """
 
 from __future__ import annotations

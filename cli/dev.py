@@ -6,7 +6,8 @@ VAR_DIR/dev-token), then runs gunicorn with the API, a Celery training worker, a
 for the control queue (the reconciler), one for callback deliveries (threads) and Celery beat
 as child processes. A child that dies
 is restarted (``Program``), as docker compose's restart policy does in production, so a
-crashed worker recovers the same way here. Ctrl-C stops everything.
+crashed worker recovers the same way here. Ctrl-C stops everything. The reason to change is what
+``backprop dev`` runs, or how it supervises it.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@
     backprop status JOB | list | watch JOB | metrics JOB | model JOB -o model.npz
     backprop predict JOB --inputs x.npy | cancel JOB
 
-Each reaches the service and answers as ``connection`` says.
+Each reaches the service and answers as ``connection`` says. The reason to change is a job
+command or one of its options.
 """
 
 from __future__ import annotations

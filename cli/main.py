@@ -1,5 +1,6 @@
 """The ``backprop`` command: the operators' commands here, the users' added from ``jobs``,
 ``datasets`` and ``sweeps``.
+The reason to change is an operators' command or one of its options.
 
     backprop dev                       # everything on this machine (what `make run` runs)
     backprop migrate                   # alembic upgrade head against DATABASE_URL

@@ -1,5 +1,6 @@
 """The database schema brought to the newest migration: Alembic's configuration for a
-checkout or the image (the only way the schema is created)."""
+checkout or the image (the only way the schema is created). The reason to change is where
+Alembic's configuration and migrations are found."""
 
 from __future__ import annotations
 

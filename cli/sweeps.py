@@ -3,6 +3,7 @@
     backprop sweep submit sweep.json --watch | sweep status ID | sweep watch ID | sweep cancel ID
 
 ``sweep watch --jsonl`` prints every state of a sweep as a line of JSON while it runs.
+The reason to change is a sweep command or one of its options.
 """
 
 from __future__ import annotations

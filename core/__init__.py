@@ -1,4 +1,5 @@
 """core: backpropagation and gradient descent in NumPy, from the seed notebook, fixed and batched.
+The reason to change is which of core's names the other layers import.
 
 >>> import numpy as np
 >>> from core import Network

@@ -2,6 +2,7 @@
 
 Everything about the model itself lives on the ``Network``; everything that decides how the
 weights move lives here, checked once, with a ``ValueError`` that names the field.
+The reason to change is a training option or the check on one.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 Costs are summed over the samples of a batch; callers divide by the batch size. ``delta`` is
 dC/dz at the output layer, so it takes the output activation: the quadratic cost multiplies
 by f'(z), while cross-entropy paired with its canonical output (sigmoid or softmax) cancels it.
+The reason to change is a cost function, or the output error it gives.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Exceptions raised by core: each names the input and what was expected."""
+"""Exceptions raised by core: each names the input and what was expected.
+The reason to change is a new kind of failure that core reports."""
 
 from __future__ import annotations
 

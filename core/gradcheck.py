@@ -1,4 +1,5 @@
-"""Theory against practice: backprop's gradient next to central finite differences."""
+"""Theory against practice: backprop's gradient next to central finite differences.
+The reason to change is how the check picks parameters or measures their error."""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ Shapes follow the seed notebook: ``W_n[l]`` is (structure[l], structure[l+1]) an
 ``B_n[l]`` is a column (structure[l+1], 1), so one sample goes ``z = W.T @ a + b``. A batch
 is a matrix whose rows are samples, so the same weights give ``Z = A @ W + b.T``: the whole
 mini-batch moves through each layer in one matrix product, never a loop over samples.
+The reason to change is the network: its layers' math, its input checks or its saved form.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ them as plain JSON) and, once ``start`` has sized it for a network, its state: b
 the flat layout of ``core.workspace``, allocated once. An update is a handful of in-place
 NumPy calls over the whole flat vector plus one subtraction per weight matrix and bias, so
 it allocates nothing and costs the same number of calls whatever the depth.
+The reason to change is an optimizer, or the arithmetic of its update.
 
 The arithmetic is ``torch.optim``'s for one parameter group (``tests/core/test_references.py``
 compares 100 steps of each with PyTorch in float64), where ``g`` is the gradient of the

@@ -3,7 +3,8 @@
 ``{"name": "adam", "beta1": 0.9, ...}`` is what a JSON job spec stores; ``from_dict`` turns it
 into the class registered under that name, checking every parameter, and ``to_dict`` gives
 it back with every parameter spelled out. A ``ValueError`` names the field as a path
-(``optimizer.beta1``) and says what was expected.
+(``optimizer.beta1``) and says what was expected. The reason to change is how a named parameter
+set is read, checked or written.
 """
 
 from __future__ import annotations

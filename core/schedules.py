@@ -5,6 +5,7 @@ so far; with ``per="epoch"`` it sets one rate for each epoch, with t the epochs 
 Every rate is a closed form of those counters (``torch.optim.lr_scheduler``'s own closed
 forms), so the training position alone restores it on resume; only ``plateau``, which
 reacts to the costs seen, keeps state, and exports it with the trainer's.
+The reason to change is a schedule, or the rate it gives.
 
 - ``constant``: the base rate.
 - ``step``: base * gamma ** (t // step_size). ``StepLR``.

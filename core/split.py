@@ -1,5 +1,6 @@
 """Held-out validation rows, chosen once from a seed: the same seed and targets always give
-the same rows, so a resumed job validates on exactly the rows it started with."""
+the same rows, so a resumed job validates on exactly the rows it started with.
+The reason to change is how the held-out rows are drawn."""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ epoch and the early-stopping record. ``state_dict`` exports all of it as plain a
 run stopped anywhere (at an epoch boundary or between two mini-batches) and resumed from
 that state performs exactly the arithmetic the uninterrupted run would have, and ends with
 bitwise equal weights.
+The reason to change is the course of a run: its steps, early stopping or resumable state.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ layout: a flat vector holding W0, b0, W1, b1, ... in order, each weight matrix r
 (structure[l], structure[l+1]) and each bias a column (structure[l+1], 1), exactly the shapes
 of ``Network.W_n`` and ``Network.B_n``. Elementwise updates then run as one NumPy call over
 the whole vector, and ``parameter_views`` gives the per-layer arrays that share its memory.
+The reason to change is the flat layout, or the batched math of a step on it.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Connections to the broker's Redis: its timeouts and TCP keepalives, the same for the Celery
 transport (``celery_app``), the markers (``dispatch``) and pub/sub (``notify``, ``api/watch.py``).
+The reason to change is the broker connections' timeouts and keepalives.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The Celery application's configuration: Redis broker, settings fit for long training
 tasks, and the tasks' names (the API sends them, the workers register them).
+The reason to change is a Celery setting or a task's name.
 
 Celery is our distributed engine and Redis only carries hints ("job X may be ready"): the
 database decides who trains what (see ``store/jobs.py``). Every setting below says why. The

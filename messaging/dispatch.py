@@ -6,6 +6,7 @@ deleted by the worker that takes the message. The reconciler re-sends a queued j
 its marker is gone, that is when no message for it can be waiting: a job that merely waits
 behind busy workers is never sent twice. Markers live and die with the messages: a Redis
 restarted empty or a FLUSHALL loses both, and the reconciler then re-sends every queued job.
+The reason to change is how task messages are sent and their markers kept.
 
 A worker killed whole just after it fetched a message leaves the marker behind: Redis gives
 the message back only after VISIBILITY_TIMEOUT, or never when the worker died between taking

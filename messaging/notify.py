@@ -5,6 +5,7 @@ that missed one still sees the change on its next read. Publishing is best effor
 the caller's path: ``Notifier`` hands the id to a thread of its own, so a broker that is slow,
 down or cut off costs the training loop nothing (measured: a worker cut from Redis alone
 kept training at full speed) and never fails the transaction that the message follows.
+The reason to change is how a job's change is announced.
 """
 
 from __future__ import annotations

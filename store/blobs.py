@@ -3,7 +3,8 @@
 Writing streams the array's ``.npy`` header and its buffer into chunk rows, so no second
 copy of the array is ever built. Reading an ``.npy`` blob parses the header from the
 first chunk, allocates the array once and copies each chunk into place: the reader holds the
-array and one chunk, never the whole byte stream next to it.
+array and one chunk, never the whole byte stream next to it. The reason to change is how a job's
+arrays are laid out in chunk rows.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ once its delivery was queued, then "delivered" or "failed"; None without a callb
 callback is due as queued with one conditional UPDATE, so each is taken once whoever asks
 (the worker where a job or a sweep ended, the API after a cancel, the reconciler's rounds
 for the ones a crash or the broker left waiting); the caller then queues their delivery.
+The reason to change is the states a callback passes through on its row.
 """
 
 from __future__ import annotations

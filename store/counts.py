@@ -1,4 +1,5 @@
-"""Counts over whole tables, for operators' gauges (``api/metrics.py``): no tenant, no rows."""
+"""Counts over whole tables, for operators' gauges (``api/metrics.py``): no tenant, no rows.
+The reason to change is an operators' gauge counted over a whole table."""
 
 from __future__ import annotations
 

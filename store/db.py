@@ -2,6 +2,7 @@
 
 A forked child (gunicorn worker, Celery pool process) must not reuse its parent's
 connections; ``Database.after_fork`` drops them without closing the parent's sockets.
+The reason to change is how a process connects to the database and bounds its waits.
 """
 
 from __future__ import annotations

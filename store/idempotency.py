@@ -2,6 +2,7 @@
 
 A record is written in the same transaction as the job it answers, so a retried request either
 finds the record (and gets the same job back) or finds nothing (and nothing was created).
+The reason to change is how an idempotency record is kept, matched or expired.
 """
 
 from __future__ import annotations

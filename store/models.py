@@ -1,5 +1,6 @@
 """The database schema as SQLAlchemy 2 models. Imports nothing but SQLAlchemy and the job
-spec (``backprop.spec``), which a job's ``spec`` column holds.
+spec (``backprop.spec``), which a job's ``spec`` column holds. The reason to change is the
+schema: a table, a column or an index.
 
 Alembic's migrations create these tables; ``tests/store/test_migrations.py`` proves that the
 models and the migrations agree. Times are stored as naive UTC and read back as aware UTC.

@@ -1,4 +1,5 @@
-"""API tokens: random, shown once, stored as SHA-256, compared in constant time."""
+"""API tokens: random, shown once, stored as SHA-256, compared in constant time.
+The reason to change is how a token is made, stored or checked."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Callbacks of jobs and sweeps: each tenant's signing secret, and what a callback says."""
+"""Callbacks of jobs and sweeps: each tenant's signing secret, and what a callback says.
+The reason to change is how a callback is signed or what its body says."""
 
 from __future__ import annotations
 

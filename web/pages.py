@@ -2,6 +2,7 @@
 curves, weights, options, gradient check and history, cancel it, download its model, delete
 it, and submit a job on a stored data set or a small CSV; follow, cancel and delete sweeps;
 list and delete data sets.
+The reason to change is a page: what it shows, or which use case its form calls.
 
 Pages are rendered here from the same views as the API, and its forms call the same use
 cases (``service``). What changes while a page is open is read by

@@ -1,4 +1,5 @@
-"""The Celery application object for the command line: ``celery -A worker.app worker``."""
+"""The Celery application object for the command line: ``celery -A worker.app worker``.
+The reason to change is the worker app's pool or the tasks it registers."""
 
 from messaging.celery_app import make_celery
 

@@ -4,7 +4,8 @@ When WORKER_METRICS_PORT is set, the worker's main process makes the instance's 
 under METRICS_DIR as it starts (``start``, before the pool forks, so every training process
 writes there), serves the sum over its processes on that port once it is ready (``serve``),
 and removes the directory as it stops (``stop``). With port 0 the metrics stay in memory and
-nothing is served. The signals are connected in ``worker/tasks.py``.
+nothing is served. The signals are connected in ``worker/tasks.py``. The reason to change is
+where a worker's metrics are kept and how they are served.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ process's job at once: ``tasks.TrainRequest``) only when it next maintains the p
 ``worker_lost_wait``. Celery maintains the pool every 5 seconds, so a kill waited up to 5 s
 for its report; this pool does it every ``MAINTAIN_SECONDS`` (a look at a few processes).
 Selected by ``worker_pool`` in ``worker/app.py``, so ``--pool prefork`` uses it.
+The reason to change is how soon a dead training process is noticed.
 """
 
 from __future__ import annotations

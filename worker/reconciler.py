@@ -11,6 +11,7 @@ for VISIBILITY_TIMEOUT (``Dispatcher.stranded``). Running sweeps whose trials en
 worker (cancelled while queued, ended by a lease expiry) release their next trials here, and
 ended sweeps whose callback still waits (the broker was away) have it queued. Expired
 idempotency records are deleted on the way.
+The reason to change is a new kind of lost work to repair.
 """
 
 from __future__ import annotations

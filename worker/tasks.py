@@ -1,4 +1,5 @@
-"""Celery tasks: thin, they take an id and delegate."""
+"""Celery tasks: thin, they take an id and delegate.
+The reason to change is a task, or what a worker process does as it starts, forks or stops."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Delivering callbacks: a signed POST of a job's final state to its ``callback_url``, and
-of a sweep's state, once it ended, to the sweep's ``callback_url``.
+of a sweep's state, once it ended, to the sweep's ``callback_url``. The reason to change is how
+a callback is sent and retried.
 
 Before every attempt the URL is checked again, after DNS resolution, and the delivery
 connects to the address that was checked (``backprop/urls.py``). Redirects are not

@@ -1,4 +1,5 @@
-"""The tenant's own account: its storage use and quotas, and its webhook signing secret."""
+"""The tenant's own account: its storage use and quotas, and its webhook signing secret.
+The reason to change is a field of the account's answers."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The building blocks every request and response model shares: the strict base for
 requests, the base for responses, number, matrix, text, label and cursor fields, and the
 problem body of every error.
+The reason to change is a field type or rule that every resource shares.
 
 Requests are strict: a number must be a JSON number (not ``true``, not ``"5"``), an integer
 field takes integers (``13.0`` too: JSON Schema calls it an integer), every float must be

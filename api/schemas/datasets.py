@@ -1,4 +1,5 @@
-"""Stored data sets: what a client uploads, the queries of /v1/datasets and the answers."""
+"""Stored data sets: what a client uploads, the queries of /v1/datasets and the answers.
+The reason to change is a field of the data sets' requests or answers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The answers of the liveness and readiness probes."""
+"""The answers of the liveness and readiness probes.
+The reason to change is a field of what a probe reports."""
 
 from __future__ import annotations
 

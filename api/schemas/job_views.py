@@ -1,4 +1,5 @@
-"""The job as the API shows it: the answers of /v1/jobs and the body of a job's callback."""
+"""The job as the API shows it: the answers of /v1/jobs and the body of a job's callback.
+The reason to change is a field of a job as the API shows it."""
 
 from __future__ import annotations
 

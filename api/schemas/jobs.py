@@ -1,5 +1,5 @@
 """What a client sends about jobs: the training job (network, data, options) and the
-queries of /v1/jobs."""
+queries of /v1/jobs. The reason to change is a field a client may send about a job."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""A succeeded job's model: its weights and lineage, and predictions from it."""
+"""A succeeded job's model: its weights and lineage, and predictions from it.
+The reason to change is a field of a model, its lineage or a prediction."""
 
 from __future__ import annotations
 

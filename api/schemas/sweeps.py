@@ -1,5 +1,6 @@
 """Hyperparameter sweeps: the search space and its dimensions, the sweep a client submits,
-the queries of /v1/sweeps, the answers and the body of a sweep's callback."""
+the queries of /v1/sweeps, the answers and the body of a sweep's callback.
+The reason to change is a field of a sweep, its search space or its answers."""
 
 from __future__ import annotations
 
