@@ -1,6 +1,7 @@
-"""/v1/jobs: submit, poll, list, metrics, model, predict, cancel. Handlers parse, delegate to
-``store.jobs`` and ``core``, and shape the answer; the rules live there. The reason to change is
-how a /v1/jobs operation reads its request or shapes its answer."""
+"""/v1/jobs: submit, poll, list, follow, metrics, cancel and delete (the model and predictions:
+``api.job_models``). Handlers parse, call the use cases (``service.jobs``) or read the store,
+and shape the answer. The reason to change is how a /v1/jobs operation reads its request or
+shapes its answer."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ written in terms of the activation (as in scikit-learn's ``_base.py``): the forw
 keeps no ``z``. Both methods work in place on arrays the caller owns, and ``backward`` takes
 a scratch array for its intermediate: on small networks the cost of a training step is the
 number of NumPy calls, and on large ones every fresh temporary is memory the kernel must
-fault in again (see ``network._Workspace``). The reason to change is an activation function, or
+fault in again (see ``workspace.Workspace``). The reason to change is an activation function, or
 how one is computed in place.
 """
 
