@@ -5,7 +5,6 @@ request or shapes its answer."""
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from contextlib import ExitStack
 
@@ -30,6 +29,7 @@ from .schemas.datasets import (
     MemberOut,
 )
 from .services import context, services
+from .slots import held_until_closed
 from .views import json_response as _json
 
 bp = Blueprint("datasets", __name__, url_prefix="/v1/datasets")
@@ -147,7 +147,7 @@ def create_dataset(query: DatasetUploadQuery):
         with ExitStack() as cleanup:
             # the whole body is in (on local disk) before the database is touched: a slow
             # client holds no transaction, and the checks and writes run at disk speed
-            stream = _spooled_body(mimetype, cleanup)
+            stream = _spooled_body(mimetype, cleanup, _spool_limit(mimetype))
             session = cleanup.enter_context(s.db.session())
             left = s.settings.max_dataset_storage_bytes - datasets.stored_bytes(session, g.tenant)
             builder = dataset_writer.DatasetBuilder(
@@ -190,16 +190,42 @@ def create_dataset(query: DatasetUploadQuery):
     return _json(view, 201, {"Location": _location(view.id)})
 
 
-def _spooled_body(mimetype: str, cleanup: ExitStack):
-    """The raw body copied to a temporary file (closed, and so removed, by ``cleanup``); a
-    multipart form is spooled by werkzeug itself (a large file part to disk, not memory)."""
+# a .npz's arrays take at least its bytes less the zip's and the headers' own
+NPZ_OVERHEAD_BYTES = 1 << 20
+
+
+def _spool_limit(mimetype: str) -> int | None:
+    """How much of a .npz body may be spooled: what the tenant may still store, and the
+    zip's overhead (read before the spool, outside any transaction; the final count is
+    exact). A CSV's text may be longer than the floats it stores: only MAX_DATASET_BYTES."""
+    if mimetype not in (NPZ, OCTETS):
+        return None
+    s = services()
+    with s.db.reading() as session:
+        left = s.settings.max_dataset_storage_bytes - datasets.stored_bytes(session, g.tenant)
+    return max(0, left) + NPZ_OVERHEAD_BYTES
+
+
+def _spooled_body(mimetype: str, cleanup: ExitStack, limit: int | None):
+    """The raw body copied to a temporary file (closed, and so removed, by ``cleanup``), at
+    most ``limit`` bytes of it (413 past that); a multipart form is spooled by werkzeug
+    itself (a large file part to disk, not memory)."""
     if mimetype == "application/json":
         return None  # parsed already, under the JSON limit
     if mimetype == "multipart/form-data":
         request.files  # noqa: B018 (parses the form)
         return None
     spool = cleanup.enter_context(tempfile.TemporaryFile())
-    shutil.copyfileobj(request.stream, spool, uploads.READ_BYTES)
+    while chunk := request.stream.read(uploads.READ_BYTES):
+        spool.write(chunk)
+        if limit is not None and spool.tell() > limit:
+            quota = services().settings.max_dataset_storage_bytes
+            raise ApiProblem(
+                413,
+                f"the data set is larger than what the tenant may still store (its storage "
+                f"quota is {quota} bytes); delete some first",
+                slug="storage-quota",
+            )
     spool.seek(0)
     return spool
 
@@ -275,7 +301,7 @@ def get_dataset_data(dataset_id: str):
         dataset = _find(session, dataset_id)  # 404 before the answer starts
     # each handful of chunks is read apart: no connection waits on the client
     parts = (part for part in dataset_reader.stream_npz(s.db, dataset) if part)
-    give_back = s.transfers.take(g.tenant)  # a slow reader holds a thread while it is sent
+    give_back = held_until_closed(s.transfers)  # a slow reader holds a thread meanwhile
     response = Response(
         stream_with_context(parts),
         mimetype=OCTETS,

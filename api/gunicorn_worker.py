@@ -271,13 +271,18 @@ class ProblemWorker(ThreadWorker):
             ahead = conn.parser.unreader.take_buffered() if conn.initialized else b""
             conn.head, conn.headers_by = bytearray(ahead), time.monotonic() + HEADER_SECONDS
         head, deadline = conn.head, conn.headers_by
+        # never wait here: a kept-alive connection re-queued at once for bytes read ahead
+        # still has the last request's timeout, which a recv would honour first
+        conn.sock.settimeout(0)
         try:
             while len(head) < HEAD_BYTES:
                 part = conn.sock.recv(HEAD_BYTES, socket.MSG_DONTWAIT)
-                if not part:  # the client is gone
-                    return False
+                if not part:  # the client has sent all it will: answer what is complete
+                    if b"\r\n\r\n" not in head:
+                        return False
+                    break
                 head += part
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, InterruptedError, TimeoutError):
             pass
         except OSError:
             return False
@@ -320,6 +325,10 @@ class ProblemWorker(ThreadWorker):
         unreader.chunk.restart()
         try:
             return super().handle_request(req, conn)
+        except TimeoutError:  # a write the client did not take within io_seconds
+            peer = (conn.client or ("",))[0]
+            self.log.warning("cut %s: it read nothing for %g s", peer, self.pacing.io_seconds)
+            raise ClientTooSlow(errno.EPIPE, "the client reads too slowly") from None
         finally:
             self._serving.request = None
 

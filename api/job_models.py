@@ -21,6 +21,7 @@ from .openapi import Rule, operation
 from .problems import ApiProblem
 from .schemas.models import ModelOut, PredictDatasetRequest, PredictOut, PredictRequest
 from .services import context, services
+from .slots import held_until_closed
 from .views import json_response as _json
 from .views import lineage_view
 
@@ -160,7 +161,7 @@ def predict_dataset(job_id: str, body: PredictDatasetRequest):
                 yield np.ascontiguousarray(network.predict(block)).tobytes()
 
     stream = npz.npz_stream([("outputs", np.dtype(network.dtype).str, shape, outputs())])
-    give_back = s.transfers.take(g.tenant)  # a slow reader holds a thread while it is sent
+    give_back = held_until_closed(s.transfers)  # a slow reader holds a thread meanwhile
     response = Response(
         stream_with_context(part for part in stream if part),
         mimetype="application/octet-stream",

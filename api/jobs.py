@@ -26,6 +26,7 @@ from .openapi import operation
 from .schemas.job_views import JobList, JobOut, MetricsOut
 from .schemas.jobs import EventsQuery, JobCreate, JobQuery, ListQuery
 from .services import context, services
+from .slots import held_until_closed
 from .validation import prepare_job
 from .views import event_stream, job_detail, job_summary, metric_view
 from .views import json_response as _json
@@ -251,7 +252,7 @@ def job_events(job_id: str, query: EventsQuery):
             events.append(_event("end", summary.model_dump_json(), state["sent"]))
         return events, ended
 
-    return event_stream(watcher, job_id, timeout, read, s.waits.take(tenant))
+    return event_stream(watcher, job_id, timeout, read, held_until_closed(s.waits))
 
 
 def _event(kind: str, data: str, event_id: int) -> str:

@@ -109,8 +109,21 @@ def hold_transfer_for_large_bodies() -> None:
         g.give_back_transfer = current_app.extensions["backprop"].transfers.take(tenant)
 
 
-def give_back_transfer(_exc=None) -> None:
-    """teardown_request: the slot of ``hold_transfer_for_large_bodies``, if one was taken."""
+def held_until_closed(slots: Slots) -> Callable[[], None]:
+    """A slot for a response that holds it until it is closed (``call_on_close`` gives it
+    back): should the request fail after the slot was taken (in a view, or an after_request
+    hook, when Flask drops the response unclosed), its teardown gives it back instead."""
+    give_back = slots.take(g.tenant)
+    g.setdefault("slots_held", []).append(give_back)
+    return give_back
+
+
+def give_back_transfer(exc=None) -> None:
+    """teardown_request: the slot of ``hold_transfer_for_large_bodies``, if one was taken;
+    and, when the request failed, the slots of ``held_until_closed``."""
     give_back = g.pop("give_back_transfer", None)
     if give_back is not None:
         give_back()
+    if exc is not None:
+        for give_back in g.pop("slots_held", []):
+            give_back()

@@ -32,6 +32,7 @@ from .schemas.sweeps import (
     SweepQuery,
 )
 from .services import context, services
+from .slots import held_until_closed
 from .sweep_validation import prepare_sweep
 from .views import event_stream, sweep_detail, sweep_summaries
 from .views import json_response as _json
@@ -222,7 +223,7 @@ def sweep_events(sweep_id: str, query: SweepEventsQuery):
             events.append(f"event: end\ndata: {data}\n\n")
         return events, ended
 
-    return event_stream(watcher, sweep_id, timeout, read, s.waits.take(tenant))
+    return event_stream(watcher, sweep_id, timeout, read, held_until_closed(s.waits))
 
 
 @bp.post("/<sweep_id>/cancel")

@@ -372,3 +372,12 @@ def test_inline_data_can_be_split_too(tenant):
     batches = {**job, "data": {"batches": [[[X[0].tolist(), Y[0].tolist()]]]}}
     refused = client.post("/v1/jobs", json=batches)
     assert refused.status_code == 422 and refused.json["errors"][0]["type"] == "option_conflict"
+
+
+def test_an_npz_past_the_remaining_quota_is_refused_while_it_arrives(tenant):
+    _, _, name, settings = tenant
+    small = create_app_with(tenant, max_dataset_storage_bytes=1000, max_dataset_bytes=2**24)
+    big = npz(inputs=rng.random((40_000, 4)), targets=rng.random((40_000, 1)))  # 1.6 MB
+    refused = small.post("/v1/datasets", data=big, headers=NPZ)
+    assert refused.status_code == 413 and refused.json["type"] == "/problems/storage-quota"
+    assert stored(settings.database_url, name) == (0, 0)

@@ -5,6 +5,7 @@ end gets a 408 problem, which it can read (the server reads on briefly before it
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -87,3 +88,31 @@ def test_half_sent_requests_hold_no_thread_and_slow_headers_end_in_a_408(stack):
         stop.set()
         for sock in strangers + dripping:
             sock.close()
+
+
+def _answers(sock: socket.socket, count: int, seconds: float = 5.0) -> list[bytes]:
+    """The status lines of the first ``count`` answers read from the socket."""
+    sock.settimeout(seconds)
+    data = b""
+    while data.count(b"HTTP/1.1 ") < count:
+        part = sock.recv(65536)
+        if not part:
+            break
+        data += part
+    return re.findall(rb"HTTP/1\.1 [0-9]{3} [^\r]*", data)
+
+
+def test_pipelined_and_half_closed_requests_on_a_kept_alive_connection_are_answered(stack):
+    host, port = stack.base.removeprefix("http://").split(":")
+    one = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        started = time.monotonic()
+        sock.sendall(one + one + one)  # three requests in one write
+        assert _answers(sock, 3) == [b"HTTP/1.1 200 OK"] * 3
+        assert time.monotonic() - started < 2.0  # none waited for a timeout
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(one)
+        assert _answers(sock, 1) == [b"HTTP/1.1 200 OK"]
+        sock.sendall(one)  # the next request on the kept-alive connection, then no more
+        sock.shutdown(socket.SHUT_WR)
+        assert _answers(sock, 1) == [b"HTTP/1.1 200 OK"]
