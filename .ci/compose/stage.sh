@@ -78,7 +78,8 @@ import sys
 for name in sys.argv[1:]:
     package = importlib.import_module(name)
     for module in pkgutil.iter_modules(package.__path__, f"{name}."):
-        importlib.import_module(module.name)
+        if not module.name.endswith(".__main__"):  # a command, not a module: it would run
+            importlib.import_module(module.name)
 print(f"imported {len(sys.argv) - 1} packages and each of their modules")
 PY
 
