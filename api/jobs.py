@@ -14,6 +14,7 @@ from functools import partial
 from flask import Blueprint, Response, g, request, url_for
 
 from service.context import Idempotency
+from service.diff import diff_jobs
 from service.idempotent import Stored
 from service.jobs import cancel_job, find_dataset, remove_job, submit_job
 from store import jobs
@@ -23,8 +24,8 @@ from store.models import FINAL_STATUSES, RUNNING
 from .field_errors import SpecError, field_error
 from .job_rules import ETAG, IDEMPOTENCY_HEADER, IF_NONE_MATCH, LINKS, SUBMIT_HEADERS, SUBMIT_RULES
 from .openapi import operation
-from .schemas.job_views import JobList, JobOut, MetricsOut
-from .schemas.jobs import EventsQuery, JobCreate, JobQuery, ListQuery
+from .schemas.job_views import FieldDiffOut, JobDiffOut, JobList, JobOut, MetricsOut
+from .schemas.jobs import DiffQuery, EventsQuery, JobCreate, JobQuery, ListQuery
 from .services import context, services
 from .slots import held_until_closed
 from .validation import prepare_job
@@ -257,6 +258,26 @@ def job_events(job_id: str, query: EventsQuery):
 
 def _event(kind: str, data: str, event_id: int) -> str:
     return f"id: {event_id}\nevent: {kind}\ndata: {data}\n\n"
+
+
+@bp.get("/<job_id>/diff")
+@operation("diffJobs", query=DiffQuery, responses={200: JobDiffOut})
+def diff(job_id: str, query: DiffQuery):
+    """What differs between this job and another of the tenant's: the spec's fields, the
+    first epoch whose metrics differ, and whether both final models are the same bits."""
+    g.job_id = job_id
+    found = diff_jobs(context(), job_id, query.other)
+    view = JobDiffOut(
+        job_id=job_id,
+        other_id=query.other,
+        spec=[FieldDiffOut(field=d.field, this=d.this, other=d.other) for d in found.spec],
+        epochs_compared=found.epochs_compared,
+        first_divergent_epoch=found.first_divergent_epoch,
+        this_metrics=found.this_metrics,
+        other_metrics=found.other_metrics,
+        weights_equal=found.weights_equal,
+    )
+    return _json(view)
 
 
 @bp.get("/<job_id>/metrics")

@@ -254,6 +254,11 @@ class Client:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"job {job_id} still {job['status']} after {timeout} s")
 
+    def diff(self, job_id: str, other_id: str) -> dict:
+        """What differs between two jobs: spec fields, the first epoch whose metrics differ,
+        and whether both final models are the same bits (GET /v1/jobs/{id}/diff)."""
+        return self._json("GET", f"/v1/jobs/{job_id}/diff", params={"other": other_id})
+
     def metrics(self, job_id: str, array: bool = False):
         """One row per finished epoch: dicts, or a NumPy structured array."""
         rows = self._json("GET", f"/v1/jobs/{job_id}/metrics")["metrics"]

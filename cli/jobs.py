@@ -212,6 +212,29 @@ def metrics_command(client, as_json, job_id):
     show(rows, as_json, table)
 
 
+@click.command("diff")
+@click.argument("job_id")
+@click.argument("other_id")
+@connection
+def diff_command(client, as_json, job_id, other_id):
+    """What differs between two jobs, and the first epoch where their metrics part."""
+    found = client.diff(job_id, other_id)
+    table = Table("field", job_id[:8], other_id[:8])
+    for row in found["spec"]:
+        table.add_row(row["field"], json.dumps(row["this"]), json.dumps(row["other"]))
+    epoch = found["first_divergent_epoch"]
+    parted = f"metrics first differ at epoch {epoch}" if epoch else "metrics never differ"
+    weights = {True: "same weights", False: "different weights", None: "weights not compared"}
+    summary = (
+        f"{found['epochs_compared']} epochs compared: {parted}; {weights[found['weights_equal']]}"
+    )
+    if as_json:
+        show(found, True)
+    else:
+        console.print(table)
+        console.print(summary)
+
+
 @click.command("model")
 @click.argument("job_id")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
@@ -276,4 +299,4 @@ def _job_table(jobs: list[dict]) -> Table:
 
 
 JOB_COMMANDS = [submit_command, status_command, list_command, watch_command, metrics_command,
-                model_command, predict_command, cancel_command]  # fmt: skip
+                diff_command, model_command, predict_command, cancel_command]  # fmt: skip

@@ -167,3 +167,37 @@ class JobList(Out):
 class MetricsOut(Out):
     job_id: str
     metrics: list[EpochMetricsOut]
+
+
+class FieldDiffOut(Out):
+    field: str = Field(description="A dotted path of the stored spec, e.g. options.l2")
+    this: Any = Field(None, description="This job's value (null: absent)")
+    other: Any = Field(None, description="The other job's value (null: absent)")
+
+
+class ComparedMetrics(Out):
+    cost: float
+    accuracy: float | None = None
+    val_cost: float | None = None
+    val_accuracy: float | None = None
+    learning_rate: float | None = None
+
+
+class JobDiffOut(Out):
+    """Two runs side by side: with a seed, training is exact, so where their metrics part
+    is where what differs between them took effect."""
+
+    job_id: str
+    other_id: str
+    spec: list[FieldDiffOut] = Field(description="The spec's fields that differ")
+    epochs_compared: int = Field(description="Epochs both jobs have finished")
+    first_divergent_epoch: int | None = Field(
+        None,
+        description="The first of those whose metrics (cost, accuracies, learning rate) "
+        "differ, bit for bit; null when none does",
+    )
+    this_metrics: ComparedMetrics | None = Field(None, description="At that epoch")
+    other_metrics: ComparedMetrics | None = Field(None, description="At that epoch")
+    weights_equal: bool | None = Field(
+        None, description="Both succeeded: whether their models are the same bits"
+    )

@@ -222,3 +222,7 @@ class JobQuery(Query):
         "(from what If-None-Match names, else from the state when the request arrived), "
         "or after this many seconds with the current state; a finished job answers at once",
     )
+
+
+class DiffQuery(Query):
+    other: ResourceId = Field(description="The job to compare with: one of this tenant's")

@@ -108,6 +108,10 @@ def test_submit_poll_metrics_model_predict(gen):
     assert isinstance(metrics, models.MetricsOut)
     assert [m.epoch for m in metrics.metrics] == list(range(1, 41))
 
+    diff = _op(gen, "diff_jobs").sync_detailed(job.id, client=client, other=job.id).parsed
+    assert isinstance(diff, models.JobDiffOut)
+    assert diff.spec == [] and diff.epochs_compared == 40 and diff.weights_equal is True
+
     model = _op(gen, "get_job_model").sync_detailed(job.id, client=client).parsed
     assert isinstance(model, models.ModelOut) and model.structure == [2, 3, 1]
     npz = _op(gen, "get_job_model_npz").sync_detailed(job.id, client=client)

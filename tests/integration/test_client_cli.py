@@ -216,3 +216,18 @@ def test_the_cli_runs_a_sweep_with_a_live_leaderboard(stack, tmp_path, client):
     assert gone.returncode == 1 and "no sweep" in gone.stderr
     remaining = [s["id"] for s in client.sweeps()]
     assert sweep_id not in remaining and first["id"] not in remaining
+
+
+def test_the_cli_diffs_two_runs(stack, client):
+    data = {"inputs": XOR_X.tolist(), "targets": XOR_Y.tolist(), "batch_size": 2}
+    spec = {"structure": [2, 3, 1], "epochs": 4, "learning_rate": 2.0, "seed": 5, "data": data}
+    faster = {**spec, "learning_rate": 3.0}
+    ids = [client.submit(s)["id"] for s in (spec, spec, faster)]
+    for job_id in ids:
+        assert client.wait(job_id)["status"] == "succeeded"
+    same = cli(stack, "diff", ids[0], ids[1], columns=200)
+    assert same.returncode == 0, same.stderr
+    assert "4 epochs compared: metrics never differ; same weights" in same.stdout
+    parted = json.loads(cli(stack, "diff", ids[0], ids[2], "--json").stdout)
+    assert parted["spec"] == [{"field": "learning_rate", "this": 2.0, "other": 3.0}]
+    assert parted["first_divergent_epoch"] == 1 and parted["weights_equal"] is False

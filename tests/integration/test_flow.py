@@ -323,3 +323,44 @@ def test_health_and_readiness(stack):
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "broker": "ok"}
     assert client.get("/openapi.json").json()["openapi"].startswith("3.1")
+
+
+def test_a_diff_finds_the_first_epoch_two_runs_part_and_what_differs(stack):
+    client = stack.client()
+    rng = np.random.default_rng(3)
+    inputs = rng.random((40, 3))
+    targets = np.eye(2)[(inputs.sum(axis=1) > 1.5).astype(int)]
+    base = {
+        "structure": [3, 5, 2],
+        "epochs": 5,
+        "learning_rate": 1.0,
+        "seed": 11,
+        "data": {"inputs": inputs.tolist(), "targets": targets.tolist(), "batch_size": 8},
+    }
+    halved = {**base, "options": {"schedule": {"name": "step", "step_size": 2, "gamma": 0.5}}}
+    plain, again, stepped = (client.submit(spec)["id"] for spec in (base, base, halved))
+    for job_id in (plain, again, stepped):
+        assert client.wait(job_id, timeout=60)["status"] == "succeeded"
+
+    # the same spec and seed: nothing differs, to the bit
+    same = client.get(f"/v1/jobs/{plain}/diff", params={"other": again}).json()
+    assert same["spec"] == [] and same["epochs_compared"] == 5
+    assert same["first_divergent_epoch"] is None and same["weights_equal"] is True
+
+    # the step schedule halves the rate from epoch 3 on: epochs 1 and 2 are the same bits
+    parted = client.get(f"/v1/jobs/{plain}/diff", params={"other": stepped}).json()
+    assert parted["spec"] == [
+        {
+            "field": "options.schedule",
+            "this": None,
+            "other": {"name": "step", "step_size": 2, "gamma": 0.5, "per": "epoch"},
+        }
+    ]
+    assert parted["first_divergent_epoch"] == 3 and parted["weights_equal"] is False
+    assert parted["this_metrics"]["learning_rate"] == 1.0
+    assert parted["other_metrics"]["learning_rate"] == 0.5
+
+    elsewhere = stack.client("bob").get(f"/v1/jobs/{plain}/diff", params={"other": stepped})
+    assert elsewhere.status_code == 404
+    unknown = client.get(f"/v1/jobs/{plain}/diff", params={"other": "x"})
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "query.other"
