@@ -168,8 +168,7 @@ class PacedAnswer:
     def __iter__(self):
         waited, sent = 0.0, 0
         for part in self.parts:
-            for start in range(0, len(part), self.PIECE) if len(part) > self.PIECE else (0,):
-                piece = part[start : start + self.PIECE] if len(part) > self.PIECE else part
+            for piece in self._pieces(part):
                 handed = time.monotonic()
                 yield piece
                 waited += time.monotonic() - handed
@@ -177,6 +176,11 @@ class PacedAnswer:
                 if self.pacing.too_slow(waited, sent):
                     self.log.warning("cut %s: read %d bytes in %.1f s", self.peer, sent, waited)
                     raise ClientTooSlow(errno.EPIPE, "the client reads too slowly")
+
+    def _pieces(self, part: bytes):
+        if len(part) <= self.PIECE:
+            return (part,)
+        return (part[start : start + self.PIECE] for start in range(0, len(part), self.PIECE))
 
     def close(self) -> None:
         """gunicorn calls this whether or not the parts were sent: the application's own

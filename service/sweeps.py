@@ -48,7 +48,7 @@ def submit_sweep(
             session,
             prepared.trials * prepared.trial_bytes,
             f"this sweep's {prepared.trials} trials",
-            "each trial's model and checkpoint, as large as the space allows",
+            "each trial's model, checkpoint and optimizer state, as large as the space allows",
         )
         sweep, first = scheduling.create_sweep(
             session,
