@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from flask import Flask, current_app
 
-from service.errors import Refused, StorageQuotaExceeded
+from service.errors import NotContinuable, Refused, StorageQuotaExceeded
 from store import datasets, jobs, sweeps
 
 from .field_errors import SpecError, field_error
@@ -45,6 +45,7 @@ PROBLEMS: dict[type[Exception], Callable[[Exception], ApiProblem]] = {
     sweeps.SweepNotEnded: _conflict("sweep-not-finished"),
     datasets.DatasetNotFound: _not_found("data set", "dataset-not-found"),
     datasets.DatasetInUse: _in_use,
+    NotContinuable: _conflict("job-not-continuable"),
     StorageQuotaExceeded: lambda exc: ApiProblem(413, str(exc), slug="storage-quota"),
 }
 

@@ -90,6 +90,21 @@ SUBMIT_RULES = (
         "an Idempotency-Key goes with one request body only, for IDEMPOTENCY_TTL_SECONDS",
     ),
 )
+CONTINUE_RULES = (
+    Rule(
+        "limit_exceeded",
+        "the whole run's epochs (the job's so far and the new ones) are at most {max_epochs} "
+        "(MAX_EPOCHS), and max_runtime_seconds at most {max_runtime_seconds}",
+    ),
+    Rule(
+        "budget_exceeded",
+        "rows x the new epochs x parameters is at most {max_job_cost:.3g} (MAX_JOB_COST)",
+    ),
+    Rule(
+        "idempotency_key_reused",
+        "an Idempotency-Key goes with one request body only, for IDEMPOTENCY_TTL_SECONDS",
+    ),
+)
 PREDICT_RULES = (
     NPY_RULE,
     Rule("size_mismatch", "every row of inputs has as many values as the model's structure[0]"),

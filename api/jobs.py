@@ -14,6 +14,7 @@ from functools import partial
 from flask import Blueprint, Response, g, request, url_for
 
 from service.context import Idempotency
+from service.continuation import continue_job
 from service.diff import diff_jobs
 from service.idempotent import Stored
 from service.jobs import cancel_job, find_dataset, remove_job, submit_job
@@ -22,10 +23,18 @@ from store.idempotency import Replay
 from store.models import FINAL_STATUSES, RUNNING
 
 from .field_errors import SpecError, field_error
-from .job_rules import ETAG, IDEMPOTENCY_HEADER, IF_NONE_MATCH, LINKS, SUBMIT_HEADERS, SUBMIT_RULES
+from .job_rules import (
+    CONTINUE_RULES,
+    ETAG,
+    IDEMPOTENCY_HEADER,
+    IF_NONE_MATCH,
+    LINKS,
+    SUBMIT_HEADERS,
+    SUBMIT_RULES,
+)
 from .openapi import operation
 from .schemas.job_views import FieldDiffOut, JobDiffOut, JobList, JobOut, MetricsOut
-from .schemas.jobs import DiffQuery, EventsQuery, JobCreate, JobQuery, ListQuery
+from .schemas.jobs import ContinueJob, DiffQuery, EventsQuery, JobCreate, JobQuery, ListQuery
 from .services import context, services
 from .slots import held_until_closed
 from .validation import prepare_job
@@ -278,6 +287,42 @@ def diff(job_id: str, query: DiffQuery):
         weights_equal=found.weights_equal,
     )
     return _json(view)
+
+
+@bp.post("/<job_id>/continue")
+@operation(
+    "continueJob",
+    body=ContinueJob,
+    responses={202: JobOut, 409: None},
+    links={202: LINKS},
+    headers={"Idempotency-Key": IDEMPOTENCY_HEADER},
+    response_headers={202: SUBMIT_HEADERS},
+    rules=CONTINUE_RULES,
+)
+def continue_(job_id: str, body: ContinueJob):
+    """Train an ended job further, as a new job that continues from its final state (202).
+
+    A succeeded, ASHA-stopped, cancelled or timed-out job carries on with its weights,
+    shuffling generator, optimizer, schedule and early-stopping record: the new job's model
+    and every metrics row (its parent's rows are copied into it) are bitwise those of one
+    job trained for the whole run from the start. Its spec is the parent's with the whole
+    run's epochs and ``continued_from``. 409 when the job cannot carry on (still running,
+    failed, or ended by its own early stopping)."""
+    g.job_id = job_id
+    accepted = continue_job(
+        context(),
+        job_id,
+        epochs=body.epochs,
+        max_runtime_seconds=body.max_runtime_seconds,
+        name=body.name,
+        labels=body.labels,
+        idem=idempotency_key(),
+        answer=_detail,
+    )
+    if isinstance(accepted, Replay):
+        return replayed(accepted, url_for("jobs.get_job", job_id=accepted.job_id))
+    location = url_for("jobs.get_job", job_id=accepted.id)
+    return _json(accepted.answer, 202, {"Location": location})
 
 
 @bp.get("/<job_id>/metrics")

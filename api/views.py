@@ -112,6 +112,7 @@ def _summary_fields(job: Job) -> dict:
         sweep_id=job.sweep_id,
         trial=job.trial,
         stopped_early=bool(job.stopped_early),
+        continued_from=spec.continued_from,
     )
 
 
@@ -155,6 +156,7 @@ def lineage_view(job: Job) -> Lineage:
         data_sha256=layout.dataset_sha256,
         validation=validation,
         init_from=spec.init_from,
+        continued_from=spec.continued_from,
         seed=spec.seed,
         epochs=spec.epochs,
         epochs_run=job.epoch,

@@ -287,6 +287,24 @@ class Client:
     def cancel(self, job_id: str) -> dict:
         return self._json("POST", f"/v1/jobs/{job_id}/cancel")
 
+    def continue_job(
+        self,
+        job_id: str,
+        epochs: int,
+        *,
+        max_runtime_seconds: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict:
+        """Train an ended job ``epochs`` more from its final state, as a new job (queued)
+        whose run is bitwise one job trained for all the epochs (POST .../continue)."""
+        body: dict = {"epochs": epochs}
+        if max_runtime_seconds is not None:
+            body["max_runtime_seconds"] = max_runtime_seconds
+        key = idempotency_key or str(uuid.uuid4())  # a retried request makes one job
+        return self._json(
+            "POST", f"/v1/jobs/{job_id}/continue", json=body, headers={"Idempotency-Key": key}
+        )
+
     def delete(self, job_id: str) -> None:
         self.request("DELETE", f"/v1/jobs/{job_id}")
 

@@ -215,6 +215,7 @@ class JobSpec(_Record):
     data: DataLayout = field(metadata={_NESTED: DataLayout})
     callback_url: str | None = _optional()
     init_from: str | None = _optional()  # the job whose weights it starts from
+    continued_from: str | None = _optional()  # the job whose final state it carries on from
     sweep: SweepTrial | None = _optional(SweepTrial)  # a sweep's trial
 
     def __post_init__(self):

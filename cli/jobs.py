@@ -275,6 +275,19 @@ def predict_command(client, as_json, job_id, inputs_file, output):
         show(outputs.tolist(), True)
 
 
+@click.command("continue")
+@click.argument("job_id")
+@click.option("--epochs", type=click.IntRange(min=1), required=True, help="How many more.")
+@click.option("--max-runtime", type=click.IntRange(min=1), default=None,
+              help="The new job's time limit in seconds.")  # fmt: skip
+@connection
+def continue_command(client, as_json, job_id, epochs, max_runtime):
+    """Train an ended job further from its final state, as a new job: bitwise one job
+    trained for all the epochs from the start."""
+    job = client.continue_job(job_id, epochs, max_runtime_seconds=max_runtime)
+    show(job, as_json, _job_table([job]))
+
+
 @click.command("cancel")
 @click.argument("job_id")
 @connection
@@ -299,4 +312,5 @@ def _job_table(jobs: list[dict]) -> Table:
 
 
 JOB_COMMANDS = [submit_command, status_command, list_command, watch_command, metrics_command,
-                diff_command, model_command, predict_command, cancel_command]  # fmt: skip
+                diff_command, model_command, predict_command, continue_command,
+                cancel_command]  # fmt: skip

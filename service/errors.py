@@ -22,3 +22,8 @@ class StorageQuotaExceeded(Exception):
             f" over the quota of {limit} (MAX_JOB_STORAGE_BYTES); delete finished jobs first"
         )
         self.used, self.needed, self.limit = used, needed, limit
+
+
+class NotContinuable(Exception):
+    """The job cannot be continued from its final state (it has not ended, it failed, or
+    it kept no state); the message says why."""

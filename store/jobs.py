@@ -96,6 +96,7 @@ def create_job(
     max_queued: int | None = None,
     dispatching: bool = False,
     params: dict | None = None,
+    copy_start_weights: bool = True,
 ) -> Job:
     """Store a validated job and its data in the caller's transaction, status queued. The
     spec says which data sets it trains and validates on, whose weights it starts from
@@ -138,7 +139,7 @@ def create_job(
     session.add(job)
     session.flush()
     blobs.write_npy_arrays(session, job.id, arrays, chunk_bytes)
-    if spec.init_from is not None:  # its starting weights, kept with it (the source may go)
+    if spec.init_from is not None and copy_start_weights:  # kept with it (the source may go)
         _copy_start_weights(session, spec.init_from, job.id)
     message = f"{spec.data.samples} samples, {spec.epochs} epochs"
     add_event(session, job.id, "queued", message, at=now)

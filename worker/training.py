@@ -161,8 +161,9 @@ class JobRun:
         keep_position=False,
         stopped_early=False,
     ) -> str | None:
-        """End the job with the buffered rows; ``keep_position`` checkpoints a stopped run
-        (for a later look or a resubmit). Returns the tenant's next waiting job; a sweep's
+        """End the job with the buffered rows; ``keep_position`` keeps the final state as
+        the checkpoint (what a continued job, a promoted trial or a resumed sweep carries on
+        from). Returns the tenant's next waiting job; a sweep's
         next trials are in ``released``."""
         state = None
         if keep_position and self.trainer.network.parameters_finite():
@@ -345,7 +346,9 @@ def _train(run: JobRun, trainer: Trainer, check_after: Callable | None = None) -
             check_after()
         epochs = trainer.epoch
         message = f"{epochs} epochs" + (" (early stopping)" if ended == EARLY_STOPPED else "")
-        offer = run.finish(SUCCEEDED, message=message, model=trainer.network.to_arrays())
+        offer = run.finish(
+            SUCCEEDED, message=message, model=trainer.network.to_arrays(), keep_position=True
+        )
         return Outcome(SUCCEEDED, offer=offer)
     if run.stop_reason == "lease_lost":
         raise leases.LeaseLost(run.job_id)
@@ -357,6 +360,7 @@ def _train(run: JobRun, trainer: Trainer, check_after: Callable | None = None) -
             f"(the best {decision['keep']} of {decision['competitors']} continue)",
             model=trainer.network.to_arrays(),
             stopped_early=True,
+            keep_position=True,
         )
         return Outcome(SUCCEEDED, "stopped_early", offer)
     if run.stop_reason == "cancel":

@@ -106,6 +106,9 @@ class JobSummary(Out):
     stopped_early: bool = Field(
         False, description="The sweep's early stopping (ASHA) ended it at a rung; its model is kept"
     )
+    continued_from: str | None = Field(
+        None, description="The job whose final state this one continues (continueJob)"
+    )
 
 
 class CallbackPayload(Out):

@@ -191,6 +191,20 @@ class JobCreate(Strict):
     )
 
 
+class ContinueJob(Strict):
+    """More epochs for an ended job, from its final state: the new job's weights and metrics
+    are the bits of one job trained for the whole run from the start."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"epochs": 10}]})
+
+    epochs: PositiveInt = Field(description="How many more epochs to train")
+    max_runtime_seconds: PositiveInt | None = Field(
+        None, description="The new job's time limit; the service's when omitted"
+    )
+    name: Name | None = Field(None, description="The job's name when omitted")
+    labels: Labels | None = Field(None, description="The job's labels when omitted")
+
+
 class ListQuery(Query):
     """Query parameters arrive as strings, so this model converts (it is not strict)."""
 

@@ -31,6 +31,9 @@ class Lineage(Out):
     data_sha256: str | None = Field(None, description="The data set's content hash")
     validation: str | None = Field(None, description="split:<fraction>, dataset:<id>, inline")
     init_from: str | None = Field(None, description="The job whose weights it started from")
+    continued_from: str | None = Field(
+        None, description="The job whose final state it continued from"
+    )
     seed: int
     epochs: int = Field(description="Epochs asked for")
     epochs_run: int

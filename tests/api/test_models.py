@@ -219,13 +219,14 @@ def test_a_prediction_past_its_budget_is_refused_before_it_runs(test_settings):
 
 
 def test_what_jobs_store_counts_against_a_quota_shown_in_usage(test_settings):
-    client, settings = _client_with(test_settings, max_job_storage_bytes=6000)
+    client, settings = _client_with(test_settings, max_job_storage_bytes=16_000)
     usage = client.get("/v1/usage").json
-    assert usage["job_quota_bytes"] == 6000 and usage["jobs"]["bytes"] == 0
-    first = trained(client, settings)  # its data, checkpoint and model, with their headers
+    assert usage["job_quota_bytes"] == 16_000 and usage["jobs"]["bytes"] == 0
+    # its data, model and final state (what a continued job carries on from), as .npz
+    first = trained(client, settings)
     stored = client.get("/v1/usage").json["jobs"]["bytes"]
-    assert 0 < stored < 6000
-    # 401 weights: a model and a checkpoint of about 3.2 kB each would pass the quota
+    assert 8_000 < stored < 16_000
+    # 401 weights: a model and a state of about 3.2 kB each would pass the quota
     refused = client.post("/v1/jobs", json={**XOR, "structure": [2, 100, 1]})
     assert refused.status_code == 413 and refused.json["type"] == "/problems/storage-quota"
     assert "MAX_JOB_STORAGE_BYTES" in refused.json["detail"]

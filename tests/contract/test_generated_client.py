@@ -124,6 +124,12 @@ def test_submit_poll_metrics_model_predict(gen):
     predicted = _op(gen, "predict").sync_detailed(job.id, client=client, body=body).parsed
     assert isinstance(predicted, models.PredictOut) and len(predicted.outputs) == 2
 
+    more = models.ContinueJob.from_dict({"epochs": 2})
+    continued = _op(gen, "continue_job").sync_detailed(job.id, client=client, body=more)
+    assert continued.status_code == 202, continued.content
+    assert continued.parsed.continued_from == job.id and continued.parsed.progress.epoch == 40
+    assert _wait(gen, continued.parsed.id).progress.epoch == 42
+
 
 def test_list_every_page_with_the_cursor(gen):
     _, _, models, client = gen

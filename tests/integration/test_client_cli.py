@@ -231,3 +231,21 @@ def test_the_cli_diffs_two_runs(stack, client):
     parted = json.loads(cli(stack, "diff", ids[0], ids[2], "--json").stdout)
     assert parted["spec"] == [{"field": "learning_rate", "this": 2.0, "other": 3.0}]
     assert parted["first_divergent_epoch"] == 1 and parted["weights_equal"] is False
+
+
+def test_the_client_and_the_cli_continue_a_job(stack, client):
+    data = {"inputs": XOR_X.tolist(), "targets": XOR_Y.tolist(), "batch_size": 2}
+    spec = {"structure": [2, 3, 1], "learning_rate": 2.0, "seed": 6, "data": data}
+    short = client.submit({**spec, "epochs": 2})["id"]
+    whole = client.submit({**spec, "epochs": 5})["id"]
+    assert client.wait(short)["status"] == "succeeded"
+    child = client.continue_job(short, 1)
+    assert child["continued_from"] == short and child["progress"]["epochs"] == 3
+    assert client.wait(child["id"])["status"] == "succeeded"
+    shown = json.loads(cli(stack, "continue", child["id"], "--epochs", "2", "--json").stdout)
+    assert shown["continued_from"] == child["id"] and shown["progress"]["epochs"] == 5
+    assert client.wait(shown["id"])["status"] == "succeeded"
+    assert client.wait(whole)["status"] == "succeeded"
+    # continued twice, 2 + 1 + 2 epochs: the bits of one 5-epoch job
+    assert client.diff(shown["id"], whole)["weights_equal"] is True
+    assert client.diff(shown["id"], whole)["first_divergent_epoch"] is None
