@@ -25,7 +25,7 @@ from backprop.client import Client, JobFailed
 from .connection import connection, console, show
 from .datasets import csv_options
 
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+STATUSES = ("queued", "running", "paused", "succeeded", "failed", "cancelled")
 METRIC_COLUMNS = ("epoch", "cost", "accuracy", "val_cost", "val_accuracy", "seconds")
 
 

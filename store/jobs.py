@@ -21,6 +21,7 @@ from .db import Database, lock_rows
 from .models import (
     CANCELLED,
     FINAL_STATUSES,
+    PAUSED,
     QUEUED,
     RUNNING,
     Blob,
@@ -284,17 +285,18 @@ def record_callback(
 
 
 def request_cancel(session: Session, db: Database, tenant: str, job_id: str) -> Job:
-    """Cancel a queued job now; ask a running job's worker to stop at its next mini-batch."""
+    """Cancel a queued (or paused) job now; ask a running job's worker to stop at its next
+    mini-batch."""
     job = get_job(session, tenant, job_id)
     now = db.now(session)
     done = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == QUEUED)
+        .where(Job.id == job_id, Job.status.in_((QUEUED, PAUSED)))
         .values(status=CANCELLED, cancel_requested=True, finished_at=now, updated_at=now)
     ).rowcount
     asked = 0
     if done:
-        add_event(session, job_id, "cancelled", "cancelled while queued", at=now)
+        add_event(session, job_id, "cancelled", f"cancelled while {job.status}", at=now)
     else:
         asked = session.execute(
             update(Job)

@@ -62,15 +62,17 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
 
 
-# job.status values
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
+# job.status values; paused: a sweep's trial stopped at an ASHA rung with promotions, which
+# its sweep may promote (queued again) while it runs, or ends (succeeded, stopped early)
+QUEUED, RUNNING, PAUSED, SUCCEEDED, FAILED, CANCELLED = (
     "queued",
     "running",
+    "paused",
     "succeeded",
     "failed",
     "cancelled",
 )
-STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+STATUSES = (QUEUED, RUNNING, PAUSED, SUCCEEDED, FAILED, CANCELLED)
 FINAL_STATUSES = (SUCCEEDED, FAILED, CANCELLED)
 
 

@@ -21,14 +21,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from tuning import asha, sampling
 
 from . import jobs, progress, sweeps
 from .db import Database
 from .leases import LeaseLost
-from .models import FAILED, RUNNING, SUCCEEDED, Job, Sweep
+from .models import FAILED, PAUSED, QUEUED, RUNNING, SUCCEEDED, Job, Sweep
 from .sweeps import ACTIVE
 
 
@@ -79,6 +79,10 @@ def advance(session: Session, db: Database, sweep: Sweep) -> list[str]:
         return []
     active = sum(1 for t in trials if t.status in ACTIVE)
     released = []
+    # promotions first, as ASHA gives a free worker to a paused trial before a new one
+    for job in _promotions(sweep, trials, sweep.max_parallel - active, db.now(session)):
+        released.append(job.id)
+        active += 1
     while sweep.released < sweep.trials and active < sweep.max_parallel:
         job = _release(session, db, sweep, sweep.released + 1, trials)
         trials.append(job)
@@ -88,10 +92,60 @@ def advance(session: Session, db: Database, sweep: Sweep) -> list[str]:
     best = sweeps.best_trial(sweep, trials)
     sweep.best_job_id = best.id if best else None
     if sweep.released >= sweep.trials and active == 0:
+        sweeps.end_paused(session, db, trials, "not promoted by the sweep's end")
         sweep.status = SUCCEEDED if any(t.status == SUCCEEDED for t in trials) else FAILED
         sweep.finished_at = db.now(session)
     sweep.updated_at = db.now(session)
     return released
+
+
+def _promotions(sweep: Sweep, trials: list[Job], free: int, now) -> list[Job]:
+    """Up to ``free`` paused trials promoted (queued again, to continue from their pause),
+    from the highest rung down, best first (``tuning.asha.promotable``); each promotion is
+    recorded on its rung's decision with the figures behind it."""
+    config = sweep.spec.get("early_stopping") or {}
+    if free <= 0 or not config.get("promotions"):
+        return []
+    by_rung: dict[int, list] = {}
+    for trial in trials:
+        for d in trial.rungs or []:
+            paused = trial.status == PAUSED and d is trial.rungs[-1]
+            by_rung.setdefault(d["rung"], []).append((trial, d["value"], paused))
+    promoted = []
+    goal = sweep.spec["objective"]["goal"]
+    for rung in sorted(by_rung, reverse=True):
+        records = [(t.id, value, paused) for t, value, paused in by_rung[rung]]
+        found = {t.id: t for t, _, _ in by_rung[rung]}
+        for job_id, figures in asha.promotable(records, config["reduction_factor"], goal):
+            if len(promoted) == free:
+                return promoted
+            _promote(found[job_id], figures, now)
+            promoted.append(found[job_id])
+    return promoted
+
+
+def _promote(job: Job, figures: dict, now) -> None:
+    *earlier, last = job.rungs
+    job.rungs = [*earlier, {**last, "promoted": {"at": now.isoformat(), **figures}}]
+    job.status, job.stopped_early, job.finished_at = QUEUED, False, None
+    job.attempts, job.cancel_requested = 0, False  # a promotion starts its attempts afresh
+    job.dispatched_at, job.dispatch_count, job.updated_at = now, 1, now
+    cutoff = "none" if figures["cutoff"] is None else f"{figures['cutoff']:.4g}"
+    _event(
+        job,
+        "promoted",
+        (
+            f"rung {last['rung']} (epoch {last['epoch']}): {figures['value']:.4g} is now among "
+            f"the best {figures['keep']} of {figures['competitors']} (cutoff {cutoff}); it "
+            "continues from its pause"
+        ),
+        now,
+    )
+    _event(job, "dispatched", "", now)
+
+
+def _event(job: Job, kind: str, message: str, now) -> None:
+    jobs.add_event(object_session(job), job.id, kind, message, at=now)
 
 
 def _release(session: Session, db: Database, sweep: Sweep, number: int, trials) -> Job:
@@ -124,6 +178,8 @@ def _past(job: Job, spec: dict) -> sampling.Past:
     steps = {d["epoch"]: d["value"] for d in job.rungs or [] if d["value"] is not None}
     if job.status in ACTIVE:
         state = "running"
+    elif job.status == PAUSED:
+        state = "pruned"
     elif job.status == SUCCEEDED:
         state = "pruned" if job.stopped_early else "complete"
     else:
@@ -215,4 +271,5 @@ def _decide(spec: dict, epoch: int, value, own: list[dict], others: list[list[di
         min_epochs=config["min_epochs"],
         factor=config["reduction_factor"],
         goal=spec["objective"]["goal"],
+        promotions=bool(config.get("promotions")),
     )

@@ -28,6 +28,7 @@ from .leases import LeaseLost
 from .models import (
     CANCELLED,
     FAILED,
+    PAUSED,
     QUEUED,
     RUNNING,
     SUCCEEDED,
@@ -236,7 +237,9 @@ def cancel_sweep(session: Session, db: Database, tenant: str, sweep_id: str) -> 
     now = db.now(session)
     sweep.status, sweep.finished_at = CANCELLED, now
     ended = []
-    for trial in trials_of(session, sweep_id):
+    trials = trials_of(session, sweep_id)
+    end_paused(session, db, trials, "the sweep was cancelled")
+    for trial in trials:
         if trial.status in ACTIVE:
             try:
                 cancelled = jobs.request_cancel(session, db, tenant, trial.id)
@@ -245,6 +248,21 @@ def cancel_sweep(session: Session, db: Database, tenant: str, sweep_id: str) -> 
             if cancelled.status == CANCELLED:
                 ended.append(trial.id)
     return ended
+
+
+def end_paused(session: Session, db: Database, trials: list[Job], why: str) -> None:
+    """Paused trials end as ASHA's stopped ones do: succeeded, stopped early, with the model
+    of their pause (the sweep ended or was cancelled)."""
+    now = db.now(session)
+    for trial in trials:
+        if trial.status == PAUSED:
+            trial.status, trial.stopped_early, trial.updated_at = SUCCEEDED, True, now
+            trial.finished_at = trial.finished_at or now
+            last = (trial.rungs or [{}])[-1]
+            message = (
+                f"{trial.epoch} epochs: paused at rung {last.get('rung')} and {why}; stopped early"
+            )
+            jobs.add_event(session, trial.id, SUCCEEDED, message, at=now)
 
 
 # --------------------------------------------------------------------------------- callbacks
@@ -319,7 +337,7 @@ def counts(session: Session, sweep: Sweep) -> dict[str, int]:
     rows = session.execute(
         select(Job.status, func.count()).where(Job.sweep_id == sweep.id).group_by(Job.status)
     ).all()
-    found = {status: 0 for status in (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)}
+    found = {status: 0 for status in (QUEUED, RUNNING, PAUSED, SUCCEEDED, FAILED, CANCELLED)}
     found.update({status: int(n) for status, n in rows})
     found["pending"] = _pending(sweep)
     return found
@@ -349,7 +367,9 @@ def figures(session: Session, found: list[Sweep]) -> dict[str, Figures]:
     out = {}
     for sweep in found:
         mine = [row for row in rows if row[0] == sweep.id]
-        found_counts = {status: 0 for status in (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)}
+        found_counts = {
+            status: 0 for status in (QUEUED, RUNNING, PAUSED, SUCCEEDED, FAILED, CANCELLED)
+        }
         found_counts.update({status: int(n) for _, status, n, _, _ in mine})
         found_counts["pending"] = _pending(sweep)
         out[sweep.id] = Figures(

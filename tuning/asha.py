@@ -1,5 +1,6 @@
-"""ASHA: the rungs at which a sweep's trials are judged and whether one that reached a rung
-continues. The reason to change is the early-stopping rule.
+"""ASHA: the rungs at which a sweep's trials are judged, whether one that reached a rung
+continues, and (with promotions) which paused trials are promoted as more results arrive.
+The reason to change is the early-stopping rule.
 
 Pure: no SQL. The decisions already recorded on the trial rows come in; the decision to
 record goes out. Pruning is Optuna's SuccessiveHalvingPruner on a study rebuilt from them.
@@ -31,8 +32,11 @@ def decision(
     min_epochs: int,
     factor: int,
     goal: str,
+    promotions: bool = False,
 ) -> dict:
-    """Whether a trial that reached ``epoch`` (a rung) with objective ``value`` continues.
+    """Whether a trial that reached ``epoch`` (a rung) with objective ``value`` continues;
+    with ``promotions`` one that does not is paused there ("pause"), to be promoted later
+    (``promotable``), instead of stopped ("stop").
 
     Optuna's SuccessiveHalvingPruner decides, on a study rebuilt from the decisions already
     recorded: ``own`` (this trial's, earlier rungs) and ``others`` (every other trial's). The
@@ -82,5 +86,24 @@ def decision(
         "keep": keep,
         "cutoff": ranked[keep - 1] if len(ranked) >= keep else None,
         "better": better if math.isfinite(value) else None,
-        "decision": "stop" if stop else "continue",
+        "decision": ("pause" if promotions else "stop") if stop else "continue",
     }
+
+
+def promotable(records: list[tuple[str, float | None, bool]], factor: int, goal: str) -> list:
+    """ASHA's promotions at one rung: ``records`` holds (trial, value, paused) for every
+    trial that reached the rung. A paused trial is promoted once its value ranks among the
+    best ``max(1, n // factor)`` of the n values (the rule a trial continues by); as more
+    trials report there, n grows and so does the number kept. Returns the trials to promote,
+    best first, each with the figures behind it."""
+    finite = [(v, t) for t, v, _ in records if v is not None and math.isfinite(v)]
+    keep = max(1, len(records) // factor)
+    ranked = sorted(finite, key=lambda pair: -pair[0] if goal == "max" else pair[0])
+    cutoff = ranked[keep - 1][0] if len(ranked) >= keep else None
+    paused = {t for t, _, is_paused in records if is_paused}
+    chosen = []
+    for better, (value, trial) in enumerate(ranked[:keep]):
+        if trial in paused:
+            figures = {"competitors": len(records), "keep": keep, "cutoff": cutoff}
+            chosen.append((trial, figures | {"value": value, "better": better}))
+    return chosen

@@ -28,7 +28,7 @@ from core import (
 )
 from store import job_data, jobs, leases, progress, scheduling
 from store.db import Database, is_outage
-from store.models import CANCELLED, FAILED, SUCCEEDED
+from store.models import CANCELLED, FAILED, PAUSED, SUCCEEDED
 from tuning.asha import rungs
 
 from . import metrics as job_metrics
@@ -40,7 +40,7 @@ log = logging.getLogger("backprop.worker")
 
 @dataclass
 class Outcome:
-    status: str  # succeeded, failed, cancelled, skipped, lost
+    status: str  # succeeded, failed, cancelled, paused, skipped, lost
     detail: str = ""
     offer: str | None = None  # the tenant's next job waiting without a task message
     callback: bool = False  # it ended and has a callback_url to deliver to
@@ -132,8 +132,8 @@ class JobRun:
         self.flush()
         value = metrics.as_dict()[self.metric]
         decision = self.store(scheduling.judge, self.job_id, self.owner, metrics.epoch, value)
-        if decision["decision"] == "stop":
-            self.stop_reason = "pruned"
+        if decision["decision"] in ("stop", "pause"):
+            self.stop_reason = "pruned" if decision["decision"] == "stop" else "paused"
             self.stopped_at = decision
             return True
         return self._should_stop()
@@ -363,6 +363,18 @@ def _train(run: JobRun, trainer: Trainer, check_after: Callable | None = None) -
             keep_position=True,
         )
         return Outcome(SUCCEEDED, "stopped_early", offer)
+    if run.stop_reason == "paused":  # ASHA with promotions: it may be promoted later
+        decision = run.stopped_at
+        offer = run.finish(
+            PAUSED,
+            message=f"paused after {trial_epochs(trainer)} at rung {decision['rung']} (the best "
+            f"{decision['keep']} of {decision['competitors']} continue); it continues if "
+            "promoted",
+            model=trainer.network.to_arrays(),
+            stopped_early=True,
+            keep_position=True,
+        )
+        return Outcome(PAUSED, offer=offer)
     if run.stop_reason == "cancel":
         offer = run.finish(
             CANCELLED, message=f"cancelled in epoch {trainer.epoch + 1}", keep_position=True
@@ -376,3 +388,7 @@ def _train(run: JobRun, trainer: Trainer, check_after: Callable | None = None) -
         keep_position=True,
     )
     return Outcome(FAILED, "timeout", offer)
+
+
+def trial_epochs(trainer: Trainer) -> str:
+    return f"{trainer.epoch} epoch" + ("" if trainer.epoch == 1 else "s")

@@ -130,6 +130,18 @@ class CallbackPayload(Out):
     stopped_early: bool = False
 
 
+class PromotionOut(Out):
+    """Why a paused trial was promoted: its rank among the trials that had reached its rung
+    by then."""
+
+    at: datetime
+    competitors: int
+    keep: int
+    cutoff: float | None
+    better: int
+    value: float
+
+
 class RungOut(Out):
     """ASHA's decision for a trial that reached a rung, with the figures behind it."""
 
@@ -140,7 +152,8 @@ class RungOut(Out):
     keep: int = Field(description="How many of them continue: max(1, competitors // factor)")
     cutoff: float | None = Field(description="The keep-th best value: continuing needs it")
     better: int | None = Field(description="Competitors with a better value than this trial")
-    decision: Literal["continue", "stop"]
+    decision: Literal["continue", "stop", "pause"]
+    promoted: PromotionOut | None = Field(None, description="A paused trial's promotion")
 
 
 class JobOut(JobSummary):

@@ -23,7 +23,7 @@ from .common import (
 )
 from .training import ClipNorm, Optimizer, Schedule
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobStatus = Literal["queued", "running", "paused", "succeeded", "failed", "cancelled"]
 
 
 class EarlyStopping(Strict):

@@ -129,6 +129,13 @@ class AshaOptions(Strict):
     method: Literal["asha"] = "asha"
     min_epochs: PositiveInt = Field(1, description="The first rung")
     reduction_factor: json_int(ge=2, le=100) = Field(3, description="Keep 1 in this many")
+    promotions: bool = Field(
+        False,
+        description="Pause a trial at its rung instead of stopping it, and promote it later "
+        "(it continues from its pause, exactly) once it ranks among the best "
+        "1/reduction_factor of the trials that reached the rung; paused trials not promoted "
+        "by the sweep's end end succeeded, stopped early",
+    )
 
 
 class SweepCreate(Strict):
@@ -238,6 +245,7 @@ class SweepCounts(Out):
     pending: int = Field(description="Trials not released yet")
     queued: int
     running: int
+    paused: int = Field(0, description="Trials paused at a rung, which may still be promoted")
     succeeded: int
     failed: int
     cancelled: int

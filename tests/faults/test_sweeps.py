@@ -117,7 +117,8 @@ def test_a_worker_sigkilled_mid_sweep_loses_no_trial_and_trains_none_twice(make_
     done = wait_sweep(client, sweep["id"])
     assert done["status"] == "succeeded"
     assert done["counts"] == {
-        "pending": 0, "queued": 0, "running": 0, "succeeded": 8, "failed": 0, "cancelled": 0
+        "pending": 0, "queued": 0, "running": 0, "paused": 0, "succeeded": 8, "failed": 0,
+        "cancelled": 0,
     }  # fmt: skip
     rows = trial_rows(fault_db, sweep["id"])
     assert sorted(client.job(job_id)["trial"] for job_id, *_ in rows) == list(range(1, 9))

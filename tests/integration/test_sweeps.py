@@ -106,7 +106,8 @@ def test_a_grid_runs_every_point_in_order_and_names_the_best(stack, classes):
     done = wait(client, sweep["id"])
     assert done["status"] == "succeeded"
     assert done["counts"] == {
-        "pending": 0, "queued": 0, "running": 0, "succeeded": 4, "failed": 0, "cancelled": 0
+        "pending": 0, "queued": 0, "running": 0, "paused": 0, "succeeded": 4, "failed": 0,
+        "cancelled": 0,
     }  # fmt: skip
     jobs = trials(client, sweep["id"])
     points = list(itertools.product([0.5, 3.0], [3, 8]))
