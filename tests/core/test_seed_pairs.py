@@ -342,3 +342,41 @@ def test_backprop_and_train_give_the_per_pair_results():
             array_net.sgd_step(X[rows], Y[rows], 0.5)
     for got, want in zip(net.W_n + net.B_n, array_net.W_n + array_net.B_n):
         assert got.tobytes() == want.tobytes()
+
+
+def reference_step(W_n, B_n, inputs, targets, learning_rate):
+    """One seed step written out plainly: sigmoid layers, quadratic cost, the batch's rows as
+    samples, in the operation order of ``Workspace`` (each product and sum the same NumPy
+    call on the same operands), so equal results are equal bits. W_n and B_n change in place."""
+    sigmoid = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
+    activations = [inputs]
+    for W, b in zip(W_n, B_n):
+        activations.append(sigmoid(activations[-1] @ W + b.T))
+    a = activations[-1]
+    delta = (a - targets) * ((1 - a) * a)  # dC/dz at the output: (a - y) * sigma'(z)
+    delta = delta * np.asarray(float(learning_rate) / len(inputs), a.dtype)
+    grads = []
+    for l in range(len(W_n) - 1, -1, -1):
+        grads.append((l, activations[l].T @ delta, delta.sum(axis=0)))
+        if l:
+            h = activations[l]
+            delta = (delta @ W_n[l].T) * ((1 - h) * h)
+    for l, dW, db in grads:
+        W_n[l] -= dW
+        B_n[l] -= db.reshape(-1, 1)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("structure", [[64, 30, 10], [5, 7, 6, 3], [1, 3, 1]])
+def test_gradient_descent_is_the_reference_step_bit_for_bit(structure, dtype):
+    X, Y, pairs = column_pairs(structure, 40, seed=7, dtype=dtype)
+    net = Network(structure, dtype=dtype, rng=3)
+    W_n, B_n = [W.copy() for W in net.W_n], [b.copy() for b in net.B_n]
+    for start, rate in ((0, 3.0), (10, 0.5), (20, 3.0), (30, 1.0), (0, 3.0), (7, 2.0)):
+        rows = slice(start, start + 10)
+        net.gradient_descent(pairs[rows], rate)
+        reference_step(W_n, B_n, X[rows], Y[rows], rate)
+    for got, want in zip(net.W_n + net.B_n, W_n + B_n):
+        assert got.dtype == want.dtype == np.dtype(dtype)
+        assert got.tobytes() == want.tobytes()
+    assert not np.array_equal(net.W_n[0], Network(structure, dtype=dtype, rng=3).W_n[0])
