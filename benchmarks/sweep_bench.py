@@ -34,7 +34,9 @@ best val_accuracy of each run and the gap in points (ASHA must be within 1 point
 trained and their ratio (ASHA at most 0.40 of the full run's), how many trials were promoted
 (a trial is promoted when one of its rung decisions carries ``promoted``), and where the full
 run's best trial went in ASHA (the rung it paused or stopped at, its rank there, whether it
-was promoted); then how many seeds meet each bound, the worst gap and the median ratio.
+was promoted; for a seed that misses, the trials ranked ahead of it there and what they end
+with in the full run); then how many seeds meet each bound, the worst gap and the median
+ratio (``--json`` also keeps every trial's rung values and both runs' final accuracy).
 Also for seed 7: the sweeps' wall times (first trial created to the sweep's end, from the
 database's clock) with their ratio (2 processes at most 0.6 of 1), and the core's own time
 for the full run's trials, one after another in this process.
@@ -192,11 +194,12 @@ def _median(runs: list[dict]) -> dict:
     return sorted(runs, key=lambda run: run["wall"])[len(runs) // 2]
 
 
-def where_it_went(asha_trials: list[dict], number: int) -> dict:
+def where_it_went(asha_trials: list[dict], number: int, full_final: dict[int, float]) -> dict:
     """What ASHA did with trial ``number`` (the full run's best): each rung decision with its
     rank then (better + 1 of competitors), its promotion if any, the epoch it reached, its
     final val_accuracy, and its rank at its last rung among every trial that reached that rung
-    by the sweep's end (with the number a promotion needed to be in)."""
+    by the sweep's end (with the number a promotion needed to be in, and the trials ahead of
+    it there with their value and what they ended with in the full run: ``full_final``)."""
     trial = next(t for t in asha_trials if t["trial"] == number)
     decisions = []
     for d in trial.get("rungs") or []:
@@ -215,12 +218,13 @@ def where_it_went(asha_trials: list[dict], number: int) -> dict:
     final_rank = None
     if decisions:
         last = decisions[-1]
-        values = [
-            d["value"]
+        there = [
+            (t["trial"], d["value"])
             for t in asha_trials
             for d in t.get("rungs") or []
             if d["rung"] == last["rung"] and d["value"] is not None
         ]
+        values = [v for _, v in there]
         reached = sum(
             any(d["rung"] == last["rung"] for d in t.get("rungs") or []) for t in asha_trials
         )
@@ -230,6 +234,11 @@ def where_it_went(asha_trials: list[dict], number: int) -> dict:
                 "rank": 1 + sum(v > last["value"] for v in values),
                 "reached": reached,
                 "keep": max(1, reached // ASHA_STOP["reduction_factor"]),
+                "ahead": [
+                    {"trial": t, "value": v, "full_val_accuracy": full_final.get(t)}
+                    for t, v in sorted(there, key=lambda pair: -pair[1])
+                    if v > last["value"]
+                ],
             }
     return {
         "trial": number,
@@ -251,6 +260,7 @@ def compare(seed: int, asha: dict, full: dict) -> dict:
         r["params"] for r in sorted(f["leaderboard"], key=lambda r: r["trial"])
     ]
     full_best = f["best"]["trial"]
+    full_final = {r["trial"]: r["objective"] for r in f["leaderboard"]}
     return {
         "seed": seed,
         "same_configurations": same,
@@ -265,7 +275,20 @@ def compare(seed: int, asha: dict, full: dict) -> dict:
         "stopped_early": sum(r["stopped_early"] for r in a["leaderboard"]),
         "asha_best_trial": a["best"]["trial"],
         "full_best_trial": full_best,
-        "full_best_in_asha": where_it_went(a["leaderboard"], full_best),
+        "full_best_in_asha": where_it_went(a["leaderboard"], full_best, full_final),
+        "trial_records": [
+            {
+                "trial": r["trial"],
+                "asha_epochs": r["progress"]["epoch"],
+                "asha_val_accuracy": r["objective"],
+                "full_val_accuracy": full_final.get(r["trial"]),
+                "rungs": [
+                    [d["epoch"], d["value"], d["decision"], bool(d.get("promoted"))]
+                    for d in r["rungs"]
+                ],
+            }
+            for r in sorted(a["leaderboard"], key=lambda r: r["trial"])
+        ],
         "meets_accuracy": gap <= ACCURACY_POINTS + 1e-9,
         "meets_epochs": ratio <= EPOCHS_RATIO,
     }
@@ -490,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_asha_2_processes": asha["wall"],
         "wall_asha_1_process": single["wall"],
         "wall_ratio_2_to_1": asha["wall"] / single["wall"],
+        "wall_runs": {label: [run["wall"] for run in found] for label, found in runs.items()},
         "wall_full_2_processes": full["wall"],
         "wall_full_1_process": full_single["wall"],
         "wall_ratio_full_2_to_1": full["wall"] / full_single["wall"],
@@ -519,8 +543,8 @@ seed {MAIN_SEED} ({args.repeats} run{"s" if args.repeats != 1 else ""} of each, 
   best val_accuracy  ASHA {main["asha_best_val_accuracy"]:.4f}   full {main["full_best_val_accuracy"]:.4f}   gap {main["gap_points"]:.2f} points (at most {ACCURACY_POINTS:g})
   epochs trained     ASHA {main["asha_epochs"]}   full {main["full_epochs"]}   ratio {main["epochs_ratio"]:.3f} (at most {EPOCHS_RATIO:.2f}); {main["promoted"]} trials promoted, {main["stopped_early"]} ended early
   every ASHA run     {", ".join(f"{r['processes']}p: gap {r['gap_points']:.2f} ratio {r['epochs_ratio']:.3f} promoted {r['promoted']}" for r in main_runs)}
-  wall time          ASHA 2 processes {asha["wall"]:.1f} s   1 process {single["wall"]:.1f} s   ratio {figures["wall_ratio_2_to_1"]:.2f} (at most {WALL_RATIO}) {verdict[figures["meets_wall"]]}
-  full run           2 processes {full["wall"]:.1f} s   1 process {full_single["wall"]:.1f} s   ratio {figures["wall_ratio_full_2_to_1"]:.2f}
+  wall time          ASHA 2 processes {asha["wall"]:.1f} s   1 process {single["wall"]:.1f} s   ratio {figures["wall_ratio_2_to_1"]:.3f} (at most {WALL_RATIO}) {verdict[figures["meets_wall"]]}; run by run {", ".join(f"{two['wall'] / one['wall']:.2f}" for two, one in zip(runs["asha-2"], runs["asha-1"]))}
+  full run           2 processes {full["wall"]:.1f} s   1 process {full_single["wall"]:.1f} s   ratio {figures["wall_ratio_full_2_to_1"]:.3f}
   training alone     (the trials' runtime_seconds) ASHA {single["trained"]:.2f} s in 1 process, {asha["trained"]:.2f} s in 2; full {full_single["trained"]:.2f} s in 1, {full["trained"]:.2f} s in 2
   core alone         the full run's {args.trials} trials one after another in this process: {core:.1f} s
 
@@ -544,6 +568,15 @@ ASHA {kind} against the full run, by sweep seed (2 processes; seed {MAIN_SEED}: 
     for r in rows:
         mark = "" if r["meets_accuracy"] else "  <- misses the accuracy bound"
         print(f"    seed {r['seed']:>2}: {describe(r['full_best_in_asha'])}{mark}")
+        end = r["full_best_in_asha"]["at_the_end"]
+        if not r["meets_accuracy"] and end and end["ahead"]:
+            print(
+                f"             ahead of it at rung {end['rung']}: "
+                + ", ".join(
+                    f"trial {t['trial']} {t['value']:.4f} (full {_shown(t['full_val_accuracy'])})"
+                    for t in end["ahead"]
+                )
+            )
     first, more = CONTINUED_EPOCHS
     print()
     for c in continued:
@@ -560,6 +593,10 @@ ASHA {kind} against the full run, by sweep seed (2 processes; seed {MAIN_SEED}: 
         return 0 if figures["continued_equal"] else 1
     ok = figures["meets_accuracy"] and figures["meets_epochs"] and figures["continued_equal"]
     return 0 if ok else 1
+
+
+def _shown(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _plain(value):
