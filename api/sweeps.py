@@ -12,6 +12,7 @@ from functools import partial
 from flask import Blueprint, Response, g, url_for
 
 from service.jobs import find_dataset, init_refusal
+from service.sweep_continuation import SweepMore, continue_sweep
 from service.sweeps import remove_sweep, stop_sweep, submit_sweep
 from store import sweeps
 from store.idempotency import Replay
@@ -24,6 +25,7 @@ from .openapi import Rule, operation
 from .problems import ApiProblem
 from .schemas.models import ModelOut
 from .schemas.sweeps import (
+    SweepContinue,
     SweepCreate,
     SweepEventsQuery,
     SweepList,
@@ -235,6 +237,39 @@ def cancel(sweep_id: str):
     with services().db.reading() as session:
         view = sweep_detail(session, _find(session, sweep_id))
     return _json(view, 202 if view.counts.running else 200)
+
+
+@bp.post("/<sweep_id>/continue")
+@operation(
+    "continueSweep",
+    body=SweepContinue,
+    responses={202: SweepOut, 409: None},
+    rules=(
+        Rule("sweep", "add_trials only for random and tpe sweeps: a grid makes each point once"),
+        Rule("limit_exceeded", "an extended trial's whole run is at most MAX_EPOCHS epochs"),
+        Rule("budget_exceeded", "an extension's rows x epochs x parameters is at most its budget"),
+    ),
+)
+def continue_(sweep_id: str, body: SweepContinue):
+    """Continue a sweep (202): a cancelled sweep resumes with the same configurations, and
+    any sweep can re-run its failed trials, add trials or extend its best ones.
+
+    Cancelled trials continue from where they stopped, ASHA's paused ones may be promoted
+    again, added trials draw their values on from the sweep's seed (as if it had asked for
+    more from the start), and an extended trial is a new trial continued from the best
+    one's final state. Each is bitwise what an uninterrupted run would have given. The
+    sweep runs again, at most max_parallel trials at once. 409 when nothing would change."""
+    extend = body.extend
+    more = SweepMore(
+        add_trials=body.add_trials,
+        rerun_failed=body.rerun_failed,
+        extend_top=extend.top if extend else 0,
+        extend_epochs=extend.epochs if extend else 0,
+    )
+    continue_sweep(context(), sweep_id, more)
+    with services().db.reading() as session:
+        view = sweep_detail(session, _find(session, sweep_id))
+    return _json(view, 202, {"Location": url_for("sweeps.get_sweep", sweep_id=sweep_id)})
 
 
 @bp.delete("/<sweep_id>")

@@ -329,6 +329,22 @@ class Client:
     def cancel_sweep(self, sweep_id: str) -> dict:
         return self._json("POST", f"/v1/sweeps/{sweep_id}/cancel")
 
+    def continue_sweep(
+        self,
+        sweep_id: str,
+        *,
+        add_trials: int = 0,
+        rerun_failed: bool = False,
+        extend: dict | None = None,
+    ) -> dict:
+        """Continue a sweep (POST /v1/sweeps/{id}/continue): a cancelled one resumes; with
+        ``add_trials``, ``rerun_failed`` or ``extend`` ({"top": k, "epochs": n}) it does
+        more. Every trial that comes back continues exactly where it was."""
+        body: dict = {"add_trials": add_trials, "rerun_failed": rerun_failed}
+        if extend is not None:
+            body["extend"] = extend
+        return self._json("POST", f"/v1/sweeps/{sweep_id}/continue", json=body)
+
     def delete_sweep(self, sweep_id: str) -> None:
         """Delete an ended sweep with its trials (ApiError 409 while it runs)."""
         self.request("DELETE", f"/v1/sweeps/{sweep_id}")

@@ -108,6 +108,27 @@ def sweep_cancel(client, as_json, sweep_id):
     show(sweep, as_json, _sweep_table(sweep))
 
 
+@sweep_group.command("continue")
+@click.argument("sweep_id")
+@click.option("--add-trials", type=click.IntRange(min=0), default=0, help="More trials.")
+@click.option("--rerun-failed", is_flag=True, help="Run failed trials again.")
+@click.option("--extend-top", type=click.IntRange(min=1), default=None,
+              help="Continue this many of the best trials...")  # fmt: skip
+@click.option("--extend-epochs", type=click.IntRange(min=1), default=None,
+              help="...by this many more epochs each.")  # fmt: skip
+@connection
+def sweep_continue(client, as_json, sweep_id, add_trials, rerun_failed, extend_top, extend_epochs):
+    """Resume a cancelled sweep, re-run failed trials, add trials or extend the best ones:
+    every trial that comes back continues exactly where it was."""
+    if (extend_top is None) != (extend_epochs is None):
+        raise click.UsageError("--extend-top and --extend-epochs go together")
+    extend = {"top": extend_top, "epochs": extend_epochs} if extend_top else None
+    sweep = client.continue_sweep(
+        sweep_id, add_trials=add_trials, rerun_failed=rerun_failed, extend=extend
+    )
+    show(sweep, as_json, _sweep_table(sweep))
+
+
 @sweep_group.command("delete")
 @click.argument("sweep_id")
 @connection

@@ -60,7 +60,7 @@ def continue_job(
             )
         done = int(state["epoch"])
         spec = continued_spec(parent.spec, parent.id, done + epochs, max_runtime_seconds)
-        _check_limits(ctx, spec, epochs)
+        check_limits(ctx, spec, epochs)
         data = sum(b.size for b in blobs.find_blobs(session, parent.id, _DATA).values())
         model = spec.parameters * np.dtype(spec.options.dtype).itemsize
         needed = data + model * stored_copies(spec.options.optimizer, False)
@@ -113,7 +113,9 @@ def continued_spec(
     return replace(spec, epochs=epochs, options=options, continued_from=parent_id, sweep=None)
 
 
-def _check_limits(ctx: Context, spec: JobSpec, more: int) -> None:
+def check_limits(ctx: Context, spec: JobSpec, more: int) -> None:
+    """Refused when the whole run's epochs, its time limit or ``more`` epochs' cost break
+    the server's limits."""
     settings = ctx.settings
     if spec.epochs > settings.max_epochs:
         raise Refused(

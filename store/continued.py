@@ -18,7 +18,7 @@ from . import blobs
 from .db import Database
 from .job_data import DATA_KINDS
 from .jobs import add_event, create_job
-from .models import EpochMetric, Job
+from .models import PAUSED, EpochMetric, Job
 from .progress import METRIC_FIELDS, metric_dict
 
 
@@ -37,24 +37,28 @@ def continue_job(
     name: str | None,
     labels: dict[str, str],
     max_queued: int | None = None,
-    sweep_trial: int | None = None,
+    params: dict | None = None,
+    held: bool = False,
 ) -> Job:
     """A queued job (recorded as dispatched) that continues ``parent_id`` from its final
     state at ``epoch`` finished epochs: the parent's inline data, its state (as the new job's
     checkpoint, which the worker resumes from) and its metrics rows up to that epoch are
     copied, so the new job's record is the whole run's. ``spec`` is the new job's (its
-    ``epochs`` the whole run's). Raises ParentGone, or QueueFull with ``max_queued``."""
-    held = session.scalar(select(Job.id).where(Job.id == parent_id).with_for_update(read=True))
-    found = blobs.find_blobs(session, parent_id, DATA_KINDS + ("checkpoint",)) if held else {}
+    ``epochs`` the whole run's). A sweep's extension (``spec.sweep``) is ``held`` for its
+    sweep to release (``store.sweep_trials``) instead of queued. Raises ParentGone, or
+    QueueFull with ``max_queued``."""
+    locked = session.scalar(select(Job.id).where(Job.id == parent_id).with_for_update(read=True))
+    found = blobs.find_blobs(session, parent_id, DATA_KINDS + ("checkpoint",)) if locked else {}
     state = found.pop("checkpoint", None)
     if state is None:
         raise ParentGone(parent_id)
     job = create_job(
         session, db, tenant=tenant, spec=spec, arrays={}, name=name, labels=labels,
-        chunk_bytes=2**20, dispatching=True, copy_start_weights=False, max_queued=max_queued,
+        chunk_bytes=2**20, dispatching=not held, copy_start_weights=False,
+        max_queued=max_queued, params=params,
     )  # fmt: skip
-    if sweep_trial is not None:
-        job.trial = sweep_trial
+    if held:
+        job.status = PAUSED
     for kind, blob in found.items():
         blobs.copy_blob(session, blob, job.id, kind)
     blobs.copy_blob(session, state, job.id, "checkpoint")

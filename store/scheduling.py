@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, object_session
 
 from tuning import asha, sampling
 
-from . import jobs, progress, sweeps
+from . import jobs, progress, sweep_trials, sweeps
 from .db import Database
 from .leases import LeaseLost
 from .models import FAILED, PAUSED, QUEUED, RUNNING, SUCCEEDED, Job, Sweep
@@ -79,8 +79,14 @@ def advance(session: Session, db: Database, sweep: Sweep) -> list[str]:
         return []
     active = sum(1 for t in trials if t.status in ACTIVE)
     released = []
-    # promotions first, as ASHA gives a free worker to a paused trial before a new one
-    for job in _promotions(sweep, trials, sweep.max_parallel - active, db.now(session)):
+    # held trials first (a continued sweep's), then promotions, as ASHA gives a free worker
+    # to a paused trial before a new one
+    now = db.now(session)
+    for job in [t for t in trials if sweep_trials.held(t)][: max(0, sweep.max_parallel - active)]:
+        sweep_trials.release_held(session, job, now)
+        released.append(job.id)
+        active += 1
+    for job in _promotions(sweep, trials, sweep.max_parallel - active, now):
         released.append(job.id)
         active += 1
     while sweep.released < sweep.trials and active < sweep.max_parallel:
@@ -92,7 +98,7 @@ def advance(session: Session, db: Database, sweep: Sweep) -> list[str]:
     best = sweeps.best_trial(sweep, trials)
     sweep.best_job_id = best.id if best else None
     if sweep.released >= sweep.trials and active == 0:
-        sweeps.end_paused(session, db, trials, "not promoted by the sweep's end")
+        sweep_trials.end_paused(session, db, trials, "not promoted by the sweep's end")
         sweep.status = SUCCEEDED if any(t.status == SUCCEEDED for t in trials) else FAILED
         sweep.finished_at = db.now(session)
     sweep.updated_at = db.now(session)
@@ -109,7 +115,7 @@ def _promotions(sweep: Sweep, trials: list[Job], free: int, now) -> list[Job]:
     by_rung: dict[int, list] = {}
     for trial in trials:
         for d in trial.rungs or []:
-            paused = trial.status == PAUSED and d is trial.rungs[-1]
+            paused = trial.status == PAUSED and d is trial.rungs[-1] and "promoted" not in d
             by_rung.setdefault(d["rung"], []).append((trial, d["value"], paused))
     promoted = []
     goal = sweep.spec["objective"]["goal"]
@@ -155,6 +161,8 @@ def _release(session: Session, db: Database, sweep: Sweep, number: int, trials) 
         sweep_id=sweep.id,
         trials=sweep.trials,
         past=[_past(t, sweep.spec) for t in trials],
+        # extensions (continued trials) take numbers but not draws: the sequence goes on
+        draw=1 + sum(1 for t in trials if t.spec.continued_from is None),
     )
     name = f"{sweep.name or 'sweep'} #{number}"
     job = jobs.create_job(

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from backprop.spec import JobSpec
 
-from . import callbacks, jobs
+from . import callbacks, jobs, sweep_trials
 from .db import Database, lock_rows
 from .leases import LeaseLost
 from .models import (
@@ -238,7 +238,7 @@ def cancel_sweep(session: Session, db: Database, tenant: str, sweep_id: str) -> 
     sweep.status, sweep.finished_at = CANCELLED, now
     ended = []
     trials = trials_of(session, sweep_id)
-    end_paused(session, db, trials, "the sweep was cancelled")
+    sweep_trials.end_paused(session, db, trials, "the sweep was cancelled")
     for trial in trials:
         if trial.status in ACTIVE:
             try:
@@ -248,21 +248,6 @@ def cancel_sweep(session: Session, db: Database, tenant: str, sweep_id: str) -> 
             if cancelled.status == CANCELLED:
                 ended.append(trial.id)
     return ended
-
-
-def end_paused(session: Session, db: Database, trials: list[Job], why: str) -> None:
-    """Paused trials end as ASHA's stopped ones do: succeeded, stopped early, with the model
-    of their pause (the sweep ended or was cancelled)."""
-    now = db.now(session)
-    for trial in trials:
-        if trial.status == PAUSED:
-            trial.status, trial.stopped_early, trial.updated_at = SUCCEEDED, True, now
-            trial.finished_at = trial.finished_at or now
-            last = (trial.rungs or [{}])[-1]
-            message = (
-                f"{trial.epoch} epochs: paused at rung {last.get('rung')} and {why}; stopped early"
-            )
-            jobs.add_event(session, trial.id, SUCCEEDED, message, at=now)
 
 
 # --------------------------------------------------------------------------------- callbacks

@@ -44,13 +44,22 @@ class Trial:
 
 
 def next_trial(
-    sweep_spec: dict, number: int, *, sweep_id: str, trials: int, past: list[Past]
+    sweep_spec: dict,
+    number: int,
+    *,
+    sweep_id: str,
+    trials: int,
+    past: list[Past],
+    draw: int | None = None,
 ) -> Trial:
-    """Trial ``number`` of the sweep whose stored spec is ``sweep_spec``."""
+    """Trial ``number`` of the sweep whose stored spec is ``sweep_spec``, with the values
+    (and seed) of the sweep's ``draw``-th draw: its number, unless trials made otherwise
+    (extensions of others) took numbers in between."""
+    draw = number if draw is None else draw
     params = sample(
         sweep_spec["method"],
         sweep_spec["search"],
-        number,
+        draw,
         sweep_spec["seed"],
         goal=sweep_spec["objective"]["goal"],
         past=past,
@@ -59,7 +68,7 @@ def next_trial(
     base = JobSpec.from_json(sweep_spec["base"])
     seed = base.seed
     if sweep_spec.get("base_seed") is None:  # no seed in the base: each trial its own
-        seed = derived_seed(sweep_spec["seed"], number)
+        seed = derived_seed(sweep_spec["seed"], draw)
     dataset_id = params.get("data.dataset_id", base.data.dataset_id)
     dataset = sweep_spec.get("datasets", {}).get(dataset_id, sweep_spec.get("dataset"))
     spec = trial_spec(base, params, seed=seed, dataset=dataset)

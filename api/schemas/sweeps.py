@@ -208,6 +208,32 @@ class SweepCreate(Strict):
     )
 
 
+class ExtendTrials(Strict):
+    top: json_int(ge=1, le=100) = Field(description="How many of the best succeeded trials")
+    epochs: PositiveInt = Field(description="How many more epochs each trains")
+
+
+class SweepContinue(Strict):
+    """More for a sweep to do: it resumes its cancelled trials (each from where it stopped)
+    and ASHA's paused ones, and runs again until every trial has ended."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{}, {"add_trials": 9}, {"extend": {"top": 3, "epochs": 20}}]
+        }
+    )
+
+    add_trials: json_int(ge=0, le=10_000) = Field(
+        0, description="More trials, their values drawn on from the sweep's seed"
+    )
+    rerun_failed: bool = Field(False, description="Run failed trials again from the start")
+    extend: ExtendTrials | None = Field(
+        None,
+        description="Continue the best trials by more epochs, each as a new trial that "
+        "continues from the trial's final state (continueJob)",
+    )
+
+
 class SweepQuery(Query):
     limit: PageSize = Field(50, description="Leaderboard rows")
     offset: Annotated[int, Field(ge=0, le=100_000)] = Field(

@@ -310,6 +310,13 @@ def test_a_sweep_through_the_generated_client(gen):
     assert sorted(j.trial for j in trials.jobs) == [1, 2]
     model = _op(gen, "get_sweep_best_model").sync_detailed(sweep.id, client=client).parsed
     assert isinstance(model, models.ModelOut) and model.job_id == sweep.best.job_id
+    more = models.SweepContinue.from_dict({"add_trials": 1})
+    added = _op(gen, "continue_sweep").sync_detailed(sweep.id, client=client, body=more)
+    assert added.status_code == 202 and added.parsed.trials == 3
+    while sweep.status.value != "succeeded" or sweep.counts.succeeded < 3:
+        assert time.monotonic() < deadline + 60, sweep
+        time.sleep(0.2)
+        sweep = _op(gen, "get_sweep").sync_detailed(sweep.id, client=client, limit=10).parsed
     ended = _op(gen, "cancel_sweep").sync_detailed(sweep.id, client=client)
     assert ended.status_code == 409 and isinstance(ended.parsed, models.Problem)
     stream = _op(gen, "stream_sweep_events").sync_detailed(sweep.id, client=client, timeout=5)

@@ -209,6 +209,16 @@ def test_the_cli_runs_a_sweep_with_a_live_leaderboard(stack, tmp_path, client):
         client.wait_sweep(str(uuid.uuid4()), timeout=10)
     assert unknown.value.status == 404
     assert client.best_model(first["id"])["job_id"] == best["job_id"]
+    # the best trial extended by 2 epochs (the CLI), then nothing more to do (the client)
+    more = ["--extend-top", "1", "--extend-epochs", "2", "--json"]
+    extended = json.loads(cli(stack, "sweep", "continue", first["id"], *more).stdout)
+    assert extended["status"] == "running" and extended["trials"] == 5
+    done = client.wait_sweep(first["id"], timeout=60)
+    fifth = next(t for t in done["leaderboard"] if t["trial"] == 5)
+    assert fifth["progress"] == {"epoch": 6, "epochs": 6} and fifth["params"] == best["params"]
+    with pytest.raises(ApiError) as nothing:
+        client.continue_sweep(first["id"])
+    assert nothing.value.status == 409
     client.delete_sweep(first["id"])
     deleted = cli(stack, "sweep", "delete", sweep_id)
     assert deleted.returncode == 0 and f"deleted {sweep_id}" in deleted.stdout

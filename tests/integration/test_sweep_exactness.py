@@ -1,12 +1,20 @@
 """Exactness as a sweep feature, on the real stack: ASHA with promotions (a paused trial
-promoted later continues from its pause, bitwise as if it had never stopped)."""
+promoted later continues from its pause, bitwise as if it had never stopped), a cancelled
+sweep resumed, failed trials re-run, trials added in the seed's sequence, and the best
+trials extended."""
 
 from __future__ import annotations
 
+import time
+
+import numpy as np
+
+from tests.faults.conftest import audit, model_weights, reference_weights
 from tests.integration.test_continue import model, rows
 
 # ``classes``: test_sweeps' module fixture (its stored data set), used here too
 from tests.integration.test_sweeps import base, classes, submit, trials, wait  # noqa: F401
+from tuning.sampling import sample
 
 # learning rates whose validation cost after one epoch gets worse trial by trial: each later
 # trial pauses at rung 0, until the sixth makes room for two (6 // 3) and the second is
@@ -60,3 +68,126 @@ def test_asha_with_promotions_pauses_and_promotes_exactly(stack, classes):  # no
     ours, theirs = model(client, second["id"]), model(client, alone)
     assert all(ours[k].tobytes() == theirs[k].tobytes() for k in ours)
     assert rows(client, second["id"]) == rows(client, alone)
+
+
+def _params_of(jobs: list[dict]) -> list[dict]:
+    return [j["params"] for j in jobs]
+
+
+def test_a_cancelled_sweep_resumes_with_the_same_configurations_exactly(stack, classes):  # noqa: F811
+    client = stack.client()
+    body = {
+        "base": base(classes, epochs=1500),
+        "search": {"learning_rate": {"log_uniform": [0.5, 4]}, "structure[1]": {"choice": [4, 8]}},
+        "method": "random",
+        "trials": 4,
+        "seed": 11,
+        "objective": {"metric": "val_accuracy"},
+        "max_parallel": 2,
+    }
+    sweep = submit(client, body)
+    deadline = time.monotonic() + 60
+    while not any(j["progress"]["epoch"] > 0 for j in trials(client, sweep["id"])):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert client.post(f"/v1/sweeps/{sweep['id']}/cancel").status_code in (200, 202)
+    stopped = wait(client, sweep["id"])
+    while stopped["counts"]["running"]:
+        stopped = client.get(f"/v1/sweeps/{sweep['id']}").json()
+        time.sleep(0.1)
+    before = trials(client, sweep["id"])
+    assert stopped["status"] == "cancelled" and any(j["status"] == "cancelled" for j in before)
+    cut = [j for j in before if j["status"] == "cancelled" and j["progress"]["epoch"] > 0]
+    assert cut, "no trial was cut mid-run"
+
+    resumed = client.post(f"/v1/sweeps/{sweep['id']}/continue", json={})
+    assert resumed.status_code == 202, resumed.text
+    assert resumed.json()["status"] == "running"
+    assert resumed.json()["counts"]["running"] + resumed.json()["counts"]["queued"] <= 2
+    done = wait(client, sweep["id"], timeout=240)
+    after = trials(client, sweep["id"])
+    assert done["status"] == "succeeded" and [j["status"] for j in after] == ["succeeded"] * 4
+    # the same trials with the same values, each trained exactly once to the end
+    # (the trials not released before the cancel are released now)
+    assert [j["id"] for j in after[: len(before)]] == [j["id"] for j in before]
+    expected = [sample("random", body["search"], n, 11) for n in range(1, 5)]
+    assert _params_of(after) == expected
+    for job in after:
+        assert job["progress"]["epoch"] == 1500
+        reference = reference_weights(stack.database_url, job["id"])
+        assert all(
+            np.array_equal(a, b) for a, b in zip(model_weights(client, job["id"]), reference)
+        )
+    kinds = [e["kind"] for e in next(j for j in after if j["id"] == cut[0]["id"])["history"]]
+    assert "resumed" in kinds[kinds.index("paused") :]
+    audit(stack.database_url, [j["id"] for j in after])
+
+    nothing = client.post(f"/v1/sweeps/{sweep['id']}/continue", json={})
+    assert nothing.status_code == 409 and "add_trials" in nothing.json()["detail"]
+
+
+TANH = {"activation": "tanh", "output_activation": "identity", "validation_split": 0.2}
+
+
+def test_a_sweep_re_runs_failed_trials_and_refuses_more_grid_points(stack, classes):  # noqa: F811
+    client = stack.client()
+    sweep = submit(
+        client,
+        {
+            "base": base(classes, epochs=3, options=TANH),
+            "search": {"learning_rate": {"choice": [0.5, 1e300]}},  # the second diverges
+            "method": "grid",
+            "objective": {"metric": "val_accuracy"},
+        },
+    )
+    first = wait(client, sweep["id"])
+    assert first["status"] == "succeeded" and first["counts"]["failed"] == 1
+    grid = client.post(f"/v1/sweeps/{sweep['id']}/continue", json={"add_trials": 1})
+    assert grid.status_code == 422 and grid.json()["errors"][0]["field"] == "add_trials"
+
+    again = client.post(f"/v1/sweeps/{sweep['id']}/continue", json={"rerun_failed": True})
+    assert again.status_code == 202, again.text
+    done = wait(client, sweep["id"])
+    assert done["status"] == "succeeded" and done["counts"]["failed"] == 1
+    failed = trials(client, sweep["id"])[1]
+    assert failed["error"]["type"] == "diverged"  # exact: the same run fails the same way
+    kinds = [e["kind"] for e in failed["history"]]
+    assert kinds.count("failed") == 2 and kinds.count("claimed") == 2
+    assert failed["attempts"] == 1
+
+
+def test_a_sweep_adds_trials_in_its_seed_s_sequence_and_extends_its_best(stack, classes):  # noqa: F811
+    client = stack.client()
+    body = {
+        "base": base(classes, epochs=4),
+        "search": {"learning_rate": {"log_uniform": [0.2, 5]}},
+        "method": "random",
+        "trials": 3,
+        "seed": 5,
+        "objective": {"metric": "val_cost"},
+        "max_parallel": 2,
+    }
+    sweep = submit(client, body)
+    assert wait(client, sweep["id"])["status"] == "succeeded"
+    best = client.get(f"/v1/sweeps/{sweep['id']}").json()["best"]
+
+    more = {"add_trials": 2, "extend": {"top": 1, "epochs": 3}}
+    answer = client.post(f"/v1/sweeps/{sweep['id']}/continue", json=more)
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["trials"] == 6
+    done = wait(client, sweep["id"])
+    assert done["status"] == "succeeded" and done["counts"]["succeeded"] == 6
+    jobs = trials(client, sweep["id"])
+    extension = jobs[3]
+    assert extension["continued_from"] == best["job_id"]
+    assert extension["params"] == best["params"] and extension["progress"]["epoch"] == 7
+    # the added trials are draws 4 and 5: what a 5-trial sweep would have drawn
+    assert _params_of(jobs[4:]) == [sample("random", body["search"], n, 5) for n in (4, 5)]
+    # the extension is the best configuration trained 7 epochs in one go
+    rate = best["params"]["learning_rate"]
+    seed = client.job(best["job_id"])["seed"]
+    alone = client.submit(base(classes, epochs=7, seed=seed, learning_rate=rate))["id"]
+    assert client.wait(alone)["status"] == "succeeded"
+    ours, theirs = model(client, extension["id"]), model(client, alone)
+    assert all(ours[k].tobytes() == theirs[k].tobytes() for k in ours)
+    assert rows(client, extension["id"]) == rows(client, alone)
