@@ -136,6 +136,7 @@ def prepare_sweep(
         "seed": body.seed if body.seed is not None else secrets.randbits(32),
         "objective": {"metric": body.objective.metric, "goal": goal},
         "early_stopping": body.early_stopping and body.early_stopping.model_dump(),
+        "replicates": body.replicates,
         "dataset": _info(dataset),
     }
     if searched:
@@ -248,9 +249,18 @@ def _check_counts(body: SweepCreate, search: dict, settings: Settings, errors) -
             errors.append(field_error(("trials",), message, "search_grid"))
     elif trials is None:
         trials = 10
+    trials *= body.replicates  # the jobs it makes
     if trials > settings.max_sweep_trials:
         message = f"at most {settings.max_sweep_trials} trials (MAX_SWEEP_TRIALS), got {trials}"
+        if body.replicates > 1:
+            message += f" ({trials // body.replicates} x {body.replicates} replicates)"
         errors.append(field_error(("trials",), message, "limit_exceeded"))
+    if body.replicates > 1 and body.early_stopping is not None:
+        message = (
+            "ASHA judges single trials at its rungs, replicates rank configurations by their "
+            "mean: use one or the other"
+        )
+        errors.append(field_error(("replicates",), message, "sweep"))
     if body.max_parallel > settings.max_sweep_parallel:
         message = (
             f"at most {settings.max_sweep_parallel} (MAX_SWEEP_PARALLEL), got {body.max_parallel}"

@@ -10,7 +10,7 @@ from flask import Response, stream_with_context
 from pydantic import BaseModel
 
 from store import sweeps
-from store.models import EpochMetric, Job, JobEvent, Sweep
+from store.models import SUCCEEDED, EpochMetric, Job, JobEvent, Sweep
 
 from .schemas.job_views import (
     DataSummary,
@@ -24,6 +24,7 @@ from .schemas.job_views import (
 )
 from .schemas.models import Lineage
 from .schemas.sweeps import (
+    ConfigurationOut,
     ObjectiveOut,
     SweepCallbackOut,
     SweepCounts,
@@ -197,6 +198,7 @@ def _sweep_fields(sweep: Sweep, figures: sweeps.Figures) -> dict:
         seed=spec["seed"],
         objective=ObjectiveOut(**spec["objective"]),
         early_stopping=spec.get("early_stopping"),
+        replicates=spec.get("replicates", 1),
         search=spec["search"],
         counts=SweepCounts(**figures.counts),
         best=trial_view(sweep, best) if best else None,
@@ -231,6 +233,12 @@ def sweep_detail(session, sweep: Sweep, *, limit: int = 50, offset: int = 0) -> 
             url=url, state=sweep.callback_state, attempts=sweep.callbacks or []
         )
         if url
+        else None,
+        configurations=[
+            ConfigurationOut(**row)
+            for row in sweeps.configurations(sweep, [t for t in trials if t.status == SUCCEEDED])
+        ]
+        if sweep.spec.get("replicates", 1) > 1
         else None,
         leaderboard=[trial_view(sweep, t) for t in page],
         leaderboard_total=len(ranked),

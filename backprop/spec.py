@@ -200,6 +200,9 @@ class SweepTrial(_Record):
     trial: int
     objective: dict[str, Any]
     early_stopping: dict[str, Any] | None = _optional()
+    # with seed replicates: its configuration (1, 2, ...) and its replicate there (0, 1, ...)
+    configuration: int | None = _optional()
+    replicate: int | None = _optional()
 
 
 @dataclass(frozen=True, kw_only=True)

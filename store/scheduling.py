@@ -18,12 +18,12 @@ sweep, then jobs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, object_session
 
-from tuning import asha, sampling
+from tuning import asha, replicates, sampling
 
 from . import jobs, progress, sweep_trials, sweeps
 from .db import Database
@@ -155,15 +155,24 @@ def _event(job: Job, kind: str, message: str, now) -> None:
 
 
 def _release(session: Session, db: Database, sweep: Sweep, number: int, trials) -> Job:
-    trial = sampling.next_trial(
-        sweep.spec,
-        number,
-        sweep_id=sweep.id,
-        trials=sweep.trials,
-        past=[_past(t, sweep.spec) for t in trials],
-        # extensions (continued trials) take numbers but not draws: the sequence goes on
-        draw=1 + sum(1 for t in trials if t.spec.continued_from is None),
-    )
+    # extensions (continued trials) take numbers but not draws: the sequence goes on
+    draw = 1 + sum(1 for t in trials if t.spec.continued_from is None)
+    k = sweep.spec.get("replicates", 1)
+    configuration, replicate = replicates.place(draw, k)
+    if replicate:  # the configuration's values again, with a seed of its own
+        trial = _replicate(sweep, trials, number, configuration, replicate)
+    else:
+        trial = sampling.next_trial(
+            sweep.spec,
+            number,
+            sweep_id=sweep.id,
+            trials=sweep.trials,
+            past=[_past(t, sweep.spec) for t in trials],
+            draw=configuration,
+        )
+        if k > 1:
+            of = replace(trial.spec.sweep, configuration=configuration, replicate=0)
+            trial = sampling.Trial(trial.params, replace(trial.spec, sweep=of))
     name = f"{sweep.name or 'sweep'} #{number}"
     job = jobs.create_job(
         session,
@@ -179,6 +188,20 @@ def _release(session: Session, db: Database, sweep: Sweep, number: int, trials) 
     )
     jobs.add_event(session, job.id, "sweep", f"trial {number} of sweep {sweep.id}")
     return job
+
+
+def _replicate(sweep: Sweep, trials, number: int, configuration: int, replicate: int):
+    """Replicate ``replicate`` of a configuration whose replicate 0 was released before."""
+    first = next(
+        t
+        for t in trials
+        if t.spec.sweep
+        and t.spec.sweep.configuration == configuration
+        and t.spec.sweep.replicate == 0
+    )
+    of = replace(first.spec.sweep, trial=number, replicate=replicate)
+    seed = sampling.derived_seed(first.spec.seed, replicate)
+    return sampling.Trial(dict(first.params or {}), replace(first.spec, seed=seed, sweep=of))
 
 
 def _past(job: Job, spec: dict) -> sampling.Past:

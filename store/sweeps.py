@@ -21,6 +21,7 @@ from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from backprop.spec import JobSpec
+from tuning import replicates
 
 from . import callbacks, jobs, sweep_trials
 from .db import Database, lock_rows
@@ -200,8 +201,28 @@ def objective(job: Job, metric: str) -> float | None:
 
 
 def best_trial(sweep: Sweep, trials: list[Job]) -> Job | None:
-    ranked = ranking(sweep, [t for t in trials if t.status == SUCCEEDED])
+    """The best succeeded trial; with seed replicates, the best replicate of the
+    configuration with the best mean (``configurations``)."""
+    succeeded = [t for t in trials if t.status == SUCCEEDED]
+    if sweep.spec.get("replicates", 1) > 1:
+        ranked = configurations(sweep, succeeded)
+        if not ranked or ranked[0]["mean"] is None:
+            return None
+        succeeded = [t for t in succeeded if t.id in ranked[0]["job_ids"]]
+    ranked = ranking(sweep, succeeded)
     return ranked[0] if ranked and objective(ranked[0], _metric(sweep)) is not None else None
+
+
+def configurations(sweep: Sweep, trials: list[Job]) -> list[dict]:
+    """A replicated sweep's configurations over these trials, best mean first
+    (``tuning.replicates.aggregate``)."""
+    metric = _metric(sweep)
+    found = [
+        replicates.Replicate(t.spec.sweep.configuration, t.id, t.params or {}, objective(t, metric))
+        for t in trials
+        if t.spec.sweep is not None and t.spec.sweep.configuration is not None
+    ]
+    return replicates.aggregate(found, sweep.spec["objective"]["goal"])
 
 
 def _metric(sweep: Sweep) -> str:

@@ -199,6 +199,13 @@ class SweepCreate(Strict):
     )
     objective: SweepObjective
     early_stopping: AshaOptions | None = None
+    replicates: json_int(ge=1, le=20) = Field(
+        1,
+        description="Train each configuration with this many seeds (the first the trial's, "
+        "the others derived from it) and rank configurations by their mean objective; "
+        "trials counts configurations (so trials x replicates jobs). Not with "
+        "early_stopping",
+    )
     max_parallel: PositiveInt = Field(4, description="Trials queued or running at once")
     callback_url: CallbackUrl | None = Field(
         None,
@@ -299,6 +306,7 @@ class SweepSummary(Out):
     seed: int
     objective: ObjectiveOut
     early_stopping: AshaOptions | None = None
+    replicates: int = Field(1, description="Seeds per configuration")
     search: dict[str, dict[str, list[Any]]]
     counts: SweepCounts
     best: TrialOut | None = Field(None, description="The best succeeded trial so far")
@@ -325,9 +333,23 @@ class SweepCallbackOut(Out):
     attempts: list[CallbackAttemptOut]
 
 
+class ConfigurationOut(Out):
+    configuration: int = Field(description="1, 2, ...: its replicates' trials are consecutive")
+    params: dict[str, Any]
+    job_ids: list[str] = Field(description="Its replicates' trial jobs")
+    finished: int = Field(description="Succeeded replicates with an objective")
+    mean: float | None
+    std: float | None = Field(description="Sample standard deviation (0 for one replicate)")
+
+
 class SweepOut(SweepSummary):
     callback: SweepCallbackOut | None = Field(
         None, description="The sweep's callback and its deliveries (none without callback_url)"
+    )
+    configurations: list[ConfigurationOut] | None = Field(
+        None,
+        description="With replicates: each configuration's mean and standard deviation over "
+        "its succeeded replicates, best mean first (best is the best replicate of the first)",
     )
     leaderboard: list[TrialOut] = Field(description="Trials, best objective first")
     leaderboard_total: int

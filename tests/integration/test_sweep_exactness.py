@@ -1,20 +1,21 @@
 """Exactness as a sweep feature, on the real stack: ASHA with promotions (a paused trial
 promoted later continues from its pause, bitwise as if it had never stopped), a cancelled
-sweep resumed, failed trials re-run, trials added in the seed's sequence, and the best
-trials extended."""
+sweep resumed, failed trials re-run, trials added in the seed's sequence, the best trials
+extended, and seed replicates ranked by their mean."""
 
 from __future__ import annotations
 
 import time
 
 import numpy as np
+import pytest
 
 from tests.faults.conftest import audit, model_weights, reference_weights
 from tests.integration.test_continue import model, rows
 
 # ``classes``: test_sweeps' module fixture (its stored data set), used here too
 from tests.integration.test_sweeps import base, classes, submit, trials, wait  # noqa: F401
-from tuning.sampling import sample
+from tuning.sampling import derived_seed, sample
 
 # learning rates whose validation cost after one epoch gets worse trial by trial: each later
 # trial pauses at rung 0, until the sixth makes room for two (6 // 3) and the second is
@@ -191,3 +192,53 @@ def test_a_sweep_adds_trials_in_its_seed_s_sequence_and_extends_its_best(stack, 
     ours, theirs = model(client, extension["id"]), model(client, alone)
     assert all(ours[k].tobytes() == theirs[k].tobytes() for k in ours)
     assert rows(client, extension["id"]) == rows(client, alone)
+
+
+def test_replicates_train_each_configuration_with_derived_seeds_ranked_by_mean(stack, classes):  # noqa: F811
+    client = stack.client()
+    body = {
+        "base": base(classes, epochs=3),
+        "search": {"learning_rate": {"log_uniform": [0.3, 5]}},
+        "method": "random",
+        "trials": 3,
+        "replicates": 3,
+        "seed": 8,
+        "objective": {"metric": "val_accuracy"},
+    }
+    sweep = submit(client, body)
+    assert sweep["trials"] == 9 and sweep["replicates"] == 3
+    done = wait(client, sweep["id"])
+    assert done["status"] == "succeeded" and done["counts"]["succeeded"] == 9
+    jobs = trials(client, sweep["id"])
+    for c in range(3):
+        group = jobs[3 * c : 3 * c + 3]
+        assert all(j["params"] == sample("random", body["search"], c + 1, 8) for j in group)
+        first = group[0]["seed"]
+        assert [j["seed"] for j in group[1:]] == [derived_seed(first, r) for r in (1, 2)]
+        assert len({j["seed"] for j in group}) == 3
+    configurations = done["configurations"]
+    assert [c["finished"] for c in configurations] == [3, 3, 3]
+    for row in configurations:
+        values = [j["metrics"]["val_accuracy"] for j in jobs if j["id"] in row["job_ids"]]
+        assert row["mean"] == pytest.approx(np.mean(values))
+        assert row["std"] == pytest.approx(np.std(values, ddof=1))
+    means = [c["mean"] for c in configurations]
+    assert means == sorted(means, reverse=True)
+    best = done["best"]
+    assert best["job_id"] in configurations[0]["job_ids"]
+    assert best["objective"] == max(
+        j["metrics"]["val_accuracy"] for j in jobs if j["id"] in configurations[0]["job_ids"]
+    )
+    # a replicate is its configuration with its seed: the same bits as that job alone
+    replicate = jobs[4]
+    alone = client.submit(base(classes, epochs=3, seed=replicate["seed"], **replicate["params"]))[
+        "id"
+    ]
+    assert client.wait(alone)["status"] == "succeeded"
+    ours, theirs = model(client, replicate["id"]), model(client, alone)
+    assert all(ours[k].tobytes() == theirs[k].tobytes() for k in ours)
+
+    refused = client.post(
+        "/v1/sweeps", json={**body, "early_stopping": {"min_epochs": 1, "reduction_factor": 2}}
+    )
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "replicates"
