@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich.console import Group
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
@@ -61,7 +62,10 @@ def sweep_submit(client, as_json, sweep_file, watch, jsonl):
 def sweep_status(client, as_json, sweep_id, limit):
     """The sweep's status, counts and leaderboard."""
     sweep = client.sweep(sweep_id, limit=limit)
-    show(sweep, as_json, _sweep_table(sweep))
+    shown = _sweep_table(sweep)
+    if sweep.get("configurations"):
+        shown = Group(shown, _configurations_table(sweep))
+    show(sweep, as_json, shown)
 
 
 @sweep_group.command("watch")
@@ -174,7 +178,9 @@ def _sweep_table(sweep: dict) -> Table:
     done = counts["succeeded"] + counts["failed"] + counts["cancelled"]
     title = (
         f"sweep {sweep['id'][:8]} {sweep['status']}: {done}/{sweep['trials']} trials ended, "
-        f"{counts['running']} running; {sweep['objective']['metric']} "
+        f"{counts['running']} running"
+        + (f", {counts['paused']} paused" if counts.get("paused") else "")
+        + f"; {sweep['objective']['metric']} "
         f"({sweep['objective']['goal']}); epochs {epochs['run']}/{epochs['full']} "
         f"({epochs['saved']:.0%} saved)"
     )
@@ -185,6 +191,18 @@ def _sweep_table(sweep: dict) -> Table:
         table.add_row(str(row["trial"]), row["status"], _number(row["objective"]),
                       f"{row['progress']['epoch']}/{row['progress']['epochs']}",
                       "yes" if row["stopped_early"] else "", *values)  # fmt: skip
+    return table
+
+
+def _configurations_table(sweep: dict) -> Table:
+    """A replicated sweep's configurations: best mean first, with the spread of the seeds."""
+    paths = [escape(path) for path in sweep["search"]]
+    title = f"configurations ({sweep['replicates']} seeds each), best mean first"
+    table = Table("configuration", "mean", "std", "seeds", *paths, title=title)
+    for row in sweep["configurations"]:
+        values = [_param(row["params"].get(path)) for path in sweep["search"]]
+        table.add_row(str(row["configuration"]), _number(row["mean"]), _number(row["std"]),
+                      f"{row['finished']}/{len(row['job_ids'])}", *values)  # fmt: skip
     return table
 
 

@@ -259,3 +259,25 @@ def test_the_client_and_the_cli_continue_a_job(stack, client):
     # continued twice, 2 + 1 + 2 epochs: the bits of one 5-epoch job
     assert client.diff(shown["id"], whole)["weights_equal"] is True
     assert client.diff(shown["id"], whole)["first_divergent_epoch"] is None
+
+
+def test_the_cli_shows_a_replicated_sweep_s_configurations(stack, client):
+    rng = np.random.default_rng(9)
+    inputs = rng.random((60, 3))
+    targets = np.eye(2)[(inputs[:, 1] > 0.5) * 1]
+    stored = client.upload(inputs=inputs, targets=targets)
+    body = {
+        "base": {"structure": [3, 3, 2], "epochs": 2, "learning_rate": 2.0,
+                 "data": {"dataset_id": stored["id"], "batch_size": 10}},
+        "search": {"learning_rate": {"choice": [0.5, 4.0]}},
+        "method": "grid",
+        "replicates": 2,
+        "objective": {"metric": "cost"},
+    }  # fmt: skip
+    sweep = client.wait_sweep(client.submit_sweep(body)["id"], timeout=60)
+    assert sweep["status"] == "succeeded" and len(sweep["configurations"]) == 2
+    shown = cli(stack, "sweep", "status", sweep["id"], columns=200)
+    assert shown.returncode == 0, shown.stderr
+    assert "configurations (2 seeds each), best mean first" in shown.stdout
+    best = sweep["configurations"][0]
+    assert f"{best['mean']:.4g}" in shown.stdout and "2/2" in shown.stdout
