@@ -18,7 +18,7 @@ from . import blobs
 from .db import Database
 from .jobs import add_event, next_waiting
 from .leases import LeaseLost, guarded
-from .models import FAILED, EpochMetric, Job, JobEvent
+from .models import FAILED, PAUSED, SUCCEEDED, EpochMetric, Job, JobEvent
 
 
 def record_progress(
@@ -71,9 +71,11 @@ def _write_metrics(session: Session, job_id: str, metrics: list[dict], now) -> N
     )
 
 
-def _replace_checkpoint(session, job_id, state, chunk_bytes, now, worker) -> None:
+def _replace_checkpoint(session, job_id, state, chunk_bytes, now, worker, event=True) -> None:
     blob = blobs.write_arrays(session, job_id, "checkpoint", state, chunk_bytes)
     blobs.delete_blobs(session, job_id, "checkpoint", keep=blob.id)
+    if not event:
+        return
     epoch, batch = int(state["epoch"]), int(state["batch"])
     where = f"after epoch {epoch}" if batch == 0 else f"epoch {epoch + 1}, batch {batch}"
     # the history keeps the latest checkpoint only: a long job would drown it otherwise
@@ -181,7 +183,9 @@ def finish(
         raise LeaseLost(job_id)
     _write_metrics(session, job_id, metrics or [], now)
     if checkpoint is not None:
-        _replace_checkpoint(session, job_id, checkpoint, chunk_bytes, now, worker)
+        # a stopped job's history says where it stopped; a finished one's end says it all
+        event = status not in (SUCCEEDED, PAUSED)
+        _replace_checkpoint(session, job_id, checkpoint, chunk_bytes, now, worker, event)
     if model is not None:
         blobs.write_arrays(session, job_id, "model", model, chunk_bytes)
     add_event(session, job_id, status, message, worker=worker, at=now)
