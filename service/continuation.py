@@ -14,10 +14,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backprop.spec import JobSpec, stored_copies
-from store import blobs, continued, jobs
+from store import blobs, continued, datasets, jobs
 from store.job_data import load_checkpoint
 from store.models import CANCELLED, FAILED, SUCCEEDED, Job
 
@@ -60,6 +61,7 @@ def continue_job(
             )
         done = int(state["epoch"])
         spec = continued_spec(parent.spec, parent.id, done + epochs, max_runtime_seconds)
+        check_data_sets(session, ctx.tenant, spec)
         check_limits(ctx, spec, epochs)
         data = sum(b.size for b in blobs.find_blobs(session, parent.id, _DATA).values())
         model = spec.parameters * np.dtype(spec.options.dtype).itemsize
@@ -77,6 +79,8 @@ def continue_job(
         stored = once(ctx, idem, store)
     except continued.ParentGone:
         raise jobs.JobNotFound(job_id) from None
+    except IntegrityError:  # a data set deleted between the check and the insert
+        raise NotContinuable("a data set the job trained on was just deleted") from None
     if isinstance(stored, Stored):
         dispatch(ctx, stored.id)
     return stored
@@ -95,6 +99,22 @@ def why_not(job: Job) -> str | None:
     if job.status == FAILED:
         return f"the job failed ({job.error_type}); only a job that trained well carries on"
     return f"the job is {job.status}; a job is continued once it has ended"
+
+
+def check_data_sets(session: Session, tenant: str, spec: JobSpec | None, *more: str) -> None:
+    """NotContinuable when a data set the job trains or validates on (or one of ``more``)
+    was deleted since."""
+    named = (spec.data.dataset_id, spec.val_dataset_id) if spec is not None else ()
+    for dataset_id in (*named, *more):
+        if dataset_id is None:
+            continue
+        try:
+            datasets.get_dataset(session, tenant, dataset_id)
+        except datasets.DatasetNotFound:
+            raise NotContinuable(
+                f"the data set {dataset_id} it trained on was deleted: submit a new job on "
+                "a stored one instead"
+            ) from None
 
 
 def continued_spec(

@@ -13,15 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from backprop.spec import SweepTrial, stored_copies
+from backprop.spec import JobSpec, SweepTrial, stored_copies
 from store import blobs, callbacks, continued, jobs, scheduling, sweep_trials, sweeps
 from store.job_data import DATA_KINDS, load_checkpoint
 from store.models import RUNNING, SUCCEEDED, Sweep
 
 from .context import Context
-from .continuation import check_limits, continued_spec
+from .continuation import check_data_sets, check_limits, continued_spec
 from .errors import NotContinuable, Refused
 from .jobs import check_job_storage, dispatch
 
@@ -40,11 +41,23 @@ def continue_sweep(ctx: Context, sweep_id: str, more: SweepMore) -> None:
     """Continue the tenant's sweep in one transaction, then send the released trials'
     messages (SweepNotFound; NotContinuable when nothing would change; Refused, QueueFull,
     StorageQuotaExceeded)."""
+    try:
+        released = _continue(ctx, sweep_id, more)
+    except IntegrityError:  # a data set deleted between the check and the insert
+        raise NotContinuable("a data set the sweep trains on was just deleted") from None
+    for job_id in released:
+        dispatch(ctx, job_id)
+
+
+def _continue(ctx: Context, sweep_id: str, more: SweepMore) -> list[str]:
     with ctx.db.session() as session:
         sweeps.get_sweep(session, ctx.tenant, sweep_id)
         sweep = sweeps.lock(session, ctx.db, sweep_id)
         if sweep is None:
             raise sweeps.SweepNotFound(sweep_id)
+        check_data_sets(session, ctx.tenant, JobSpec.from_json(sweep.spec["base"]))
+        for dataset_id in sweep.spec.get("datasets", {}):
+            check_data_sets(session, ctx.tenant, None, dataset_id)
         trials = sweeps.trials_of(session, sweep_id)
         came_back = sweep_trials.wait_again(session, ctx.db, trials, rerun_failed=more.rerun_failed)
         extended = _extend(ctx, session, sweep, trials, more) if more.extend_top else 0
@@ -68,8 +81,7 @@ def continue_sweep(ctx: Context, sweep_id: str, more: SweepMore) -> None:
             session, ctx.db, ctx.tenant, ctx.settings.max_queued_jobs_per_tenant,
             stored=len(released),
         )  # fmt: skip
-    for job_id in released:
-        dispatch(ctx, job_id)
+    return released
 
 
 def _reopen(ctx: Context, session: Session, sweep: Sweep) -> None:
@@ -94,6 +106,7 @@ def _extend(ctx: Context, session: Session, sweep: Sweep, trials, more: SweepMor
             continue  # no final state (stored before they were kept), or early stopping's end
         done = int(state["epoch"])
         spec = continued_spec(parent.spec, parent.id, done + more.extend_epochs, None)
+        check_data_sets(session, ctx.tenant, spec)
         check_limits(ctx, spec, more.extend_epochs)
         number = sweep.released + 1
         trial = SweepTrial(id=sweep.id, trial=number, objective=sweep.spec["objective"])

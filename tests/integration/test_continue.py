@@ -160,3 +160,19 @@ def test_what_cannot_be_continued_is_refused_with_why(stack):
     assert huge.status_code == 422 and huge.json()["errors"][0]["field"] == "epochs"
     unknown = continue_(client, plain, epochs=1, seed=3)
     assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "seed"
+
+
+def test_a_job_whose_data_set_was_deleted_is_not_continued(stack):
+    client = stack.client()
+    data = _data(seed=6)
+    stored = client.post(
+        "/v1/datasets", json={"inputs": data["inputs"], "targets": data["targets"]}
+    ).json()
+    job = client.submit(
+        {"structure": [4, 3, 3], "epochs": 2, "learning_rate": 1.0, "seed": 1,
+         "data": {"dataset_id": stored["id"], "batch_size": 10}}
+    )["id"]  # fmt: skip
+    assert client.wait(job)["status"] == "succeeded"
+    assert client.delete(f"/v1/datasets/{stored['id']}").status_code == 204
+    refused = continue_(client, job, epochs=1)
+    assert refused.status_code == 409 and "was deleted" in refused.json()["detail"]
