@@ -5,6 +5,7 @@ shapes its answer."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -309,6 +310,10 @@ def continue_(job_id: str, body: ContinueJob):
     run's epochs and ``continued_from``. 409 when the job cannot carry on (still running,
     failed, or ended by its own early stopping)."""
     g.job_id = job_id
+    idem = idempotency_key()
+    if idem is not None:  # the key goes with this job's continuation, not any job's
+        scoped = hashlib.sha256(f"{request.path}\n{idem.request_hash}".encode()).hexdigest()
+        idem = Idempotency(idem.key, scoped)
     accepted = continue_job(
         context(),
         job_id,
@@ -316,7 +321,7 @@ def continue_(job_id: str, body: ContinueJob):
         max_runtime_seconds=body.max_runtime_seconds,
         name=body.name,
         labels=body.labels,
-        idem=idempotency_key(),
+        idem=idem,
         answer=_detail,
     )
     if isinstance(accepted, Replay):

@@ -153,6 +153,17 @@ def test_what_cannot_be_continued_is_refused_with_why(stack):
     client.post(f"/v1/jobs/{child['id']}/cancel")
     assert client.wait(child["id"])["status"] == "cancelled"
 
+    # a retried continue (same Idempotency-Key) makes one job; the key is this job's only
+    once = {"json": {"epochs": 1}, "headers": {"Idempotency-Key": "more-1"}}
+    first = client.post(f"/v1/jobs/{plain}/continue", **once)
+    again = client.post(f"/v1/jobs/{plain}/continue", **once)
+    assert first.status_code == 202 and again.json()["id"] == first.json()["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    other = client.post(f"/v1/jobs/{patient}/continue", **once)
+    assert (
+        other.status_code == 422 and other.json()["errors"][0]["field"] == "header.Idempotency-Key"
+    )
+
     assert continue_(stack.client("bob"), plain, epochs=1).status_code == 404
     zero = continue_(client, plain, epochs=0)
     assert zero.status_code == 422 and zero.json()["errors"][0]["field"] == "epochs"
