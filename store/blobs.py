@@ -117,6 +117,37 @@ def write_npy_arrays(
     )
 
 
+def write_npz_blobs(
+    session: Session, job_id: str, named: dict[str, dict[str, np.ndarray]], chunk_bytes: int
+) -> dict[str, int]:
+    """Store several sets of named arrays, one ``.npz`` blob of each ``kind`` (a job's end:
+    its final state and its model). The small ones take one INSERT of their blob rows and
+    one of their chunks. Returns each kind's blob id."""
+    small, ids = {}, {}
+    for kind, arrays in named.items():
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        if buffer.tell() > chunk_bytes:
+            ids[kind] = write_arrays(session, job_id, kind, arrays, chunk_bytes).id
+        else:
+            small[kind] = buffer.getvalue()
+    if small:
+        now = utcnow()
+        rows = session.execute(
+            insert(Blob).returning(Blob.id, sort_by_parameter_order=True),
+            [
+                dict(job_id=job_id, kind=kind, format="npz", size=len(data), created_at=now)
+                for kind, data in small.items()
+            ],
+        ).scalars()
+        ids.update(zip(small, rows))
+        session.execute(
+            insert(BlobChunk),
+            [dict(blob_id=ids[kind], seq=0, data=data) for kind, data in small.items()],
+        )
+    return ids
+
+
 def write_arrays(
     session: Session, job_id: str, kind: str, arrays: dict[str, np.ndarray], chunk_bytes: int
 ) -> Blob:
@@ -140,6 +171,37 @@ def _chunks(session: Session, blob: Blob):
         # which costs round trips of its own: small blobs come in one fetch)
         query = query.execution_options(yield_per=STREAM_ROWS)
     return session.scalars(query)
+
+
+def read_small(session: Session, found: dict[str, Blob]) -> dict[str, np.ndarray | dict]:
+    """The blobs of one chunk each (the usual size of a small job's data and state) read in
+    one query: ``.npy`` ones as arrays, ``.npz`` ones as dicts of arrays. Larger blobs are
+    left out, for ``read_array`` and ``read_arrays``."""
+    small = {blob.id: kind for kind, blob in found.items() if blob.size <= SMALL_BYTES}
+    if not small:
+        return {}
+    rows = session.execute(
+        select(BlobChunk.blob_id, BlobChunk.seq, BlobChunk.data).where(BlobChunk.blob_id.in_(small))
+    ).all()
+    parts: dict[int, list] = {}
+    for blob_id, seq, data in rows:
+        parts.setdefault(blob_id, []).append((seq, data))
+    out = {}
+    for blob_id, kind in small.items():
+        chunks = [data for _, data in sorted(parts.get(blob_id, []))]
+        data = b"".join(chunks)
+        if found[kind].format == "npz":
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                out[kind] = {name: npz[name] for name in npz.files}
+        else:
+            out[kind] = np.load(io.BytesIO(data), allow_pickle=False)
+            if out[kind].dtype.hasobject or not out[kind].flags.c_contiguous:
+                raise ValueError(f"blob {blob_id}: expected a C-ordered numeric array")
+    return out
+
+
+#: blobs up to this size are read together (``read_small``)
+SMALL_BYTES = 64 * 1024
 
 
 def read_array(session: Session, blob: Blob) -> np.ndarray:

@@ -19,23 +19,24 @@ from .models import Dataset, Job
 DATA_KINDS = ("inputs", "targets", "batch_sizes", "val_inputs", "val_targets")
 
 
-def _read_data(session: Session, found: dict) -> dict[str, np.ndarray]:
-    return {kind: blobs.read_array(session, blob) for kind, blob in found.items()}
-
-
 def load_data_and_checkpoint(
     session: Session, job: Job
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
     """What a claimed job needs to train: its arrays and its checkpoint (one lookup)."""
     found = blobs.find_blobs(session, job.id, DATA_KINDS + ("checkpoint", "init"))
-    checkpoint = found.pop("checkpoint", None)
-    init = found.pop("init", None)
-    arrays = _read_data(session, found)
-    if init is not None:
-        arrays["init"] = blobs.read_arrays(session, init)
+    read = blobs.read_small(session, found)  # a small job's blobs in one query
+    for kind, blob in found.items():
+        if kind not in read:
+            read[kind] = (
+                blobs.read_arrays(session, blob)
+                if blob.format == "npz"
+                else blobs.read_array(session, blob)
+            )
+    checkpoint = read.pop("checkpoint", None)
+    arrays = read
     if job.spec.data.form == "dataset":
         arrays |= load_dataset_arrays(session, job.spec)
-    return arrays, checkpoint and blobs.read_arrays(session, checkpoint)
+    return arrays, checkpoint
 
 
 def load_dataset_arrays(session: Session, spec: JobSpec) -> dict[str, np.ndarray]:

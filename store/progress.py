@@ -18,7 +18,7 @@ from . import blobs
 from .db import Database
 from .jobs import add_event, next_waiting
 from .leases import LeaseLost, guarded
-from .models import FAILED, PAUSED, SUCCEEDED, EpochMetric, Job, JobEvent
+from .models import FAILED, EpochMetric, Job, JobEvent
 
 
 def record_progress(
@@ -71,11 +71,9 @@ def _write_metrics(session: Session, job_id: str, metrics: list[dict], now) -> N
     )
 
 
-def _replace_checkpoint(session, job_id, state, chunk_bytes, now, worker, event=True) -> None:
+def _replace_checkpoint(session, job_id, state, chunk_bytes, now, worker) -> None:
     blob = blobs.write_arrays(session, job_id, "checkpoint", state, chunk_bytes)
     blobs.delete_blobs(session, job_id, "checkpoint", keep=blob.id)
-    if not event:
-        return
     epoch, batch = int(state["epoch"]), int(state["batch"])
     where = f"after epoch {epoch}" if batch == 0 else f"epoch {epoch + 1}, batch {batch}"
     # the history keeps the latest checkpoint only: a long job would drown it otherwise
@@ -182,11 +180,15 @@ def finish(
             return None  # a retry of a finish whose first commit went through
         raise LeaseLost(job_id)
     _write_metrics(session, job_id, metrics or [], now)
-    if checkpoint is not None:
-        # a stopped job's history says where it stopped; a finished one's end says it all
-        event = status not in (SUCCEEDED, PAUSED)
-        _replace_checkpoint(session, job_id, checkpoint, chunk_bytes, now, worker, event)
-    if model is not None:
+    if checkpoint is not None and model is not None:
+        # the final state and the model in one write; the end's own event says where
+        ids = blobs.write_npz_blobs(
+            session, job_id, {"checkpoint": checkpoint, "model": model}, chunk_bytes
+        )
+        blobs.delete_blobs(session, job_id, "checkpoint", keep=ids["checkpoint"])
+    elif checkpoint is not None:  # a stopped job: its history says where it stopped
+        _replace_checkpoint(session, job_id, checkpoint, chunk_bytes, now, worker)
+    elif model is not None:
         blobs.write_arrays(session, job_id, "model", model, chunk_bytes)
     add_event(session, job_id, status, message, worker=worker, at=now)
     return next_waiting(session, tenant)
