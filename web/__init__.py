@@ -9,6 +9,7 @@ from flask import Flask
 import api
 from backprop.settings import Settings, get_settings
 
+from . import job_pages, sweep_pages  # noqa: F401  (their routes join bp)
 from .pages import bp, csrf
 
 

@@ -1,5 +1,6 @@
-"""The dashboard's submit form read as the JSON job a client would POST to /v1/jobs: the
-reason to change is a field of the form."""
+"""The dashboard's forms read as the JSON a client would send: the submit form as the job it
+would POST to /v1/jobs, the continue forms as the bodies of a job's and a sweep's continue.
+The reason to change is a field of a form."""
 
 from __future__ import annotations
 
@@ -84,3 +85,24 @@ def _csv_data(text: str, structure) -> dict:
 
 def _csv_error(message: str) -> dict:
     return {"field": "csv", "loc": ["csv"], "msg": message, "type": "value_error"}
+
+
+def continuation_from_form(form) -> dict:
+    """A job's continue form as the JSON a client would POST to /v1/jobs/{id}/continue."""
+    body = {"epochs": _number(form.get("epochs", ""), int)}
+    if form.get("max_runtime_seconds", "").strip():
+        body["max_runtime_seconds"] = _number(form["max_runtime_seconds"], int)
+    return body
+
+
+def sweep_continuation_from_form(form) -> dict:
+    """A sweep's continue form as the JSON a client would POST to /v1/sweeps/{id}/continue:
+    extending the best 0 trials is no extension."""
+    body = {
+        "add_trials": _number(form.get("add_trials", "") or "0", int),
+        "rerun_failed": form.get("rerun_failed") == "on",
+    }
+    top = _number(form.get("extend_top", "") or "0", int)
+    if top != 0:
+        body["extend"] = {"top": top, "epochs": _number(form.get("extend_epochs", ""), int)}
+    return body

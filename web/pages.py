@@ -1,10 +1,10 @@
-"""The dashboard's pages at /: sign in with a token, follow the tenant's jobs live, read a job's
-curves, weights, options, gradient check and history, cancel it, download its model, delete
-it, and submit a job on a stored data set or a small CSV; follow, cancel and delete sweeps;
-list and delete data sets.
-The reason to change is a page: what it shows, or which use case its form calls.
+"""The dashboard at /: its blueprint, sign-in with a token, the headers and CSRF check of
+every page, the error and ask-first pages the other pages share, the submit form, and the
+data sets. The reason to change is how the dashboard signs people in and answers them, or
+the submit and data set pages; a job's pages are ``job_pages``, a sweep's ``sweep_pages``
+(their routes are on this blueprint).
 
-Pages are rendered here from the same views as the API, and its forms call the same use
+Pages are rendered from the same views as the API, and their forms call the same use
 cases (``service``). What changes while a page is open is read by
 ``static/dashboard/dashboard.js`` from the API itself (``/v1/jobs``, the job's
 event stream, its model), authenticated by the session cookie (see ``api.auth``). The
@@ -38,12 +38,8 @@ from api.jobs import accept
 from api.problems import ApiProblem
 from api.schemas.jobs import JobCreate
 from api.services import context, services
-from api.views import job_detail, job_summary, metric_view, sweep_detail, sweep_summaries
 from service.datasets import remove_dataset
-from service.jobs import cancel_job, remove_job
-from service.sweeps import remove_sweep, stop_sweep
-from store import datasets, jobs, sweeps
-from store.models import FINAL_STATUSES, RUNNING
+from store import datasets
 from store.tokens import hash_token
 
 from .forms import job_from_form
@@ -91,24 +87,33 @@ def _headers(response):
     return response
 
 
-def _error_page(title: str, message: str, status: int):
+def error_page(title: str, message: str, status: int):
     return render_template("dashboard/error.html", title=title, message=message), status
 
 
-def _missing(kind: str, given: str):
-    return _error_page(f"No such {kind}", f"There is no {kind} {given!r} for {g.tenant}.", 404)
+def missing(kind: str, given: str):
+    return error_page(f"No such {kind}", f"There is no {kind} {given!r} for {g.tenant}.", 404)
 
 
-def _refusal_page(title: str, exc: Exception):
-    """The page for a use case's refusal, with the API's status and words for it."""
+def refusal_page(title: str, exc: Exception):
+    """The page for a use case's refusal, with the API's status and words for it (a refused
+    field: 422, naming the field)."""
     problem = as_problem(exc)
-    return _error_page(title, problem.detail, problem.status)
+    if isinstance(problem, SpecError):
+        return error_page(title, str(problem), 422)
+    return error_page(title, problem.detail, problem.status)
+
+
+def invalid_page(title: str, exc: ValidationError):
+    """The page for a form whose fields break the API's schema: each field and why."""
+    message = "; ".join(f"{e['field']}: {e['msg']}" for e in validation_errors(exc))
+    return error_page(title, message, 422)
 
 
 @bp.errorhandler(CSRFError)
 def _csrf_failed(exc: CSRFError):
     message = f"The form has expired or did not come from this page ({exc.description})."
-    return _error_page("Form refused", message, 400)
+    return error_page("Form refused", message, 400)
 
 
 def signed_in(view):
@@ -163,109 +168,6 @@ def sign_out():
     return redirect(url_for(".sign_in"))
 
 
-@bp.get("/")
-@signed_in
-def job_list():
-    with services().db.reading() as db_session:
-        page = jobs.list_jobs(db_session, g.tenant, limit=PAGE_SIZE)
-        summaries = [job_summary(j) for j in page.rows]
-    return render_template("dashboard/jobs.html", jobs=summaries, page_size=PAGE_SIZE)
-
-
-@bp.get("/jobs/<job_id>")
-@signed_in
-def job_page(job_id: str):
-    with services().db.reading() as db_session:
-        try:
-            job = jobs.get_job(db_session, g.tenant, job_id)
-        except jobs.JobNotFound:
-            return _missing("job", job_id)
-        view = job_detail(job, jobs.events(db_session, job.id))
-        rows = [metric_view(m).model_dump() for m in jobs.metrics(db_session, job.id)]
-    return render_template(
-        "dashboard/job.html",
-        job=view,
-        metrics=rows,
-        final=view.status in FINAL_STATUSES,
-    )
-
-
-@bp.post("/jobs/<job_id>/cancel")
-@signed_in
-def cancel(job_id: str):
-    try:
-        cancel_job(context(), job_id, answer=lambda _session, _job: None)
-    except ANSWERED as exc:
-        return _refusal_page("Not cancelled", exc)
-    return redirect(url_for(".job_page", job_id=job_id))
-
-
-@bp.route("/jobs/<job_id>/delete", methods=["GET", "POST"])
-@signed_in
-def delete_job(job_id: str):
-    """A page that asks first, then the delete (DELETE /v1/jobs/{id}'s rules)."""
-
-    def read(db_session):
-        job = jobs.get_job(db_session, g.tenant, job_id)
-        goes = "its data, checkpoints, metrics, history and model (a stored data set stays)"
-        return f"job {job.name or job.id}", goes, url_for(".job_page", job_id=job_id)
-
-    remove = functools.partial(_remove_job, job_id)
-    return _ask_then_delete("job", read, jobs.JobNotFound, remove, url_for(".job_list"))
-
-
-@bp.get("/sweeps")
-@signed_in
-def sweep_list():
-    with services().db.reading() as db_session:
-        found, _ = sweeps.list_sweeps(db_session, g.tenant, limit=PAGE_SIZE)
-        summaries = sweep_summaries(db_session, found)
-    return render_template("dashboard/sweeps.html", sweeps=summaries, page_size=PAGE_SIZE)
-
-
-@bp.get("/sweeps/<sweep_id>")
-@signed_in
-def sweep_page(sweep_id: str):
-    with services().db.reading() as db_session:
-        try:
-            sweep = sweeps.get_sweep(db_session, g.tenant, sweep_id)
-        except sweeps.SweepNotFound:
-            return _missing("sweep", sweep_id)
-        view = sweep_detail(db_session, sweep, limit=sweeps.MAX_BOARD)
-    return render_template(
-        "dashboard/sweep.html",
-        sweep=view,
-        data=view.model_dump(mode="json"),
-        running=view.status == RUNNING,
-        board=sweeps.MAX_BOARD,
-    )
-
-
-@bp.post("/sweeps/<sweep_id>/cancel")
-@signed_in
-def cancel_sweep(sweep_id: str):
-    try:
-        stop_sweep(context(), sweep_id)
-    except ANSWERED as exc:
-        return _refusal_page("Not cancelled", exc)
-    return redirect(url_for(".sweep_page", sweep_id=sweep_id))
-
-
-@bp.route("/sweeps/<sweep_id>/delete", methods=["GET", "POST"])
-@signed_in
-def delete_sweep(sweep_id: str):
-    """A page that asks first, then the delete (DELETE /v1/sweeps/{id}'s rules)."""
-
-    def read(db_session):
-        sweep = sweeps.get_sweep(db_session, g.tenant, sweep_id)
-        trials = f"{sweep.released} trial" + ("" if sweep.released == 1 else "s")
-        goes = f"its {trials} with their metrics, checkpoints and models (a stored data set stays)"
-        return f"sweep {sweep.name or sweep.id}", goes, url_for(".sweep_page", sweep_id=sweep_id)
-
-    remove = functools.partial(_remove_sweep, sweep_id)
-    return _ask_then_delete("sweep", read, sweeps.SweepNotFound, remove, url_for(".sweep_list"))
-
-
 @bp.app_template_filter("dtype_name")
 def _dtype_name(dtype: str) -> str:
     """An array's dtype as people read it: float64, not <f8."""
@@ -293,10 +195,10 @@ def delete_dataset(dataset_id: str):
 
     remove = functools.partial(remove_dataset, context(), dataset_id)
     done = url_for(".dataset_list")
-    return _ask_then_delete("data set", read, datasets.DatasetNotFound, remove, done)
+    return ask_then_delete("data set", read, datasets.DatasetNotFound, remove, done)
 
 
-def _ask_then_delete(kind: str, read, not_found: type[Exception], remove, done: str):
+def ask_then_delete(kind: str, read, not_found: type[Exception], remove, done: str):
     """GET: a page that says what goes and asks first (``read(db_session)`` gives what it
     is, what goes with it, and the page to go back to). POST: ``remove()``, then ``done``,
     or a page that says why it stays."""
@@ -304,14 +206,14 @@ def _ask_then_delete(kind: str, read, not_found: type[Exception], remove, done: 
         try:
             remove()
         except ANSWERED as exc:
-            return _refusal_page("Not deleted", exc)
+            return refusal_page("Not deleted", exc)
         return redirect(done)
     with services().db.reading() as db_session:
         try:
             what, goes, back = read(db_session)
         except not_found:
             message = f"There is no such {kind} for {g.tenant}."
-            return _error_page(f"No such {kind}", message, 404)
+            return error_page(f"No such {kind}", message, 404)
     return render_template("dashboard/delete.html", what=what, goes=goes, back=back)
 
 
@@ -339,13 +241,3 @@ def submit():
         return redirect(url_for(".job_page", job_id=accepted.id))
     page = render_template("dashboard/submit.html", datasets=stored, form=form, errors=errors)
     return page, 422
-
-
-def _remove_job(job_id: str) -> None:
-    remove_job(context(), job_id)
-    services().models.forget(job_id)
-
-
-def _remove_sweep(sweep_id: str) -> None:
-    for trial_id in remove_sweep(context(), sweep_id):
-        services().models.forget(trial_id)

@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+from service.diff import COMPARED
+
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "docs" / "images" / "dashboard-job.png"
 SWEEP_SCREENSHOT = ROOT / "docs" / "images" / "dashboard-sweep.png"
@@ -161,6 +163,7 @@ def test_a_running_job_moves_in_the_list_and_its_chart_gains_a_point_per_epoch(s
     row.locator("a").click()
     expect(page).to_have_url(f"{stack.base}/jobs/{job['id']}")
     expect(page.locator("#status")).to_have_text("running")
+    expect(page.locator("#not-continuable")).to_contain_text("the job is running")
     seen = []
     for _ in range(3):  # three growths, each one point per finished epoch
         before = points(page)
@@ -181,6 +184,7 @@ def test_a_running_job_moves_in_the_list_and_its_chart_gains_a_point_per_epoch(s
     page.click("#cancel")
     expect(page.locator("#status")).to_have_text("cancelled", timeout=30_000)
     expect(page.locator("#cancel")).to_have_count(0)
+    expect(page.locator("#continue-form")).to_be_visible()  # a cancelled job carries on
     ended = stack.client("alice").job(job["id"])
     assert ended["status"] == "cancelled"
     rows = stack.client("alice").get(f"/v1/jobs/{job['id']}/metrics").json()["metrics"]
@@ -446,4 +450,270 @@ def test_data_sets_are_listed_and_deleted_after_asking_unless_a_job_uses_one(sig
     expect(page.locator(f"tr[data-dataset-id='{spare['id']}']")).to_have_count(0)
     assert client.get(f"/v1/datasets/{spare['id']}").status_code == 404
     assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code in (200, 202)
+    page.close()
+
+
+def small_job(name: str, epochs: int, **options) -> dict:
+    """Sixty rows of three classes: a few epochs train in a blink."""
+    rng = np.random.default_rng(21)
+    inputs = rng.random((60, 4)).round(3)
+    targets = np.eye(3)[rng.integers(0, 3, 60)]
+    return {
+        "name": name,
+        "structure": [4, 6, 3],
+        "epochs": epochs,
+        "learning_rate": 1.0,
+        "seed": 7,
+        "data": {"inputs": inputs.tolist(), "targets": targets.tolist(), "batch_size": 10},
+        "options": options,
+    }
+
+
+def compared_rows(client, job_id: str) -> dict[int, dict]:
+    """A job's metrics rows by epoch, with what a diff compares of them."""
+    rows = client.get(f"/v1/jobs/{job_id}/metrics").json()["metrics"]
+    return {r["epoch"]: {name: r.get(name) for name in COMPARED} for r in rows}
+
+
+def spec_fields(page: Page) -> list[str]:
+    return page.eval_on_selector_all(
+        "#spec-diff tbody tr", "rows => rows.map(r => r.dataset.field)"
+    )
+
+
+def cell(value) -> str:
+    """A stored metric as the diff page shows it: every digit, – for none."""
+    return "–" if value is None else str(value)
+
+
+def compare(page: Page, job_id: str, other_id: str) -> None:
+    """The job's page, then its compare form with the other job's id."""
+    page.goto(f"/jobs/{job_id}")
+    page.fill("#compare-form input[name=other]", other_id)
+    page.click("#compare")
+    expect(page).to_have_url(re.compile(rf"/jobs/{job_id}/diff\?other={other_id}$"))
+
+
+def test_two_jobs_are_compared_down_to_the_epoch_where_they_part(signed_in, stack):
+    client = stack.client("alice")
+    step = {"name": "step", "step_size": 2, "gamma": 0.5}
+    plain = client.submit(small_job("plain", epochs=5))["id"]
+    stepped = client.submit(small_job("stepped", epochs=5, schedule=step))["id"]
+    assert client.wait(plain)["status"] == client.wait(stepped)["status"] == "succeeded"
+    page = signed_in.new_page()
+    page.goto(f"/jobs/{plain}")  # the tenant's latest jobs are offered
+    offered = page.eval_on_selector_all("#recent-jobs option", "os => os.map(o => o.value)")
+    assert stepped in offered and plain not in offered
+    compare(page, plain, stepped)
+
+    answer = client.get(f"/v1/jobs/{plain}/diff", params={"other": stepped}).json()
+    fields = spec_fields(page)
+    assert fields == [d["field"] for d in answer["spec"]] and "options.schedule" in fields
+    schedule = page.locator("#spec-diff tr[data-field='options.schedule'] td")
+    expect(schedule.nth(1)).to_have_text("–")  # the plain job has none
+    expect(schedule.nth(2)).to_contain_text('"step_size": 2')
+
+    # the first epoch whose stored rows differ: the step's first cut, after step_size epochs
+    mine, theirs = compared_rows(client, plain), compared_rows(client, stepped)
+    parted = next(e for e in sorted(mine) if mine[e] != theirs[e])
+    assert parted == step["step_size"] + 1
+    expect(page.locator("#first-divergent")).to_have_text(str(parted))
+    expect(page.locator("#epochs-compared")).to_contain_text(f"of the {len(mine)} epochs")
+    shown = page.eval_on_selector_all(
+        "#divergent-metrics tbody tr",
+        "rows => rows.map(r => [r.dataset.metric, r.cells[1].textContent, r.cells[2].textContent])",
+    )
+    assert shown == [
+        [name, cell(mine[parted][name]), cell(theirs[parted][name])] for name in COMPARED
+    ]
+    assert theirs[parted]["learning_rate"] == step["gamma"] * mine[parted]["learning_rate"]
+    expect(page.locator("tr[data-metric=learning_rate]")).to_have_class("differs")
+    expect(page.locator("#weights-equal")).to_contain_text("Different")
+    assert answer["weights_equal"] is False
+
+    # an id that is none, no job, or another tenant's: the error page, never a 500
+    bobs = stack.client("bob").submit(small_job("bob's", epochs=1))["id"]
+    for other, status, says in [
+        ("", 400, "No job to compare with"),
+        ("not-an-id", 400, "'not-an-id' is not a job id"),
+        ("00000000-0000-4000-8000-000000000000", 404, "There is no job"),
+        (bobs, 404, f"There is no job '{bobs}'"),
+    ]:
+        response = page.goto(f"/jobs/{plain}/diff?other={other}")
+        assert response.status == status, other
+        expect(page.locator("main .error")).to_contain_text(says)
+    page.close()
+
+
+def test_a_job_continued_from_its_page_links_its_parent_and_equals_one_long_job(signed_in, stack):
+    client = stack.client("alice")
+    short = client.submit(small_job("short", epochs=3))["id"]
+    whole = client.submit(small_job("whole", epochs=5))["id"]
+    assert client.wait(short)["status"] == client.wait(whole)["status"] == "succeeded"
+    page = signed_in.new_page()
+    page.goto(f"/jobs/{short}")
+    expect(page.locator("#continued-from")).to_have_count(0)
+    # more epochs than the server allows in one run: refused, and why
+    page.fill("#continue-form input[name=epochs]", str(10**9))
+    with page.expect_navigation() as refused:
+        page.click("#continue")
+    assert refused.value.status == 422
+    expect(page.locator("main .error")).to_contain_text("epochs: the whole run would be")
+    assert [j["id"] for j in client.get("/v1/jobs").json()["jobs"]][:2] == [whole, short]
+
+    page.goto(f"/jobs/{short}")
+    page.fill("#continue-form input[name=epochs]", "2")
+    page.click("#continue")
+    expect(page).to_have_url(re.compile(r"/jobs/[0-9a-f-]{36}$"))
+    child = page.url.rsplit("/", 1)[1]
+    assert child != short
+    expect(page.locator("#status")).to_have_text("succeeded", timeout=60_000)
+    ended = client.job(child)
+    assert ended["continued_from"] == short and ended["progress"]["epochs"] == 5
+    expect(page.locator("#continued-from")).to_contain_text(short)
+
+    compare(page, child, whole)  # bit for bit the job that trained 5 epochs at once
+    answer = client.get(f"/v1/jobs/{child}/diff", params={"other": whole}).json()
+    fields = spec_fields(page)
+    assert fields == [d["field"] for d in answer["spec"]]
+    assert "continued_from" in fields and "epochs" not in fields
+    assert compared_rows(client, child) == compared_rows(client, whole)
+    expect(page.locator("#first-divergent")).to_have_text("never")
+    expect(page.locator("#divergent-metrics")).to_have_count(0)
+    expect(page.locator("#weights-equal")).to_contain_text("Bitwise equal")
+    assert answer["weights_equal"] is True
+
+    page.goto(f"/jobs/{child}")
+    page.click("#continued-from a >> nth=0")  # the parent's page
+    expect(page).to_have_url(f"{stack.base}/jobs/{short}")
+    page.close()
+
+
+def store_classes(client, samples: int, seed: int) -> str:
+    """A stored data set of three noisy one-hot classes in four columns."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, samples)
+    inputs = np.hstack([np.eye(3)[labels], rng.random((samples, 1))]) * 0.6
+    inputs += rng.random((samples, 4)) * 0.4
+    body = {"inputs": inputs.round(4).tolist(), "targets": np.eye(3)[labels].tolist()}
+    response = client.post("/v1/datasets", json=body)
+    assert response.status_code in (200, 201), response.text  # 200: stored already
+    return response.json()["id"]
+
+
+def sweep_base(dataset_id: str, epochs: int) -> dict:
+    return {
+        "structure": [4, 6, 3],
+        "epochs": epochs,
+        "learning_rate": 1.0,
+        "data": {"dataset_id": dataset_id, "batch_size": 10},
+        "options": {"validation_split": 0.25},
+    }
+
+
+def test_a_replicated_sweep_shows_each_configurations_mean_and_spread(signed_in, stack):
+    client = stack.client("alice")
+    body = {
+        "name": "replicated",
+        "base": sweep_base(store_classes(client, 150, 3), epochs=3),
+        "search": {"learning_rate": {"log_uniform": [0.3, 5]}},
+        "trials": 2, "replicates": 3, "seed": 8, "objective": {"metric": "val_accuracy"},
+    }  # fmt: skip
+    response = client.post("/v1/sweeps", json=body)
+    assert response.status_code == 202, response.text
+    sweep = response.json()
+    page = signed_in.new_page()
+    page.goto(f"/sweeps/{sweep['id']}")
+    expect(page.locator("#status")).to_have_text("succeeded", timeout=60_000)
+    page.reload()
+    done = client.get(f"/v1/sweeps/{sweep['id']}").json()
+    rows = page.locator("#configurations tbody tr")
+    expect(rows).to_have_count(len(done["configurations"]))
+    shown = page.eval_on_selector_all(
+        "#configurations tbody tr",
+        "rows => rows.map(r => [Number(r.dataset.configuration), Number(r.dataset.mean),"
+        " Number(r.dataset.std)])",
+    )
+    assert [c for c, _, _ in shown] == [c["configuration"] for c in done["configurations"]]
+    means = [mean for _, mean, _ in shown]
+    assert means == sorted(means, reverse=True)  # the best mean first
+    for (_, mean, std), row, configuration in zip(shown, rows.all(), done["configurations"]):
+        jobs = [client.job(job_id) for job_id in configuration["job_ids"]]
+        values = [j["metrics"]["val_accuracy"] for j in jobs]
+        assert len(values) == body["replicates"] and len({j["seed"] for j in jobs}) == 3
+        assert mean == pytest.approx(np.mean(values))
+        assert std == pytest.approx(np.std(values, ddof=1))
+        expect(row.locator(".replicates")).to_contain_text("3 of 3")
+        expect(row.locator(".mean")).to_have_text(re.compile(r"^[0-9.]+ ± [0-9.e-]+$"))
+        params = configuration["params"]["learning_rate"]
+        assert all(j["params"]["learning_rate"] == params for j in jobs)
+        expect(row.locator("a")).to_have_count(3)
+    expect(page.locator("#summary")).to_contain_text(f"{done['trials']} of {done['trials']} trials")
+    page.close()
+
+
+def test_an_ended_sweep_is_continued_from_its_page(signed_in, stack):
+    client = stack.client("alice")
+    body = {
+        "name": "to continue",
+        "base": sweep_base(store_classes(client, 90, 4), epochs=3),
+        "search": {"learning_rate": {"log_uniform": [0.3, 5]}},
+        "trials": 2, "seed": 5, "objective": {"metric": "val_accuracy"},
+    }  # fmt: skip
+    sweep = client.post("/v1/sweeps", json=body).json()
+    page = signed_in.new_page()
+    page.goto(f"/sweeps/{sweep['id']}")
+    expect(page.locator("#status")).to_have_text("succeeded", timeout=60_000)
+    page.reload()
+    with page.expect_navigation() as refused:  # nothing to do: refused, and why
+        page.click("#continue")
+    assert refused.value.status == 409
+    expect(page.locator("main .error")).to_contain_text("no cancelled trial to resume")
+
+    page.goto(f"/sweeps/{sweep['id']}")
+    best = client.get(f"/v1/sweeps/{sweep['id']}").json()["best"]
+    page.fill("#continue-form input[name=add_trials]", "1")
+    page.fill("#continue-form input[name=extend_top]", "1")
+    page.fill("#continue-form input[name=extend_epochs]", "2")
+    page.click("#continue")
+    expect(page).to_have_url(f"{stack.base}/sweeps/{sweep['id']}")
+    expect(page.locator("#status")).to_have_text("succeeded", timeout=60_000)
+    page.reload()
+    expect(page.locator("#leaderboard tbody tr")).to_have_count(4)
+    done = client.get(f"/v1/sweeps/{sweep['id']}").json()
+    assert done["trials"] == 4 and done["counts"]["succeeded"] == 4
+    trials = client.get("/v1/jobs", params={"sweep": sweep["id"]}).json()["jobs"]
+    extended = [client.job(t["id"]) for t in trials if t["continued_from"]]
+    assert [(j["continued_from"], j["progress"]["epoch"]) for j in extended] == [
+        (best["job_id"], best["progress"]["epoch"] + 2)
+    ]
+    page.close()
+
+
+def test_a_trial_page_shows_asha_pausing_and_promoting_it(signed_in, stack):
+    client = stack.client("alice")
+    body = {
+        "base": {**sweep_base(store_classes(client, 150, 3), epochs=3), "seed": 4},
+        "search": {"learning_rate": {"choice": [3.0, 2.0, 1.2, 0.6, 0.3, 0.1]}},
+        "method": "grid", "objective": {"metric": "val_cost"}, "max_parallel": 1,
+        "early_stopping": {"min_epochs": 1, "reduction_factor": 3, "promotions": True},
+    }  # fmt: skip
+    sweep = client.post("/v1/sweeps", json=body).json()
+    page = signed_in.new_page()
+    page.goto(f"/sweeps/{sweep['id']}")
+    expect(page.locator("#summary")).to_contain_text("paused")
+    expect(page.locator("#status")).to_have_text("succeeded", timeout=60_000)
+    trials = client.get("/v1/jobs", params={"sweep": sweep["id"]}).json()["jobs"]
+    decisions = []
+    for trial in trials:
+        rungs = client.job(trial["id"])["rungs"]
+        page.goto(f"/jobs/{trial['id']}")
+        rows = page.locator("#rungs tbody tr .decision")
+        expect(rows).to_have_count(len(rungs))
+        for row, rung in zip(rows.all(), rungs):
+            expect(row).to_contain_text(rung["decision"])
+            expect(row.locator(".promoted")).to_have_count(1 if rung["promoted"] else 0)
+            decisions.append((rung["decision"], rung["promoted"] is not None))
+    # six trials at rung 0 keep two (6 // 3): a paused one was promoted
+    assert ("pause", False) in decisions and ("pause", True) in decisions
     page.close()

@@ -216,11 +216,13 @@
       badge.className = `status status-${s.status}`;
       root.dataset.status = s.status;
       const c = s.counts, ended = c.succeeded + c.failed + c.cancelled;
+      const paused = c.paused || (s.early_stopping && s.early_stopping.promotions) ? `, ${c.paused} paused` : "";
       document.getElementById("summary").textContent =
-        `${ended} of ${s.trials} trials ended, ${c.running} running, ${c.queued} queued, ` +
+        `${ended} of ${s.trials} trials ended, ${c.running} running${paused}, ${c.queued} queued, ` +
         `${c.pending} not released yet · epochs ${s.epochs.run} of ${s.epochs.full} ` +
         `(${Math.round(100 * s.epochs.saved)}% saved by early stopping)`;
       const paths = Object.keys(s.search);
+      if (s.configurations) configurations(s.configurations, paths);
       const body = document.querySelector("#leaderboard tbody");
       body.replaceChildren(
         ...s.leaderboard.map((t, i) => {
@@ -256,6 +258,33 @@
           scatter(svg, points, s, path, kind.includes("log") ? "log" : "linear");
         }
       }
+    }
+
+    // each configuration's replicates: how many finished, their mean and sample std
+    function configurations(rows, paths) {
+      const body = document.querySelector("#configurations tbody");
+      body.replaceChildren(
+        ...rows.map((c, i) => {
+          const tr = node("tr", {
+            "data-configuration": c.configuration,
+            "data-mean": c.mean === null ? "" : String(c.mean),
+            "data-std": c.std === null ? "" : String(c.std),
+          });
+          const replicates = node("td", { class: "replicates" }, `${c.finished} of ${c.job_ids.length} `);
+          c.job_ids.forEach((id, k) => {
+            replicates.append(" ", node("a", { href: root.dataset.jobUrl.replace("JOB_ID", id), title: id }, `#${k + 1}`));
+          });
+          const spread = c.mean === null ? "–" : `${number(c.mean)} ± ${number(c.std)}`;
+          tr.append(
+            node("td", {}, String(i + 1)),
+            node("td", {}, String(c.configuration)),
+            ...paths.map((p) => node("td", {}, value(c.params[p]))),
+            replicates,
+            node("td", { class: "mean" }, spread),
+          );
+          return tr;
+        }),
+      );
     }
 
     function value(v) {
