@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, text, type_coerce, update
+from sqlalchemy import and_, bindparam, func, or_, select, text, update
 from sqlalchemy.orm import Session, aliased
 
 from .db import Database
@@ -98,17 +98,19 @@ def claim(
         session.execute(
             text("SELECT pg_advisory_xact_lock(hashtext(:tenant))"), {"tenant": held.tenant}
         )
+    claim_statement, claimable = _CLAIM[max_running is not None]
     for _ in range(CLAIM_TRIES):
         now = db.now(session)
-        conditions = _claim_conditions(job_id, now, max_attempts, max_running)
+        values = dict(job_id=job_id, now=now, max_attempts=max_attempts, max_running=max_running)
         job = session.scalars(
-            _claim_statement(conditions, owner, now, lease_seconds),
+            claim_statement,
+            dict(values, owner=owner, expires=now + timedelta(seconds=lease_seconds)),
             execution_options={"populate_existing": True},
         ).first()
         if job is not None:
             add_event(session, job_id, "claimed", f"attempt {job.attempts}", worker=worker, at=now)
             return job
-        if session.execute(select(Job.id).where(*conditions)).first() is None:
+        if session.execute(claimable, values).first() is None:
             if max_running is not None and _deferred(session, job_id, now, max_attempts):
                 return None
             break
@@ -166,23 +168,49 @@ def _claim_conditions(job_id: str, now, max_attempts: int, max_running: int | No
     return conditions
 
 
-def _claim_statement(conditions: list, owner: str, now, lease_seconds: float):
+def _claim_statements(limited: bool):
+    """The claim's UPDATE and its "still claimable?" SELECT, built once (``_CLAIM``) and
+    bound per call: job_id, now, max_attempts, owner, expires (and max_running when
+    ``limited``). The parameters are typed, or PostgreSQL reads a bare timestamp parameter
+    as timestamptz in its own zone."""
+    now = bindparam("now", type_=UTCDateTime)
+    conditions = [
+        Job.id == bindparam("job_id"),
+        or_(Job.status == QUEUED, and_(Job.status == RUNNING, Job.lease_expires_at < now)),
+        Job.cancel_requested.is_(False),
+        Job.attempts < bindparam("max_attempts"),
+    ]
+    if limited:
+        other = aliased(Job)
+        running = (
+            select(func.count())
+            .select_from(other)
+            .where(
+                other.tenant == Job.tenant, other.status == RUNNING, other.lease_expires_at > now
+            )
+            .scalar_subquery()
+        )
+        conditions.append(running < bindparam("max_running"))
     target = select(Job.id).where(*conditions).with_for_update(skip_locked=True)
-    return (
+    update_ = (
         update(Job)
         .where(Job.id == target.scalar_subquery())
         .values(
             status=RUNNING,
-            lease_owner=owner,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            lease_owner=bindparam("owner"),
+            lease_expires_at=bindparam("expires", type_=UTCDateTime),
             attempts=Job.attempts + 1,
-            # typed, or PostgreSQL reads the bare parameter as timestamptz in its own zone
-            started_at=func.coalesce(Job.started_at, type_coerce(now, UTCDateTime)),
+            started_at=func.coalesce(Job.started_at, now),
             updated_at=now,
         )
         .returning(Job)
         .execution_options(synchronize_session=False)
     )
+    return update_, select(Job.id).where(*conditions)
+
+
+#: (the claim, whether it is still claimable), without and with the running-jobs limit
+_CLAIM = {False: _claim_statements(False), True: _claim_statements(True)}
 
 
 def _end_unclaimable(session: Session, job_id: str, now, max_attempts: int, worker) -> None:
