@@ -101,20 +101,28 @@ def write_npy_arrays(
             write_array(session, job_id, kind, array, chunk_bytes)
         else:
             small[kind] = header + array.tobytes()
+    _insert_small(session, job_id, "npy", small)
+
+
+def _insert_small(session: Session, job_id: str, fmt: str, small: dict[str, bytes]) -> dict:
+    """Blobs of one chunk each: one INSERT of their rows, one of their chunks. Returns each
+    kind's blob id."""
     if not small:
-        return
+        return {}
     now = utcnow()
-    ids = session.execute(
+    rows = session.execute(
         insert(Blob).returning(Blob.id, sort_by_parameter_order=True),
         [
-            dict(job_id=job_id, kind=kind, format="npy", size=len(data), created_at=now)
+            dict(job_id=job_id, kind=kind, format=fmt, size=len(data), created_at=now)
             for kind, data in small.items()
         ],
     ).scalars()
+    ids = dict(zip(small, rows))
     session.execute(
         insert(BlobChunk),
-        [dict(blob_id=i, seq=0, data=data) for i, data in zip(ids, small.values())],
+        [dict(blob_id=ids[kind], seq=0, data=data) for kind, data in small.items()],
     )
+    return ids
 
 
 def write_npz_blobs(
@@ -131,21 +139,7 @@ def write_npz_blobs(
             ids[kind] = write_arrays(session, job_id, kind, arrays, chunk_bytes).id
         else:
             small[kind] = buffer.getvalue()
-    if small:
-        now = utcnow()
-        rows = session.execute(
-            insert(Blob).returning(Blob.id, sort_by_parameter_order=True),
-            [
-                dict(job_id=job_id, kind=kind, format="npz", size=len(data), created_at=now)
-                for kind, data in small.items()
-            ],
-        ).scalars()
-        ids.update(zip(small, rows))
-        session.execute(
-            insert(BlobChunk),
-            [dict(blob_id=ids[kind], seq=0, data=data) for kind, data in small.items()],
-        )
-    return ids
+    return ids | _insert_small(session, job_id, "npz", small)
 
 
 def write_arrays(

@@ -124,7 +124,7 @@ def claim(
 def _deferred(session: Session, job_id: str, now, max_attempts: int) -> bool:
     """The job is claimable but for its tenant's running-jobs limit: it stays queued with no
     message (``dispatched_at`` cleared), and the tenant's next ending offers it again."""
-    waiting = _claim_conditions(job_id, now, max_attempts, None) + [Job.status == QUEUED]
+    waiting = _claim_conditions(job_id, now, max_attempts) + [Job.status == QUEUED]
     deferred = session.execute(
         update(Job)
         .where(*waiting)
@@ -147,25 +147,14 @@ def _deferred(session: Session, job_id: str, now, max_attempts: int) -> bool:
 CLAIM_TRIES, CLAIM_RETRY_SECONDS = 40, 0.05
 
 
-def _claim_conditions(job_id: str, now, max_attempts: int, max_running: int | None) -> list:
-    conditions = [
+def _claim_conditions(job_id: str, now, max_attempts: int) -> list:
+    """What makes the job claimable but for the running-jobs limit (``_deferred``)."""
+    return [
         Job.id == job_id,
         _claimable(now),
         Job.cancel_requested.is_(False),
         Job.attempts < max_attempts,
     ]
-    if max_running is not None:
-        other = aliased(Job)
-        running = (
-            select(func.count())
-            .select_from(other)
-            .where(
-                other.tenant == Job.tenant, other.status == RUNNING, other.lease_expires_at > now
-            )
-            .scalar_subquery()
-        )
-        conditions.append(running < max_running)
-    return conditions
 
 
 def _claim_statements(limited: bool):

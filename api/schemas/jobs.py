@@ -209,9 +209,9 @@ class ListQuery(Query):
     """Query parameters arrive as strings, so this model converts (it is not strict)."""
 
     status: JobStatus | None = None
-    label: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,63}:.{0,63}$")] | None = Field(
-        None, description="key:value; only jobs with that label"
-    )
+    label: (
+        Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,63}:[^\x00-\x1f\x7f]{0,63}$")] | None
+    ) = Field(None, description="key:value (a label's own characters); only jobs with it")
     limit: PageSize = 50
     cursor: Cursor | None = Field(
         None,

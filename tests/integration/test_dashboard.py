@@ -703,6 +703,8 @@ def test_a_trial_page_shows_asha_pausing_and_promoting_it(signed_in, stack):
     page.goto(f"/sweeps/{sweep['id']}")
     expect(page.locator("#summary")).to_contain_text("paused")
     expect(page.locator("#status")).to_have_text("succeeded", timeout=60_000)
+    page.close()  # its script reloads it once the sweep ends: a goto meanwhile is aborted
+    page = signed_in.new_page()
     trials = client.get("/v1/jobs", params={"sweep": sweep["id"]}).json()["jobs"]
     decisions = []
     for trial in trials:

@@ -12,10 +12,16 @@ import pytest
 
 from tests.faults.conftest import audit, model_weights, reference_weights
 from tests.integration.test_continue import model, rows
-
-# ``classes``: test_sweeps' module fixture (its stored data set), used here too
-from tests.integration.test_sweeps import base, classes, submit, trials, wait  # noqa: F401
+from tests.integration.test_sweeps import base, store_classes, submit, trials, wait
 from tuning.sampling import derived_seed, sample
+
+TENANT = "bob"  # test_sweeps stores the same data set for alice: one tenant's would be one
+
+
+@pytest.fixture(scope="module")
+def classes(stack):
+    return store_classes(stack, "three-classes", 150, 3, tenant=TENANT)
+
 
 # learning rates whose validation cost after one epoch gets worse trial by trial: each later
 # trial pauses at rung 0, until the sixth makes room for two (6 // 3) and the second is
@@ -23,8 +29,8 @@ from tuning.sampling import derived_seed, sample
 RATES = [3.0, 2.0, 1.2, 0.6, 0.3, 0.1]
 
 
-def test_asha_with_promotions_pauses_and_promotes_exactly(stack, classes):  # noqa: F811
-    client = stack.client()
+def test_asha_with_promotions_pauses_and_promotes_exactly(stack, classes):
+    client = stack.client(TENANT)
     sweep = submit(
         client,
         {
@@ -75,8 +81,8 @@ def _params_of(jobs: list[dict]) -> list[dict]:
     return [j["params"] for j in jobs]
 
 
-def test_a_cancelled_sweep_resumes_with_the_same_configurations_exactly(stack, classes):  # noqa: F811
-    client = stack.client()
+def test_a_cancelled_sweep_resumes_with_the_same_configurations_exactly(stack, classes):
+    client = stack.client(TENANT)
     body = {
         "base": base(classes, epochs=1500),
         "search": {"learning_rate": {"log_uniform": [0.5, 4]}, "structure[1]": {"choice": [4, 8]}},
@@ -130,8 +136,8 @@ def test_a_cancelled_sweep_resumes_with_the_same_configurations_exactly(stack, c
 TANH = {"activation": "tanh", "output_activation": "identity", "validation_split": 0.2}
 
 
-def test_a_sweep_re_runs_failed_trials_and_refuses_more_grid_points(stack, classes):  # noqa: F811
-    client = stack.client()
+def test_a_sweep_re_runs_failed_trials_and_refuses_more_grid_points(stack, classes):
+    client = stack.client(TENANT)
     sweep = submit(
         client,
         {
@@ -157,8 +163,8 @@ def test_a_sweep_re_runs_failed_trials_and_refuses_more_grid_points(stack, class
     assert failed["attempts"] == 1
 
 
-def test_a_sweep_adds_trials_in_its_seed_s_sequence_and_extends_its_best(stack, classes):  # noqa: F811
-    client = stack.client()
+def test_a_sweep_adds_trials_in_its_seed_s_sequence_and_extends_its_best(stack, classes):
+    client = stack.client(TENANT)
     body = {
         "base": base(classes, epochs=4),
         "search": {"learning_rate": {"log_uniform": [0.2, 5]}},
@@ -194,8 +200,8 @@ def test_a_sweep_adds_trials_in_its_seed_s_sequence_and_extends_its_best(stack, 
     assert rows(client, extension["id"]) == rows(client, alone)
 
 
-def test_replicates_train_each_configuration_with_derived_seeds_ranked_by_mean(stack, classes):  # noqa: F811
-    client = stack.client()
+def test_replicates_train_each_configuration_with_derived_seeds_ranked_by_mean(stack, classes):
+    client = stack.client(TENANT)
     body = {
         "base": base(classes, epochs=3),
         "search": {"learning_rate": {"log_uniform": [0.3, 5]}},

@@ -21,15 +21,15 @@ from tuning.sampling import Past, sample
 FINAL = ("succeeded", "failed", "cancelled")
 
 
-def store_classes(stack, name: str, samples: int, seed: int) -> str:
-    """A stored data set: noisy features of 3 one-hot classes, 4 columns."""
+def store_classes(stack, name: str, samples: int, seed: int, tenant: str = "alice") -> str:
+    """A stored data set of the tenant: noisy features of 3 one-hot classes, 4 columns."""
     rng = np.random.RandomState(seed)
     labels = rng.randint(3, size=samples)
     noise = rng.rand(samples, 1)
     inputs = np.hstack([np.eye(3)[labels], noise]) * 0.6 + rng.rand(samples, 4) * 0.4
     body = {"name": name, "inputs": inputs.round(4).tolist()}
     body["targets"] = np.eye(3)[labels].tolist()
-    response = stack.client().post("/v1/datasets", json=body)
+    response = stack.client(tenant).post("/v1/datasets", json=body)
     assert response.status_code == 201, response.text
     return response.json()["id"]
 
