@@ -286,6 +286,8 @@ def diff(job_id: str, query: DiffQuery):
         this_metrics=found.this_metrics,
         other_metrics=found.other_metrics,
         weights_equal=found.weights_equal,
+        state_epoch=found.state_epoch,
+        states_equal=found.states_equal,
     )
     return _json(view)
 

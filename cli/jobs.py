@@ -228,6 +228,9 @@ def diff_command(client, as_json, job_id, other_id):
     summary = (
         f"{found['epochs_compared']} epochs compared: {parted}; {weights[found['weights_equal']]}"
     )
+    if found.get("state_epoch") is not None:
+        same = "the same" if found["states_equal"] else "different"
+        summary += f"; {same} weights in both states after epoch {found['state_epoch']}"
     if as_json:
         show(found, True)
     else:

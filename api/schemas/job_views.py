@@ -217,3 +217,11 @@ class JobDiffOut(Out):
     weights_equal: bool | None = Field(
         None, description="Both succeeded: whether their models are the same bits"
     )
+    state_epoch: int | None = Field(
+        None,
+        description="Both jobs kept a state (a checkpoint, or the final state an ended job "
+        "keeps) at the same position, before the first divergent epoch: its finished epochs",
+    )
+    states_equal: bool | None = Field(
+        None, description="Whether the weights were the same bits at that state"
+    )

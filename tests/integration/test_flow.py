@@ -357,6 +357,20 @@ def test_a_diff_finds_the_first_epoch_two_runs_part_and_what_differs(stack):
         }
     ]
     assert parted["first_divergent_epoch"] == 3 and parted["weights_equal"] is False
+    assert parted["state_epoch"] is None  # both states (after epoch 5) are past the parting
+
+    # stopped at epoch 2, before the schedules part: their states there are the same bits
+    early = [client.submit({**spec, "epochs": 2})["id"] for spec in (base, halved)]
+    for job_id in early:
+        assert client.wait(job_id, timeout=60)["status"] == "succeeded"
+    before = client.get(f"/v1/jobs/{early[0]}/diff", params={"other": early[1]}).json()
+    assert before["first_divergent_epoch"] is None
+    assert before["state_epoch"] == 2 and before["states_equal"] is True
+    # other seeds part at epoch 1: no state of theirs comes before it
+    other_seed = client.submit({**base, "epochs": 2, "seed": 12})["id"]
+    assert client.wait(other_seed, timeout=60)["status"] == "succeeded"
+    seeds = client.get(f"/v1/jobs/{early[0]}/diff", params={"other": other_seed}).json()
+    assert seeds["first_divergent_epoch"] == 1 and seeds["state_epoch"] is None
     assert parted["this_metrics"]["learning_rate"] == 1.0
     assert parted["other_metrics"]["learning_rate"] == 0.5
 
