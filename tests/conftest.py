@@ -132,7 +132,8 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(
                 "soak: {jobs} jobs, {training_processes_killed} training processes and "
                 "{workers_killed} workers SIGKILLed; kill to next claim: worst "
-                "{worst_kill_to_claim_s} s, mean {mean_kill_to_claim_s} s; "
+                "{worst_kill_to_claim_s} s, mean {mean_kill_to_claim_s} s (when the worker "
+                "was killed too before the claim: worst {worst_past_a_worker_kill_s} s); "
                 "{dispatches_per_job} task messages per job ({needless_resends} re-sent without "
                 "a lease expiry or a release); worker down {worker_down_s} s".format(**soak)
             )
