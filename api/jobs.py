@@ -69,8 +69,12 @@ def submit(body: JobCreate):
     The job is stored before the answer, with its data, and trained once by a worker. Poll
     its Location (getJob, with ?wait= to long poll) until its status is succeeded, failed or
     cancelled."""
-    accepted = accept(body, idempotency_key())
-    if isinstance(accepted, Replay):  # the stored answer of an earlier submit
+    return queued(accept(body, idempotency_key()))
+
+
+def queued(accepted: Stored | Replay) -> Response:
+    """202 with the new job and its Location, or the replay of an earlier request's answer."""
+    if isinstance(accepted, Replay):  # the stored answer of an earlier request with the key
         return replayed(accepted, url_for("jobs.get_job", job_id=accepted.job_id))
     g.job_id = accepted.id
     location = url_for("jobs.get_job", job_id=accepted.id)
@@ -326,10 +330,7 @@ def continue_(job_id: str, body: ContinueJob):
         idem=idem,
         answer=_detail,
     )
-    if isinstance(accepted, Replay):
-        return replayed(accepted, url_for("jobs.get_job", job_id=accepted.job_id))
-    location = url_for("jobs.get_job", job_id=accepted.id)
-    return _json(accepted.answer, 202, {"Location": location})
+    return queued(accepted)
 
 
 @bp.get("/<job_id>/metrics")

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from backprop.spec import JobSpec, stored_copies
 from store import blobs, continued, datasets, jobs
-from store.job_data import load_checkpoint
+from store.job_data import DATA_KINDS, load_checkpoint
 from store.models import CANCELLED, FAILED, SUCCEEDED, Job
 
 from .context import Context, Idempotency
@@ -63,7 +63,7 @@ def continue_job(
         spec = continued_spec(parent.spec, parent.id, done + epochs, max_runtime_seconds)
         check_data_sets(session, ctx.tenant, spec)
         check_limits(ctx, spec, epochs)
-        data = sum(b.size for b in blobs.find_blobs(session, parent.id, _DATA).values())
+        data = sum(b.size for b in blobs.find_blobs(session, parent.id, DATA_KINDS).values())
         model = spec.parameters * np.dtype(spec.options.dtype).itemsize
         needed = data + model * stored_copies(spec.options.optimizer, False)
         check_job_storage(ctx, session, needed, "this one", "its copies of the data and state")
@@ -84,9 +84,6 @@ def continue_job(
     if isinstance(stored, Stored):
         dispatch(ctx, stored.id)
     return stored
-
-
-_DATA = ("inputs", "targets", "batch_sizes", "val_inputs", "val_targets")
 
 
 def why_not(job: Job) -> str | None:

@@ -21,14 +21,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy.orm import Session
 
 from tuning import asha, replicates, sampling
 
 from . import jobs, progress, sweep_trials, sweeps
 from .db import Database
 from .leases import LeaseLost
-from .models import FAILED, PAUSED, QUEUED, RUNNING, SUCCEEDED, Job, Sweep
+from .models import FAILED, PAUSED, RUNNING, SUCCEEDED, Job, Sweep
 from .sweeps import ACTIVE
 
 
@@ -83,10 +83,10 @@ def advance(session: Session, db: Database, sweep: Sweep) -> list[str]:
     # to a paused trial before a new one
     now = db.now(session)
     for job in [t for t in trials if sweep_trials.held(t)][: max(0, sweep.max_parallel - active)]:
-        sweep_trials.release_held(session, job, now)
+        sweep_trials.requeue(session, job, now, "released by its sweep")
         released.append(job.id)
         active += 1
-    for job in _promotions(sweep, trials, sweep.max_parallel - active, now):
+    for job in _promotions(session, sweep, trials, sweep.max_parallel - active, now):
         released.append(job.id)
         active += 1
     while sweep.released < sweep.trials and active < sweep.max_parallel:
@@ -105,7 +105,7 @@ def advance(session: Session, db: Database, sweep: Sweep) -> list[str]:
     return released
 
 
-def _promotions(sweep: Sweep, trials: list[Job], free: int, now) -> list[Job]:
+def _promotions(session: Session, sweep: Sweep, trials: list[Job], free: int, now) -> list[Job]:
     """Up to ``free`` paused trials promoted (queued again, to continue from their pause),
     from the highest rung down, best first (``tuning.asha.promotable``); each promotion is
     recorded on its rung's decision with the figures behind it."""
@@ -114,8 +114,10 @@ def _promotions(sweep: Sweep, trials: list[Job], free: int, now) -> list[Job]:
         return []
     by_rung: dict[int, list] = {}
     for trial in trials:
-        for d in trial.rungs or []:
-            paused = trial.status == PAUSED and d is trial.rungs[-1] and "promoted" not in d
+        decisions = trial.rungs or []
+        waiting = sweep_trials.asha_paused(trial) and trial.status == PAUSED
+        for i, d in enumerate(decisions):
+            paused = waiting and i == len(decisions) - 1
             by_rung.setdefault(d["rung"], []).append((trial, d["value"], paused))
     promoted = []
     goal = sweep.spec["objective"]["goal"]
@@ -125,33 +127,23 @@ def _promotions(sweep: Sweep, trials: list[Job], free: int, now) -> list[Job]:
         for job_id, figures in asha.promotable(records, config["reduction_factor"], goal):
             if len(promoted) == free:
                 return promoted
-            _promote(found[job_id], figures, now)
+            _promote(session, found[job_id], figures, now)
             promoted.append(found[job_id])
     return promoted
 
 
-def _promote(job: Job, figures: dict, now) -> None:
+def _promote(session: Session, job: Job, figures: dict, now) -> None:
     *earlier, last = job.rungs
     job.rungs = [*earlier, {**last, "promoted": {"at": now.isoformat(), **figures}}]
-    job.status, job.stopped_early, job.finished_at = QUEUED, False, None
-    job.attempts, job.cancel_requested = 0, False  # a promotion starts its attempts afresh
-    job.dispatched_at, job.dispatch_count, job.updated_at = now, 1, now
+    job.stopped_early = False
     cutoff = "none" if figures["cutoff"] is None else f"{figures['cutoff']:.4g}"
-    _event(
-        job,
-        "promoted",
-        (
-            f"rung {last['rung']} (epoch {last['epoch']}): {figures['value']:.4g} is now among "
-            f"the best {figures['keep']} of {figures['competitors']} (cutoff {cutoff}); it "
-            "continues from its pause"
-        ),
-        now,
+    message = (
+        f"rung {last['rung']} (epoch {last['epoch']}): {figures['value']:.4g} is now among "
+        f"the best {figures['keep']} of {figures['competitors']} (cutoff {cutoff}); it "
+        "continues from its pause"
     )
-    _event(job, "dispatched", "", now)
-
-
-def _event(job: Job, kind: str, message: str, now) -> None:
-    jobs.add_event(object_session(job), job.id, kind, message, at=now)
+    jobs.add_event(session, job.id, "promoted", message, at=now)
+    sweep_trials.requeue(session, job, now, "promoted")
 
 
 def _release(session: Session, db: Database, sweep: Sweep, number: int, trials) -> Job:

@@ -78,12 +78,13 @@ def _reset(session: Session, trial: Job) -> None:
     trial.error_type = trial.error_message = trial.gradient_check = None
 
 
-def release_held(session: Session, job: Job, now) -> None:
-    """A held trial queued (its sweep sends its message after the commit)."""
+def requeue(session: Session, job: Job, now, why: str) -> None:
+    """A waiting trial queued again (a held one released, a paused one promoted), its
+    attempts afresh; its sweep sends its message after the commit."""
     job.status, job.finished_at, job.updated_at = QUEUED, None, now
     job.attempts, job.cancel_requested = 0, False
     job.dispatched_at, job.dispatch_count = now, 1
-    jobs.add_event(session, job.id, "dispatched", "released by its sweep", at=now)
+    jobs.add_event(session, job.id, "dispatched", why, at=now)
 
 
 def largest_trial_bytes(session: Session, sweep_id: str) -> int:
