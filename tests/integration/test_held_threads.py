@@ -60,11 +60,13 @@ def tenant(stack, base: str, name: str) -> Client:
 
 
 def others_p99(stack, base: str) -> tuple[float, float]:
-    """Another tenant's GET /v1/jobs p99 and /healthz p99, in seconds (60 requests each)."""
+    """Another tenant's GET /v1/jobs p99 and /healthz p99, in seconds (60 and 200 requests:
+    of 200, the p99 is the second slowest, so one scheduling pause of the test's own machine
+    is not taken for the service's)."""
     other = tenant(stack, base, "other")
     headers = {"Authorization": f"Bearer {other.token}"}
     jobs = timed(requests.Session(), f"{base}/v1/jobs", 60, headers=headers)
-    health = timed(requests.Session(), f"{base}/healthz", 60)
+    health = timed(requests.Session(), f"{base}/healthz", 200)
     return p99(jobs), p99(health)
 
 

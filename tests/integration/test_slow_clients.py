@@ -62,7 +62,7 @@ def test_half_sent_requests_hold_no_thread_and_slow_headers_end_in_a_408(stack):
         token = make_token(stack.database_url, f"slow-{uuid.uuid4().hex[:8]}")
         headers = {"Authorization": f"Bearer {token}"}
         jobs = timed(tenant, f"{stack.base}/v1/jobs", 100, headers=headers)
-        health = timed(requests.Session(), f"{stack.base}/healthz", 100)
+        health = timed(requests.Session(), f"{stack.base}/healthz", 200)
         print(
             f"with {STRANGERS} half-sent requests and 20 dripping ones open: GET /v1/jobs p99 "
             f"{p99(jobs) * 1000:.1f} ms, /healthz p99 {p99(health) * 1000:.1f} ms"
