@@ -9,6 +9,7 @@ from flask_limiter import Limiter
 from backprop.settings import Settings
 from store import jobs
 
+from . import rate_window
 from .problems import ApiProblem
 
 
@@ -37,7 +38,8 @@ def init_app(app: Flask, settings: Settings) -> Limiter:
         # Redis down: count in memory per process instead of refusing every request
         swallow_errors=True,
         in_memory_fallback_enabled=True,
-        strategy="sliding-window-counter",
+        # the sliding-window counter, counted and read for the headers in one round trip
+        strategy=rate_window.NAME,
     )
 
 

@@ -99,6 +99,13 @@ class Settings(BaseSettings):
         description="Longest wait for a PostgreSQL lock before the statement fails (a worker "
         "retries it as an outage, the API answers 503)",
     )
+    db_ping_idle_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="A pooled PostgreSQL connection idle this long is pinged before use (a "
+        "dead one is replaced); one used more recently is trusted, saving a round trip per "
+        "request (0: ping every time)",
+    )
 
     # --- limits of the API
     max_content_length: int = Field(64 * 2**20, gt=0, description="Largest request body, bytes")

@@ -7,13 +7,14 @@ The reason to change is how a process connects to the database and bounds its wa
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 
 from sqlalchemy import create_engine, event, text, update
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from backprop.settings import Settings, get_settings
@@ -28,9 +29,9 @@ class Database:
             self.engine = create_engine(url, connect_args={"timeout": 30})
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
-            self.engine = create_engine(
-                url, pool_pre_ping=True, connect_args=postgres_bounds(get_settings())
-            )
+            settings = get_settings()
+            self.engine = create_engine(url, connect_args=postgres_bounds(settings))
+            _ping_when_idle(self.engine, settings.db_ping_idle_seconds)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         # reads that need no transaction: no BEGIN and COMMIT round trips around them
         self.reads = sessionmaker(
@@ -104,6 +105,29 @@ def postgres_bounds(settings: Settings) -> dict:
         "tcp_user_timeout": tcp_ms,
         "options": " ".join(f"-c {name}={value}" for name, value in server.items()),
     }
+
+
+def _ping_when_idle(engine, idle_seconds: float) -> None:
+    """Ping a pooled connection before use once it has been idle ``idle_seconds`` (the
+    server may have restarted or cut it meanwhile; a dead one is replaced, as with
+    ``pool_pre_ping``). A connection back in the pool for less than that is trusted: busy
+    processes, whose connections come and go every few milliseconds, save the ping's round
+    trip on every request. A connection that died in that short while fails its statement
+    as an outage (the API answers 503, a worker retries), and the pool replaces it."""
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_connection, record) -> None:
+        record.info["returned"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_connection, record, _proxy) -> None:
+        returned = record.info.get("returned")
+        if returned is None or time.monotonic() - returned < idle_seconds:
+            return  # new, or in use a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)  # what pool_pre_ping runs
+        except Exception as exc:  # the pool drops it and checks out another
+            raise DisconnectionError(str(exc)) from exc
 
 
 def lock_rows(session: Session, column, ids: list[str]) -> None:
