@@ -95,7 +95,7 @@ def accept(body: JobCreate, idem: Idempotency | None = None) -> Stored | Replay:
         callback_url=body.callback_url,
         init_from=body.init_from,
         idem=idem,
-        answer=_detail,
+        answer=job_detail,  # the new job with the history stored with it: nothing read back
     )
 
 
@@ -176,8 +176,11 @@ def get_job(job_id: str, query: JobQuery):
 
 
 def _read_job(job_id: str) -> JobOut:
+    """The tenant's job with its history (JobNotFound: a 404), read as rows on one
+    connection: the poll's hot path."""
+    g.job_id = job_id
     with services().db.reading() as session:
-        return _detail(session, find_job(session, job_id))
+        return job_detail(*jobs.job_with_history(session, g.tenant, job_id))
 
 
 def _wait_for_change(job_id: str, seen: str | None, wait: float, watcher) -> JobOut:

@@ -27,8 +27,10 @@ from .idempotent import Stored, once
 
 log = logging.getLogger("backprop.service")
 
-#: shapes the stored answer of a submit or a cancel from the job (the caller's view)
+#: shapes the stored answer of a cancel or a continue from the job (the caller's view)
 Answer = Callable[[Session, Job], Any]
+#: shapes the stored answer of a submit from the new job and its history (the caller's view)
+Shown = Callable[[Job, list[jobs.Event]], Any]
 
 
 def submit_job(
@@ -40,12 +42,13 @@ def submit_job(
     callback_url: str | None,
     init_from: str | None,
     idem: Idempotency | None,
-    answer: Answer,
+    answer: Shown,
 ) -> Stored | Replay:
     """Store the tenant's job with its data in one transaction (the queue quota counted
     exactly, the key's answer remembered), then send its task message. ``prepared`` is
-    the checked request (``api.validation.PreparedJob``). Raises Refused, QueueFull,
-    StorageQuotaExceeded; a failure stores nothing."""
+    the checked request (``api.validation.PreparedJob``); ``answer`` shapes the new job
+    and the history stored with it. Raises Refused, QueueFull, StorageQuotaExceeded; a
+    failure stores nothing."""
     check_callback_url(ctx, ("callback_url",), callback_url)
     spec = prepared.spec
     if callback_url:
@@ -61,8 +64,9 @@ def submit_job(
         data = sum(array.nbytes for array in prepared.arrays.values())
         needed = data + model * stored_copies(spec.options.optimizer, bool(init_from))
         made_of = "its data, model and checkpoint with its optimizer's state"
-        check_job_storage(ctx, session, needed, "this one", made_of)
-        job = jobs.create_job(
+        used, now = jobs.job_bytes_and_now(session, ctx.db, ctx.tenant)
+        check_storage(ctx, used, needed, "this one", made_of)
+        job, history = jobs.add_job(
             session,
             ctx.db,
             tenant=ctx.tenant,
@@ -73,8 +77,9 @@ def submit_job(
             chunk_bytes=ctx.settings.blob_chunk_bytes,
             max_queued=ctx.settings.max_queued_jobs_per_tenant,
             dispatching=True,  # init_from's weights are copied inside the database
+            now=now,
         )
-        return Stored(job.id, answer(session, job), job.id)
+        return Stored(job.id, answer(job, history), job.id)
 
     try:
         stored = once(ctx, idem, store)
@@ -97,8 +102,12 @@ def check_callback_url(ctx: Context, loc: tuple, url: str | None) -> None:
 def check_job_storage(ctx: Context, session: Session, needed: int, what: str, made_of: str):
     """StorageQuotaExceeded unless ``needed`` more bytes fit in what the tenant's jobs may
     store (MAX_JOB_STORAGE_BYTES)."""
+    check_storage(ctx, jobs.job_bytes(session, ctx.tenant), needed, what, made_of)
+
+
+def check_storage(ctx: Context, used: int, needed: int, what: str, made_of: str) -> None:
+    """StorageQuotaExceeded unless ``needed`` more bytes fit beside the ``used`` ones."""
     limit = ctx.settings.max_job_storage_bytes
-    used = jobs.job_bytes(session, ctx.tenant)
     if used + needed > limit:
         raise StorageQuotaExceeded(used, needed, limit, what, made_of)
 

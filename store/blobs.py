@@ -17,6 +17,11 @@ from sqlalchemy.orm import Session
 
 from .models import Blob, BlobChunk, utcnow
 
+_BLOB, _CHUNK = Blob.__table__, BlobChunk.__table__
+# built once: Core on the tables, a fraction of the ORM's cost per statement
+_INSERT_BLOBS = insert(_BLOB).returning(_BLOB.c.id, sort_by_parameter_order=True)
+_INSERT_CHUNKS = insert(_CHUNK)
+
 
 class _ChunkWriter:
     """A write-only file object that turns what it is given into chunk rows."""
@@ -111,7 +116,7 @@ def _insert_small(session: Session, job_id: str, fmt: str, small: dict[str, byte
         return {}
     now = utcnow()
     rows = session.execute(
-        insert(Blob).returning(Blob.id, sort_by_parameter_order=True),
+        _INSERT_BLOBS,
         [
             dict(job_id=job_id, kind=kind, format=fmt, size=len(data), created_at=now)
             for kind, data in small.items()
@@ -119,7 +124,7 @@ def _insert_small(session: Session, job_id: str, fmt: str, small: dict[str, byte
     ).scalars()
     ids = dict(zip(small, rows))
     session.execute(
-        insert(BlobChunk),
+        _INSERT_CHUNKS,
         [dict(blob_id=ids[kind], seq=0, data=data) for kind, data in small.items()],
     )
     return ids

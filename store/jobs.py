@@ -1,6 +1,7 @@
-"""The job rows: a job stored at submit, read, listed, cancelled and deleted, its history
-(events), and what the tenant's jobs count and store. The reason to change is what a job row
-holds or how it is read.
+"""The job rows: a job read, listed, cancelled and deleted, its history (events), and what
+the tenant's jobs store; a job stored at submit and the quotas counted with it are
+``store.job_submit``'s, offered here too. The reason to change is what a job row holds or
+how it is read.
 
 The job row is the source of truth. A worker writes to it only under the job's lease
 (``store.leases``, ``store.progress``); this module's writes are the tenant's requests.
@@ -10,14 +11,27 @@ from __future__ import annotations
 
 import uuid
 
-import numpy as np
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import bindparam, delete, func, select, true, update
+from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from backprop.spec import JobSpec
 
-from . import blobs, callbacks
+from . import callbacks
 from .db import Database, lock_rows
+
+# a job stored at submit, and the quotas counted with it (``store.job_submit``)
+from .job_submit import Event as Event
+from .job_submit import InitSourceGone as InitSourceGone
+from .job_submit import NewJob as NewJob
+from .job_submit import QueueFull as QueueFull
+from .job_submit import add_job as add_job
+from .job_submit import check_queue_quota as check_queue_quota
+from .job_submit import count_jobs as count_jobs
+from .job_submit import create_job as create_job
+from .job_submit import job_bytes
+from .job_submit import job_bytes_and_now as job_bytes_and_now
 from .models import (
     CANCELLED,
     FINAL_STATUSES,
@@ -61,16 +75,36 @@ class TrialOfSweep(JobConflict):
     """A sweep's trial is deleted with its sweep, never on its own."""
 
 
-class QueueFull(Exception):
-    """The tenant already has ``limit`` queued jobs; ``queued`` is how many."""
-
-    def __init__(self, queued: int, limit: int):
-        super().__init__(f"{queued} queued jobs, the limit is {limit}")
-        self.queued, self.limit = queued, limit
-
-
-class InitSourceGone(LookupError):
-    """The job whose weights another starts from was deleted while that one was stored."""
+# the poll's statements, built once and bound per call (Core: a fraction of the ORM's cost)
+_JOB, _EVENT = Job.__table__, JobEvent.__table__
+_JOB_ROW = select(_JOB).where(_JOB.c.id == bindparam("id"), _JOB.c.tenant == bindparam("tenant"))
+_HISTORY = (
+    select(_EVENT.c.at, _EVENT.c.kind, _EVENT.c.message, _EVENT.c.worker)
+    .where(_EVENT.c.job_id == bindparam("job_id"))
+    .order_by(_EVENT.c.id.desc())
+    .limit(bindparam("limit"))
+)
+# PostgreSQL: the job row with its newest events, each of their fields aggregated into an
+# array in id order (NULL without events), in one round trip
+_NEWEST = (
+    select(_EVENT.c.id, _EVENT.c.at, _EVENT.c.kind, _EVENT.c.message, _EVENT.c.worker)
+    .where(_EVENT.c.job_id == _JOB.c.id)
+    .order_by(_EVENT.c.id.desc())
+    .limit(bindparam("limit"))
+    .correlate(_JOB)
+    .lateral("e")
+)
+_HISTORY_ARRAYS = select(
+    *[
+        func.array_agg(aggregate_order_by(_NEWEST.c[name], _NEWEST.c.id)).label(f"history_{name}")
+        for name in Event._fields
+    ]
+).lateral("h")
+_JOB_WITH_HISTORY = (
+    select(_JOB, *_HISTORY_ARRAYS.c)
+    .select_from(_JOB.outerjoin(_HISTORY_ARRAYS, true()))
+    .where(_JOB.c.id == bindparam("id"), _JOB.c.tenant == bindparam("tenant"))
+)
 
 
 def add_event(
@@ -79,105 +113,6 @@ def add_event(
     event = JobEvent(job_id=job_id, kind=kind, message=message, worker=worker, at=at or utcnow())
     session.add(event)
     return event
-
-
-# ---------------------------------------------------------------------------------- submit
-
-
-def create_job(
-    session: Session,
-    db: Database,
-    *,
-    tenant: str,
-    spec: JobSpec,
-    arrays: dict[str, np.ndarray],
-    name: str | None,
-    labels: dict[str, str],
-    chunk_bytes: int,
-    max_queued: int | None = None,
-    dispatching: bool = False,
-    params: dict | None = None,
-    copy_start_weights: bool = True,
-) -> Job:
-    """Store a validated job and its data in the caller's transaction, status queued. The
-    spec says which data sets it trains and validates on, whose weights it starts from
-    (copied here) and, for a sweep's trial, its sweep and number; ``params`` are a trial's
-    searched values.
-
-    With ``dispatching``, the job is recorded as dispatched: the caller sends its task
-    message after the commit.
-
-    With ``max_queued``, raises ``QueueFull`` (and the caller's transaction rolls back) when
-    the tenant would have more queued jobs than that (``check_queue_quota``).
-    """
-    now, trial = db.now(session), spec.sweep
-    job = Job(
-        id=str(uuid.uuid4()),
-        tenant=tenant,
-        name=name,
-        labels=labels,
-        spec=spec,
-        status=QUEUED,
-        epoch=0,
-        epochs=spec.epochs,
-        attempts=0,
-        cancel_requested=False,
-        runtime_seconds=0.0,
-        created_at=now,
-        updated_at=now,
-        # the task message is sent right after the commit; recording it here saves the submit
-        # a transaction (a failed send clears it again: ``leases.record_dispatch_failure``)
-        dispatched_at=now if dispatching else None,
-        dispatch_count=1 if dispatching else 0,
-        dataset_id=spec.data.dataset_id,
-        val_dataset_id=spec.val_dataset_id,
-        sweep_id=trial.id if trial else None,
-        trial=trial.trial if trial else None,
-        params=params,
-        stopped_early=False,
-        callback_state=callbacks.WAITING if spec.callback_url else None,
-    )
-    session.add(job)
-    session.flush()
-    blobs.write_npy_arrays(session, job.id, arrays, chunk_bytes)
-    if spec.init_from is not None and copy_start_weights:  # kept with it (the source may go)
-        _copy_start_weights(session, spec.init_from, job.id)
-    message = f"{spec.data.samples} samples, {spec.epochs} epochs"
-    add_event(session, job.id, "queued", message, at=now)
-    if dispatching:
-        add_event(session, job.id, "dispatched", at=now)
-    if max_queued is not None:
-        check_queue_quota(session, db, tenant, max_queued, stored=1)
-    return job
-
-
-def check_queue_quota(
-    session: Session, db: Database, tenant: str, max_queued: int, *, stored: int
-) -> None:
-    """Raise ``QueueFull`` when the tenant has more than ``max_queued`` queued jobs, ``stored``
-    of them made by the caller's transaction (a job, or a sweep's first trials), which then
-    rolls back. Call it last in the transaction: the count is exact under concurrent
-    submissions of jobs and sweeps alike. On PostgreSQL they take turns on an advisory lock
-    per tenant, held until the commit, so the next count sees these jobs; on SQLite the
-    transaction's INSERT already holds the database's single write lock until the commit."""
-    if not db.is_sqlite:
-        session.execute(
-            text("SELECT pg_advisory_xact_lock(1, hashtext(:tenant))"), {"tenant": tenant}
-        )
-    queued = count_jobs(session, tenant, QUEUED)  # the caller's own included
-    if queued > max_queued:
-        raise QueueFull(queued - stored, max_queued)
-
-
-def _copy_start_weights(session: Session, source_id: str, job_id: str) -> None:
-    """The source job's model, copied inside the database as the job's ``init`` blob. The
-    source's row is share-locked first: a delete of it (which locks the row, ``delete_job``)
-    either waits for this commit or has gone before, and then InitSourceGone."""
-    held = session.scalar(select(Job.id).where(Job.id == source_id).with_for_update(read=True))
-    model = blobs.find_blob(session, source_id, "model") if held else None
-    if model is None:
-        raise InitSourceGone(source_id)
-    blobs.copy_blob(session, model, job_id, "init")
 
 
 # ---------------------------------------------------------------------------------- reads
@@ -190,6 +125,29 @@ def get_job(session: Session, tenant: str, job_id: str) -> Job:
     if job is None or job.tenant != tenant:
         raise JobNotFound(job_id)
     return job
+
+
+def job_with_history(
+    session: Session, tenant: str, job_id: str, limit: int = 200
+) -> tuple[Row, list[Event]]:
+    """The tenant's job row (JobNotFound) and its newest ``limit`` events, oldest first: a
+    row with the attribute names of ``Job`` and ``Event`` tuples, read on one connection
+    (PostgreSQL: in one round trip)."""
+    if not is_row_id(job_id):
+        raise JobNotFound(job_id)
+    connection = session.connection()
+    found = {"id": job_id, "tenant": tenant, "limit": limit}
+    if connection.dialect.name == "postgresql":
+        job = connection.execute(_JOB_WITH_HISTORY, found).first()
+        if job is None:
+            raise JobNotFound(job_id)
+        arrays = [field or () for field in job[-len(Event._fields) :]]  # None: no events
+        return job, list(map(Event, *arrays))
+    job = connection.execute(_JOB_ROW, found).first()
+    if job is None:
+        raise JobNotFound(job_id)
+    history = connection.execute(_HISTORY, {"job_id": job_id, "limit": limit}).all()
+    return job, [Event(*event) for event in reversed(history)]
 
 
 def is_row_id(text: str) -> bool:
@@ -245,12 +203,6 @@ def next_waiting(session: Session, tenant: str) -> str | None:
         .order_by(Job.created_at)
         .limit(1)
     ).first()
-
-
-def count_jobs(session: Session, tenant: str, status: str) -> int:
-    return session.scalar(
-        select(func.count()).select_from(Job).where(Job.tenant == tenant, Job.status == status)
-    )
 
 
 # ---------------------------------------------------------------------------------- callbacks
@@ -361,18 +313,6 @@ def delete_rows(session: Session, job_id: str) -> None:
 
 
 # ---------------------------------------------------------------------------------- storage
-
-
-def job_bytes(session: Session, tenant: str) -> int:
-    """What the tenant's jobs store: their blobs (data, checkpoints, models)."""
-    return int(
-        session.scalar(
-            select(func.coalesce(func.sum(Blob.size), 0))
-            .join(Job, Job.id == Blob.job_id)
-            .where(Job.tenant == tenant)
-        )
-        or 0
-    )
 
 
 def usage(session: Session, tenant: str) -> dict:
