@@ -98,15 +98,37 @@ def write_npy_arrays(
 ) -> None:
     """Store several arrays as ``.npy`` blobs of one job. The small ones (one chunk each, the
     usual case of a submit) take one INSERT of their blob rows and one of their chunks."""
-    small = {}
+    small, large = npy_bytes(arrays, chunk_bytes)
+    write_npy_parts(session, job_id, small, large, chunk_bytes)
+
+
+def write_npy_parts(
+    session: Session,
+    job_id: str,
+    small: dict[str, bytes],
+    large: dict[str, np.ndarray],
+    chunk_bytes: int,
+) -> None:
+    """``write_npy_arrays`` of arrays split by ``npy_bytes``."""
+    for kind, array in large.items():
+        write_array(session, job_id, kind, array, chunk_bytes)
+    _insert_small(session, job_id, "npy", small)
+
+
+def npy_bytes(
+    arrays: dict[str, np.ndarray], chunk_bytes: int
+) -> tuple[dict[str, bytes], dict[str, np.ndarray]]:
+    """The ``.npy`` bytes of the arrays that fit one chunk, and the larger arrays (streamed
+    in chunks by ``write_array``)."""
+    small, large = {}, {}
     for kind, array in arrays.items():
         array = np.ascontiguousarray(array)
         header = _npy_header(array)
         if len(header) + array.nbytes > chunk_bytes:
-            write_array(session, job_id, kind, array, chunk_bytes)
+            large[kind] = array
         else:
             small[kind] = header + array.tobytes()
-    _insert_small(session, job_id, "npy", small)
+    return small, large
 
 
 def _insert_small(session: Session, job_id: str, fmt: str, small: dict[str, bytes]) -> dict:

@@ -21,7 +21,7 @@ from backprop.spec import JobSpec
 
 from . import blobs, callbacks
 from .db import Database
-from .models import QUEUED, Blob, Job, JobEvent
+from .models import QUEUED, Blob, Job, JobEvent, utcnow
 
 
 class QueueFull(Exception):
@@ -54,6 +54,46 @@ _JOB_BYTES = (
 _JOB_BYTES_NOW = _JOB_BYTES.add_columns(func.clock_timestamp(type_=DateTime(timezone=True)))
 #: every column of a job row unset: what a new job's object holds where the submit set nothing
 _UNSET = dict.fromkeys(column.key for column in _JOB.columns)
+#: the columns a submit sets (the others stay NULL)
+_SET = (
+    "id", "tenant", "name", "labels", "spec", "status", "epoch", "epochs", "attempts",
+    "cancel_requested", "runtime_seconds", "created_at", "updated_at", "dispatched_at",
+    "dispatch_count", "dataset_id", "val_dataset_id", "sweep_id", "trial", "params",
+    "stopped_early", "callback_state",
+)  # fmt: skip
+# PostgreSQL: the job row, its history, its small arrays' blobs and chunks and, with a queue
+# quota, the tenant's lock, in one statement (its data-modifying parts see one snapshot; the
+# foreign keys are checked at its end, when the job row is there). The blobs come in the
+# order given.
+_STORE_JOB = text(
+    f"""
+WITH job_row AS (
+  INSERT INTO job ({", ".join(_SET)}) VALUES ({", ".join(":" + c for c in _SET)})
+), history AS (
+  INSERT INTO job_event (job_id, at, kind, message, worker)
+  SELECT :id, :created_at, e.kind, e.message, NULL
+  FROM unnest(CAST(:event_kinds AS text[]), CAST(:event_messages AS text[]))
+    WITH ORDINALITY AS e(kind, message, n)
+  ORDER BY e.n
+), blob_rows AS (
+  INSERT INTO blob (job_id, kind, format, size, created_at)
+  SELECT :id, b.kind, 'npy', b.size, :blobs_at
+  FROM unnest(CAST(:blob_kinds AS text[]), CAST(:blob_sizes AS bigint[]))
+    WITH ORDINALITY AS b(kind, size, n)
+  ORDER BY b.n
+  RETURNING id, kind
+), chunk_rows AS (
+  INSERT INTO blob_chunk (blob_id, seq, data)
+  SELECT blob_rows.id, 0, d.data
+  FROM blob_rows JOIN unnest(CAST(:blob_kinds AS text[]), CAST(:blob_data AS bytea[]))
+    AS d(kind, data) USING (kind)
+)
+SELECT pg_advisory_xact_lock(1, hashtext(:tenant)) WHERE :lock
+"""
+).bindparams(
+    *[bindparam(name, type_=_JOB.c[name].type) for name in _SET],
+    bindparam("blobs_at", type_=_BLOB.c.created_at.type),
+)
 
 
 class Event(NamedTuple):
@@ -154,19 +194,49 @@ def add_job(
         stopped_early=False,
         callback_state=callbacks.WAITING if spec.callback_url else None,
     )
-    session.flush()  # rows the ORM holds go first (a trial's sweep)
-    session.execute(_INSERT_JOB, row)
-    job = _persistent(session, row)
-    blobs.write_npy_arrays(session, job.id, arrays, chunk_bytes)
-    if spec.init_from is not None and copy_start_weights:  # kept with it (the source may go)
-        _copy_start_weights(session, spec.init_from, job.id)
     history = [Event(now, "queued", f"{spec.data.samples} samples, {spec.epochs} epochs", None)]
     if dispatching:
         history.append(Event(now, "dispatched", "", None))
-    session.execute(_INSERT_EVENT, [dict(event._asdict(), job_id=job.id) for event in history])
+    small, large = blobs.npy_bytes(arrays, chunk_bytes)
+    copying = spec.init_from is not None and copy_start_weights
+    session.flush()  # rows the ORM holds go first (a trial's sweep)
+    if db.is_sqlite or large or copying:
+        _store_apart(session, row, history, small, large, chunk_bytes, copying)
+        locked = False
+    else:
+        _store_at_once(session, row, history, small, locked=max_queued is not None)
+        locked = max_queued is not None
+    job = _persistent(session, row)
     if max_queued is not None:
-        check_queue_quota(session, db, tenant, max_queued, stored=1)
+        check_queue_quota(session, db, tenant, max_queued, stored=1, locked=locked)
     return NewJob(job, history)
+
+
+def _store_apart(session, row, history, small, large, chunk_bytes, copying) -> None:
+    """The job row, its data, the start weights it copies and its history, a statement each."""
+    session.execute(_INSERT_JOB, row)
+    blobs.write_npy_parts(session, row["id"], small, large, chunk_bytes)
+    if copying:  # kept with it (the source may go)
+        _copy_start_weights(session, row["spec"].init_from, row["id"])
+    session.execute(_INSERT_EVENT, [dict(event._asdict(), job_id=row["id"]) for event in history])
+
+
+def _store_at_once(session, row, history, small, *, locked: bool) -> None:
+    """The job row, its history and its small arrays, and the tenant's lock if ``locked``,
+    in one statement (PostgreSQL)."""
+    session.execute(
+        _STORE_JOB,
+        row
+        | dict(
+            event_kinds=[event.kind for event in history],
+            event_messages=[event.message for event in history],
+            blob_kinds=list(small),
+            blob_sizes=[len(data) for data in small.values()],
+            blob_data=list(small.values()),
+            blobs_at=utcnow(),
+            lock=locked,
+        ),
+    )
 
 
 def _persistent(session: Session, row: dict) -> Job:
@@ -179,15 +249,16 @@ def _persistent(session: Session, row: dict) -> Job:
 
 
 def check_queue_quota(
-    session: Session, db: Database, tenant: str, max_queued: int, *, stored: int
+    session: Session, db: Database, tenant: str, max_queued: int, *, stored: int, locked=False
 ) -> None:
     """Raise ``QueueFull`` when the tenant has more than ``max_queued`` queued jobs, ``stored``
     of them made by the caller's transaction (a job, or a sweep's first trials), which then
     rolls back. Call it last in the transaction: the count is exact under concurrent
     submissions of jobs and sweeps alike. On PostgreSQL they take turns on an advisory lock
     per tenant, held until the commit, so the next count sees these jobs; on SQLite the
-    transaction's INSERT already holds the database's single write lock until the commit."""
-    if not db.is_sqlite:
+    transaction's INSERT already holds the database's single write lock until the commit.
+    ``locked``: the caller's transaction took the tenant's lock in an earlier statement."""
+    if not (db.is_sqlite or locked):
         session.execute(_TENANT_LOCK, {"tenant": tenant})
     queued = count_jobs(session, tenant, QUEUED)  # the caller's own included
     if queued > max_queued:
