@@ -5,7 +5,10 @@ is how a job's data is laid out in storage.
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.orm import Session
 
 from backprop.spec import JobSpec
@@ -14,7 +17,7 @@ from core import validation_rows
 from . import blobs
 from .dataset_reader import read_member
 from .jobs import JobConflict
-from .models import Dataset, Job
+from .models import Blob, BlobChunk, Dataset, Job
 
 DATA_KINDS = ("inputs", "targets", "batch_sizes", "val_inputs", "val_targets")
 
@@ -22,21 +25,58 @@ DATA_KINDS = ("inputs", "targets", "batch_sizes", "val_inputs", "val_targets")
 def load_data_and_checkpoint(
     session: Session, job: Job
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
-    """What a claimed job needs to train: its arrays and its checkpoint (one lookup)."""
-    found = blobs.find_blobs(session, job.id, DATA_KINDS + ("checkpoint", "init"))
-    read = blobs.read_small(session, found)  # a small job's blobs in one query
+    """What a claimed job needs to train: its arrays and its checkpoint. One query finds the
+    newest blob of each kind and brings the chunks of the small ones (``blobs.SMALL_BYTES``,
+    a small job's data, state and start weights) with it; larger blobs are read after."""
+    found, parts = {}, {}
+    for row in session.execute(_CLAIMED_BLOBS, {"job_id": job.id}):
+        found[row.kind] = row  # ordered by id: the newest of each kind stays
+        if row.data is not None:
+            parts.setdefault(row.id, []).append(row.data)
+    read = {}
     for kind, blob in found.items():
-        if kind not in read:
-            read[kind] = (
-                blobs.read_arrays(session, blob)
-                if blob.format == "npz"
-                else blobs.read_array(session, blob)
-            )
+        if blob.size <= blobs.SMALL_BYTES:
+            read[kind] = _decode(blob, b"".join(parts.get(blob.id, ())))
+        elif blob.format == "npz":
+            read[kind] = blobs.read_arrays(session, blob)
+        else:
+            read[kind] = blobs.read_array(session, blob)
     checkpoint = read.pop("checkpoint", None)
     arrays = read
     if job.spec.data.form == "dataset":
         arrays |= load_dataset_arrays(session, job.spec)
     return arrays, checkpoint
+
+
+_blob, _chunk = Blob.__table__, BlobChunk.__table__
+
+#: a job's blobs of the kinds a claim reads, oldest first, each small one with its chunks in
+#: order (a large one comes as one row without data)
+_CLAIMED_BLOBS = (
+    select(_blob.c.id, _blob.c.kind, _blob.c.format, _blob.c.size, _chunk.c.data)
+    .select_from(
+        _blob.outerjoin(
+            _chunk, and_(_chunk.c.blob_id == _blob.c.id, _blob.c.size <= blobs.SMALL_BYTES)
+        )
+    )
+    .where(
+        _blob.c.job_id == bindparam("job_id"),
+        _blob.c.kind.in_(DATA_KINDS + ("checkpoint", "init")),
+    )
+    .order_by(_blob.c.id, _chunk.c.seq)
+)
+
+
+def _decode(blob, data: bytes) -> np.ndarray | dict[str, np.ndarray]:
+    """A small blob's bytes as ``blobs.read_small`` reads them: ``.npz`` as a dict of
+    arrays, ``.npy`` as one C-ordered numeric array."""
+    if blob.format == "npz":
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+    array = np.load(io.BytesIO(data), allow_pickle=False)
+    if array.dtype.hasobject or not array.flags.c_contiguous:
+        raise ValueError(f"blob {blob.id}: expected a C-ordered numeric array")
+    return array
 
 
 def load_dataset_arrays(session: Session, spec: JobSpec) -> dict[str, np.ndarray]:

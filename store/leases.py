@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, bindparam, func, or_, select, text, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import Interval, and_, bindparam, func, insert, or_, select, type_coerce, update
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from .db import Database
 from .jobs import add_event
@@ -86,32 +86,43 @@ def claim(
     attempts; the last two are recorded). With ``max_running``, a job whose tenant already has
     that many jobs running stays queued (offered again when one of them ends); on PostgreSQL
     claims of one tenant take turns on an advisory lock so that the count is exact.
+
+    The statements are built once (``_HELD``, ``_CLAIM``, ``EVENT``); on PostgreSQL the
+    advisory lock is taken by the SELECT that reads the tenant, and the UPDATE reads the
+    database's clock itself (``statement_timestamp()``, one value for the whole statement).
+    The returned job is built from the UPDATE's RETURNING row, detached from any session.
     """
-    held = session.execute(select(Job.tenant, Job.lease_owner).where(Job.id == job_id)).first()
+    server_clock = not db.is_sqlite
+    limited = max_running is not None
+    held = session.execute(_HELD[limited and server_clock], {"job_id": job_id}).first()
     if held is None:
         return None
     if held.lease_owner == owner:  # a retried claim whose first commit went through
         return session.get(Job, job_id, populate_existing=True)
-    if max_running is not None and not db.is_sqlite:
-        # held to the commit: a claim counted before this one committed would not see it.
-        # The caller commits right after (worker.training.claim), before any data loads
-        session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtext(:tenant))"), {"tenant": held.tenant}
-        )
-    claim_statement, claimable = _CLAIM[max_running is not None]
+    # on PostgreSQL with ``limited``, _HELD took the tenant's advisory lock, held to the
+    # commit: a claim counted before this one committed would not see it. The caller
+    # commits right after (worker.training.claim), before any data loads
+    claim_statement, claimable = _CLAIM[limited, server_clock]
+    values = dict(job_id=job_id, max_attempts=max_attempts, max_running=max_running)
+    lease = timedelta(seconds=lease_seconds)
     for _ in range(CLAIM_TRIES):
-        now = db.now(session)
-        values = dict(job_id=job_id, now=now, max_attempts=max_attempts, max_running=max_running)
-        job = session.scalars(
-            claim_statement,
-            dict(values, owner=owner, expires=now + timedelta(seconds=lease_seconds)),
-            execution_options={"populate_existing": True},
-        ).first()
-        if job is not None:
-            add_event(session, job_id, "claimed", f"attempt {job.attempts}", worker=worker, at=now)
+        if server_clock:
+            row = session.execute(claim_statement, dict(values, owner=owner, lease=lease)).first()
+        else:
+            now = db.now(session)
+            bound = dict(values, now=now, owner=owner, expires=now + lease)
+            row = session.execute(claim_statement, bound).first()
+        if row is not None:
+            job = Job(**row._mapping)
+            make_transient_to_detached(job)  # as if loaded by a session that has closed
+            record_event(
+                session, job_id, "claimed", f"attempt {job.attempts}", worker=worker,
+                at=job.updated_at,
+            )  # fmt: skip
             return job
-        if session.execute(claimable, values).first() is None:
-            if max_running is not None and _deferred(session, job_id, now, max_attempts):
+        now = db.now(session)
+        if session.execute(claimable, dict(values, now=now)).first() is None:
+            if limited and _deferred(session, job_id, now, max_attempts):
                 return None
             break
         # SKIP LOCKED passed over a row that another transaction was writing (the API
@@ -157,49 +168,103 @@ def _claim_conditions(job_id: str, now, max_attempts: int) -> list:
     ]
 
 
-def _claim_statements(limited: bool):
+_job, _event = Job.__table__, JobEvent.__table__
+
+#: the job's tenant and lease owner; on PostgreSQL with the running-jobs limit (``True``) the
+#: same SELECT takes the tenant's advisory lock, held to the commit
+_HELD = {
+    False: select(_job.c.tenant, _job.c.lease_owner).where(_job.c.id == bindparam("job_id")),
+    True: select(
+        _job.c.tenant,
+        _job.c.lease_owner,
+        func.pg_advisory_xact_lock(func.hashtext(_job.c.tenant)).label("turn"),
+    ).where(_job.c.id == bindparam("job_id")),
+}
+
+#: the database's clock inside a PostgreSQL statement: one value for all its uses there
+#: (``clock_timestamp()`` would give each use its own), as naive UTC like the columns
+SERVER_NOW = type_coerce(func.timezone("UTC", func.statement_timestamp()), UTCDateTime)
+
+
+def _claim_statements(limited: bool, server_clock: bool):
     """The claim's UPDATE and its "still claimable?" SELECT, built once (``_CLAIM``) and
-    bound per call: job_id, now, max_attempts, owner, expires (and max_running when
-    ``limited``). The parameters are typed, or PostgreSQL reads a bare timestamp parameter
-    as timestamptz in its own zone."""
-    now = bindparam("now", type_=UTCDateTime)
-    conditions = [
-        Job.id == bindparam("job_id"),
-        or_(Job.status == QUEUED, and_(Job.status == RUNNING, Job.lease_expires_at < now)),
-        Job.cancel_requested.is_(False),
-        Job.attempts < bindparam("max_attempts"),
-    ]
-    if limited:
-        other = aliased(Job)
-        running = (
-            select(func.count())
-            .select_from(other)
-            .where(
-                other.tenant == Job.tenant, other.status == RUNNING, other.lease_expires_at > now
+    bound per call: job_id, max_attempts, owner, and the time: ``lease`` (a timedelta) with
+    ``server_clock`` (PostgreSQL: the UPDATE reads the clock itself), else ``now`` and
+    ``expires`` (and max_running when ``limited``). The SELECT is always bound with ``now``.
+    The parameters are typed, or PostgreSQL reads a bare timestamp parameter as timestamptz
+    in its own zone. The UPDATE returns the claimed row, every column."""
+
+    def conditions(now):
+        found = [
+            _job.c.id == bindparam("job_id"),
+            or_(
+                _job.c.status == QUEUED,
+                and_(_job.c.status == RUNNING, _job.c.lease_expires_at < now),
+            ),
+            _job.c.cancel_requested.is_(False),
+            _job.c.attempts < bindparam("max_attempts"),
+        ]
+        if limited:
+            other = _job.alias("other")
+            running = (
+                select(func.count())
+                .select_from(other)
+                .where(
+                    other.c.tenant == _job.c.tenant,
+                    other.c.status == RUNNING,
+                    other.c.lease_expires_at > now,
+                )
+                .scalar_subquery()
             )
-            .scalar_subquery()
-        )
-        conditions.append(running < bindparam("max_running"))
-    target = select(Job.id).where(*conditions).with_for_update(skip_locked=True)
+            found.append(running < bindparam("max_running"))
+        return found
+
+    bound_now = bindparam("now", type_=UTCDateTime)
+    if server_clock:
+        now, expires = SERVER_NOW, SERVER_NOW + bindparam("lease", type_=Interval)
+    else:
+        now, expires = bound_now, bindparam("expires", type_=UTCDateTime)
+    target = select(_job.c.id).where(*conditions(now)).with_for_update(skip_locked=True)
     update_ = (
-        update(Job)
-        .where(Job.id == target.scalar_subquery())
+        update(_job)
+        .where(_job.c.id == target.scalar_subquery())
         .values(
             status=RUNNING,
             lease_owner=bindparam("owner"),
-            lease_expires_at=bindparam("expires", type_=UTCDateTime),
-            attempts=Job.attempts + 1,
-            started_at=func.coalesce(Job.started_at, now),
+            lease_expires_at=expires,
+            attempts=_job.c.attempts + 1,
+            started_at=func.coalesce(_job.c.started_at, now),
             updated_at=now,
         )
-        .returning(Job)
-        .execution_options(synchronize_session=False)
+        .returning(*_job.c)
     )
-    return update_, select(Job.id).where(*conditions)
+    return update_, select(_job.c.id).where(*conditions(bound_now))
 
 
-#: (the claim, whether it is still claimable), without and with the running-jobs limit
-_CLAIM = {False: _claim_statements(False), True: _claim_statements(True)}
+#: (the claim, whether it is still claimable), by (the running-jobs limit, the server's clock)
+_CLAIM = {
+    (limited, server_clock): _claim_statements(limited, server_clock)
+    for limited in (False, True)
+    for server_clock in (False, True)
+}
+
+#: one history row, bound per call (``record_event``)
+EVENT = insert(_event).values(
+    job_id=bindparam("job_id"),
+    at=bindparam("at", type_=UTCDateTime),
+    kind=bindparam("kind"),
+    message=bindparam("message"),
+    worker=bindparam("worker"),
+)
+
+
+def record_event(
+    session: Session, job_id: str, kind: str, message: str = "", *, worker=None, at
+) -> None:
+    """``jobs.add_event`` as one prebuilt INSERT, executed at once (not at the next flush):
+    a transaction that records events this way records all of its events this way before
+    any ORM one, so their ids keep their order."""
+    session.execute(EVENT, dict(job_id=job_id, at=at, kind=kind, message=message, worker=worker))
 
 
 def _end_unclaimable(session: Session, job_id: str, now, max_attempts: int, worker) -> None:
@@ -232,12 +297,13 @@ def _end_unclaimable(session: Session, job_id: str, now, max_attempts: int, work
 # ---------------------------------------------------------------------------------- lease
 
 
-def guarded(job_id: str, owner: str):
-    """An UPDATE of the job that finds its row only while ``owner`` holds the lease."""
-    return (
-        update(Job)
-        .where(Job.id == job_id, Job.lease_owner == owner, Job.status == RUNNING)
-        .execution_options(synchronize_session=False)
+def guarded():
+    """An UPDATE of the job that finds its row only while ``owner`` holds the lease, to be
+    built once and bound per call with ``job_id`` and ``owner``."""
+    return update(_job).where(
+        _job.c.id == bindparam("job_id"),
+        _job.c.lease_owner == bindparam("owner"),
+        _job.c.status == RUNNING,
     )
 
 
@@ -245,15 +311,29 @@ def renew_lease(
     session: Session, db: Database, job_id: str, owner: str, lease_seconds: float
 ) -> bool:
     """Extend the lease; returns cancel_requested. Raises LeaseLost if it is gone."""
-    now = db.now(session)
-    row = session.execute(
-        guarded(job_id, owner)
-        .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
-        .returning(Job.cancel_requested)
-    ).first()
+    lease = timedelta(seconds=lease_seconds)
+    values = {"job_id": job_id, "owner": owner}
+    if db.is_sqlite:
+        row = session.execute(_RENEW[False], dict(values, expires=db.now(session) + lease))
+    else:
+        row = session.execute(_RENEW[True], dict(values, lease=lease))
+    row = row.first()
     if row is None:
         raise LeaseLost(job_id)
     return bool(row[0])
+
+
+#: the heartbeat's guarded UPDATE, by whether it reads the server's clock (PostgreSQL)
+_RENEW = {
+    server_clock: guarded()
+    .values(
+        lease_expires_at=SERVER_NOW + bindparam("lease", type_=Interval)
+        if server_clock
+        else bindparam("expires", type_=UTCDateTime)
+    )
+    .returning(_job.c.cancel_requested)
+    for server_clock in (False, True)
+}
 
 
 # ---------------------------------------------------------------------------------- reconciler

@@ -5,6 +5,8 @@ database that goes away."""
 from __future__ import annotations
 
 import logging
+import os
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -46,16 +48,24 @@ class Store:
         raise AssertionError("unreachable")
 
 
-class LeaseKeeper(threading.Thread):
-    """Renews the lease every heartbeat and watches for cancellation or a lost lease."""
+class LeaseKeeper:
+    """Renews the lease every heartbeat and watches for cancellation or a lost lease.
+
+    The renewals run on a heartbeat thread of their own, one per keeper at a time; a thread
+    whose keeper stopped waits for the process's next keeper (``_BeatThread``), so a job does
+    not pay for starting one."""
 
     def __init__(self, store: Store, job_id: str, owner: str):
-        super().__init__(name=f"lease-{job_id[:8]}", daemon=True)
         self.store, self.job_id, self.owner = store, job_id, owner
         self.stop_reason: str | None = None  # "cancel" or "lease_lost"
-        self._done = threading.Event()
+        self._done = threading.Event()  # stop() was called
+        self._ended = threading.Event()  # no renewal runs, nor will
+
+    def start(self) -> None:
+        _BeatThread.serve(self)
 
     def run(self) -> None:
+        """The renewals, on the heartbeat thread, until ``stop`` or the lease is lost."""
         settings = self.store.settings
         renewed = time.monotonic()
         while not self._done.wait(settings.heartbeat_seconds):
@@ -86,5 +96,49 @@ class LeaseKeeper(threading.Thread):
                 self.stop_reason = "cancel"
 
     def stop(self) -> None:
+        """No renewal after this returns (a renewal under way is waited for, 5 s at most)."""
         self._done.set()
-        self.join(timeout=5)
+        self._ended.wait(timeout=5)
+
+
+class _BeatThread(threading.Thread):
+    """A daemon thread that runs one keeper's renewals at a time (``LeaseKeeper.run``), then
+    waits, idle, for the next keeper. ``serve`` hands a keeper to an idle thread, or to a new
+    one when every thread has a keeper (jobs trained side by side in one process)."""
+
+    _idle: list[_BeatThread] = []
+    _lock = threading.Lock()
+
+    def __init__(self):
+        super().__init__(name="lease-heartbeat", daemon=True)
+        self._keepers: queue.SimpleQueue[LeaseKeeper] = queue.SimpleQueue()
+
+    @classmethod
+    def serve(cls, keeper: LeaseKeeper) -> None:
+        with cls._lock:
+            thread = cls._idle.pop() if cls._idle else None
+        if thread is None:
+            thread = cls()
+            thread.start()
+        thread._keepers.put(keeper)
+
+    def run(self) -> None:
+        while True:
+            keeper = self._keepers.get()
+            try:
+                keeper.run()
+            except Exception:  # a keeper's fault must not end the thread with it in use
+                log.exception("job %s: the lease's heartbeat failed", keeper.job_id)
+            finally:
+                with self._lock:
+                    self._idle.append(self)  # idle before the keeper's stop() returns
+                keeper._ended.set()
+
+    @classmethod
+    def _after_fork(cls) -> None:
+        # a forked child has none of its parent's threads
+        cls._idle = []
+        cls._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_BeatThread._after_fork)

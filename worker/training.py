@@ -26,7 +26,7 @@ from core import (
     Diverged,
     Trainer,
 )
-from store import job_data, jobs, leases, progress, scheduling
+from store import job_data, leases, progress, scheduling
 from store.db import Database, is_outage
 from store.models import CANCELLED, FAILED, PAUSED, SUCCEEDED
 from tuning.asha import rungs
@@ -68,6 +68,7 @@ class JobRun:
         trainer: Trainer,
         lease: LeaseKeeper,
         notify: Callable[[str], None],
+        resumed: bool = False,
     ):
         self.store, self.job_id, self.owner, self.worker = store, job.id, owner, worker
         self.sweep_id = job.sweep_id
@@ -79,6 +80,9 @@ class JobRun:
         self.previous_runtime = job.runtime_seconds
         self.started = self.last_flush = self.last_checkpoint = time.monotonic()
         self.pending: list[dict] = []  # finished epochs' metrics not yet written
+        # whether the job may have a checkpoint stored: it resumed from one, or this run
+        # began writing one (set before the write, so a retried write counts too)
+        self.checkpointed = resumed
         self.stop_reason: str | None = None
         self.released: list[str] = []  # trials released when this one ended
         # a sweep's trial under ASHA: judged at the end of each rung epoch
@@ -141,6 +145,7 @@ class JobRun:
     def checkpoint(self) -> None:
         if not self.trainer.network.parameters_finite():
             return  # diverging inside the epoch: the last good checkpoint stays
+        self.checkpointed = True
         self.flush(checkpoint=self.trainer.state_dict())
         self.last_checkpoint = self.last_flush
 
@@ -183,6 +188,7 @@ class JobRun:
             chunk_bytes=self.settings.blob_chunk_bytes,
             worker=self.worker,
             stopped_early=stopped_early,
+            earlier_checkpoint=self.checkpointed,
         )
         self.pending = []
         self.released = ended.released
@@ -239,10 +245,10 @@ def load_claimed(session, db, job, owner: str, *, worker: str) -> Claimed:
     if state is not None:
         epoch, batch = int(state["epoch"]), int(state["batch"])
         where = f"epoch {epoch}" + (f", batch {batch}" if batch else "")
-        progress.prepare_resume(session, db, job.id, owner, epoch)
-        jobs.add_event(
+        at = progress.prepare_resume(session, db, job.id, owner, epoch)
+        leases.record_event(
             session, job.id, "resumed", f"resumed from the checkpoint at {where}",
-            worker=worker, at=db.now(session),
+            worker=worker, at=at,
         )  # fmt: skip
     return Claimed(job, arrays, state)
 
@@ -271,7 +277,8 @@ def _run_job(job_id: str, *, db: Database, settings: Settings, worker: str, noti
         verify = job.spec.options.verify_gradients
         if verify and claimed.state is None:  # a resumed job checked before it first trained
             check_gradients(store, job, owner, trainer, claimed.arrays, "before", notify)
-        run = JobRun(store, job, owner, worker, trainer, lease, notify)
+        resumed = claimed.state is not None
+        run = JobRun(store, job, owner, worker, trainer, lease, notify, resumed)
         check_after = None
         if verify:
 
