@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError
@@ -27,6 +28,7 @@ class Stored:
     id: str
     answer: Any
     job_id: str | None  # the job the answer is about, kept with the key
+    at: datetime | None = None  # the database's clock when it was stored, if read
 
     def answer_json(self) -> dict:
         dump = getattr(self.answer, "model_dump", None)
@@ -36,8 +38,9 @@ class Stored:
 def once(ctx: Context, idem: Idempotency | None, store: Callable[[Session], T]) -> T | Replay:
     """``store`` in one transaction with the key's replay check before it and its answer
     remembered after it; a failure stores nothing, key included. A concurrent twin with the
-    same key that committed first makes this one's insert fail: its answer is replayed. An
-    IntegrityError that is no twin's is raised for the caller to explain."""
+    same key that committed first makes this one's record fail (KeyTaken, or the key's
+    IntegrityError): its answer is replayed. An IntegrityError that is no twin's is raised
+    for the caller to explain."""
     try:
         with ctx.db.session() as session:
             if idem is not None:
@@ -56,8 +59,9 @@ def once(ctx: Context, idem: Idempotency | None, store: Callable[[Session], T]) 
                     response=stored.answer_json(),
                     job_id=stored.job_id,
                     ttl_seconds=ctx.settings.idempotency_ttl_seconds,
+                    now=stored.at,
                 )
-    except IntegrityError:
+    except (IntegrityError, idempotency.KeyTaken):
         if idem is None:
             raise
         with ctx.db.session() as session:

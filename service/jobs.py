@@ -79,7 +79,7 @@ def submit_job(
             dispatching=True,  # init_from's weights are copied inside the database
             now=now,
         )
-        return Stored(job.id, answer(job, history), job.id)
+        return Stored(job.id, answer(job, history), job.id, at=now)
 
     try:
         stored = once(ctx, idem, store)
