@@ -4,12 +4,13 @@ The reason to change is how a stored row is shown to a client."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from flask import Response, stream_with_context
 from pydantic import BaseModel
 
 from store import sweeps
+from store.jobs import Event
 from store.models import SUCCEEDED, EpochMetric, Job, JobEvent, Sweep
 
 from .schemas.job_views import (
@@ -121,7 +122,9 @@ def job_summary(job: Job) -> JobSummary:
     return JobSummary(**_summary_fields(job))
 
 
-def job_detail(job: Job, history: list[JobEvent]) -> JobOut:
+def job_detail(job: Job, history: Sequence[JobEvent | Event]) -> JobOut:
+    """The job's whole view. ``job``: the object or a row of its table (the same attribute
+    names); ``history``: its events, oldest first, as objects or ``Event`` tuples."""
     spec = job.spec
     return JobOut(
         **_summary_fields(job),

@@ -249,7 +249,13 @@ def _persistent(session: Session, row: dict) -> Job:
 
 
 def check_queue_quota(
-    session: Session, db: Database, tenant: str, max_queued: int, *, stored: int, locked=False
+    session: Session,
+    db: Database,
+    tenant: str,
+    max_queued: int,
+    *,
+    stored: int,
+    locked: bool = False,
 ) -> None:
     """Raise ``QueueFull`` when the tenant has more than ``max_queued`` queued jobs, ``stored``
     of them made by the caller's transaction (a job, or a sweep's first trials), which then
