@@ -189,11 +189,13 @@ class Network:
         """Drop the training buffers (about 3 activations' and 1 model's worth of memory per
         batch size); the next training step allocates them again."""
         self.__dict__.pop("_workspaces", None)
+        self.__dict__.pop("_column_batches", None)
 
     def __getstate__(self) -> dict:
         # pickles and copies carry the model, not buffers derived from the last mini-batch
         state = dict(self.__dict__)
         state.pop("_workspaces", None)
+        state.pop("_column_batches", None)
         return state
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:
@@ -226,9 +228,34 @@ class Network:
         return [g.reshape(-1, 1) for g in bias_grads], weight_grads
 
     def gradient_descent(self, mini_batch, learning_rate: float) -> None:
-        """One step of learning_rate / len(mini_batch) on a list of (x, y) column pairs."""
+        """One step of learning_rate / len(mini_batch) on a list of (x, y) column pairs.
+
+        The seed's own batches, lists of (structure[0], 1) and (structure[-1], 1) columns of
+        the network's dtype, are copied into buffers kept for their batch size
+        (``_ColumnBatch``). Any other batch, and one that fails a check there, goes through
+        ``pairs_to_arrays``, which converts it or raises naming the bad pair. Both give the
+        same rows, so the same step.
+        """
+        if type(mini_batch) is list and mini_batch:
+            columns = self._column_batch(len(mini_batch))
+            if columns.fill(mini_batch):
+                self.sgd_step(columns.inputs, columns.targets, float(learning_rate))
+                return
         inputs, targets = self.pairs_to_arrays(mini_batch, "mini_batch")
         self.sgd_step(inputs, targets, float(learning_rate))
+
+    def _column_batch(self, rows: int) -> _ColumnBatch:
+        """The buffers for the seed's batches of ``rows`` pairs, kept as ``_workspace`` keeps
+        a step's."""
+        batches = self.__dict__.get("_column_batches")
+        if batches is None:  # not setdefault: that builds a new dict every step
+            batches = self.__dict__["_column_batches"] = {}
+        batch = batches.get(rows)
+        if batch is None:
+            if len(batches) >= 4:
+                del batches[next(iter(batches))]
+            batch = batches[rows] = _ColumnBatch(self, rows)
+        return batch
 
     def train(self, epochs: int, training_data, learning_rate: float) -> None:
         """The seed's loop: every epoch, one step per mini-batch, in the order given."""
@@ -362,6 +389,55 @@ class Network:
             f"output_activation={self.output_activation.name!r}, cost={self.cost.name!r}, "
             f"dtype={self.dtype.name!r})"
         )
+
+
+class _ColumnBatch:
+    """A mini-batch of the seed's column pairs as row matrices, in buffers reused from step
+    to step: ``inputs`` (rows, structure[0]) then ``targets`` (rows, structure[-1]), the two
+    parts of one flat buffer.
+
+    A C-contiguous (n, 1) column holds its n numbers in order, so the bytes of every x and
+    then every y, joined, are the input rows and then the target rows: what
+    ``pairs_to_arrays`` gives, bit for bit. On a 10-sample batch at 64-30-10 a step takes
+    about 20 us and NumPy's conversions about 0.14 us an array (np.asarray of the list of
+    xs, np.concatenate of it); ``bytes.join`` takes about 0.03 us a vector, and checking
+    each pair's shapes and dtype in Python about 0.1 us a pair. Reused buffers also keep
+    the step from touching new memory every time.
+    """
+
+    def __init__(self, net: Network, rows: int):
+        n_in, n_out = net.structure[0], net.structure[-1]
+        dtype = np.dtype(net.dtype.name)  # NumPy's own instance, the one its arrays hold
+        # a pair matches when (x.shape, x.dtype, y.shape, y.dtype) equals this: identity
+        # checks for the dtypes, not dtype comparisons
+        self.signature = ((n_in, 1), dtype, (n_out, 1), dtype)
+        self.flat = np.empty(rows * (n_in + n_out), dtype)
+        self.bytes = memoryview(self.flat).cast("B")
+        self.inputs = self.flat[: rows * n_in].reshape(rows, n_in)
+        self.targets = self.flat[rows * n_in :].reshape(rows, n_out)
+
+    def fill(self, pairs: list) -> bool:
+        """Copy ``pairs`` (a list of ``rows`` pairs) into ``inputs`` and ``targets``.
+
+        False, and the buffers hold nothing useful, unless every pair is an (x, y) of the
+        signature's shapes and dtype, every vector is C-contiguous (bytes.join takes no
+        other) and every number is finite.
+        """
+        signature, xs, ys = self.signature, [], []
+        try:
+            for x, y in pairs:
+                if (x.shape, x.dtype, y.shape, y.dtype) != signature:
+                    return False
+                xs.append(x)
+                ys.append(y)
+            xs += ys
+            self.bytes[:] = b"".join(xs)
+        except Exception:  # not a pair, not an array, not contiguous: the fallback says what
+            return False
+        # The sum of squares is finite exactly when every value is, unless it overflows, and
+        # then the fallback decides (it accepts huge finite values). np.vdot: one call, no
+        # temporary, and no floating-point warnings (ndarray.dot warns on overflow).
+        return math.isfinite(np.vdot(self.flat, self.flat))
 
 
 def _check_structure(structure) -> list[int]:
