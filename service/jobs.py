@@ -64,8 +64,6 @@ def submit_job(
         data = sum(array.nbytes for array in prepared.arrays.values())
         needed = data + model * stored_copies(spec.options.optimizer, bool(init_from))
         made_of = "its data, model and checkpoint with its optimizer's state"
-        used, now = jobs.job_bytes_and_now(session, ctx.db, ctx.tenant)
-        check_storage(ctx, used, needed, "this one", made_of)
         job, history = jobs.add_job(
             session,
             ctx.db,
@@ -77,9 +75,9 @@ def submit_job(
             chunk_bytes=ctx.settings.blob_chunk_bytes,
             max_queued=ctx.settings.max_queued_jobs_per_tenant,
             dispatching=True,  # init_from's weights are copied inside the database
-            now=now,
+            storage=lambda used: check_storage(ctx, used, needed, "this one", made_of),
         )
-        return Stored(job.id, answer(job, history), job.id, at=now)
+        return Stored(job.id, answer(job, history), job.id, at=job.created_at)
 
     try:
         stored = once(ctx, idem, store)

@@ -10,11 +10,12 @@ of the ORM's cost per statement on the API's hottest write.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import NamedTuple
 
 import numpy as np
-from sqlalchemy import DateTime, bindparam, func, insert, select, text
+from sqlalchemy import BigInteger, DateTime, bindparam, func, insert, select, text
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from backprop.spec import JobSpec
@@ -61,18 +62,29 @@ _SET = (
     "dispatch_count", "dataset_id", "val_dataset_id", "sweep_id", "trial", "params",
     "stopped_early", "callback_state",
 )  # fmt: skip
+#: the columns of a submit's row the database's clock fills
+_TIMES = ("created_at", "updated_at", "dispatched_at")
 # PostgreSQL: the job row, its history, its small arrays' blobs and chunks and, with a queue
-# quota, the tenant's lock, in one statement (its data-modifying parts see one snapshot; the
-# foreign keys are checked at its end, when the job row is there). The blobs come in the
-# order given.
-_STORE_JOB = text(
-    f"""
-WITH job_row AS (
-  INSERT INTO job ({", ".join(_SET)}) VALUES ({", ".join(":" + c for c in _SET)})
+# quota, the tenant's lock, in one statement that answers with its clock (aware UTC once
+# read) and what the tenant's jobs stored before it (``job_bytes``). Its data-modifying
+# parts and that sum see one snapshot, taken before its inserts; the foreign keys are
+# checked at its end, when the job row is there. The blobs come in the order given.
+_VALUES = {c: f":{c}" for c in _SET} | {
+    "created_at": "clock.now",
+    "updated_at": "clock.now",
+    "dispatched_at": "CASE WHEN :dispatching THEN clock.now END",
+}
+_STORE_JOB = (
+    text(
+        f"""
+WITH clock AS (
+  SELECT clock_timestamp() AT TIME ZONE 'UTC' AS now
+), job_row AS (
+  INSERT INTO job ({", ".join(_SET)}) SELECT {", ".join(_VALUES[c] for c in _SET)} FROM clock
 ), history AS (
   INSERT INTO job_event (job_id, at, kind, message, worker)
-  SELECT :id, :created_at, e.kind, e.message, NULL
-  FROM unnest(CAST(:event_kinds AS text[]), CAST(:event_messages AS text[]))
+  SELECT :id, clock.now, e.kind, e.message, NULL
+  FROM clock, unnest(CAST(:event_kinds AS text[]), CAST(:event_messages AS text[]))
     WITH ORDINALITY AS e(kind, message, n)
   ORDER BY e.n
 ), blob_rows AS (
@@ -88,11 +100,18 @@ WITH job_row AS (
   FROM blob_rows JOIN unnest(CAST(:blob_kinds AS text[]), CAST(:blob_data AS bytea[]))
     AS d(kind, data) USING (kind)
 )
-SELECT pg_advisory_xact_lock(1, hashtext(:tenant)) WHERE :lock
+SELECT clock.now,
+  (SELECT coalesce(sum(blob.size), 0) FROM blob JOIN job ON job.id = blob.job_id
+   WHERE job.tenant = :tenant) AS used,
+  CASE WHEN :lock THEN pg_advisory_xact_lock(1, hashtext(:tenant)) END AS locked
+FROM clock
 """
-).bindparams(
-    *[bindparam(name, type_=_JOB.c[name].type) for name in _SET],
-    bindparam("blobs_at", type_=_BLOB.c.created_at.type),
+    )
+    .bindparams(
+        *[bindparam(name, type_=_JOB.c[name].type) for name in _SET if name not in _TIMES],
+        bindparam("blobs_at", type_=_BLOB.c.created_at.type),
+    )
+    .columns(now=_JOB.c.created_at.type, used=BigInteger())
 )
 
 
@@ -126,14 +145,13 @@ def create_job(
     dispatching: bool = False,
     params: dict | None = None,
     copy_start_weights: bool = True,
-    now: datetime | None = None,
 ) -> Job:
     """Store a validated job and its data in the caller's transaction, status queued
     (``add_job``, whose history this leaves out)."""
     return add_job(
         session, db, tenant=tenant, spec=spec, arrays=arrays, name=name, labels=labels,
         chunk_bytes=chunk_bytes, max_queued=max_queued, dispatching=dispatching,
-        params=params, copy_start_weights=copy_start_weights, now=now,
+        params=params, copy_start_weights=copy_start_weights,
     ).job  # fmt: skip
 
 
@@ -151,23 +169,24 @@ def add_job(
     dispatching: bool = False,
     params: dict | None = None,
     copy_start_weights: bool = True,
-    now: datetime | None = None,
+    storage: Callable[[int], None] | None = None,
 ) -> NewJob:
-    """Store a validated job and its data in the caller's transaction, status queued. The
-    spec says which data sets it trains and validates on, whose weights it starts from
-    (copied here) and, for a sweep's trial, its sweep and number; ``params`` are a trial's
-    searched values. ``now`` is the database's clock (``Database.now``) if the caller
-    read it already. Returns the job, in the session as a persistent object (later changes
-    of it are flushed as usual), and the history stored with it: what its view shows
-    without reading it back.
+    """Store a validated job and its data in the caller's transaction, status queued, at
+    the database's clock (``Database.now``). The spec says which data sets it trains and
+    validates on, whose weights it starts from (copied here) and, for a sweep's trial, its
+    sweep and number; ``params`` are a trial's searched values. Returns the job, in the
+    session as a persistent object (later changes of it are flushed as usual), and the
+    history stored with it: what its view shows without reading it back.
 
     With ``dispatching``, the job is recorded as dispatched: the caller sends its task
     message after the commit.
 
-    With ``max_queued``, raises ``QueueFull`` (and the caller's transaction rolls back) when
-    the tenant would have more queued jobs than that (``check_queue_quota``).
+    ``storage`` is given what the tenant's jobs stored before this one (``job_bytes``, read
+    in this transaction): raising there (a storage quota) rolls the caller's transaction
+    back. With ``max_queued``, raises ``QueueFull`` (and the caller's transaction rolls
+    back) when the tenant would have more queued jobs than that (``check_queue_quota``).
     """
-    now, trial = now or db.now(session), spec.sweep
+    trial = spec.sweep
     row = dict(
         id=str(uuid.uuid4()),
         tenant=tenant,
@@ -180,11 +199,8 @@ def add_job(
         attempts=0,
         cancel_requested=False,
         runtime_seconds=0.0,
-        created_at=now,
-        updated_at=now,
         # the task message is sent right after the commit; recording it here saves the submit
         # a transaction (a failed send clears it again: ``leases.record_dispatch_failure``)
-        dispatched_at=now if dispatching else None,
         dispatch_count=1 if dispatching else 0,
         dataset_id=spec.data.dataset_id,
         val_dataset_id=spec.val_dataset_id,
@@ -194,18 +210,26 @@ def add_job(
         stopped_early=False,
         callback_state=callbacks.WAITING if spec.callback_url else None,
     )
-    history = [Event(now, "queued", f"{spec.data.samples} samples, {spec.epochs} epochs", None)]
+    events = [("queued", f"{spec.data.samples} samples, {spec.epochs} epochs")]
     if dispatching:
-        history.append(Event(now, "dispatched", "", None))
+        events.append(("dispatched", ""))
     small, large = blobs.npy_bytes(arrays, chunk_bytes)
     copying = spec.init_from is not None and copy_start_weights
     session.flush()  # rows the ORM holds go first (a trial's sweep)
-    if db.is_sqlite or large or copying:
-        _store_apart(session, row, history, small, large, chunk_bytes, copying)
-        locked = False
+    at_once = not (db.is_sqlite or large or copying)
+    locked = at_once and max_queued is not None
+    if at_once:
+        now, used = _store_at_once(session, row, events, small, dispatching, locked=locked)
+    elif storage is not None:
+        used, now = job_bytes_and_now(session, db, tenant)
     else:
-        _store_at_once(session, row, history, small, locked=max_queued is not None)
-        locked = max_queued is not None
+        now = db.now(session)
+    if storage is not None:
+        storage(used)
+    row |= dict(created_at=now, updated_at=now, dispatched_at=now if dispatching else None)
+    history = [Event(now, kind, message, None) for kind, message in events]
+    if not at_once:
+        _store_apart(session, row, history, small, large, chunk_bytes, copying)
     job = _persistent(session, row)
     if max_queued is not None:
         check_queue_quota(session, db, tenant, max_queued, stored=1, locked=locked)
@@ -221,22 +245,25 @@ def _store_apart(session, row, history, small, large, chunk_bytes, copying) -> N
     session.execute(_INSERT_EVENT, [dict(event._asdict(), job_id=row["id"]) for event in history])
 
 
-def _store_at_once(session, row, history, small, *, locked: bool) -> None:
+def _store_at_once(session, row, events, small, dispatching, *, locked: bool):
     """The job row, its history and its small arrays, and the tenant's lock if ``locked``,
-    in one statement (PostgreSQL)."""
-    session.execute(
+    in one statement (PostgreSQL). Returns its clock and ``job_bytes`` before it."""
+    kinds, messages = zip(*events)
+    stored = session.execute(
         _STORE_JOB,
         row
         | dict(
-            event_kinds=[event.kind for event in history],
-            event_messages=[event.message for event in history],
+            dispatching=dispatching,
+            event_kinds=list(kinds),
+            event_messages=list(messages),
             blob_kinds=list(small),
             blob_sizes=[len(data) for data in small.values()],
             blob_data=list(small.values()),
             blobs_at=utcnow(),
             lock=locked,
         ),
-    )
+    ).one()
+    return stored.now, int(stored.used)
 
 
 def _persistent(session: Session, row: dict) -> Job:

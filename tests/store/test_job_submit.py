@@ -2,7 +2,7 @@
 history: the same rows, objects and views as the ORM's, on both dialects."""
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -62,12 +62,39 @@ def test_the_new_job_object_is_the_row_and_its_changes_are_flushed(db):
         assert unset
 
 
-def test_now_given_is_the_job_s_clock(db):
-    at = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
-    new = add(db, tenant(), now=at)
+def test_the_job_and_its_history_take_one_reading_of_the_database_s_clock(db):
+    with db.session() as s:
+        before = db.now(s)
+    new = add(db, tenant(), dispatching=True)
     with db.reading() as s:
         stored = s.get(Job, new.job.id)
-    assert stored.created_at == stored.updated_at == at and new.history[0].at == at
+        after = db.now(s)
+    times = {stored.created_at, stored.updated_at, stored.dispatched_at}
+    times |= {e.at for e in new.history} | {new.job.created_at}
+    assert len(times) == 1 and before <= stored.created_at <= after
+    assert stored.created_at.tzinfo is not None
+
+
+class TooBig(Exception):
+    pass
+
+
+def test_the_storage_check_sees_what_was_stored_before_and_can_refuse(db):
+    owner, seen = tenant(), []
+    add(db, owner)
+    with db.reading() as s:
+        before = jobs.job_bytes(s, owner)
+    add(db, owner, storage=seen.append)
+    assert seen == [before] and before > 0
+
+    def refuse(used):
+        raise TooBig(used)
+
+    with pytest.raises(TooBig):
+        add(db, owner, storage=refuse)
+    with db.reading() as s:  # rolled back: nothing of the refused job is left
+        assert jobs.count_jobs(s, owner, QUEUED) == 2
+        assert jobs.job_bytes(s, owner) == 2 * before
 
 
 def test_job_bytes_and_now_read_together(db):
