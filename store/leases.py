@@ -13,7 +13,20 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta
 
-from sqlalchemy import Interval, and_, bindparam, func, insert, or_, select, type_coerce, update
+from sqlalchemy import (
+    Interval,
+    String,
+    and_,
+    bindparam,
+    cast,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from .db import Database
@@ -89,7 +102,8 @@ def claim(
 
     The statements are built once (``_HELD``, ``_CLAIM``, ``EVENT``); on PostgreSQL the
     advisory lock is taken by the SELECT that reads the tenant, and the UPDATE reads the
-    database's clock itself (``statement_timestamp()``, one value for the whole statement).
+    database's clock itself (``statement_timestamp()``, one value for the whole statement)
+    and records the "claimed" event in the same statement.
     The returned job is built from the UPDATE's RETURNING row, detached from any session.
     """
     server_clock = not db.is_sqlite
@@ -106,19 +120,21 @@ def claim(
     values = dict(job_id=job_id, max_attempts=max_attempts, max_running=max_running)
     lease = timedelta(seconds=lease_seconds)
     for _ in range(CLAIM_TRIES):
-        if server_clock:
-            row = session.execute(claim_statement, dict(values, owner=owner, lease=lease)).first()
+        if server_clock:  # the UPDATE records its "claimed" event itself
+            bound = dict(values, owner=owner, lease=lease, worker=worker)
+            row = session.execute(claim_statement, bound).first()
         else:
             now = db.now(session)
             bound = dict(values, now=now, owner=owner, expires=now + lease)
             row = session.execute(claim_statement, bound).first()
+            if row is not None:
+                record_event(
+                    session, job_id, "claimed", f"attempt {row.attempts}", worker=worker,
+                    at=row.updated_at,
+                )  # fmt: skip
         if row is not None:
             job = Job(**row._mapping)
             make_transient_to_detached(job)  # as if loaded by a session that has closed
-            record_event(
-                session, job_id, "claimed", f"attempt {job.attempts}", worker=worker,
-                at=job.updated_at,
-            )  # fmt: skip
             return job
         now = db.now(session)
         if session.execute(claimable, dict(values, now=now)).first() is None:
@@ -192,7 +208,8 @@ def _claim_statements(limited: bool, server_clock: bool):
     ``server_clock`` (PostgreSQL: the UPDATE reads the clock itself), else ``now`` and
     ``expires`` (and max_running when ``limited``). The SELECT is always bound with ``now``.
     The parameters are typed, or PostgreSQL reads a bare timestamp parameter as timestamptz
-    in its own zone. The UPDATE returns the claimed row, every column."""
+    in its own zone. The UPDATE returns the claimed row, every column; with
+    ``server_clock`` it records the claim's event too (bound: ``worker``)."""
 
     def conditions(now):
         found = [
@@ -238,7 +255,23 @@ def _claim_statements(limited: bool, server_clock: bool):
         )
         .returning(*_job.c)
     )
-    return update_, select(_job.c.id).where(*conditions(bound_now))
+    claimable = select(_job.c.id).where(*conditions(bound_now))
+    if not server_clock:
+        return update_, claimable
+    # PostgreSQL: the claimed row's event in the same statement, from the UPDATE's RETURNING
+    # row (its new attempt count, its time)
+    claimed = update_.cte("claimed")
+    history = insert(_event).from_select(
+        ["job_id", "at", "kind", "message", "worker"],
+        select(
+            claimed.c.id,
+            claimed.c.updated_at,
+            literal("claimed"),
+            literal("attempt ") + cast(claimed.c.attempts, String),
+            bindparam("worker", type_=String),
+        ),
+    )
+    return select(claimed).add_cte(history.cte("history")), claimable
 
 
 #: (the claim, whether it is still claimable), by (the running-jobs limit, the server's clock)
