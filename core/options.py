@@ -9,6 +9,7 @@ set is read, checked or written.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import numbers
@@ -18,6 +19,13 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 T = TypeVar("T", bound="Options")
+
+
+@functools.cache
+def _required(cls: type) -> tuple[str, ...]:
+    signature = inspect.signature(cls.__init__)
+    empty = inspect.Parameter.empty
+    return tuple(p for p in cls.parameters if signature.parameters[p].default is empty)
 
 
 class Options:
@@ -44,11 +52,8 @@ class Options:
 
     @classmethod
     def required(cls) -> list[str]:
-        """The parameters without a default."""
-        signature = inspect.signature(cls.__init__)
-        return [
-            p for p in cls.parameters if signature.parameters[p].default is inspect.Parameter.empty
-        ]
+        """The parameters without a default (read from the signature once per class)."""
+        return list(_required(cls))
 
     def to_dict(self) -> dict[str, Any]:
         """The name and every parameter, as plain JSON values."""

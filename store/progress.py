@@ -11,16 +11,17 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from sqlalchemy import BigInteger, String, bindparam, column, delete, select, text
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from . import blobs
+from . import blobs, job_end
 from .db import Database
+from .job_end import METRIC_FIELDS
 from .jobs import add_event
 from .leases import SERVER_NOW, LeaseLost, guarded, record_event
-from .models import FAILED, QUEUED, RUNNING, Blob, BlobChunk, EpochMetric, Job, JobEvent, utcnow
+from .models import FAILED, QUEUED, Blob, BlobChunk, EpochMetric, Job, JobEvent
 
 _job, _metric = Job.__table__, EpochMetric.__table__
 _blob, _chunk, _event = Blob.__table__, BlobChunk.__table__, JobEvent.__table__
@@ -116,17 +117,6 @@ def _guarded_update(session: Session, db: Database, statements, job_id: str, val
     if row is None:
         raise LeaseLost(job_id)
     return row
-
-
-METRIC_FIELDS = (
-    "epoch",
-    "cost",
-    "accuracy",
-    "val_cost",
-    "val_accuracy",
-    "seconds",
-    "learning_rate",
-)
 
 
 def _metrics_upsert(dialect_insert):
@@ -342,7 +332,7 @@ def _end_at_once(
 ) -> str | None:
     """``finish`` on PostgreSQL, but for a stopped job's checkpoint (whose own event comes
     before the end's): the guarded UPDATE, the metrics rows, the blobs of one chunk and the
-    end's event in one statement (``_END``), then the larger blobs, the other checkpoints
+    end's event in one statement (``store.job_end``), then the larger blobs, the other checkpoints
     when there may be some, and the tenant's next waiting job."""
     job_id = ending["job_id"]
     small, large = {}, {}
@@ -353,19 +343,7 @@ def _end_at_once(
             large[kind] = arrays
         else:
             small[kind] = buffer.getvalue()
-    columns = {name: [m.get(name) for m in metrics] for name in METRIC_FIELDS}
-    params = dict(
-        ending,
-        epoch=ending.get("epoch"),
-        latest_metrics=ending.get("latest_metrics"),
-        m_epoch=[int(epoch) for epoch in columns.pop("epoch")],
-        **{f"m_{name}": [_float(v) for v in column] for name, column in columns.items()},
-        blob_kinds=list(small),
-        blob_sizes=[len(data) for data in small.values()],
-        blob_data=list(small.values()),
-        blobs_at=utcnow(),
-    )
-    rows = session.execute(_END, params).all()
+    rows = job_end.end_in_one_statement(session, ending, metrics, small)
     if not rows:  # the UPDATE found no row, and nothing else was written
         if _ended_already(session, job_id, ending["status"]):
             return None  # a retry of a finish whose first commit went through
@@ -376,69 +354,3 @@ def _end_at_once(
     if earlier_checkpoint and "checkpoint" in ids:
         _drop_other_checkpoints(session, job_id, ids["checkpoint"])
     return session.execute(_NEXT_WAITING, {"tenant": rows[0].tenant}).scalar()
-
-
-def _float(value) -> float | None:
-    return None if value is None else float(value)
-
-
-_SERVER_NOW_SQL = "timezone('UTC', statement_timestamp())"  # ``leases.SERVER_NOW``
-_METRIC_COLUMNS = ", ".join(METRIC_FIELDS)
-
-#: PostgreSQL: a job's end in one statement (see ``_end_at_once``). Every part reads the
-#: UPDATE's RETURNING row, so a lost lease (no row) writes nothing; the foreign keys are
-#: checked at the statement's end, when the blob rows are there.
-_END = (
-    text(
-        f"""
-WITH ended AS (
-  UPDATE job SET
-    status = :status, lease_owner = NULL, lease_expires_at = NULL,
-    finished_at = {_SERVER_NOW_SQL}, updated_at = {_SERVER_NOW_SQL},
-    runtime_seconds = :runtime_seconds, error_type = :error_type,
-    error_message = :error_message, stopped_early = :stopped_early,
-    epoch = COALESCE(CAST(:epoch AS integer), epoch),
-    latest_metrics = CASE WHEN CAST(:epoch AS integer) IS NULL THEN latest_metrics
-                          ELSE CAST(:latest_metrics AS json) END
-  WHERE id = :job_id AND lease_owner = :owner AND status = '{RUNNING}'
-  RETURNING tenant, updated_at
-), metric_rows AS (
-  INSERT INTO epoch_metric (job_id, {_METRIC_COLUMNS}, recorded_at)
-  SELECT :job_id, {", ".join(f"m.{name}" for name in METRIC_FIELDS)}, ended.updated_at
-  FROM ended, unnest(
-    CAST(:m_epoch AS integer[]),
-    {", ".join(f"CAST(:m_{name} AS double precision[])" for name in METRIC_FIELDS[1:])}
-  ) AS m({_METRIC_COLUMNS})
-  ON CONFLICT (job_id, epoch) DO UPDATE SET
-    {", ".join(f"{name} = excluded.{name}" for name in METRIC_FIELDS + ("recorded_at",))}
-), blob_rows AS (
-  INSERT INTO blob (job_id, kind, format, size, created_at)
-  SELECT :job_id, b.kind, 'npz', b.size, :blobs_at
-  FROM ended, unnest(CAST(:blob_kinds AS text[]), CAST(:blob_sizes AS bigint[]))
-    WITH ORDINALITY AS b(kind, size, n)
-  ORDER BY b.n
-  RETURNING id, kind
-), chunk_rows AS (
-  INSERT INTO blob_chunk (blob_id, seq, data)
-  SELECT blob_rows.id, 0, d.data
-  FROM blob_rows JOIN unnest(CAST(:blob_kinds AS text[]), CAST(:blob_data AS bytea[]))
-    AS d(kind, data) USING (kind)
-), history AS (
-  INSERT INTO job_event (job_id, at, kind, message, worker)
-  SELECT :job_id, ended.updated_at, :status, :message, :worker FROM ended
-)
-SELECT ended.updated_at, ended.tenant, blob_rows.kind, blob_rows.id
-FROM ended LEFT JOIN blob_rows ON true
-"""
-    )
-    .bindparams(
-        bindparam("latest_metrics", type_=_job.c.latest_metrics.type),
-        bindparam("blobs_at", type_=_blob.c.created_at.type),
-    )
-    .columns(
-        column("updated_at", _job.c.updated_at.type),
-        column("tenant", String),
-        column("kind", String),
-        column("id", BigInteger),
-    )
-)

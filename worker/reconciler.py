@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from backprop import metrics
 from backprop.settings import Settings
 from service.callbacks import queue_job_callbacks, queue_sweep_callbacks, stale_callback_seconds
-from store import idempotency, leases, scheduling
+from store import idempotency, leases, recovery, scheduling
 from store.db import Database
 
 log = logging.getLogger("backprop.reconciler")
@@ -44,11 +44,11 @@ class Report:
 def reconcile(db: Database, settings: Settings, dispatcher) -> Report:
     report = Report()
     with db.session() as session:
-        requeued = leases.requeue_expired(session, db)
+        requeued = recovery.requeue_expired(session, db)
     report.requeued = len(requeued)
     metrics.worker_metrics().lease_expiries.inc(len(requeued))
     with db.session() as session:
-        stale = leases.stale_queued(
+        stale = recovery.stale_queued(
             session, db, settings.requeue_after_seconds, longest=settings.visibility_timeout
         )
     try:  # a job whose message still waits in the queue is not sent again

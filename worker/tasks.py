@@ -34,7 +34,7 @@ from messaging.celery_app import (
 from messaging.dispatch import Dispatcher
 from messaging.notify import Notifier
 from service import callbacks
-from store import leases
+from store import recovery
 from store.db import get_database
 
 from . import metrics as metrics_port
@@ -96,7 +96,7 @@ class TrainRequest(Request):
         try:
             with _database().session() as session:
                 owner = worker_name(pid)
-                released = leases.release_lost(session, _database(), job_id, owner, reason)
+                released = recovery.release_lost(session, _database(), job_id, owner, reason)
             if released:
                 metrics.worker_metrics().lease_releases.inc()
                 _dispatcher().send(job_id, first=True)

@@ -7,7 +7,7 @@ import uuid
 import numpy as np
 import pytest
 
-from store import blobs, job_data, jobs, leases, paging, progress
+from store import blobs, job_data, jobs, leases, paging, progress, recovery
 from store.db import get_database
 from store.models import CANCELLED, FAILED, QUEUED, RUNNING, Job
 from tests.support.specs import inline_spec
@@ -166,16 +166,16 @@ def test_cancel_queued_at_once_and_running_by_flag(db):
 def test_reconciler_queries(db):
     job_id = new_job(db)
     with db.session() as s:
-        assert job_id not in leases.stale_queued(s, db, older_than=60)  # submit still sending
+        assert job_id not in recovery.stale_queued(s, db, older_than=60)  # submit still sending
     with db.session() as s:
-        assert job_id in leases.stale_queued(s, db, older_than=60, grace=0)
+        assert job_id in recovery.stale_queued(s, db, older_than=60, grace=0)
         leases.mark_dispatched(s, db, job_id)
     with db.session() as s:
-        assert job_id not in leases.stale_queued(s, db, older_than=60, grace=0)
+        assert job_id not in recovery.stale_queued(s, db, older_than=60, grace=0)
     claim(db, job_id, "dead", lease=0.05)
     time.sleep(0.1)
     with db.session() as s:
-        assert job_id in leases.requeue_expired(s, db)
+        assert job_id in recovery.requeue_expired(s, db)
     assert status(db, job_id).status == QUEUED
 
 
@@ -203,20 +203,20 @@ def test_resends_back_off_for_jobs_that_merely_wait(db):
         leases.mark_dispatched(s, db, job_id)  # first message: wait 0.2 s before a re-send
     time.sleep(0.3)
     with db.session() as s:
-        assert job_id in leases.stale_queued(s, db, older_than=0.2)
+        assert job_id in recovery.stale_queued(s, db, older_than=0.2)
         leases.mark_dispatched(s, db, job_id)  # second: wait 0.4 s
     time.sleep(0.3)
     with db.session() as s:
-        assert job_id not in leases.stale_queued(s, db, older_than=0.2)
+        assert job_id not in recovery.stale_queued(s, db, older_than=0.2)
     time.sleep(0.2)
     with db.session() as s:
-        assert job_id in leases.stale_queued(s, db, older_than=0.2)
+        assert job_id in recovery.stale_queued(s, db, older_than=0.2)
         for _ in range(3):
             leases.mark_dispatched(s, db, job_id)  # fifth message: 3.2 s, unless capped
     time.sleep(0.3)
     with db.session() as s:
-        assert job_id not in leases.stale_queued(s, db, older_than=0.2)
-        assert job_id in leases.stale_queued(s, db, older_than=0.2, longest=0.25)
+        assert job_id not in recovery.stale_queued(s, db, older_than=0.2)
+        assert job_id in recovery.stale_queued(s, db, older_than=0.2, longest=0.25)
 
 
 def test_a_cursor_is_a_position_and_any_string_of_its_form_is_one(db):
