@@ -193,16 +193,24 @@ def metrics(session: Session, job_id: str, after: int = 0) -> list[EpochMetric]:
     return list(session.scalars(query.order_by(EpochMetric.epoch)))
 
 
+_NEXT_WAITING = (
+    select(Job.__table__.c.id)
+    .where(
+        Job.__table__.c.tenant == bindparam("tenant"),
+        Job.__table__.c.status == QUEUED,
+        Job.__table__.c.dispatched_at.is_(None),
+    )
+    .order_by(Job.__table__.c.created_at)
+    .limit(1)
+)
+
+
 def next_waiting(session: Session, tenant: str) -> str | None:
     """The tenant's oldest queued job that has no task message (``dispatched_at`` is
     cleared when a claim defers a job for the running-jobs limit), if any. Jobs whose
-    message is still in the queue are not offered again: their message comes."""
-    return session.scalars(
-        select(Job.id)
-        .where(Job.tenant == tenant, Job.status == QUEUED, Job.dispatched_at.is_(None))
-        .order_by(Job.created_at)
-        .limit(1)
-    ).first()
+    message is still in the queue are not offered again: their message comes. (A Core
+    statement built once: a job's end runs it.)"""
+    return session.execute(_NEXT_WAITING, {"tenant": tenant}).scalar()
 
 
 # ---------------------------------------------------------------------------------- callbacks

@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session
 from . import blobs, job_end
 from .db import Database
 from .job_end import METRIC_FIELDS
-from .jobs import add_event
+from .jobs import add_event, next_waiting
 from .leases import SERVER_NOW, LeaseLost, guarded, record_event
-from .models import FAILED, QUEUED, Blob, BlobChunk, EpochMetric, Job, JobEvent
+from .models import FAILED, Blob, BlobChunk, EpochMetric, Job, JobEvent
 
 _job, _metric = Job.__table__, EpochMetric.__table__
 _blob, _chunk, _event = Blob.__table__, BlobChunk.__table__, JobEvent.__table__
@@ -157,19 +157,6 @@ _DROP_CHECKPOINTS = delete(_blob).where(_blob.c.id.in_(_OTHER_CHECKPOINTS.scalar
 _DROP_CHECKPOINT_EVENTS = delete(_event).where(
     _event.c.job_id == bindparam("job_id"), _event.c.kind == "checkpoint"
 )
-
-#: ``jobs.next_waiting``'s query, built once
-_NEXT_WAITING = (
-    select(_job.c.id)
-    .where(
-        _job.c.tenant == bindparam("tenant"),
-        _job.c.status == QUEUED,
-        _job.c.dispatched_at.is_(None),
-    )
-    .order_by(_job.c.created_at)
-    .limit(1)
-)
-
 
 # ---------------------------------------------------------------------------------- writes
 
@@ -314,7 +301,7 @@ def finish(
     elif model is not None:
         blobs.write_npz_blobs(session, job_id, {"model": model}, chunk_bytes)
     record_event(session, job_id, status, message, worker=worker, at=now)
-    return session.execute(_NEXT_WAITING, {"tenant": tenant}).scalar()
+    return next_waiting(session, tenant)
 
 
 def _ended_already(session: Session, job_id: str, status: str) -> bool:
@@ -353,4 +340,4 @@ def _end_at_once(
         ids[kind] = blobs.write_arrays(session, job_id, kind, arrays, chunk_bytes).id
     if earlier_checkpoint and "checkpoint" in ids:
         _drop_other_checkpoints(session, job_id, ids["checkpoint"])
-    return session.execute(_NEXT_WAITING, {"tenant": rows[0].tenant}).scalar()
+    return next_waiting(session, rows[0].tenant)
