@@ -7,6 +7,9 @@ import hashlib
 import hmac
 import secrets
 
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from . import sweeps
@@ -19,17 +22,26 @@ JOB_ENDED, SWEEP_ENDED = "job.ended", "sweep.ended"
 
 
 def secret_for(session: Session, tenant: str, rotate: bool = False) -> str:
-    """The tenant's secret (made on first use); ``rotate`` replaces it."""
-    row = session.get(WebhookSecret, tenant)
-    if row is None or rotate:
-        value = "whsec_" + secrets.token_hex(24)
-        if row is None:
-            session.add(WebhookSecret(tenant=tenant, secret=value, created_at=utcnow()))
-        else:
-            row.secret, row.created_at = value, utcnow()
-        session.flush()
-        return value
-    return row.secret
+    """The tenant's secret (made on first use); ``rotate`` replaces it.
+
+    Made with INSERT ... ON CONFLICT: deliveries of one tenant's callbacks run at once on
+    several threads and hosts, and the first use by each must end with the same secret, not
+    with a unique-key error for all but one (``rotate`` overwrites instead)."""
+    _secret = WebhookSecret.__table__
+    secret = session.execute(select(_secret.c.secret).where(_secret.c.tenant == tenant)).scalar()
+    if secret is not None and not rotate:
+        return secret
+    dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    value, now = "whsec_" + secrets.token_hex(24), utcnow()
+    made = dialect_insert(_secret).values(tenant=tenant, secret=value, created_at=now)
+    if rotate:
+        made = made.on_conflict_do_update(
+            index_elements=[_secret.c.tenant], set_={"secret": value, "created_at": now}
+        )
+    else:  # another delivery may have made it meanwhile: its secret is the one
+        made = made.on_conflict_do_nothing(index_elements=[_secret.c.tenant])
+    session.execute(made)
+    return session.execute(select(_secret.c.secret).where(_secret.c.tenant == tenant)).scalar_one()
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
