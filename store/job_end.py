@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, String, bindparam, column, text
 from sqlalchemy.orm import Session
 
+from . import blobs
 from .models import RUNNING, Blob, Job, utcnow
 
 _job, _blob = Job.__table__, Blob.__table__
@@ -80,19 +81,7 @@ WITH ended AS (
   ) AS m({_METRIC_COLUMNS})
   ON CONFLICT (job_id, epoch) DO UPDATE SET
     {", ".join(f"{name} = excluded.{name}" for name in METRIC_FIELDS + ("recorded_at",))}
-), blob_rows AS (
-  INSERT INTO blob (job_id, kind, format, size, created_at)
-  SELECT :job_id, b.kind, 'npz', b.size, :blobs_at
-  FROM ended, unnest(CAST(:blob_kinds AS text[]), CAST(:blob_sizes AS bigint[]))
-    WITH ORDINALITY AS b(kind, size, n)
-  ORDER BY b.n
-  RETURNING id, kind
-), chunk_rows AS (
-  INSERT INTO blob_chunk (blob_id, seq, data)
-  SELECT blob_rows.id, 0, d.data
-  FROM blob_rows JOIN unnest(CAST(:blob_kinds AS text[]), CAST(:blob_data AS bytea[]))
-    AS d(kind, data) USING (kind)
-), history AS (
+), {blobs.one_chunk_blobs_sql(":job_id", "npz", after="ended")}, history AS (
   INSERT INTO job_event (job_id, at, kind, message, worker)
   SELECT :job_id, ended.updated_at, :status, :message, :worker FROM ended
 )

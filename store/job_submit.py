@@ -87,19 +87,7 @@ WITH clock AS (
   FROM clock, unnest(CAST(:event_kinds AS text[]), CAST(:event_messages AS text[]))
     WITH ORDINALITY AS e(kind, message, n)
   ORDER BY e.n
-), blob_rows AS (
-  INSERT INTO blob (job_id, kind, format, size, created_at)
-  SELECT :id, b.kind, 'npy', b.size, :blobs_at
-  FROM unnest(CAST(:blob_kinds AS text[]), CAST(:blob_sizes AS bigint[]))
-    WITH ORDINALITY AS b(kind, size, n)
-  ORDER BY b.n
-  RETURNING id, kind
-), chunk_rows AS (
-  INSERT INTO blob_chunk (blob_id, seq, data)
-  SELECT blob_rows.id, 0, d.data
-  FROM blob_rows JOIN unnest(CAST(:blob_kinds AS text[]), CAST(:blob_data AS bytea[]))
-    AS d(kind, data) USING (kind)
-)
+), {blobs.one_chunk_blobs_sql(":id", "npy")}
 SELECT clock.now,
   (SELECT coalesce(sum(blob.size), 0) FROM blob JOIN job ON job.id = blob.job_id
    WHERE job.tenant = :tenant) AS used,
