@@ -152,16 +152,17 @@ def _insert_small(session: Session, job_id: str, fmt: str, small: dict[str, byte
     return ids
 
 
-def one_chunk_blobs_sql(job_id: str, fmt: str, after: str = "") -> str:
+def one_chunk_blobs_sql(job_id: str, tenant: str, fmt: str, after: str = "") -> str:
     """PostgreSQL: the CTEs ``blob_rows`` and ``chunk_rows`` of a statement that stores
     blobs of one chunk each, bound as arrays in order (``:blob_kinds``, ``:blob_sizes``,
-    ``:blob_data``) and ``:blobs_at``. ``job_id`` is the SQL naming the job, ``fmt`` the
-    blobs' format, ``after`` a CTE the rows depend on (none written when it has no row);
-    ``blob_rows`` returns each blob's id and kind."""
+    ``:blob_data``) and ``:blobs_at``. ``job_id`` and ``tenant`` are the SQL naming the job
+    and its tenant (given, since the database cannot fill the tenant in from a job row the
+    same statement writes), ``fmt`` the blobs' format, ``after`` a CTE the rows depend on
+    (none written when it has no row); ``blob_rows`` returns each blob's id and kind."""
     source = f"{after}, " if after else ""
     return f"""blob_rows AS (
-  INSERT INTO blob (job_id, kind, format, size, created_at)
-  SELECT {job_id}, b.kind, '{fmt}', b.size, :blobs_at
+  INSERT INTO blob (job_id, tenant, kind, format, size, created_at)
+  SELECT {job_id}, {tenant}, b.kind, '{fmt}', b.size, :blobs_at
   FROM {source}unnest(CAST(:blob_kinds AS text[]), CAST(:blob_sizes AS bigint[]))
     WITH ORDINALITY AS b(kind, size, n)
   ORDER BY b.n

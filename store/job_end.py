@@ -81,7 +81,7 @@ WITH ended AS (
   ) AS m({_METRIC_COLUMNS})
   ON CONFLICT (job_id, epoch) DO UPDATE SET
     {", ".join(f"{name} = excluded.{name}" for name in METRIC_FIELDS + ("recorded_at",))}
-), {blobs.one_chunk_blobs_sql(":job_id", "npz", after="ended")}, history AS (
+), {blobs.one_chunk_blobs_sql(":job_id", "ended.tenant", "npz", after="ended")}, history AS (
   INSERT INTO job_event (job_id, at, kind, message, worker)
   SELECT :job_id, ended.updated_at, :status, :message, :worker FROM ended
 )

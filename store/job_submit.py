@@ -22,7 +22,7 @@ from backprop.spec import JobSpec
 
 from . import blobs, callbacks
 from .db import Database
-from .models import QUEUED, Blob, Job, JobEvent, utcnow
+from .models import QUEUED, Blob, Job, JobEvent, TenantUsage, utcnow
 
 
 class QueueFull(Exception):
@@ -38,6 +38,7 @@ class InitSourceGone(LookupError):
 
 
 _JOB, _EVENT, _BLOB = Job.__table__, JobEvent.__table__, Blob.__table__
+_USAGE = TenantUsage.__table__
 _INSERT_JOB = insert(_JOB)
 _INSERT_EVENT = insert(_EVENT)
 _COUNT = (
@@ -46,10 +47,12 @@ _COUNT = (
     .where(_JOB.c.tenant == bindparam("tenant"), _JOB.c.status == bindparam("status"))
 )
 _TENANT_LOCK = text("SELECT pg_advisory_xact_lock(1, hashtext(:tenant))")
-_JOB_BYTES = (
-    select(func.coalesce(func.sum(_BLOB.c.size), 0))
-    .select_from(_BLOB.join(_JOB, _JOB.c.id == _BLOB.c.job_id))
-    .where(_JOB.c.tenant == bindparam("tenant"))
+# one row, kept by the database's triggers on blob: it does not grow with the tenant's jobs
+_JOB_BYTES = select(
+    func.coalesce(
+        select(_USAGE.c.job_bytes).where(_USAGE.c.tenant == bindparam("tenant")).scalar_subquery(),
+        0,
+    )
 )
 # the same, with the database's clock read in the same round trip (``Database.now``)
 _JOB_BYTES_NOW = _JOB_BYTES.add_columns(func.clock_timestamp(type_=DateTime(timezone=True)))
@@ -87,10 +90,9 @@ WITH clock AS (
   FROM clock, unnest(CAST(:event_kinds AS text[]), CAST(:event_messages AS text[]))
     WITH ORDINALITY AS e(kind, message, n)
   ORDER BY e.n
-), {blobs.one_chunk_blobs_sql(":id", "npy")}
+), {blobs.one_chunk_blobs_sql(":id", ":tenant", "npy")}
 SELECT clock.now,
-  (SELECT coalesce(sum(blob.size), 0) FROM blob JOIN job ON job.id = blob.job_id
-   WHERE job.tenant = :tenant) AS used,
+  coalesce((SELECT job_bytes FROM tenant_usage WHERE tenant = :tenant), 0) AS used,
   CASE WHEN :lock THEN pg_advisory_xact_lock(1, hashtext(:tenant)) END AS locked
 FROM clock
 """
@@ -302,7 +304,9 @@ def count_jobs(session: Session, tenant: str, status: str) -> int:
 
 
 def job_bytes(session: Session, tenant: str) -> int:
-    """What the tenant's jobs store: their blobs (data, checkpoints, models)."""
+    """What the tenant's jobs store: their blobs (data, checkpoints, models), as the row
+    ``TenantUsage`` keeps it. On PostgreSQL its triggers count a transaction's blobs when
+    it commits, so this transaction's own writes are not in it yet."""
     return int(session.execute(_JOB_BYTES, {"tenant": tenant}).scalar_one() or 0)
 
 

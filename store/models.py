@@ -235,6 +235,23 @@ class Blob(Base):
     format: Mapped[str] = mapped_column(String(8))
     size: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime]
+    # the job's tenant, which the database fills in when an insert leaves it out: what the
+    # triggers that keep ``TenantUsage`` count by (migration 0012)
+    tenant: Mapped[str | None] = mapped_column(String(64))
+
+
+class TenantUsage(Base):
+    """What a tenant's jobs store: the sum of their blobs' sizes, kept by the database's
+    triggers on ``blob`` (migration 0012) as blobs are written, grown and deleted. A
+    submit's storage quota reads this one row instead of summing every blob the tenant
+    has, which grew with the tenant's history. On PostgreSQL the triggers run at commit
+    (deferred), so the row is locked only while a transaction commits, after every other
+    lock it takes: writers of one tenant never deadlock on it."""
+
+    __tablename__ = "tenant_usage"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_bytes: Mapped[int] = mapped_column(BigInteger)
 
 
 class BlobChunk(Base):
