@@ -1,6 +1,7 @@
 """A job's end on PostgreSQL in one statement of data-modifying CTEs: the guarded UPDATE that
 ends it, its last metrics rows, its blobs of one chunk with their chunks, and the end's
-event (``store.progress.finish`` decides when it applies). The reason to change is what that
+event, answering with the tenant's next waiting job (``store.jobs.next_waiting``'s
+question; ``store.progress.finish`` decides when it applies). The reason to change is what that
 statement writes.
 """
 
@@ -10,7 +11,7 @@ from sqlalchemy import BigInteger, String, bindparam, column, text
 from sqlalchemy.orm import Session
 
 from . import blobs
-from .models import RUNNING, Blob, Job, utcnow
+from .models import QUEUED, RUNNING, Blob, Job, utcnow
 
 _job, _blob = Job.__table__, Blob.__table__
 
@@ -31,8 +32,9 @@ def end_in_one_statement(
 ) -> list:
     """Run ``_END`` for the job's end (``ending``: the UPDATE's values with job_id, owner,
     status, message and worker), its metrics rows and its one-chunk ``.npz`` blobs by kind.
-    Returns its rows (updated_at, tenant, and each blob's kind and id); none when the lease
-    was lost, and then nothing was written."""
+    Returns its rows (updated_at, tenant, each blob's kind and id, and the id of the tenant's
+    oldest queued job without a task message, if any); none when the lease was lost, and
+    then nothing was written."""
     columns = {name: [m.get(name) for m in metrics] for name in METRIC_FIELDS}
     params = dict(
         ending,
@@ -85,7 +87,12 @@ WITH ended AS (
   INSERT INTO job_event (job_id, at, kind, message, worker)
   SELECT :job_id, ended.updated_at, :status, :message, :worker FROM ended
 )
-SELECT ended.updated_at, ended.tenant, blob_rows.kind, blob_rows.id
+SELECT ended.updated_at, ended.tenant, blob_rows.kind, blob_rows.id, (
+  SELECT waiting.id FROM job AS waiting
+  WHERE waiting.tenant = ended.tenant AND waiting.status = '{QUEUED}'
+    AND waiting.dispatched_at IS NULL
+  ORDER BY waiting.created_at LIMIT 1
+) AS next_waiting
 FROM ended LEFT JOIN blob_rows ON true
 """
     )
@@ -98,5 +105,6 @@ FROM ended LEFT JOIN blob_rows ON true
         column("tenant", String),
         column("kind", String),
         column("id", BigInteger),
+        column("next_waiting", String),
     )
 )

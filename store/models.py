@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -86,6 +87,15 @@ class Job(Base):
         Index("ix_job_tenant_status", "tenant", "status"),
         Index("ix_job_sweep_trial", "sweep_id", "trial", unique=True),
         Index("ix_job_callback_state", "callback_state"),
+        # the queued jobs that wait without a task message (``store.jobs.next_waiting``, at
+        # every job's end): few, so the lookup does not read the tenant's whole queue
+        Index(
+            "ix_job_waiting",
+            "tenant",
+            "created_at",
+            postgresql_where=text("status = 'queued' AND dispatched_at IS NULL"),
+            sqlite_where=text("status = 'queued' AND dispatched_at IS NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

@@ -319,8 +319,8 @@ def _end_at_once(
 ) -> str | None:
     """``finish`` on PostgreSQL, but for a stopped job's checkpoint (whose own event comes
     before the end's): the guarded UPDATE, the metrics rows, the blobs of one chunk and the
-    end's event in one statement (``store.job_end``), then the larger blobs, the other checkpoints
-    when there may be some, and the tenant's next waiting job."""
+    end's event in one statement (``store.job_end``), which answers with the tenant's next
+    waiting job too, then the larger blobs and the other checkpoints when there may be some."""
     job_id = ending["job_id"]
     small, large = {}, {}
     for kind, arrays in named.items():
@@ -340,4 +340,4 @@ def _end_at_once(
         ids[kind] = blobs.write_arrays(session, job_id, kind, arrays, chunk_bytes).id
     if earlier_checkpoint and "checkpoint" in ids:
         _drop_other_checkpoints(session, job_id, ids["checkpoint"])
-    return next_waiting(session, rows[0].tenant)
+    return rows[0].next_waiting
