@@ -30,9 +30,11 @@ out of the way (RATE_LIMIT=1000000/minute, MAX_QUEUED_JOBS_PER_TENANT=100000), a
   so the worker does not take CPU from gunicorn (the jobs wait queued, and are dropped with
   the database).
 - 200 and 1,000 tiny jobs submitted at once from 4 threads and drained by the default worker
-  (one training process): jobs/s from the first submit to the last job's ``finished_at``,
-  and the submit phase's own rate. Baseline: the same number of no-op Celery tasks published
-  from 4 threads and drained by the solo worker.
+  (WORKER_CONCURRENCY's default: one training process per core): jobs/s from the first
+  submit to the last job's ``finished_at``, and the submit phase's own rate; the CPU each
+  part of the stack spent per job while they did (``/proc``: client, API, worker,
+  PostgreSQL, Redis), which bounds the rate two cores can reach. Baseline: the same number
+  of no-op Celery tasks published from 4 threads and drained by the solo worker.
 - CPU-bound jobs (64-30-10 on 10,000 samples, as many epochs as take 1.5 s in core), queued
   first and then drained by a fresh worker with WORKER_CONCURRENCY=1 and again with 2:
   jobs/s from the first job's ``started_at`` to the last one's ``finished_at``. Baselines:
@@ -76,6 +78,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from anywhere; tests.support is part of the checkout
+
+import profiling  # noqa: E402  (benchmarks/profiling.py, beside this script)
 
 from cli.dev import api_argv  # noqa: E402
 from tests.support import services  # noqa: E402
@@ -763,12 +767,30 @@ class Bench:
     stack: Stack
     sizes: Sizes
     tool: str  # "wrk" or "python"
+    profile: Path | None = None  # --profile: py-spy's recordings go here
     rows: list[Row] = field(default_factory=list)
 
     def add(self, row: Row) -> None:
         self.rows.append(row)
         log(f"{self.stack.name}: {row.what}: {figure(row.service, row.unit)} vs "
             f"{figure(row.baseline, row.unit)} ({row.ratio:.2f}x)")  # fmt: skip
+
+    @contextlib.contextmanager
+    def profiled(self, name: str, worker: ManagedProcess | None):
+        """With --profile: py-spy on the API and ``worker`` while the block runs
+        (``profiling.recording``). The first row the block adds gets the summary in its
+        notes, which the block also gets (empty without --profile)."""
+        if self.profile is None:
+            yield {}
+            return
+        targets = {"API": self.stack.api.process.pid}
+        if worker is not None:
+            targets["worker"] = worker.process.pid
+        first = len(self.rows)
+        with profiling.recording(targets, self.profile, f"{self.stack.name}-{name}") as found:
+            yield found
+        if len(self.rows) > first:  # the first row of a measurement that makes several
+            self.rows[first].notes["profile"] = found
 
     def job_against_core(self, spec: dict, timeout: float) -> tuple[float, float, dict, int]:
         """Best service wall time, best runtime_seconds, best core time, GETs of one wait."""
@@ -838,7 +860,7 @@ class Bench:
         auth = (("Authorization", f"Bearer {self.stack.token}"),)
         get = Load("GET", f"{self.stack.base}/v1/jobs/{job['id']}", headers=auth)
         self.load_row("get_job", f"GET /v1/jobs/{{id}} ({self.sizes.history_epochs} epochs "
-                      "done), 8 connections", get, ">= 0.5x", 0.5)  # fmt: skip
+                      "done), 8 connections", get, ">= 0.5x", 0.5, None)  # fmt: skip
 
     def post_rate(self) -> None:
         headers = (("Authorization", f"Bearer {self.stack.token}"),
@@ -846,29 +868,49 @@ class Bench:
         body = json.dumps(tiny_spec()).encode()
         post = Load("POST", f"{self.stack.base}/v1/jobs", body, headers)
         self.load_row("post_rate", "POST /v1/jobs (tiny job), 8 connections, no worker",
-                      post, ">= 0.25x", 0.25)  # fmt: skip
+                      post, ">= 0.25x", 0.25, None)  # fmt: skip
 
-    def load_row(self, key: str, what: str, load: Load, target: str, limit: float) -> None:
+    def load_row(self, key: str, what: str, load: Load, target: str, limit: float,
+                 worker: ManagedProcess | None) -> None:  # fmt: skip
         seconds, workdir = self.sizes.load_seconds, self.stack.workdir
         if self.sizes.warmup_seconds:
             load_rate(load, self.sizes.warmup_seconds, self.tool, workdir)
         health = load_rate(Load("GET", f"{self.stack.base}/healthz"), seconds, self.tool, workdir)
-        service = load_rate(load, seconds, self.tool, workdir)
+        with self.profiled(key, worker) as found:  # the service's load, not /healthz's
+            service = load_rate(load, seconds, self.tool, workdir)
+        notes = {"service": service, "healthz": health} | ({"profile": found} if found else {})
         row = Row(key, what, service["rate"], health["rate"], "req/s", "GET /healthz",
-                  target, notes={"service": service, "healthz": health})  # fmt: skip
+                  target, notes=notes)  # fmt: skip
         row.met = row.ratio >= limit
         self.add(row)
 
-    def drain(self, celery: CeleryBaseline, count: int) -> None:
+    def drains(self, celery: CeleryBaseline) -> None:
+        """The drains on the default worker: WORKER_CONCURRENCY's default, one training
+        process per core (the one-process worker of the rows before is stopped)."""
+        from backprop.settings import Settings
+
+        self.stack.worker.stop()
+        processes = Settings().worker_processes
+        worker = self.stack.start_worker("worker-default", processes)
+        try:
+            for count in self.sizes.drains:
+                with self.profiled(f"drain_{count}", worker):
+                    self.drain(celery, count, processes)
+        finally:
+            worker.stop()
+
+    def drain(self, celery: CeleryBaseline, count: int, processes: int) -> None:
         tenant = f"drain-{count}-{uuid.uuid4().hex[:6]}"
         client = self.stack.client(self.stack.new_token(tenant))
+        before = cpu_seconds(self.stack)
         first = time.time()
         elapsed = timed(lambda: self.submit_many(client.token, count))
         done = wait_drained(client, count, timeout=120 + count * 0.5)
+        cpu = {part: (spent - before.get(part, 0.0)) * 1000 / count
+               for part, spent in cpu_seconds(self.stack).items()}  # fmt: skip
         last = max(moment(job["finished_at"]) for job in done)
         publish_rate, celery_rate = celery.drain(count)
-        workers = 1  # start_worker's default: WORKER_CONCURRENCY unset
-        what = f"{count:,} tiny jobs at once, drained by {workers} worker process"
+        what = f"{count:,} tiny jobs at once, drained by the default worker ({processes} processes)"
         row = Row(
             f"drain_{count}",
             what,
@@ -876,7 +918,7 @@ class Bench:
             celery_rate,
             "jobs/s",
             "no-op Celery tasks, solo worker",
-            notes={"worker_processes": workers},
+            notes={"worker_processes": processes, "cpu_ms_per_job": cpu},
         )
         if count == max(self.sizes.drains):
             row.target, row.met = ">= 150 jobs/s", row.service >= 150
@@ -936,15 +978,42 @@ class Bench:
         self.xor()
         self.runtime()
         with CeleryBaseline(self.stack) as celery:
-            self.tiny_latency(celery)
+            with self.profiled("tiny", self.stack.worker):
+                self.tiny_latency(celery)
             self.get_job_rate()
             self.post_latency()
-            for count in self.sizes.drains:
-                self.drain(celery, count)
-        self.stack.worker.stop()  # the CPU-bound runs start their own; the POST load has none
+            self.drains(celery)
+        # the CPU-bound runs start their own workers; the POST load runs with none
         self.scaling()
         self.post_rate()
         return self.rows
+
+
+def cpu_seconds(stack: Stack) -> dict[str, float]:
+    """CPU seconds (user and system) each part of the stack has used so far, from /proc:
+    this process (the client), the API's gunicorn, the stack's Celery workers, PostgreSQL's
+    server processes and redis-server (empty where there is no /proc)."""
+    api = f"127.0.0.1:{urlsplit(stack.base).port}"
+    parts = {
+        "client": lambda pid, argv: pid == os.getpid(),
+        "API": lambda pid, argv: "gunicorn" in argv and api in argv,
+        "worker": lambda pid, argv: "celery" in argv and stack.queues[0] in argv,
+        "PostgreSQL": lambda pid, argv: argv.startswith("postgres"),
+        "Redis": lambda pid, argv: "redis-server" in argv,
+    }
+    spent = dict.fromkeys(parts, 0.0)
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:  # gone meanwhile
+            continue
+        for part, owns in parts.items():
+            if owns(int(entry.name), argv):
+                spent[part] += (int(fields[11]) + int(fields[12])) / tick
+                break
+    return spent if any(spent.values()) else {}
 
 
 def calibrated_epochs(samples: int, seconds: float) -> int:
@@ -992,12 +1061,14 @@ def choose_tool(asked: str) -> str:
     return asked
 
 
-def run_stack(name: str, root: Path, sizes: Sizes, tool: str) -> tuple[list[Row], dict]:
+def run_stack(
+    name: str, root: Path, sizes: Sizes, tool: str, profile: Path | None = None
+) -> tuple[list[Row], dict]:
     log(f"{name}: starting the stack")
     stack = open_stack(name, root)
     with stack.cleanups:
         log(f"{name}: api at {stack.base}; {stack.info}")
-        return Bench(stack, sizes, tool).run(), stack.info
+        return Bench(stack, sizes, tool, profile).run(), stack.info
 
 
 def report(results: dict, info: dict) -> str:
@@ -1019,6 +1090,17 @@ def details(rows: list[Row]) -> list[str]:
         phases = ", ".join(f"{k} {v:.1f}" for k, v in notes["phases_ms_median"].items())
         lines.append(f"tiny job, where the time goes (medians, ms): {phases}")
         lines.append(f"GETs per tiny job's wait (median): {notes['gets_per_job_median']:g}")
+    drains = [row for row in rows if row.key.startswith("drain_")]
+    if drains and drains[-1].notes.get("cpu_ms_per_job"):
+        row, cores = drains[-1], os.cpu_count() or 1
+        cpu = row.notes["cpu_ms_per_job"]
+        parts = ", ".join(f"{part} {ms:.1f}" for part, ms in cpu.items())
+        total = sum(cpu.values())
+        lines.append(f"{row.what}: CPU per job (ms) {parts}; {total:.1f} in all, so "
+                     f"{cores} cores finish at most {cores * 1000 / total:.0f} jobs/s")  # fmt: skip
+    for row in rows:
+        if row.notes.get("profile"):
+            lines += profiling.lines(row.key, row.notes["profile"])
     if "xor_long" in found:
         lines.append(f"GETs per XOR wait: {found['xor_long'].notes['gets_per_wait']} "
                      f"(long polls, at most one per {LONG_JOB_PACE * 1000:g} ms)")  # fmt: skip
@@ -1061,10 +1143,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--load", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--keep-logs", action="store_true", help="keep the services' logs")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="record the API and the worker with py-spy during the tiny-job, "
+        "GET, POST and drain rows into DIR (slows the run: not for figures)",
+    )
     parser.add_argument("--celery-worker", metavar="QUEUE", help=argparse.SUPPRESS)
     parser.add_argument("--broker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.stacks = [s.strip() for s in args.stacks.split(",") if s.strip()]
+    if args.profile and profiling.py_spy() is None:
+        parser.error("--profile needs py-spy: pip install py-spy")
     unknown = set(args.stacks) - set(STACKS)
     if unknown or not args.stacks:
         parser.error(f"--stacks takes {', '.join(STACKS)}; got {args.stacks}")
@@ -1084,7 +1175,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     try:
         for name in args.stacks:
-            results[name] = run_stack(name, root, sizes, tool)
+            results[name] = run_stack(name, root, sizes, tool, args.profile)
         check_finite(results)
     except KeyboardInterrupt:
         log("interrupted: the services are stopped and the databases dropped")

@@ -47,3 +47,7 @@ def test_quick_benchmark_on_the_embedded_stack_reports_every_row(tmp_path):
         for name in ("service", "baseline", "ratio"):
             value = row[name]
             assert isinstance(value, float) and math.isfinite(value) and value > 0, (key, name)
+    # the drains say what each part of the stack spent on a job (from /proc)
+    cpu = rows["drain_50"]["notes"]["cpu_ms_per_job"]
+    assert min(cpu["client"], cpu["API"], cpu["worker"], cpu["Redis"]) > 0, cpu
+    assert "CPU per job (ms)" in done.stdout
