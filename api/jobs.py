@@ -132,8 +132,7 @@ def list_jobs(query: ListQuery):
     if query.label:
         key, _, value = query.label.partition(":")
         labels = {key: value}
-    s = services()
-    with s.db.session() as session:
+    with services().db.reading() as session:
         try:
             page = jobs.list_jobs(
                 session,

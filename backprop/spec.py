@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
+from functools import cache
 from typing import Any, Self
 
 from core import held_out_count
@@ -41,24 +42,23 @@ class _Record:
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def _stored_fields(cls):
-        return [f for f in fields(cls) if f.name not in ("absent", "extra")]
+    def _stored_fields(cls) -> tuple:
+        return _stored_fields(cls)[0]
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Self:
         """The record of the stored JSON (copied: the spec shares nothing with ``data``)."""
         values, absent = {}, set()
-        stored = cls._stored_fields()
+        stored, names = _stored_fields(cls)
         for f in stored:
             if f.name in data:
                 nested, value = f.metadata.get(_NESTED), data[f.name]
                 if nested and value is not None:
                     values[f.name] = nested.from_json(value)
-                else:
-                    values[f.name] = copy.deepcopy(value)
+                else:  # JSON's scalars are immutable as they are
+                    values[f.name] = value if type(value) in _SCALARS else copy.deepcopy(value)
             elif not f.metadata.get(_OMITTED) and f.default is not MISSING:
                 absent.add(f.name)
-        names = {f.name for f in stored}
         extra = {key: copy.deepcopy(value) for key, value in data.items() if key not in names}
         return cls(**values, absent=frozenset(absent), extra=extra)
 
@@ -74,6 +74,16 @@ class _Record:
             else:
                 out[f.name] = list(value) if isinstance(value, tuple) else copy.deepcopy(value)
         return out | copy.deepcopy(self.extra)
+
+
+@cache
+def _stored_fields(record: type) -> tuple[tuple, frozenset[str]]:
+    """A record class's stored fields and their names (every spec read asks for them)."""
+    stored = tuple(f for f in fields(record) if f.name not in ("absent", "extra"))
+    return stored, frozenset(f.name for f in stored)
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -168,16 +168,17 @@ def list_jobs(
     cursor: str | None = None,
     sweep_id: str | None = None,
 ) -> Page:
-    """The tenant's jobs, newest first; ``cursor`` continues after the last page's end
-    (``store.paging``; ValueError for a malformed one)."""
-    query = select(Job).where(Job.tenant == tenant)
+    """The tenant's jobs, newest first, as rows of the job table (the attribute names of
+    ``Job``: no ORM objects to build for a page of them); ``cursor`` continues after the
+    last page's end (``store.paging``; ValueError for a malformed one)."""
+    query = select(_JOB).where(_JOB.c.tenant == tenant)
     if sweep_id is not None:
-        query = query.where(Job.sweep_id == sweep_id)
+        query = query.where(_JOB.c.sweep_id == sweep_id)
     if statuses:
-        query = query.where(Job.status.in_(statuses))
+        query = query.where(_JOB.c.status.in_(statuses))
     for key, value in (labels or {}).items():  # in SQL: ->> on PostgreSQL, json_extract on SQLite
-        query = query.where(Job.labels[key].as_string() == value)
-    return page(session, query, Job, limit, cursor)
+        query = query.where(_JOB.c.labels[key].as_string() == value)
+    return page(session, query, _JOB.c, limit, cursor)
 
 
 def events(session: Session, job_id: str, limit: int = 200) -> list[JobEvent]:

@@ -44,8 +44,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def page(session: Session, query, model, limit: int, cursor: str | None) -> Page:
-    """``query`` (a select of ``model``'s rows) newest first: ``limit`` rows after the
-    ``cursor``'s position, or from the newest without one."""
+    """``query`` newest first: ``limit`` rows after the ``cursor``'s position, or from the
+    newest without one. ``query`` selects ``model``'s objects (an ORM class), or the rows of
+    a table whose columns ``model`` is (``table.c``): then the page holds those rows."""
     if cursor:
         created_at, row_id = decode_cursor(cursor)
         query = query.where(
@@ -55,7 +56,8 @@ def page(session: Session, query, model, limit: int, cursor: str | None) -> Page
             )
         )
     query = query.order_by(model.created_at.desc(), model.id.desc())
-    found = list(session.scalars(query.limit(limit + 1)))
+    query = query.limit(limit + 1)
+    found = list(session.scalars(query) if isinstance(model, type) else session.execute(query))
     more = len(found) > limit
     found = found[:limit]
     return Page(found, encode_cursor(found[-1]) if more and found else None)
