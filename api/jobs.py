@@ -178,8 +178,8 @@ def _read_job(job_id: str) -> JobOut:
     """The tenant's job with its history (JobNotFound: a 404), read as rows on one
     connection: the poll's hot path."""
     g.job_id = job_id
-    with services().db.reading() as session:
-        return job_detail(*jobs.job_with_history(session, g.tenant, job_id))
+    with services().db.reading_rows() as connection:
+        return job_detail(*jobs.job_with_history(connection, g.tenant, job_id))
 
 
 def _wait_for_change(job_id: str, seen: str | None, wait: float, watcher) -> JobOut:

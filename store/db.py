@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from sqlalchemy import create_engine, event, text, update
+from sqlalchemy import Connection, create_engine, event, text, update
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,9 +34,8 @@ class Database:
             _ping_when_idle(self.engine, settings.db_ping_idle_seconds)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         # reads that need no transaction: no BEGIN and COMMIT round trips around them
-        self.reads = sessionmaker(
-            self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
-        )
+        self.autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.reads = sessionmaker(self.autocommit, expire_on_commit=False)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -50,6 +49,13 @@ class Database:
         needs, in the fewest round trips. Never write through it."""
         with self.reads() as session:
             yield session
+
+    @contextmanager
+    def reading_rows(self) -> Iterator[Connection]:
+        """``reading`` for Core statements alone: a pooled connection with no ORM session
+        around it, for the hottest reads (a poll)."""
+        with self.autocommit.connect() as connection:
+            yield connection
 
     def now(self, session: Session) -> datetime:
         """The database's clock (aware UTC): leases compare times from one clock only.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import bindparam, delete, func, select, true, update
+from sqlalchemy import Connection, bindparam, delete, func, select, true, update
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
@@ -128,14 +128,15 @@ def get_job(session: Session, tenant: str, job_id: str) -> Job:
 
 
 def job_with_history(
-    session: Session, tenant: str, job_id: str, limit: int = 200
+    session: Session | Connection, tenant: str, job_id: str, limit: int = 200
 ) -> tuple[Row, list[Event]]:
     """The tenant's job row (JobNotFound) and its newest ``limit`` events, oldest first: a
     row with the attribute names of ``Job`` and ``Event`` tuples, read on one connection
-    (PostgreSQL: in one round trip)."""
+    (PostgreSQL: in one round trip), a session's or one of its own
+    (``Database.reading_rows``)."""
     if not is_row_id(job_id):
         raise JobNotFound(job_id)
-    connection = session.connection()
+    connection = session.connection() if isinstance(session, Session) else session
     found = {"id": job_id, "tenant": tenant, "limit": limit}
     if connection.dialect.name == "postgresql":
         job = connection.execute(_JOB_WITH_HISTORY, found).first()
