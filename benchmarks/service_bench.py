@@ -790,7 +790,8 @@ class Bench:
         with profiling.recording(targets, self.profile, f"{self.stack.name}-{name}") as found:
             yield found
         if len(self.rows) > first:  # the first row of a measurement that makes several
-            self.rows[first].notes["profile"] = found
+            row = self.rows[first]
+            row.notes = {**row.notes, "profile": found}  # rows of one measurement share notes
 
     def job_against_core(self, spec: dict, timeout: float) -> tuple[float, float, dict, int]:
         """Best service wall time, best runtime_seconds, best core time, GETs of one wait."""
@@ -1094,7 +1095,7 @@ def details(rows: list[Row]) -> list[str]:
     if drains and drains[-1].notes.get("cpu_ms_per_job"):
         row, cores = drains[-1], os.cpu_count() or 1
         cpu = row.notes["cpu_ms_per_job"]
-        parts = ", ".join(f"{part} {ms:.1f}" for part, ms in cpu.items())
+        parts = ", ".join(f"{part} {ms:.1f}" for part, ms in cpu.items() if ms)  # none: absent
         total = sum(cpu.values())
         lines.append(f"{row.what}: CPU per job (ms) {parts}; {total:.1f} in all, so "
                      f"{cores} cores finish at most {cores * 1000 / total:.0f} jobs/s")  # fmt: skip
