@@ -10,7 +10,7 @@ The reason to change is the network: its layers' math, its input checks or its s
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -177,13 +177,20 @@ class Network:
         training a network from two threads at once unsafe (it never was: both would write
         the weights); ``predict``, ``evaluate`` and ``gradient`` use none and stay safe.
         """
-        workspaces = self.__dict__.setdefault("_workspaces", {})
-        workspace = workspaces.get(rows)
-        if workspace is None:
-            if len(workspaces) >= 4:
-                del workspaces[next(iter(workspaces))]
-            workspace = workspaces[rows] = Workspace(self, rows)
-        return workspace
+        return self._kept("_workspaces", rows, Workspace)
+
+    def _kept(self, name: str, rows: int, make: Callable):
+        """``make(self, rows)``, kept in the dict ``name`` of this network for the next step
+        on ``rows`` samples; the oldest of 4 sizes makes room for a fifth."""
+        kept = self.__dict__.get(name)
+        if kept is None:  # not setdefault: that builds a new dict every step
+            kept = self.__dict__[name] = {}
+        found = kept.get(rows)
+        if found is None:
+            if len(kept) >= 4:
+                del kept[next(iter(kept))]
+            found = kept[rows] = make(self, rows)
+        return found
 
     def release_workspaces(self) -> None:
         """Drop the training buffers (about 3 activations' and 1 model's worth of memory per
@@ -247,15 +254,7 @@ class Network:
     def _column_batch(self, rows: int) -> _ColumnBatch:
         """The buffers for the seed's batches of ``rows`` pairs, kept as ``_workspace`` keeps
         a step's."""
-        batches = self.__dict__.get("_column_batches")
-        if batches is None:  # not setdefault: that builds a new dict every step
-            batches = self.__dict__["_column_batches"] = {}
-        batch = batches.get(rows)
-        if batch is None:
-            if len(batches) >= 4:
-                del batches[next(iter(batches))]
-            batch = batches[rows] = _ColumnBatch(self, rows)
-        return batch
+        return self._kept("_column_batches", rows, _ColumnBatch)
 
     def train(self, epochs: int, training_data, learning_rate: float) -> None:
         """The seed's loop: every epoch, one step per mini-batch, in the order given."""

@@ -181,15 +181,27 @@ def write_npz_blobs(
     """Store several sets of named arrays, one ``.npz`` blob of each ``kind`` (a job's end:
     its final state and its model). The small ones take one INSERT of their blob rows and
     one of their chunks. Returns each kind's blob id."""
-    small, ids = {}, {}
+    small, large = npz_bytes(named, chunk_bytes)
+    ids = {kind: write_npz(session, job_id, kind, buffer, chunk_bytes).id
+           for kind, buffer in large.items()}  # fmt: skip
+    return ids | _insert_small(session, job_id, "npz", small)
+
+
+def npz_bytes(
+    named: dict[str, dict[str, np.ndarray]], chunk_bytes: int
+) -> tuple[dict[str, bytes], dict[str, io.BytesIO]]:
+    """Each kind's named arrays as the ``.npz`` bytes a blob stores, split into those of one
+    chunk (bytes, ``_insert_small``'s or one statement's) and larger ones (buffers, for
+    ``write_npz``): every set is serialized once."""
+    small, large = {}, {}
     for kind, arrays in named.items():
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         if buffer.tell() > chunk_bytes:
-            ids[kind] = write_arrays(session, job_id, kind, arrays, chunk_bytes).id
+            large[kind] = buffer
         else:
             small[kind] = buffer.getvalue()
-    return ids | _insert_small(session, job_id, "npz", small)
+    return small, large
 
 
 def write_arrays(
@@ -198,6 +210,12 @@ def write_arrays(
     """Store named arrays as one ``.npz`` (checkpoints, models: read whole, kept small)."""
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
+    return write_npz(session, job_id, kind, buffer, chunk_bytes)
+
+
+def write_npz(session: Session, job_id: str, kind: str, buffer: io.BytesIO, chunk_bytes: int):
+    """Store an ``.npz`` already serialized into ``buffer`` as the job's ``kind``, in
+    chunks."""
     blob = _new_blob(session, job_id, kind, "npz", size=buffer.tell())
     writer = _ChunkWriter(session, blob.id, chunk_bytes)
     writer.write(buffer.getbuffer())

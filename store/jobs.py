@@ -196,13 +196,13 @@ def metrics(session: Session, job_id: str, after: int = 0) -> list[EpochMetric]:
 
 
 _NEXT_WAITING = (
-    select(Job.__table__.c.id)
+    select(_JOB.c.id)
     .where(
-        Job.__table__.c.tenant == bindparam("tenant"),
-        Job.__table__.c.status == QUEUED,
-        Job.__table__.c.dispatched_at.is_(None),
+        _JOB.c.tenant == bindparam("tenant"),
+        _JOB.c.status == QUEUED,
+        _JOB.c.dispatched_at.is_(None),
     )
-    .order_by(Job.__table__.c.created_at)
+    .order_by(_JOB.c.created_at)
     .limit(1)
 )
 

@@ -8,8 +8,6 @@ a worker that lost the job writes nothing and gets ``LeaseLost``.
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -322,22 +320,15 @@ def _end_at_once(
     end's event in one statement (``store.job_end``), which answers with the tenant's next
     waiting job too, then the larger blobs and the other checkpoints when there may be some."""
     job_id = ending["job_id"]
-    small, large = {}, {}
-    for kind, arrays in named.items():
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)  # as ``blobs.write_npz_blobs`` stores it
-        if buffer.tell() > chunk_bytes:
-            large[kind] = arrays
-        else:
-            small[kind] = buffer.getvalue()
+    small, large = blobs.npz_bytes(named, chunk_bytes)  # as ``blobs.write_npz_blobs`` stores
     rows = job_end.end_in_one_statement(session, ending, metrics, small)
     if not rows:  # the UPDATE found no row, and nothing else was written
         if _ended_already(session, job_id, ending["status"]):
             return None  # a retry of a finish whose first commit went through
         raise LeaseLost(job_id)
     ids = {row.kind: row.id for row in rows if row.kind is not None}
-    for kind, arrays in large.items():
-        ids[kind] = blobs.write_arrays(session, job_id, kind, arrays, chunk_bytes).id
+    for kind, data in large.items():
+        ids[kind] = blobs.write_npz(session, job_id, kind, data, chunk_bytes).id
     if earlier_checkpoint and "checkpoint" in ids:
         _drop_other_checkpoints(session, job_id, ids["checkpoint"])
     return rows[0].next_waiting

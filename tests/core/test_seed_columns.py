@@ -12,12 +12,7 @@ import pytest
 
 from core import Network, ShapeError
 
-
-def column_pairs(structure, n, seed=0, dtype="float64"):
-    rng = np.random.RandomState(seed)
-    X = rng.rand(n, structure[0]).astype(dtype)
-    Y = np.eye(structure[-1], dtype=dtype)[rng.randint(structure[-1], size=n)]
-    return X, Y, [(x.reshape(-1, 1), y.reshape(-1, 1)) for x, y in zip(X, Y)]
+from .test_seed_pairs import column_pairs
 
 
 def assert_same_parameters(net, other):
